@@ -1,0 +1,50 @@
+"""An account's balances and holds: cash in minor units, positions in units.
+
+Holds are what open orders and offering subscriptions have reserved; available
+is balance minus hold, and no rule may spend more than is available.
+"""
+
+from typing import TYPE_CHECKING
+
+from exchange.domain.commands import PlaceOrder
+from exchange.domain.events import OrderRejected  # noqa: TC001 - the alias below is evaluated at run time
+
+if TYPE_CHECKING:
+    from exchange.domain.book import Order
+
+# What answered a client order id the first time: the place and its order or rejection.
+ClientOrderRecord = tuple[PlaceOrder, "Order | OrderRejected"]
+
+
+class Account:
+    """Mutable balances of one account. Positions and unit holds are keyed by symbol."""
+
+    __slots__ = (
+        "account_id",
+        "api_key_hashes",
+        "cash",
+        "cash_held",
+        "client_orders",
+        "name",
+        "open_orders",
+        "positions",
+        "units_held",
+    )
+
+    def __init__(self, account_id: str, name: str) -> None:
+        self.account_id = account_id
+        self.name = name
+        self.api_key_hashes: list[str] = []
+        self.cash = 0
+        self.cash_held = 0
+        self.positions: dict[str, int] = {}
+        self.units_held: dict[str, int] = {}
+        # Open orders by id; ids grow with acceptance, so this dict is in id order.
+        self.open_orders: dict[int, Order] = {}
+        self.client_orders: dict[str, ClientOrderRecord] = {}
+
+    def available_cash(self) -> int:
+        return self.cash - self.cash_held
+
+    def available_units(self, symbol: str) -> int:
+        return self.positions.get(symbol, 0) - self.units_held.get(symbol, 0)

@@ -1,0 +1,40 @@
+"""Every stable reject code the exchange can answer with, in one place.
+
+The strings are part of the public protocol (docs/PROTOCOL.md lists them all):
+never rename one; add new ones at the end of their group.
+"""
+
+from enum import StrEnum
+
+
+class RejectCode(StrEnum):
+    # Input that fails validation at the edge or in the engine.
+    BAD_REQUEST = "BAD_REQUEST"
+    BAD_PRICE = "BAD_PRICE"
+    BAD_QTY = "BAD_QTY"
+    BAD_AMOUNT = "BAD_AMOUNT"
+    BAD_SYMBOL = "BAD_SYMBOL"
+    BAD_TICK_SIZE = "BAD_TICK_SIZE"
+    OFF_TICK = "OFF_TICK"
+    # References to things that do not exist.
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    UNKNOWN_OFFERING = "UNKNOWN_OFFERING"
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    DUPLICATE_SYMBOL = "DUPLICATE_SYMBOL"
+    # Business rules.
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    INSUFFICIENT_UNITS = "INSUFFICIENT_UNITS"
+    NOT_TRADING = "NOT_TRADING"
+    BAD_STATUS = "BAD_STATUS"
+    OFFERING_CLOSED = "OFFERING_CLOSED"
+    POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
+    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
+    TOO_MANY_ORDERS = "TOO_MANY_ORDERS"
+    # Produced outside the engine (gateway and sequencer), listed here so the set is whole.
+    RATE_LIMITED = "RATE_LIMITED"
+    BUSY = "BUSY"
+    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"
+    AUTH_FAILED = "AUTH_FAILED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"

@@ -1,0 +1,181 @@
+"""Commands: the only inputs that change the exchange's state.
+
+Each is a frozen, tagged msgspec Struct; one schema serves the wire between the
+gateway and the sequencer, the journal and the tests. `ts` (nanoseconds since
+the epoch) is stamped by the sequencer: the core never reads a clock.
+Prices are integer ticks of the instrument, cash is in minor units (see limits).
+"""
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from exchange.domain.limits import (
+    MAX_CASH,
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_OFFERING_QTY,
+    MAX_PRICE_TICKS,
+    MAX_QTY,
+    MAX_TICK,
+)
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market"]
+TimeInForce = Literal["gtc", "ioc", "fok"]
+SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both"]
+InstrumentKind = Literal["share", "bond", "fund"]
+TradingStatus = Literal["trading", "halted"]
+
+AccountId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+ClientOrderId = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
+Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,15}$")]
+Name = Annotated[str, Meta(max_length=MAX_NAME_LENGTH)]
+Qty = Annotated[int, Meta(gt=0, le=MAX_QTY)]
+PriceTicks = Annotated[int, Meta(ge=0, le=MAX_PRICE_TICKS)]
+Cash = Annotated[int, Meta(gt=0, le=MAX_CASH)]
+CashCap = Annotated[int, Meta(ge=0, le=MAX_CASH)]
+Tick = Annotated[int, Meta(gt=0, le=MAX_TICK)]
+Timestamp = Annotated[int, Meta(ge=0)]
+EntityId = Annotated[int, Meta(ge=0)]
+
+
+class _Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="cmd", tag=True,
+               forbid_unknown_fields=True):
+    ts: Timestamp = 0
+
+
+# --- accounts and money --------------------------------------------------------------------
+
+
+class CreateAccount(_Command, frozen=True, kw_only=True):
+    """Open an account; the engine assigns its id. Only a hash of the API key is kept."""
+
+    name: Name
+    api_key_hash: Annotated[str, Meta(max_length=128)] = ""
+
+
+class AddApiKey(_Command, frozen=True, kw_only=True):
+    account: AccountId
+    api_key_hash: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class DepositCash(_Command, frozen=True, kw_only=True):
+    account: AccountId
+    amount: Cash
+
+
+class WithdrawCash(_Command, frozen=True, kw_only=True):
+    account: AccountId
+    amount: Cash
+
+
+class DepositUnits(_Command, frozen=True, kw_only=True):
+    account: AccountId
+    symbol: Symbol
+    qty: Qty
+
+
+class WithdrawUnits(_Command, frozen=True, kw_only=True):
+    account: AccountId
+    symbol: Symbol
+    qty: Qty
+
+
+# --- instruments and the primary market ---------------------------------------------------
+
+
+class ListInstrument(_Command, frozen=True, kw_only=True):
+    """List an instrument for an issuer account; `tick` is cash minor units per price tick."""
+
+    symbol: Symbol
+    kind: InstrumentKind
+    tick: Tick
+    issuer: AccountId
+
+
+class SetInstrumentStatus(_Command, frozen=True, kw_only=True):
+    symbol: Symbol
+    status: TradingStatus
+
+
+class OpenOffering(_Command, frozen=True, kw_only=True):
+    """Offer `qty` new units at a fixed price; subscriptions close at `closes_at` (0: none)."""
+
+    symbol: Symbol
+    price: PriceTicks
+    qty: Annotated[int, Meta(gt=0, le=MAX_OFFERING_QTY)]
+    closes_at: Timestamp = 0
+
+
+class SubscribeOffering(_Command, frozen=True, kw_only=True):
+    account: AccountId
+    offering_id: EntityId
+    qty: Qty
+
+
+class CloseOffering(_Command, frozen=True, kw_only=True):
+    offering_id: EntityId
+
+
+# --- the secondary market -----------------------------------------------------------------
+
+
+class PlaceOrder(_Command, frozen=True, kw_only=True):
+    """A new order. `price` is 0 for a market order; `max_notional` (0: none) caps a market buy."""
+
+    account: AccountId
+    client_order_id: ClientOrderId = ""
+    symbol: Symbol
+    side: Side
+    type: OrderType = "limit"
+    price: PriceTicks = 0
+    qty: Qty
+    tif: TimeInForce = "gtc"
+    post_only: bool = False
+    stp: SelfTradePrevention = "cancel_newest"
+    max_notional: CashCap = 0
+
+
+class CancelOrder(_Command, frozen=True, kw_only=True):
+    """Cancel by `order_id`, or by `client_order_id` when `order_id` is 0."""
+
+    account: AccountId
+    order_id: EntityId = 0
+    client_order_id: ClientOrderId = ""
+
+
+class CancelAll(_Command, frozen=True, kw_only=True):
+    """Cancel every open order of the account, or only those in `symbol`."""
+
+    account: AccountId
+    symbol: Annotated[str, Meta(max_length=16)] = ""
+
+
+class ReplaceOrder(_Command, frozen=True, kw_only=True):
+    """Change an open order: `qty` is the new total quantity, `price` the new price (0: keep)."""
+
+    account: AccountId
+    order_id: EntityId
+    qty: Annotated[int, Meta(ge=0, le=MAX_QTY)] = 0
+    price: PriceTicks = 0
+
+
+Command = (
+    CreateAccount
+    | AddApiKey
+    | DepositCash
+    | WithdrawCash
+    | DepositUnits
+    | WithdrawUnits
+    | ListInstrument
+    | SetInstrumentStatus
+    | OpenOffering
+    | SubscribeOffering
+    | CloseOffering
+    | PlaceOrder
+    | CancelOrder
+    | CancelAll
+    | ReplaceOrder
+)

@@ -1,0 +1,215 @@
+"""Events: what the engine says happened, in the order it happened.
+
+Frozen, tagged msgspec Structs, journaled beside the command that produced them
+and published to read models and clients only after they are durable. Prices are
+integer ticks, cash is in minor units, quantities are units.
+"""
+
+from typing import Literal
+
+import msgspec
+
+from exchange.domain.commands import InstrumentKind, OrderType, Side, TimeInForce
+
+OrderStatus = Literal["open", "filled", "cancelled", "expired", "self_trade", "replaced_out"]
+DoneReason = Literal["cancelled", "expired", "self_trade", "replaced_out"]
+InstrumentStatus = Literal["listed", "in_offering", "trading", "halted"]
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
+    pass
+
+
+# --- accounts and money --------------------------------------------------------------------
+
+
+class AccountCreated(_Event, frozen=True, kw_only=True):
+    account: str
+    name: str
+    api_key_hash: str
+
+
+class ApiKeyAdded(_Event, frozen=True, kw_only=True):
+    account: str
+    api_key_hash: str
+
+
+class CashDeposited(_Event, frozen=True, kw_only=True):
+    account: str
+    amount: int
+    balance: int
+
+
+class CashWithdrawn(_Event, frozen=True, kw_only=True):
+    account: str
+    amount: int
+    balance: int
+
+
+class UnitsDeposited(_Event, frozen=True, kw_only=True):
+    account: str
+    symbol: str
+    qty: int
+    position: int
+
+
+class UnitsWithdrawn(_Event, frozen=True, kw_only=True):
+    account: str
+    symbol: str
+    qty: int
+    position: int
+
+
+# --- instruments and the primary market ---------------------------------------------------
+
+
+class InstrumentListed(_Event, frozen=True, kw_only=True):
+    symbol: str
+    kind: InstrumentKind
+    tick: int
+    issuer: str
+
+
+class InstrumentStatusChanged(_Event, frozen=True, kw_only=True):
+    symbol: str
+    status: InstrumentStatus
+
+
+class OfferingOpened(_Event, frozen=True, kw_only=True):
+    offering_id: int
+    symbol: str
+    price: int
+    qty: int
+    closes_at: int
+
+
+class OfferingSubscribed(_Event, frozen=True, kw_only=True):
+    """One subscription; `total` is everything this account has subscribed in the offering."""
+
+    offering_id: int
+    account: str
+    qty: int
+    total: int
+
+
+class UnitsAllocated(_Event, frozen=True, kw_only=True):
+    """At the close: what one subscriber asked for, received and paid."""
+
+    offering_id: int
+    account: str
+    requested: int
+    allocated: int
+    cost: int
+
+
+class OfferingClosed(_Event, frozen=True, kw_only=True):
+    offering_id: int
+    symbol: str
+    issuer: str
+    issued: int
+    proceeds: int
+
+
+# --- the secondary market -----------------------------------------------------------------
+
+
+class OrderAccepted(_Event, frozen=True, kw_only=True):
+    """A new order entered the book or its matching. `resent` marks the answer to a resend of a
+    known client order id: then `remaining` and `status` give the order's current state and
+    nothing changed."""
+
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    price: int
+    qty: int
+    remaining: int
+    status: OrderStatus
+    post_only: bool
+    ts: int
+    resent: bool = False
+
+
+class OrderRejected(_Event, frozen=True, kw_only=True):
+    """A place, cancel, cancel-all or replace was refused; nothing changed."""
+
+    account: str
+    code: str
+    message: str
+    client_order_id: str = ""
+    order_id: int = 0
+
+
+class Rejected(_Event, frozen=True, kw_only=True):
+    """Any other command was refused; nothing changed. `command` is the command's tag."""
+
+    command: str
+    code: str
+    message: str
+    account: str = ""
+
+
+class TradeExecuted(_Event, frozen=True, kw_only=True):
+    trade_id: int
+    symbol: str
+    price: int
+    qty: int
+    aggressor: Side
+    maker_order_id: int
+    maker_account: str
+    maker_remaining: int
+    taker_order_id: int
+    taker_account: str
+    taker_remaining: int
+    ts: int
+
+
+class OrderCancelled(_Event, frozen=True, kw_only=True):
+    """An order left the book (or its matching) without filling its remainder."""
+
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    price: int
+    remaining: int
+    reason: DoneReason
+
+
+class OrderReplaced(_Event, frozen=True, kw_only=True):
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    price: int
+    qty: int
+    remaining: int
+    kept_priority: bool
+
+
+Event = (
+    AccountCreated
+    | ApiKeyAdded
+    | CashDeposited
+    | CashWithdrawn
+    | UnitsDeposited
+    | UnitsWithdrawn
+    | InstrumentListed
+    | InstrumentStatusChanged
+    | OfferingOpened
+    | OfferingSubscribed
+    | UnitsAllocated
+    | OfferingClosed
+    | OrderAccepted
+    | OrderRejected
+    | Rejected
+    | TradeExecuted
+    | OrderCancelled
+    | OrderReplaced
+)

@@ -1,0 +1,51 @@
+"""Instruments and their primary-market offerings, and the pro-rata allocation rule.
+
+Pure data and one pure function; the engine decides when they change.
+"""
+
+from exchange.domain.commands import InstrumentKind
+from exchange.domain.events import InstrumentStatus
+
+
+class Instrument:
+    __slots__ = ("issuer", "kind", "status", "symbol", "tick")
+
+    def __init__(
+        self, symbol: str, kind: InstrumentKind, tick: int, issuer: str, status: InstrumentStatus
+    ) -> None:
+        self.symbol = symbol
+        self.kind = kind
+        self.tick = tick  # cash minor units per price tick
+        self.issuer = issuer
+        self.status = status
+
+
+class Offering:
+    __slots__ = ("closes_at", "is_open", "offering_id", "price", "qty", "subscriptions", "symbol")
+
+    def __init__(
+        self, offering_id: int, symbol: str, price: int, qty: int, closes_at: int
+    ) -> None:
+        self.offering_id = offering_id
+        self.symbol = symbol
+        self.price = price
+        self.qty = qty
+        self.closes_at = closes_at
+        self.is_open = True
+        # Units requested per account, in the order of each account's first subscription.
+        self.subscriptions: dict[str, int] = {}
+
+
+def allocate(requests: list[int], offered: int) -> list[int]:
+    """Whole units per request. Everyone gets what they asked when it fits; otherwise pro
+    rata rounded down, and the units left over go one each to the largest remainders,
+    ties to the earlier request."""
+    total = sum(requests)
+    if total <= offered:
+        return list(requests)
+    shares = [r * offered // total for r in requests]
+    left_over = offered - sum(shares)
+    by_remainder = sorted(range(len(requests)), key=lambda i: (-(requests[i] * offered % total), i))
+    for i in by_remainder[:left_over]:
+        shares[i] += 1
+    return shares

@@ -1,0 +1,24 @@
+"""Named bounds of the core: the largest values and counts the engine accepts, and why.
+
+Everything the engine stores is bounded by one of these, so memory and integer
+sizes stay predictable (all money fits in a signed 64-bit integer).
+"""
+
+# Cash is kept in the currency's minor unit: 0.01, two decimals.
+CASH_DECIMALS = 2
+# One unit per order ... a billion units: beyond any real order, far inside int64.
+MAX_QTY = 1_000_000_000
+# Prices are in ticks; a billion ticks is 10 million currency units at tick 0.01.
+MAX_PRICE_TICKS = 1_000_000_000
+# Largest tick, in cash minor units (10,000.00 per tick).
+MAX_TICK = 1_000_000
+# Largest cash amount of one deposit, withdrawal or notional cap: 10^16 minor units
+# (100 trillion). A buy can only hold what was deposited, so no trade exceeds it either.
+MAX_CASH = 10**16
+# Open (resting) orders one account may have at once; a bound on book memory per account.
+MAX_OPEN_ORDERS_PER_ACCOUNT = 10_000
+# Client order ids and names: short strings, never megabytes kept forever.
+MAX_ID_LENGTH = 64
+MAX_NAME_LENGTH = 128
+# Units one offering may issue.
+MAX_OFFERING_QTY = MAX_QTY
