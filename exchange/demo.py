@@ -74,15 +74,15 @@ def run(say: Callable[[str], None] = print) -> Engine:
 
     say("== secondary market: investors trade with each other")
     do(PlaceOrder(account="A2", client_order_id="a1", symbol="ACME", side="sell",
-                  price=_price("10.50"), qty=200))  # fmt: skip
+                  price=_price("10.50"), qty=200))
     do(PlaceOrder(account="A3", client_order_id="b1", symbol="ACME", side="sell",
-                  price=_price("10.40"), qty=100))  # fmt: skip
+                  price=_price("10.40"), qty=100))
     do(PlaceOrder(account="A4", client_order_id="c1", symbol="ACME", side="buy",
-                  price=_price("10.45"), qty=150))  # fmt: skip
+                  price=_price("10.45"), qty=150))
     do(PlaceOrder(account="A4", client_order_id="c2", symbol="ACME", side="buy",
-                  type="market", qty=60))  # fmt: skip
+                  type="market", qty=60))
     do(PlaceOrder(account="A3", client_order_id="b2", symbol="ACME", side="buy",
-                  price=_price("99999.00"), qty=100))  # fmt: skip
+                  price=_price("99999.00"), qty=100))
 
     bids, asks = engine.book("ACME")
     say("== book ACME")
@@ -94,7 +94,7 @@ def run(say: Callable[[str], None] = print) -> Engine:
     for account_id, holder in engine.accounts.items():
         cash, held, positions, _ = engine.balances(account_id)
         say(f"  {account_id} {holder.name:<12} {format_cash(cash):>10}"
-            f" {format_cash(held):>9} {positions}")  # fmt: skip
+            f" {format_cash(held):>9} {positions}")
     say(f"== state hash {engine.state_hash()}")
     return engine
 

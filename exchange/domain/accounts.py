@@ -10,10 +10,11 @@ from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import OrderRejected  # noqa: TC001 - the alias below is evaluated at run time
 
 if TYPE_CHECKING:
-    from exchange.domain.book import Order
+    from exchange.domain.book import Order, OrderState
 
-# What answered a client order id the first time: the place and its order or rejection.
-ClientOrderRecord = tuple[PlaceOrder, "Order | OrderRejected"]
+# What answered a client order id the first time: the place, and its open order, the
+# order as it ended, or its rejection.
+ClientOrderRecord = tuple[PlaceOrder, "Order | OrderState | OrderRejected"]
 
 
 class Account:

@@ -7,13 +7,32 @@ engine owns them, and this module never creates events.
 """
 
 from bisect import bisect_left, insort
-from typing import TYPE_CHECKING
+
+import msgspec
 
 from exchange.domain.accounts import Account
 from exchange.domain.commands import OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.domain.events import OrderStatus
 
-if TYPE_CHECKING:
-    from exchange.domain.events import OrderStatus
+
+class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """An order as plain values: how a snapshot stores a resting order, and how an ended
+    order is remembered for resends (untracked by the garbage collector, unlike `Order`)."""
+
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    price: int
+    qty: int
+    remaining: int
+    post_only: bool
+    stp: SelfTradePrevention
+    ts: int
+    status: OrderStatus
 
 
 class Order:
@@ -73,6 +92,13 @@ class Order:
         self.level: Level | None = None
         self.prev: Order | None = None
         self.next: Order | None = None
+
+    def state(self) -> OrderState:
+        return OrderState(
+            self.order_id, self.account.account_id, self.client_order_id, self.symbol,
+            self.side, self.type, self.tif, self.price, self.qty, self.remaining,
+            self.post_only, self.stp, self.ts, self.status,
+        )
 
 
 class Level:
@@ -137,12 +163,10 @@ class BookSide:
         keys = self.keys
         return keys[-1] * self.sign if keys else None
 
-    def level_for(self, price: int) -> Level:
-        """The level at `price`, created (and placed in price order) when it is new."""
-        level = self.levels.get(price)
-        if level is None:
-            level = self.levels[price] = Level(price)
-            insort(self.keys, price * self.sign)
+    def add_level(self, price: int) -> Level:
+        """A new, empty level at `price` (there must be none), placed in price order."""
+        level = self.levels[price] = Level(price)
+        insort(self.keys, price * self.sign)
         return level
 
     def drop_level(self, price: int) -> None:
@@ -156,7 +180,11 @@ class BookSide:
             del keys[bisect_left(keys, key)]
 
     def rest(self, order: Order) -> None:
-        self.level_for(order.price).append(order)
+        """Append `order` to the back of its price level."""
+        level = self.levels.get(order.price)
+        if level is None:
+            level = self.add_level(order.price)
+        level.append(order)
 
     def remove(self, order: Order) -> None:
         """Unlink a resting order and drop its level when that empties it."""

@@ -41,7 +41,7 @@ Timestamp = Annotated[int, Meta(ge=0)]
 EntityId = Annotated[int, Meta(ge=0)]
 
 
-class _Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="cmd", tag=True,
+class _Command(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="cmd", tag=True,
                forbid_unknown_fields=True):
     ts: Timestamp = 0
 
@@ -49,35 +49,35 @@ class _Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="cmd", tag=T
 # --- accounts and money --------------------------------------------------------------------
 
 
-class CreateAccount(_Command, frozen=True, kw_only=True):
+class CreateAccount(_Command, frozen=True, kw_only=True, gc=False):
     """Open an account; the engine assigns its id. Only a hash of the API key is kept."""
 
     name: Name
     api_key_hash: Annotated[str, Meta(max_length=128)] = ""
 
 
-class AddApiKey(_Command, frozen=True, kw_only=True):
+class AddApiKey(_Command, frozen=True, kw_only=True, gc=False):
     account: AccountId
     api_key_hash: Annotated[str, Meta(min_length=1, max_length=128)]
 
 
-class DepositCash(_Command, frozen=True, kw_only=True):
+class DepositCash(_Command, frozen=True, kw_only=True, gc=False):
     account: AccountId
     amount: Cash
 
 
-class WithdrawCash(_Command, frozen=True, kw_only=True):
+class WithdrawCash(_Command, frozen=True, kw_only=True, gc=False):
     account: AccountId
     amount: Cash
 
 
-class DepositUnits(_Command, frozen=True, kw_only=True):
+class DepositUnits(_Command, frozen=True, kw_only=True, gc=False):
     account: AccountId
     symbol: Symbol
     qty: Qty
 
 
-class WithdrawUnits(_Command, frozen=True, kw_only=True):
+class WithdrawUnits(_Command, frozen=True, kw_only=True, gc=False):
     account: AccountId
     symbol: Symbol
     qty: Qty
@@ -86,7 +86,7 @@ class WithdrawUnits(_Command, frozen=True, kw_only=True):
 # --- instruments and the primary market ---------------------------------------------------
 
 
-class ListInstrument(_Command, frozen=True, kw_only=True):
+class ListInstrument(_Command, frozen=True, kw_only=True, gc=False):
     """List an instrument for an issuer account; `tick` is cash minor units per price tick."""
 
     symbol: Symbol
@@ -95,12 +95,12 @@ class ListInstrument(_Command, frozen=True, kw_only=True):
     issuer: AccountId
 
 
-class SetInstrumentStatus(_Command, frozen=True, kw_only=True):
+class SetInstrumentStatus(_Command, frozen=True, kw_only=True, gc=False):
     symbol: Symbol
     status: TradingStatus
 
 
-class OpenOffering(_Command, frozen=True, kw_only=True):
+class OpenOffering(_Command, frozen=True, kw_only=True, gc=False):
     """Offer `qty` new units at a fixed price; subscriptions close at `closes_at` (0: none)."""
 
     symbol: Symbol
@@ -109,20 +109,20 @@ class OpenOffering(_Command, frozen=True, kw_only=True):
     closes_at: Timestamp = 0
 
 
-class SubscribeOffering(_Command, frozen=True, kw_only=True):
+class SubscribeOffering(_Command, frozen=True, kw_only=True, gc=False):
     account: AccountId
     offering_id: EntityId
     qty: Qty
 
 
-class CloseOffering(_Command, frozen=True, kw_only=True):
+class CloseOffering(_Command, frozen=True, kw_only=True, gc=False):
     offering_id: EntityId
 
 
 # --- the secondary market -----------------------------------------------------------------
 
 
-class PlaceOrder(_Command, frozen=True, kw_only=True):
+class PlaceOrder(_Command, frozen=True, kw_only=True, gc=False):
     """A new order. `price` is 0 for a market order; `max_notional` (0: none) caps a market buy."""
 
     account: AccountId
@@ -138,7 +138,7 @@ class PlaceOrder(_Command, frozen=True, kw_only=True):
     max_notional: CashCap = 0
 
 
-class CancelOrder(_Command, frozen=True, kw_only=True):
+class CancelOrder(_Command, frozen=True, kw_only=True, gc=False):
     """Cancel by `order_id`, or by `client_order_id` when `order_id` is 0."""
 
     account: AccountId
@@ -146,14 +146,14 @@ class CancelOrder(_Command, frozen=True, kw_only=True):
     client_order_id: ClientOrderId = ""
 
 
-class CancelAll(_Command, frozen=True, kw_only=True):
+class CancelAll(_Command, frozen=True, kw_only=True, gc=False):
     """Cancel every open order of the account, or only those in `symbol`."""
 
     account: AccountId
     symbol: Annotated[str, Meta(max_length=16)] = ""
 
 
-class ReplaceOrder(_Command, frozen=True, kw_only=True):
+class ReplaceOrder(_Command, frozen=True, kw_only=True, gc=False):
     """Change an open order: `qty` is the new total quantity, `price` the new price (0: keep)."""
 
     account: AccountId

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from exchange.domain.accounts import Account
-from exchange.domain.book import BookSide, Order, OrderBook
+from exchange.domain.book import Order, OrderBook, OrderState
 from exchange.domain.codes import RejectCode
 from exchange.domain.commands import (
     AddApiKey,
@@ -75,7 +75,6 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.instruments: dict[str, Instrument] = {}
         self.books: dict[str, OrderBook] = {}
-        self.orders: dict[int, Order] = {}  # open orders only
         self.offerings: dict[int, Offering] = {}
         self.next_account = 1
         self.next_order = 1
@@ -339,7 +338,8 @@ class Engine:
             record = account.client_orders.get(cid)
             if record is not None:
                 return [_answer_resend(cmd, *record)]
-        instrument = self.instruments.get(cmd.symbol)
+        symbol = cmd.symbol
+        instrument = self.instruments.get(symbol)
         refusal = self._check_place(cmd, account, instrument)
         if refusal is not None:
             if cid:
@@ -348,51 +348,40 @@ class Engine:
         assert instrument is not None  # _check_place refused an unknown symbol
 
         order_id = self.next_order
-        self.next_order += 1
-        is_buy = cmd.side == "buy"
+        self.next_order = order_id + 1
+        side, type_, tif, price, qty, ts = cmd.side, cmd.type, cmd.tif, cmd.price, cmd.qty, cmd.ts
         tick = instrument.tick
-        qty = cmd.qty
-        ts = cmd.ts
         order = Order(
-            order_id, account, cid, cmd.symbol, cmd.side, cmd.type, cmd.tif, cmd.price, qty,
-            cmd.post_only, cmd.stp, ts,
-        )  # fmt: skip
+            order_id, account, cid, symbol, side, type_, tif, price, qty, cmd.post_only, cmd.stp, ts
+        )
         if cid:
             account.client_orders[cid] = (cmd, order)
         events: list[Event] = [
             OrderAccepted(
-                order_id=order_id,
-                account=account.account_id,
-                client_order_id=cid,
-                symbol=cmd.symbol,
-                side=cmd.side,
-                type=cmd.type,
-                tif=cmd.tif,
-                price=cmd.price,
-                qty=qty,
-                remaining=qty,
-                status="open",
-                post_only=cmd.post_only,
-                ts=ts,
+                order_id, account.account_id, cid, symbol, side, type_, tif, price, qty, qty,
+                "open", cmd.post_only, ts,
             )
         ]
         budget = NO_BUDGET
-        if cmd.type == "market" and is_buy:
+        is_buy = order.is_buy
+        if type_ == "market" and is_buy:
             budget = account.cash - account.cash_held
             if cmd.max_notional and cmd.max_notional < budget:
                 budget = cmd.max_notional
-        book = self.books[cmd.symbol]
-        if cmd.tif == "fok" and self._fillable(order, book, tick, budget) < qty:
+        book = self.books[symbol]
+        if tif == "fok" and self._fillable(order, book, tick, budget) < qty:
             order.status = "expired"
+            if cid:
+                _archive(order)
             events.append(_cancelled(order, "expired"))
             return events
         # Hold what the order may spend or deliver; matching draws these holds down.
         if is_buy:
             if budget == NO_BUDGET:
-                account.cash_held += cmd.price * tick * qty
+                account.cash_held += price * tick * qty
         else:
             held = account.units_held
-            held[cmd.symbol] = held.get(cmd.symbol, 0) + qty
+            held[symbol] = held.get(symbol, 0) + qty
         self._match(order, book, tick, budget, ts, events)
         return events
 
@@ -536,18 +525,9 @@ class Engine:
                 self.next_trade = trade_id + 1
                 append(
                     TradeExecuted(
-                        trade_id=trade_id,
-                        symbol=symbol,
-                        price=price,
-                        qty=q,
-                        aggressor=taker.side,
-                        maker_order_id=maker.order_id,
-                        maker_account=maker_account.account_id,
-                        maker_remaining=maker_remaining,
-                        taker_order_id=taker_id,
-                        taker_account=taker_account.account_id,
-                        taker_remaining=remaining,
-                        ts=ts,
+                        trade_id, symbol, price, q, taker.side, maker.order_id,
+                        maker_account.account_id, maker_remaining, taker_id,
+                        taker_account.account_id, remaining, ts,
                     )
                 )
                 if maker_remaining:
@@ -560,8 +540,9 @@ class Engine:
                     following.prev = None
                 maker.level = maker.next = None
                 maker.status = "filled"
-                del self.orders[maker.order_id]
                 del maker_account.open_orders[maker.order_id]
+                if maker.client_order_id:
+                    _archive(maker)
                 maker = following
                 if not remaining:
                     break
@@ -572,14 +553,33 @@ class Engine:
         taker.remaining = remaining
         if not remaining:
             taker.status = "filled"
-            self._forget_open(taker)
-        elif end_reason:
-            self._end_taker(taker, end_reason, events)
-        elif market or taker.tif != "gtc":
-            self._end_taker(taker, "expired", events)
+            taker_account.open_orders.pop(taker_id, None)
+            if taker.client_order_id:
+                _archive(taker)
+        elif end_reason or market or taker.tif != "gtc":
+            # Inlined _end_taker: an IOC remainder expiring is the common case.
+            if is_buy:
+                if not market:
+                    taker_account.cash_held -= limit * tick * remaining
+            else:
+                taker_account.units_held[symbol] -= remaining
+            reason: DoneReason = end_reason or "expired"
+            taker.status = reason
+            taker_account.open_orders.pop(taker_id, None)
+            if taker.client_order_id:
+                _archive(taker)
+            append(
+                OrderCancelled(
+                    taker_id, taker_account.account_id, taker.client_order_id, symbol,
+                    taker.side, limit, remaining, reason,
+                )
+            )
         else:
-            (book.bids if is_buy else book.asks).rest(taker)
-            self.orders[taker_id] = taker
+            own_side = book.bids if is_buy else book.asks
+            own_level = own_side.levels.get(limit)
+            if own_level is None:
+                own_level = own_side.add_level(limit)
+            own_level.append(taker)
             taker_account.open_orders[taker_id] = taker
 
     def _release_holds(self, order: Order) -> None:
@@ -591,15 +591,13 @@ class Engine:
         else:
             account.units_held[order.symbol] -= order.remaining
 
-    def _forget_open(self, order: Order) -> None:
-        self.orders.pop(order.order_id, None)
-        order.account.open_orders.pop(order.order_id, None)
-
     def _end_taker(self, order: Order, reason: DoneReason, events: list[Event]) -> None:
         """End an order that is not resting (a taker's remainder)."""
         self._release_holds(order)
         order.status = reason
-        self._forget_open(order)
+        order.account.open_orders.pop(order.order_id, None)
+        if order.client_order_id:
+            _archive(order)
         events.append(_cancelled(order, reason))
 
     def _end_resting(self, order: Order, reason: DoneReason, events: list[Event]) -> None:
@@ -631,15 +629,13 @@ class Engine:
         return events
 
     def _cancel_resting(self, order: Order, reason: DoneReason, events: list[Event]) -> None:
+        """End a resting order outside matching, dropping its level when it empties."""
         level = order.level
         assert level is not None, "only resting orders can be cancelled"
         self._end_resting(order, reason, events)
         if level.head is None:
-            self._side_of(order).drop_level(level.price)
-
-    def _side_of(self, order: Order) -> BookSide:
-        book = self.books[order.symbol]
-        return book.bids if order.is_buy else book.asks
+            book = self.books[order.symbol]
+            (book.bids if order.is_buy else book.asks).drop_level(level.price)
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
         account = self.accounts.get(cmd.account)
@@ -694,9 +690,11 @@ class Engine:
         if not new_remaining:
             side.remove(order)
             self._release_holds(order)
-            self._forget_open(order)
+            account.open_orders.pop(order.order_id, None)
             order.price, order.qty, order.remaining = new_price, new_qty, 0
             order.status = "replaced_out"
+            if order.client_order_id:
+                _archive(order)
             return [
                 _replaced(order, kept_priority=False, remaining=0),
                 _cancelled(order, "replaced_out"),
@@ -773,7 +771,15 @@ def _replace_rejected(cmd: ReplaceOrder, code: Code, message: str) -> OrderRejec
     return OrderRejected(account=cmd.account, code=code, message=message, order_id=cmd.order_id)
 
 
-def _answer_resend(cmd: PlaceOrder, first: PlaceOrder, outcome: Order | OrderRejected) -> Event:
+def _archive(order: Order) -> None:
+    """Remember an ended order as plain values: its client order id may be resent."""
+    records = order.account.client_orders
+    records[order.client_order_id] = (records[order.client_order_id][0], order.state())
+
+
+def _answer_resend(
+    cmd: PlaceOrder, first: PlaceOrder, outcome: Order | OrderState | OrderRejected
+) -> Event:
     """A place whose client order id was used before: repeat the answer, or refuse it."""
     if msgspec.structs.replace(cmd, ts=first.ts) != first:
         return _order_rejected(
@@ -801,14 +807,8 @@ def _answer_resend(cmd: PlaceOrder, first: PlaceOrder, outcome: Order | OrderRej
 
 def _cancelled(order: Order, reason: DoneReason) -> OrderCancelled:
     return OrderCancelled(
-        order_id=order.order_id,
-        account=order.account.account_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        side=order.side,
-        price=order.price,
-        remaining=order.remaining,
-        reason=reason,
+        order.order_id, order.account.account_id, order.client_order_id, order.symbol,
+        order.side, order.price, order.remaining, reason,
     )
 
 

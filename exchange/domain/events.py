@@ -16,44 +16,45 @@ DoneReason = Literal["cancelled", "expired", "self_trade", "replaced_out"]
 InstrumentStatus = Literal["listed", "in_offering", "trading", "halted"]
 
 
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
-    pass
+class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="event", tag=True):
+    """Fields are positional so the hot path can build events cheaply; events hold only
+    scalars, so the garbage collector never needs to track them (gc=False)."""
 
 
 # --- accounts and money --------------------------------------------------------------------
 
 
-class AccountCreated(_Event, frozen=True, kw_only=True):
+class AccountCreated(_Event, frozen=True, gc=False):
     account: str
     name: str
     api_key_hash: str
 
 
-class ApiKeyAdded(_Event, frozen=True, kw_only=True):
+class ApiKeyAdded(_Event, frozen=True, gc=False):
     account: str
     api_key_hash: str
 
 
-class CashDeposited(_Event, frozen=True, kw_only=True):
+class CashDeposited(_Event, frozen=True, gc=False):
     account: str
     amount: int
     balance: int
 
 
-class CashWithdrawn(_Event, frozen=True, kw_only=True):
+class CashWithdrawn(_Event, frozen=True, gc=False):
     account: str
     amount: int
     balance: int
 
 
-class UnitsDeposited(_Event, frozen=True, kw_only=True):
+class UnitsDeposited(_Event, frozen=True, gc=False):
     account: str
     symbol: str
     qty: int
     position: int
 
 
-class UnitsWithdrawn(_Event, frozen=True, kw_only=True):
+class UnitsWithdrawn(_Event, frozen=True, gc=False):
     account: str
     symbol: str
     qty: int
@@ -63,19 +64,19 @@ class UnitsWithdrawn(_Event, frozen=True, kw_only=True):
 # --- instruments and the primary market ---------------------------------------------------
 
 
-class InstrumentListed(_Event, frozen=True, kw_only=True):
+class InstrumentListed(_Event, frozen=True, gc=False):
     symbol: str
     kind: InstrumentKind
     tick: int
     issuer: str
 
 
-class InstrumentStatusChanged(_Event, frozen=True, kw_only=True):
+class InstrumentStatusChanged(_Event, frozen=True, gc=False):
     symbol: str
     status: InstrumentStatus
 
 
-class OfferingOpened(_Event, frozen=True, kw_only=True):
+class OfferingOpened(_Event, frozen=True, gc=False):
     offering_id: int
     symbol: str
     price: int
@@ -83,7 +84,7 @@ class OfferingOpened(_Event, frozen=True, kw_only=True):
     closes_at: int
 
 
-class OfferingSubscribed(_Event, frozen=True, kw_only=True):
+class OfferingSubscribed(_Event, frozen=True, gc=False):
     """One subscription; `total` is everything this account has subscribed in the offering."""
 
     offering_id: int
@@ -92,7 +93,7 @@ class OfferingSubscribed(_Event, frozen=True, kw_only=True):
     total: int
 
 
-class UnitsAllocated(_Event, frozen=True, kw_only=True):
+class UnitsAllocated(_Event, frozen=True, gc=False):
     """At the close: what one subscriber asked for, received and paid."""
 
     offering_id: int
@@ -102,7 +103,7 @@ class UnitsAllocated(_Event, frozen=True, kw_only=True):
     cost: int
 
 
-class OfferingClosed(_Event, frozen=True, kw_only=True):
+class OfferingClosed(_Event, frozen=True, gc=False):
     offering_id: int
     symbol: str
     issuer: str
@@ -113,7 +114,7 @@ class OfferingClosed(_Event, frozen=True, kw_only=True):
 # --- the secondary market -----------------------------------------------------------------
 
 
-class OrderAccepted(_Event, frozen=True, kw_only=True):
+class OrderAccepted(_Event, frozen=True, gc=False):
     """A new order entered the book or its matching. `resent` marks the answer to a resend of a
     known client order id: then `remaining` and `status` give the order's current state and
     nothing changed."""
@@ -134,7 +135,7 @@ class OrderAccepted(_Event, frozen=True, kw_only=True):
     resent: bool = False
 
 
-class OrderRejected(_Event, frozen=True, kw_only=True):
+class OrderRejected(_Event, frozen=True, gc=False):
     """A place, cancel, cancel-all or replace was refused; nothing changed."""
 
     account: str
@@ -144,7 +145,7 @@ class OrderRejected(_Event, frozen=True, kw_only=True):
     order_id: int = 0
 
 
-class Rejected(_Event, frozen=True, kw_only=True):
+class Rejected(_Event, frozen=True, gc=False):
     """Any other command was refused; nothing changed. `command` is the command's tag."""
 
     command: str
@@ -153,7 +154,7 @@ class Rejected(_Event, frozen=True, kw_only=True):
     account: str = ""
 
 
-class TradeExecuted(_Event, frozen=True, kw_only=True):
+class TradeExecuted(_Event, frozen=True, gc=False):
     trade_id: int
     symbol: str
     price: int
@@ -168,7 +169,7 @@ class TradeExecuted(_Event, frozen=True, kw_only=True):
     ts: int
 
 
-class OrderCancelled(_Event, frozen=True, kw_only=True):
+class OrderCancelled(_Event, frozen=True, gc=False):
     """An order left the book (or its matching) without filling its remainder."""
 
     order_id: int
@@ -181,7 +182,7 @@ class OrderCancelled(_Event, frozen=True, kw_only=True):
     reason: DoneReason
 
 
-class OrderReplaced(_Event, frozen=True, kw_only=True):
+class OrderReplaced(_Event, frozen=True, gc=False):
     order_id: int
     account: str
     client_order_id: str

@@ -10,37 +10,16 @@ import hashlib
 import msgspec
 
 from exchange.domain.accounts import Account, ClientOrderRecord
-from exchange.domain.book import Order, OrderBook
+from exchange.domain.book import Order, OrderBook, OrderState
 from exchange.domain.commands import (
     InstrumentKind,
-    OrderType,
     PlaceOrder,
-    SelfTradePrevention,
-    Side,
-    TimeInForce,
 )
 from exchange.domain.engine import Engine
-from exchange.domain.events import InstrumentStatus, OrderRejected, OrderStatus
+from exchange.domain.events import InstrumentStatus, OrderRejected
 from exchange.domain.instruments import Instrument, Offering
 
 STATE_VERSION = 1
-
-
-class OrderState(msgspec.Struct, frozen=True, array_like=True):
-    order_id: int
-    account: str
-    client_order_id: str
-    symbol: str
-    side: Side
-    type: OrderType
-    tif: TimeInForce
-    price: int
-    qty: int
-    remaining: int
-    post_only: bool
-    stp: SelfTradePrevention
-    ts: int
-    status: OrderStatus
 
 
 class ClientOrderState(msgspec.Struct, frozen=True, array_like=True):
@@ -154,18 +133,19 @@ def restore_state(state: EngineState) -> Engine:
         )
         offering.is_open = o.is_open
         offering.subscriptions = dict(o.subscriptions)
+    open_orders: dict[int, Order] = {}
     for b in state.books:
         book = engine.books[b.symbol]
         for s in b.orders:
-            order = _restore_order(engine, s)
+            order = open_orders[s.order_id] = _restore_order(engine, s)
             (book.bids if order.is_buy else book.asks).rest(order)
-            engine.orders[order.order_id] = order
-    for order_id in sorted(engine.orders):
-        order = engine.orders[order_id]
+    for order_id in sorted(open_orders):
+        order = open_orders[order_id]
         order.account.open_orders[order_id] = order
     for a in state.accounts:
         engine.accounts[a.account].client_orders = {
-            c.client_order_id: _restore_client_order(engine, c) for c in a.client_orders
+            c.client_order_id: _restore_client_order(engine, open_orders, c)
+            for c in a.client_orders
         }
     return engine
 
@@ -183,10 +163,7 @@ def state_hash(engine: Engine) -> str:
 
 
 def _export_order(o: Order) -> OrderState:
-    return OrderState(
-        o.order_id, o.account.account_id, o.client_order_id, o.symbol, o.side, o.type, o.tif,
-        o.price, o.qty, o.remaining, o.post_only, o.stp, o.ts, o.status,
-    )  # fmt: skip
+    return o.state()
 
 
 def _export_book(book: OrderBook) -> BookState:
@@ -218,24 +195,26 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
     place, outcome = record
     if isinstance(outcome, OrderRejected):
         return ClientOrderState(cid, place, rejection=outcome)
-    if outcome.level is not None:
-        return ClientOrderState(cid, place, open_order_id=outcome.order_id)
-    return ClientOrderState(cid, place, ended=_export_order(outcome))
+    if isinstance(outcome, OrderState):
+        return ClientOrderState(cid, place, ended=outcome)
+    return ClientOrderState(cid, place, open_order_id=outcome.order_id)
 
 
 def _restore_order(engine: Engine, s: OrderState) -> Order:
     order = Order(
         s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side, s.type,
         s.tif, s.price, s.qty, s.post_only, s.stp, s.ts,
-    )  # fmt: skip
+    )
     order.remaining = s.remaining
     order.status = s.status
     return order
 
 
-def _restore_client_order(engine: Engine, c: ClientOrderState) -> ClientOrderRecord:
+def _restore_client_order(
+    engine: Engine, open_orders: dict[int, Order], c: ClientOrderState
+) -> ClientOrderRecord:
     if c.rejection is not None:
         return (c.place, c.rejection)
     if c.ended is not None:
-        return (c.place, _restore_order(engine, c.ended))
-    return (c.place, engine.orders[c.open_order_id])
+        return (c.place, c.ended)
+    return (c.place, open_orders[c.open_order_id])
