@@ -1,7 +1,10 @@
 """Rules of the book: priority, order types, time in force, post-only, self-trade prevention."""
 
+from typing import Any
+
 import pytest
 
+from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import Event, OrderAccepted, OrderCancelled, TradeExecuted
 from tests.builders import Market, of_type, rejection
 
@@ -195,3 +198,42 @@ def test_accepted_comes_before_fills(m: Market) -> None:
     assert isinstance(events[0], OrderAccepted)
     assert isinstance(events[1], TradeExecuted)
     assert events[1].taker_remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"account": "A99"}, "UNKNOWN_ACCOUNT"),
+        ({"symbol": "NOPE"}, "UNKNOWN_SYMBOL"),
+        ({"qty": 0}, "BAD_QTY"),
+        ({"qty": 10**9 + 1}, "BAD_QTY"),
+        ({"price": 0, "type": "limit"}, "BAD_PRICE"),
+        ({"price": 10**9 + 1}, "BAD_PRICE"),
+        ({"price": 100, "type": "market"}, "BAD_PRICE"),
+        ({"max_notional": 100}, "BAD_REQUEST"),
+        ({"price": 0, "type": "market", "side": "sell", "max_notional": 5}, "BAD_REQUEST"),
+        ({"price": 0, "type": "market", "max_notional": 10**17}, "BAD_AMOUNT"),
+        ({"post_only": True, "tif": "fok"}, "BAD_REQUEST"),
+        ({"price": 0, "type": "market", "post_only": True}, "BAD_REQUEST"),
+        ({"qty": 1001}, "INSUFFICIENT_FUNDS"),
+        ({"side": "sell"}, "INSUFFICIENT_UNITS"),
+    ],
+)
+def test_place_refusals(m: Market, fields: dict[str, Any], code: str) -> None:
+    trader = m.account(cash=100_000)
+    order: dict[str, Any] = {"account": trader, "symbol": "ACME", "side": "buy", "qty": 1}
+    order |= {"price": 100, **fields}
+    assert rejection(m.do(PlaceOrder(**order))) == code
+    assert m.engine.balances(trader)[1:] == (0, {}, {})
+
+
+def test_open_orders_per_account_are_bounded(m: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("exchange.domain.engine.MAX_OPEN_ORDERS_PER_ACCOUNT", 3)
+    trader = m.account()
+    for price in (10, 11, 12):
+        m.rest(trader, "buy", 1, price)
+    assert rejection(m.place(trader, "buy", 1, 13)) == "TOO_MANY_ORDERS"
+    seller = m.account(units={"ACME": 1})
+    m.rest(seller, "sell", 1, 20)
+    m.place(trader, "buy", 1, 20, tif="ioc")  # an order that cannot rest is not counted
+    assert m.engine.book("ACME") == ([(12, 1), (11, 1), (10, 1)], [])

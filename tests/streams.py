@@ -1,0 +1,102 @@
+"""Seeded streams of mixed commands: every kind of command, for replay and determinism tests."""
+
+import random
+
+import msgspec
+
+from exchange.domain.commands import (
+    CancelAll,
+    CancelOrder,
+    CloseOffering,
+    Command,
+    CreateAccount,
+    DepositCash,
+    DepositUnits,
+    ListInstrument,
+    OpenOffering,
+    OrderType,
+    PlaceOrder,
+    ReplaceOrder,
+    SetInstrumentStatus,
+    SubscribeOffering,
+    TradingStatus,
+    WithdrawCash,
+)
+from exchange.domain.engine import Engine
+
+SYMBOLS = ("ACME", "BOND.A", "FUND-1")
+ACCOUNTS = 8
+START_TS = 1_700_000_000_000_000_000
+
+
+def mixed_stream(seed: int, count: int) -> list[Command]:
+    """`count` commands after a fixed set-up: trading on three instruments (one reached
+    through an offering), with every order type, cancels, replaces and halts mixed in."""
+    rng = random.Random(seed)
+    ts = START_TS
+    out: list[Command] = [CreateAccount(name=f"trader-{i}") for i in range(1, ACCOUNTS + 1)]
+    accounts = [f"A{i}" for i in range(1, ACCOUNTS + 1)]
+    out.extend(DepositCash(account=account, amount=50_000_000) for account in accounts)
+    out.extend(
+        ListInstrument(symbol=symbol, kind="share", tick=1 + 4 * n, issuer="A1")
+        for n, symbol in enumerate(SYMBOLS)
+    )
+    out.append(OpenOffering(symbol="ACME", price=1000, qty=5000))
+    out.extend(
+        SubscribeOffering(account=account, offering_id=1, qty=rng.randint(100, 2000))
+        for account in accounts[1:]
+    )
+    out.append(CloseOffering(offering_id=1))
+    for symbol in SYMBOLS[1:]:
+        out.append(SetInstrumentStatus(symbol=symbol, status="trading"))
+        out.extend(DepositUnits(account=a, symbol=symbol, qty=10_000) for a in accounts)
+    # A private engine is the generator's oracle, so cancels and replaces can name orders
+    # that are really open; the stream stays a pure function of the seed.
+    oracle = Engine()
+    stamped: list[Command] = []
+    for i in range(len(out) + count):
+        command = out[i] if i < len(out) else _random_command(rng, oracle, accounts, i)
+        ts += rng.randint(1, 1_000_000)
+        stamped.append(_with_ts(command, ts))
+        oracle.apply(stamped[-1])
+    return stamped
+
+
+def _random_command(rng: random.Random, oracle: Engine, accounts: list[str], i: int) -> Command:
+    account = rng.choice(accounts)
+    symbol = rng.choice(SYMBOLS)
+    open_ids = list(oracle.accounts[account].open_orders)
+    recent = rng.choice(open_ids) if open_ids and rng.random() < 0.9 else rng.randint(1, i)
+    roll = rng.random()
+    if roll < 0.55:
+        order_type: OrderType = "market" if rng.random() < 0.1 else "limit"
+        return PlaceOrder(
+            account=account,
+            client_order_id=f"c{rng.randint(0, i)}" if rng.random() < 0.7 else "",
+            symbol=symbol,
+            side=rng.choice(("buy", "sell")),
+            type=order_type,
+            price=0 if order_type == "market" else rng.randint(95, 105),
+            qty=rng.randint(1, 50),
+            tif=rng.choice(("gtc", "gtc", "ioc", "fok")),
+            stp=rng.choice(("cancel_newest", "cancel_oldest", "cancel_both")),
+        )
+    if roll < 0.75:
+        return CancelOrder(account=account, order_id=recent)
+    if roll < 0.9:
+        return ReplaceOrder(
+            account=account,
+            order_id=recent,
+            qty=rng.choice((0, rng.randint(1, 60))),
+            price=rng.choice((0, rng.randint(95, 105))),
+        )
+    if roll < 0.95:
+        return CancelAll(account=account, symbol=rng.choice(("", symbol)))
+    if roll < 0.955:
+        status: TradingStatus = "halted" if rng.random() < 0.3 else "trading"
+        return SetInstrumentStatus(symbol=symbol, status=status)
+    return WithdrawCash(account=account, amount=rng.randint(1, 1_000_000))
+
+
+def _with_ts(command: Command, ts: int) -> Command:
+    return msgspec.structs.replace(command, ts=ts)
