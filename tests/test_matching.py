@@ -77,12 +77,14 @@ def test_market_buy_spends_at_most_available_cash(m: Market) -> None:
     assert m.engine.balances(buyer)[:2] == (50, 0)
 
 
-def test_market_buy_respects_max_notional(m: Market) -> None:
+@pytest.mark.parametrize(("cap", "bought"), [(250, 2), (299, 2), (300, 3), (301, 3)])
+def test_market_buy_respects_max_notional(m: Market, cap: int, bought: int) -> None:
     seller = m.account(units={"ACME": 10})
     m.rest(seller, "sell", 10, 100)
     buyer = m.account(cash=100_000)
-    events = m.place(buyer, "buy", 10, max_notional=250)
-    assert trades(events) == [(1, 100, 2)]
+    events = m.place(buyer, "buy", 10, max_notional=cap)
+    assert trades(events) == [(1, 100, bought)]
+    assert m.engine.balances(buyer)[:2] == (100_000 - 100 * bought, 0)
 
 
 def test_market_buy_with_no_cash_is_refused(m: Market) -> None:

@@ -1,0 +1,749 @@
+"""A deliberately naive reference model of docs/ENGINE.md, for differential tests.
+
+It owns nothing but a second, independent reading of the rule book: the same commands in,
+the same event structs out, with no speed tricks. The book is a plain list of resting order
+records, the best order is found by sorting on every look-up, and every hold is recomputed
+from the resting orders and open offerings each time it is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from exchange.domain.codes import RejectCode
+from exchange.domain.commands import (
+    AddApiKey,
+    CancelAll,
+    CancelOrder,
+    CloseOffering,
+    Command,
+    CreateAccount,
+    DepositCash,
+    DepositUnits,
+    ListInstrument,
+    OpenOffering,
+    PlaceOrder,
+    ReplaceOrder,
+    SelfTradePrevention,
+    SetInstrumentStatus,
+    Side,
+    SubscribeOffering,
+    WithdrawCash,
+    WithdrawUnits,
+)
+from exchange.domain.events import (
+    AccountCreated,
+    ApiKeyAdded,
+    CashDeposited,
+    CashWithdrawn,
+    DoneReason,
+    Event,
+    InstrumentListed,
+    InstrumentStatus,
+    InstrumentStatusChanged,
+    OfferingClosed,
+    OfferingOpened,
+    OfferingSubscribed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderReplaced,
+    OrderStatus,
+    Rejected,
+    TradeExecuted,
+    UnitsAllocated,
+    UnitsDeposited,
+    UnitsWithdrawn,
+)
+from exchange.domain.limits import (
+    MAX_CASH,
+    MAX_OFFERING_QTY,
+    MAX_OPEN_ORDERS_PER_ACCOUNT,
+    MAX_PRICE_TICKS,
+    MAX_QTY,
+    MAX_TICK,
+)
+
+Book = tuple[list[tuple[int, int]], list[tuple[int, int]]]
+RestingRow = tuple[int, str, str, int, int]
+Balances = tuple[int, int, dict[str, int], dict[str, int]]
+
+
+class _Refusal(Exception):  # noqa: N818 - a control-flow signal, not an error condition
+    """Raised by a check; `apply` turns it into the single rejection event."""
+
+    def __init__(self, code: RejectCode) -> None:
+        super().__init__(code.value)
+        self.code = code
+
+
+@dataclass
+class _Account:
+    account_id: str
+    cash: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Instrument:
+    symbol: str
+    tick: int
+    issuer: str
+    status: InstrumentStatus
+
+
+@dataclass(eq=False)
+class _Order:
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: str
+    tif: str
+    price: int
+    qty: int
+    remaining: int
+    stp: SelfTradePrevention
+    post_only: bool
+    status: OrderStatus
+    accepted: OrderAccepted
+    arrival: int = 0
+
+
+@dataclass
+class _Offering:
+    offering_id: int
+    symbol: str
+    price: int
+    qty: int
+    closes_at: int
+    closed: bool = False
+    # [account, total requested], in the order of each account's first subscription.
+    entries: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class _ClientIdMemory:
+    """What the first place with a client order id was, and what it got."""
+
+    command: PlaceOrder
+    order_id: int = 0
+    rejection: OrderRejected | None = None
+
+
+def _strip_ts(command: PlaceOrder) -> PlaceOrder:
+    return msgspec.structs.replace(command, ts=0)
+
+
+class ReferenceModel:
+    """The rule book, executed slowly and plainly."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, _Account] = {}
+        self._instruments: dict[str, _Instrument] = {}
+        self._orders: dict[int, _Order] = {}
+        self._book: list[_Order] = []
+        self._offerings: dict[int, _Offering] = {}
+        self._client_ids: dict[tuple[str, str], _ClientIdMemory] = {}
+        self._next_account = 1
+        self._next_order = 1
+        self._next_trade = 1
+        self._next_offering = 1
+        self._next_arrival = 1
+
+    # --- read accessors --------------------------------------------------------------------
+
+    def book(self, symbol: str) -> Book:
+        bids: list[tuple[int, int]] = []
+        asks: list[tuple[int, int]] = []
+        for order in self._sorted_side(symbol, "buy"):
+            if bids and bids[-1][0] == order.price:
+                bids[-1] = (order.price, bids[-1][1] + order.remaining)
+            else:
+                bids.append((order.price, order.remaining))
+        for order in self._sorted_side(symbol, "sell"):
+            if asks and asks[-1][0] == order.price:
+                asks[-1] = (order.price, asks[-1][1] + order.remaining)
+            else:
+                asks.append((order.price, order.remaining))
+        return bids, asks
+
+    def resting(self, symbol: str) -> list[RestingRow]:
+        return [
+            (o.order_id, o.account, o.side, o.price, o.remaining)
+            for o in self._sorted_side(symbol, "buy") + self._sorted_side(symbol, "sell")
+        ]
+
+    def balances(self, account: str) -> Balances:
+        acct = self._accounts[account]
+        positions = {s: q for s, q in acct.positions.items() if q != 0}
+        held = {s: self._units_held(account, s) for s in self._instruments}
+        return acct.cash, self._cash_held(account), positions, {s: q for s, q in held.items() if q}
+
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def symbols(self) -> list[str]:
+        return list(self._instruments)
+
+    # --- derived state ---------------------------------------------------------------------
+
+    def _sorted_side(self, symbol: str, side: Side) -> list[_Order]:
+        orders = [o for o in self._book if o.symbol == symbol and o.side == side]
+        if side == "buy":
+            return sorted(orders, key=lambda o: (-o.price, o.arrival))
+        return sorted(orders, key=lambda o: (o.price, o.arrival))
+
+    def _tick(self, symbol: str) -> int:
+        return self._instruments[symbol].tick
+
+    def _cash_held(self, account: str) -> int:
+        held = 0
+        for o in self._book:
+            if o.account == account and o.side == "buy":
+                held += o.price * self._tick(o.symbol) * o.remaining
+        for off in self._offerings.values():
+            if off.closed:
+                continue
+            for who, qty in off.entries:
+                if who == account:
+                    held += off.price * self._tick(off.symbol) * qty
+        return held
+
+    def _units_held(self, account: str, symbol: str) -> int:
+        return sum(
+            o.remaining
+            for o in self._book
+            if o.account == account and o.symbol == symbol and o.side == "sell"
+        )
+
+    def _available_cash(self, account: str) -> int:
+        return self._accounts[account].cash - self._cash_held(account)
+
+    def _available_units(self, account: str, symbol: str) -> int:
+        position = self._accounts[account].positions.get(symbol, 0)
+        return position - self._units_held(account, symbol)
+
+    def _best(self, symbol: str, side: Side) -> _Order | None:
+        orders = self._sorted_side(symbol, side)
+        return orders[0] if orders else None
+
+    def _crosses(self, side: Side, price: int, symbol: str) -> bool:
+        """Would a limit order at `price` meet the other side's best order?"""
+        if side == "buy":
+            ask = self._best(symbol, "sell")
+            return ask is not None and price >= ask.price
+        bid = self._best(symbol, "buy")
+        return bid is not None and price <= bid.price
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def apply(self, command: Command) -> list[Event]:
+        try:
+            return self._dispatch(command)
+        except _Refusal as refusal:
+            return [self._rejection(command, refusal.code)]
+
+    def _rejection(self, command: Command, code: RejectCode) -> Event:
+        message = f"{code.value.lower()}"
+        if isinstance(command, PlaceOrder):
+            rejected = OrderRejected(
+                account=command.account,
+                code=code.value,
+                message=message,
+                client_order_id=command.client_order_id,
+            )
+            if command.client_order_id and code not in (
+                RejectCode.UNKNOWN_ACCOUNT,
+                RejectCode.DUPLICATE_CLIENT_ORDER_ID,
+            ):
+                self._client_ids[(command.account, command.client_order_id)] = (
+                    _ClientIdMemory(command=_strip_ts(command), rejection=rejected)
+                )
+            return rejected
+        if isinstance(command, CancelOrder):
+            return OrderRejected(
+                account=command.account,
+                code=code.value,
+                message=message,
+                client_order_id=command.client_order_id,
+                order_id=command.order_id,
+            )
+        if isinstance(command, ReplaceOrder):
+            return OrderRejected(
+                account=command.account, code=code.value, message=message,
+                order_id=command.order_id,
+            )
+        if isinstance(command, CancelAll):
+            return OrderRejected(account=command.account, code=code.value, message=message)
+        account = getattr(command, "account", "")
+        return Rejected(
+            command=type(command).__name__, code=code.value, message=message, account=account
+        )
+
+    def _dispatch(self, command: Command) -> list[Event]:
+        if isinstance(command, CreateAccount):
+            return self._create_account(command)
+        if isinstance(command, AddApiKey):
+            self._need_account(command.account)
+            return [ApiKeyAdded(account=command.account, api_key_hash=command.api_key_hash)]
+        if isinstance(command, DepositCash | WithdrawCash):
+            return self._move_cash(command)
+        if isinstance(command, DepositUnits | WithdrawUnits):
+            return self._move_units(command)
+        if isinstance(command, ListInstrument):
+            return self._list(command)
+        if isinstance(command, SetInstrumentStatus):
+            return self._set_status(command)
+        if isinstance(command, OpenOffering):
+            return self._open_offering(command)
+        if isinstance(command, SubscribeOffering):
+            return self._subscribe(command)
+        if isinstance(command, CloseOffering):
+            return self._close_offering(command)
+        if isinstance(command, PlaceOrder):
+            return self._place(command)
+        if isinstance(command, CancelOrder):
+            return self._cancel(command)
+        if isinstance(command, CancelAll):
+            return self._cancel_all(command)
+        return self._replace(command)
+
+    def _need_account(self, account: str) -> _Account:
+        if account not in self._accounts:
+            raise _Refusal(RejectCode.UNKNOWN_ACCOUNT)
+        return self._accounts[account]
+
+    def _need_symbol(self, symbol: str) -> _Instrument:
+        if symbol not in self._instruments:
+            raise _Refusal(RejectCode.UNKNOWN_SYMBOL)
+        return self._instruments[symbol]
+
+    # --- accounts and money ----------------------------------------------------------------
+
+    def _create_account(self, command: CreateAccount) -> list[Event]:
+        account_id = f"A{self._next_account}"
+        self._next_account += 1
+        self._accounts[account_id] = _Account(account_id=account_id)
+        return [
+            AccountCreated(
+                account=account_id, name=command.name, api_key_hash=command.api_key_hash
+            )
+        ]
+
+    def _move_cash(self, command: DepositCash | WithdrawCash) -> list[Event]:
+        acct = self._need_account(command.account)
+        if command.amount <= 0 or command.amount > MAX_CASH:
+            raise _Refusal(RejectCode.BAD_AMOUNT)
+        if isinstance(command, DepositCash):
+            acct.cash += command.amount
+            return [CashDeposited(account=acct.account_id, amount=command.amount,
+                                  balance=acct.cash)]
+        if command.amount > self._available_cash(acct.account_id):
+            raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+        acct.cash -= command.amount
+        return [CashWithdrawn(account=acct.account_id, amount=command.amount, balance=acct.cash)]
+
+    def _move_units(self, command: DepositUnits | WithdrawUnits) -> list[Event]:
+        acct = self._need_account(command.account)
+        self._need_symbol(command.symbol)
+        if command.qty <= 0 or command.qty > MAX_QTY:
+            raise _Refusal(RejectCode.BAD_QTY)
+        symbol = command.symbol
+        if isinstance(command, DepositUnits):
+            acct.positions[symbol] = acct.positions.get(symbol, 0) + command.qty
+            return [UnitsDeposited(account=acct.account_id, symbol=symbol, qty=command.qty,
+                                   position=acct.positions[symbol])]
+        if command.qty > self._available_units(acct.account_id, symbol):
+            raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
+        acct.positions[symbol] = acct.positions.get(symbol, 0) - command.qty
+        return [UnitsWithdrawn(account=acct.account_id, symbol=symbol, qty=command.qty,
+                               position=acct.positions[symbol])]
+
+    # --- instruments and offerings ---------------------------------------------------------
+
+    def _list(self, command: ListInstrument) -> list[Event]:
+        if command.symbol in self._instruments:
+            raise _Refusal(RejectCode.DUPLICATE_SYMBOL)
+        self._need_account(command.issuer)
+        if command.tick <= 0 or command.tick > MAX_TICK:
+            raise _Refusal(RejectCode.BAD_TICK_SIZE)
+        self._instruments[command.symbol] = _Instrument(
+            symbol=command.symbol, tick=command.tick, issuer=command.issuer, status="listed"
+        )
+        return [InstrumentListed(symbol=command.symbol, kind=command.kind, tick=command.tick,
+                                 issuer=command.issuer)]
+
+    def _set_status(self, command: SetInstrumentStatus) -> list[Event]:
+        inst = self._need_symbol(command.symbol)
+        if inst.status == "in_offering" or (inst.status == "listed" and command.status == "halted"):
+            raise _Refusal(RejectCode.BAD_STATUS)
+        inst.status = command.status
+        return [InstrumentStatusChanged(symbol=inst.symbol, status=command.status)]
+
+    def _open_offering(self, command: OpenOffering) -> list[Event]:
+        inst = self._need_symbol(command.symbol)
+        if inst.status != "listed":
+            raise _Refusal(RejectCode.BAD_STATUS)
+        if command.price <= 0 or command.price > MAX_PRICE_TICKS:
+            raise _Refusal(RejectCode.BAD_PRICE)
+        if command.qty <= 0 or command.qty > MAX_OFFERING_QTY:
+            raise _Refusal(RejectCode.BAD_QTY)
+        offering_id = self._next_offering
+        self._next_offering += 1
+        self._offerings[offering_id] = _Offering(
+            offering_id=offering_id, symbol=inst.symbol, price=command.price, qty=command.qty,
+            closes_at=command.closes_at,
+        )
+        inst.status = "in_offering"
+        return [
+            OfferingOpened(offering_id=offering_id, symbol=inst.symbol, price=command.price,
+                           qty=command.qty, closes_at=command.closes_at),
+            InstrumentStatusChanged(symbol=inst.symbol, status="in_offering"),
+        ]
+
+    def _need_offering(self, offering_id: int) -> _Offering:
+        if offering_id not in self._offerings:
+            raise _Refusal(RejectCode.UNKNOWN_OFFERING)
+        return self._offerings[offering_id]
+
+    def _subscribe(self, command: SubscribeOffering) -> list[Event]:
+        self._need_account(command.account)
+        off = self._need_offering(command.offering_id)
+        if off.closed or (off.closes_at > 0 and command.ts > off.closes_at):
+            raise _Refusal(RejectCode.OFFERING_CLOSED)
+        if command.qty <= 0 or command.qty > MAX_QTY:
+            raise _Refusal(RejectCode.BAD_QTY)
+        cost = off.price * self._tick(off.symbol) * command.qty
+        if cost > self._available_cash(command.account):
+            raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+        total = command.qty
+        for index, (who, qty) in enumerate(off.entries):
+            if who == command.account:
+                total = qty + command.qty
+                off.entries[index] = (who, total)
+                break
+        else:
+            off.entries.append((command.account, total))
+        return [OfferingSubscribed(offering_id=off.offering_id, account=command.account,
+                                   qty=command.qty, total=total)]
+
+    def _close_offering(self, command: CloseOffering) -> list[Event]:
+        off = self._need_offering(command.offering_id)
+        if off.closed:
+            raise _Refusal(RejectCode.OFFERING_CLOSED)
+        offered = off.qty
+        requested = sum(qty for _, qty in off.entries)
+        if requested <= offered:
+            allocations = [qty for _, qty in off.entries]
+        else:
+            allocations = [qty * offered // requested for _, qty in off.entries]
+            left_over = offered - sum(allocations)
+            by_remainder = sorted(
+                range(len(off.entries)),
+                key=lambda i: (-(off.entries[i][1] * offered % requested), i),
+            )
+            for index in by_remainder[:left_over]:
+                allocations[index] += 1
+        off.closed = True  # releases every subscription hold
+        tick = self._tick(off.symbol)
+        events: list[Event] = []
+        proceeds = 0
+        for (who, qty), allocated in zip(off.entries, allocations, strict=True):
+            cost = allocated * off.price * tick
+            acct = self._accounts[who]
+            acct.cash -= cost
+            acct.positions[off.symbol] = acct.positions.get(off.symbol, 0) + allocated
+            proceeds += cost
+            events.append(UnitsAllocated(offering_id=off.offering_id, account=who,
+                                         requested=qty, allocated=allocated, cost=cost))
+        inst = self._instruments[off.symbol]
+        self._accounts[inst.issuer].cash += proceeds
+        inst.status = "trading"
+        events.append(OfferingClosed(offering_id=off.offering_id, symbol=off.symbol,
+                                     issuer=inst.issuer, issued=sum(allocations),
+                                     proceeds=proceeds))
+        events.append(InstrumentStatusChanged(symbol=off.symbol, status="trading"))
+        return events
+
+    # --- orders ----------------------------------------------------------------------------
+
+    def _place(self, command: PlaceOrder) -> list[Event]:
+        acct = self._need_account(command.account)
+        if command.client_order_id:
+            memory = self._client_ids.get((acct.account_id, command.client_order_id))
+            if memory is not None:
+                if memory.command != _strip_ts(command):
+                    raise _Refusal(RejectCode.DUPLICATE_CLIENT_ORDER_ID)
+                if memory.rejection is not None:
+                    return [memory.rejection]
+                return [self._resend_answer(self._orders[memory.order_id])]
+        inst = self._need_symbol(command.symbol)
+        if inst.status != "trading":
+            raise _Refusal(RejectCode.NOT_TRADING)
+        if command.qty <= 0 or command.qty > MAX_QTY:
+            raise _Refusal(RejectCode.BAD_QTY)
+        is_limit = command.type == "limit"
+        if is_limit and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
+            raise _Refusal(RejectCode.BAD_PRICE)
+        if not is_limit and command.price != 0:
+            raise _Refusal(RejectCode.BAD_PRICE)
+        market_buy = command.type == "market" and command.side == "buy"
+        if command.max_notional != 0 and not market_buy:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.post_only and not (is_limit and command.tif == "gtc"):
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.max_notional < 0 or command.max_notional > MAX_CASH:
+            raise _Refusal(RejectCode.BAD_AMOUNT)
+        if is_limit and command.tif == "gtc":
+            open_orders = sum(1 for o in self._book if o.account == acct.account_id)
+            if open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
+                raise _Refusal(RejectCode.TOO_MANY_ORDERS)
+        available = self._available_cash(acct.account_id)
+        if command.side == "buy":
+            if is_limit and command.price * inst.tick * command.qty > available:
+                raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+            if not is_limit and available == 0:
+                raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+        elif command.qty > self._available_units(acct.account_id, inst.symbol):
+            raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
+        if command.post_only and self._crosses(command.side, command.price, inst.symbol):
+            raise _Refusal(RejectCode.POST_ONLY_WOULD_TAKE)
+
+        order_id = self._next_order
+        self._next_order += 1
+        accepted = OrderAccepted(
+            order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
+            symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
+            price=command.price, qty=command.qty, remaining=command.qty, status="open",
+            post_only=command.post_only, ts=command.ts,
+        )
+        order = _Order(
+            order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
+            symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
+            price=command.price, qty=command.qty, remaining=command.qty, stp=command.stp,
+            post_only=command.post_only, status="open", accepted=accepted,
+        )
+        self._orders[order_id] = order
+        if command.client_order_id:
+            self._client_ids[(acct.account_id, command.client_order_id)] = _ClientIdMemory(
+                command=_strip_ts(command), order_id=order_id
+            )
+        budget: int | None = None
+        if market_buy:
+            budget = available
+            if command.max_notional > 0:
+                budget = min(budget, command.max_notional)
+        events: list[Event] = [accepted]
+        if command.tif == "fok" and self._fok_fill(order, budget) < order.qty:
+            events.append(self._end(order, "expired"))
+            return events
+        events.extend(self._match(order, budget, command.ts))
+        return events
+
+    def _resend_answer(self, order: _Order) -> OrderAccepted:
+        """The first answer again, with the order's current price, qty, remaining and status."""
+        return msgspec.structs.replace(
+            order.accepted,
+            price=order.price,
+            qty=order.qty,
+            remaining=order.remaining,
+            status=order.status,
+            resent=True,
+        )
+
+    def _meets(self, taker: _Order, maker: _Order) -> bool:
+        if taker.type == "market":
+            return True
+        if taker.side == "buy":
+            return maker.price <= taker.price
+        return maker.price >= taker.price
+
+    def _opposite(self, taker: _Order) -> list[_Order]:
+        other: Side = "sell" if taker.side == "buy" else "buy"
+        return [m for m in self._sorted_side(taker.symbol, other) if self._meets(taker, m)]
+
+    def _fok_fill(self, taker: _Order, budget: int | None) -> int:
+        """How much matching would fill, walking the book without changing it."""
+        filled = 0
+        tick = self._tick(taker.symbol)
+        for maker in self._opposite(taker):
+            if filled == taker.remaining:
+                break
+            if maker.account == taker.account:
+                if taker.stp == "cancel_oldest":
+                    continue
+                break
+            q = min(taker.remaining - filled, maker.remaining)
+            if budget is not None:
+                q = min(q, budget // (maker.price * tick))
+                if q == 0:
+                    break
+                budget -= q * maker.price * tick
+            filled += q
+        return filled
+
+    def _end(self, order: _Order, reason: DoneReason) -> OrderCancelled:
+        """The order leaves the book (or its matching); its holds go with it."""
+        if order in self._book:
+            self._book.remove(order)
+        order.status = reason
+        return OrderCancelled(
+            order_id=order.order_id, account=order.account,
+            client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+            price=order.price, remaining=order.remaining, reason=reason,
+        )
+
+    def _match(self, taker: _Order, budget: int | None, ts: int) -> list[Event]:
+        """`taker` is off the book; trade it, then rest or expire what is left."""
+        events: list[Event] = []
+        tick = self._tick(taker.symbol)
+        for _ in range(len(self._book) + 1):
+            if taker.remaining == 0:
+                break
+            candidates = self._opposite(taker)
+            if not candidates:
+                break
+            maker = candidates[0]
+            if maker.account == taker.account:
+                if taker.stp == "cancel_newest":
+                    events.append(self._end(taker, "self_trade"))
+                    return events
+                events.append(self._end(maker, "self_trade"))
+                if taker.stp == "cancel_both":
+                    events.append(self._end(taker, "self_trade"))
+                    return events
+                continue
+            q = min(taker.remaining, maker.remaining)
+            if budget is not None:
+                q = min(q, budget // (maker.price * tick))
+                if q == 0:
+                    break
+                budget -= q * maker.price * tick
+            self._settle(taker, maker, q, tick)
+            events.append(TradeExecuted(
+                trade_id=self._next_trade, symbol=taker.symbol, price=maker.price, qty=q,
+                aggressor=taker.side, maker_order_id=maker.order_id,
+                maker_account=maker.account, maker_remaining=maker.remaining,
+                taker_order_id=taker.order_id, taker_account=taker.account,
+                taker_remaining=taker.remaining, ts=ts,
+            ))
+            self._next_trade += 1
+        else:
+            raise AssertionError("matching did not end within the book's size")
+        if taker.remaining == 0:
+            taker.status = "filled"
+        elif taker.type == "limit" and taker.tif == "gtc":
+            taker.arrival = self._next_arrival
+            self._next_arrival += 1
+            self._book.append(taker)
+        else:
+            events.append(self._end(taker, "expired"))
+        return events
+
+    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> None:
+        value = maker.price * tick * q
+        buyer, seller = (taker, maker) if taker.side == "buy" else (maker, taker)
+        buy_acct = self._accounts[buyer.account]
+        sell_acct = self._accounts[seller.account]
+        buy_acct.cash -= value
+        buy_acct.positions[taker.symbol] = buy_acct.positions.get(taker.symbol, 0) + q
+        sell_acct.positions[taker.symbol] = sell_acct.positions.get(taker.symbol, 0) - q
+        sell_acct.cash += value
+        taker.remaining -= q
+        maker.remaining -= q
+        if maker.remaining == 0:
+            self._book.remove(maker)
+            maker.status = "filled"
+
+    # --- cancel and replace ----------------------------------------------------------------
+
+    def _open_order(self, account: str, order_id: int) -> _Order:
+        for order in self._book:
+            if order.account == account and order.order_id == order_id:
+                return order
+        raise _Refusal(RejectCode.UNKNOWN_ORDER)
+
+    def _cancel(self, command: CancelOrder) -> list[Event]:
+        self._need_account(command.account)
+        if command.order_id == 0 and not command.client_order_id:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.order_id != 0:
+            order = self._open_order(command.account, command.order_id)
+        else:
+            matches = [
+                o for o in self._book
+                if o.account == command.account
+                and o.client_order_id == command.client_order_id
+            ]
+            if not matches:
+                raise _Refusal(RejectCode.UNKNOWN_ORDER)
+            order = matches[0]
+        return [self._end(order, "cancelled")]
+
+    def _cancel_all(self, command: CancelAll) -> list[Event]:
+        self._need_account(command.account)
+        if command.symbol:
+            self._need_symbol(command.symbol)
+        doomed = sorted(
+            (
+                o for o in self._book
+                if o.account == command.account
+                and (not command.symbol or o.symbol == command.symbol)
+            ),
+            key=lambda o: o.order_id,
+        )
+        return [self._end(o, "cancelled") for o in doomed]
+
+    def _replace(self, command: ReplaceOrder) -> list[Event]:
+        self._need_account(command.account)
+        order = self._open_order(command.account, command.order_id)
+        if command.qty == 0 and command.price == 0:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.qty < 0 or command.qty > MAX_QTY:
+            raise _Refusal(RejectCode.BAD_QTY)
+        if command.price < 0 or command.price > MAX_PRICE_TICKS:
+            raise _Refusal(RejectCode.BAD_PRICE)
+        inst = self._instruments[order.symbol]
+        if inst.status != "trading":
+            raise _Refusal(RejectCode.NOT_TRADING)
+        new_qty = command.qty or order.qty
+        new_price = command.price or order.price
+        filled = order.qty - order.remaining
+        new_remaining = new_qty - filled
+        kept = max(new_remaining, 0)
+        if order.side == "buy":
+            growth = new_price * inst.tick * kept - order.price * inst.tick * order.remaining
+            if growth > self._available_cash(order.account):
+                raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+        elif kept - order.remaining > self._available_units(order.account, order.symbol):
+            raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
+        # Only an order that still rests after the replace can take.
+        if order.post_only and kept and self._crosses(order.side, new_price, order.symbol):
+            raise _Refusal(RejectCode.POST_ONLY_WOULD_TAKE)
+
+        old_remaining = order.remaining
+        same_price = new_price == order.price
+        order.qty = new_qty
+        order.price = new_price
+        order.remaining = kept
+
+        def replaced(kept_priority: bool) -> OrderReplaced:
+            return OrderReplaced(
+                order_id=order.order_id, account=order.account,
+                client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                price=order.price, qty=order.qty, remaining=order.remaining,
+                kept_priority=kept_priority,
+            )
+
+        if kept == 0:
+            return [replaced(False), self._end(order, "replaced_out")]
+        if same_price and kept <= old_remaining:
+            return [replaced(True)]
+        self._book.remove(order)
+        events: list[Event] = [replaced(False)]
+        events.extend(self._match(order, None, command.ts))
+        return events
