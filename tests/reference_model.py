@@ -8,6 +8,7 @@ from the resting orders and open offerings each time it is needed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import msgspec
@@ -64,6 +65,7 @@ from exchange.domain.limits import (
     MAX_PRICE_TICKS,
     MAX_QTY,
     MAX_TICK,
+    SYMBOL_PATTERN,
 )
 
 Book = tuple[list[tuple[int, int]], list[tuple[int, int]]]
@@ -366,6 +368,8 @@ class ReferenceModel:
     # --- instruments and offerings ---------------------------------------------------------
 
     def _list(self, command: ListInstrument) -> list[Event]:
+        if not re.fullmatch(SYMBOL_PATTERN, command.symbol):
+            raise _Refusal(RejectCode.BAD_SYMBOL)
         if command.symbol in self._instruments:
             raise _Refusal(RejectCode.DUPLICATE_SYMBOL)
         self._need_account(command.issuer)

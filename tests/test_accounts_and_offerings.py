@@ -174,3 +174,10 @@ def test_offering_refusals() -> None:
     m.do(CloseOffering(offering_id=1))
     assert rejection(m.do(CloseOffering(offering_id=1))) == "OFFERING_CLOSED"
     assert rejection(m.do(CloseOffering(offering_id=9))) == "UNKNOWN_OFFERING"
+
+
+@pytest.mark.parametrize("symbol", ["", "acme", "-X", "TOO-LONG-A-SYMBOL", "A B", "É"])
+def test_a_symbol_outside_the_pattern_is_refused(symbol: str) -> None:
+    m = Market()
+    listing = ListInstrument(symbol=symbol, kind="share", tick=1, issuer=m.issuer)
+    assert rejection(m.do(listing)) == "BAD_SYMBOL"

@@ -10,6 +10,7 @@ from exchange.domain.events import (
     OrderReplaced,
     TradeExecuted,
 )
+from exchange.domain.state import export_state, restore_state
 from tests.builders import Market, of_type, rejection
 
 
@@ -200,3 +201,24 @@ def test_reused_client_order_id_with_other_content_is_refused(m: Market) -> None
     assert code == "DUPLICATE_CLIENT_ORDER_ID"
     other = m.account()
     m.rest(other, "buy", 11, 100, client_order_id="b-1")  # ids are per account
+
+
+def test_client_order_ids_are_remembered_up_to_a_bound_open_ones_always(
+    m: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("exchange.domain.engine.MAX_CLIENT_ORDER_IDS_PER_ACCOUNT", 3)
+    trader = m.account(cash=10_000)
+    m.rest(trader, "buy", 1, 10, client_order_id="open-1")
+    for n in range(1, 4):
+        m.place(trader, "buy", 1, 10, client_order_id=f"ioc-{n}", tif="ioc")
+    remembered = m.engine.accounts[trader].client_orders
+    assert list(remembered) == ["open-1", "ioc-2", "ioc-3"]
+    (again,) = m.place(trader, "buy", 1, 10, client_order_id="open-1")
+    assert isinstance(again, OrderAccepted)
+    assert again.resent
+    events = m.place(trader, "buy", 1, 10, client_order_id="ioc-1", tif="ioc")
+    assert isinstance(events[0], OrderAccepted)
+    assert not events[0].resent  # forgotten, so a new order
+    assert list(remembered) == ["open-1", "ioc-3", "ioc-1"]
+    restored_hash = restore_state(export_state(m.engine)).state_hash()
+    assert restored_hash == m.engine.state_hash()

@@ -4,6 +4,7 @@ Holds are what open orders and offering subscriptions have reserved; available
 is balance minus hold, and no rule may spend more than is available.
 """
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from exchange.domain.commands import PlaceOrder
@@ -25,6 +26,7 @@ class Account:
         "api_key_hashes",
         "cash",
         "cash_held",
+        "client_order_ids",
         "client_orders",
         "name",
         "open_orders",
@@ -43,6 +45,8 @@ class Account:
         # Open orders by id; ids grow with acceptance, so this dict is in id order.
         self.open_orders: dict[int, Order] = {}
         self.client_orders: dict[str, ClientOrderRecord] = {}
+        # The same ids, oldest first: the order in which they are forgotten.
+        self.client_order_ids: deque[str] = deque()
 
     def available_cash(self) -> int:
         return self.cash - self.cash_held

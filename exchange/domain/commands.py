@@ -19,6 +19,7 @@ from exchange.domain.limits import (
     MAX_PRICE_TICKS,
     MAX_QTY,
     MAX_TICK,
+    SYMBOL_PATTERN,
 )
 
 Side = Literal["buy", "sell"]
@@ -30,7 +31,7 @@ TradingStatus = Literal["trading", "halted"]
 
 AccountId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 ClientOrderId = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
-Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,15}$")]
+Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN)]
 Name = Annotated[str, Meta(max_length=MAX_NAME_LENGTH)]
 Qty = Annotated[int, Meta(gt=0, le=MAX_QTY)]
 PriceTicks = Annotated[int, Meta(ge=0, le=MAX_PRICE_TICKS)]

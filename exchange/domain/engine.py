@@ -7,12 +7,13 @@ clock or randomness, and never iterate anything whose order depends on hashing.
 The rules it implements are written down in docs/ENGINE.md.
 """
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from exchange.domain.accounts import Account
+from exchange.domain.accounts import Account, ClientOrderRecord
 from exchange.domain.book import Order, OrderBook, OrderState
 from exchange.domain.codes import RejectCode
 from exchange.domain.commands import (
@@ -58,13 +59,16 @@ from exchange.domain.events import (
 from exchange.domain.instruments import Instrument, Offering, allocate
 from exchange.domain.limits import (
     MAX_CASH,
+    MAX_CLIENT_ORDER_IDS_PER_ACCOUNT,
     MAX_OPEN_ORDERS_PER_ACCOUNT,
     MAX_PRICE_TICKS,
     MAX_QTY,
     MAX_TICK,
+    SYMBOL_PATTERN,
 )
 
 Code = RejectCode
+_SYMBOL = re.compile(SYMBOL_PATTERN)
 NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
 
 
@@ -209,6 +213,8 @@ class Engine:
     # --- instruments and the primary market -----------------------------------------------
 
     def _list_instrument(self, cmd: ListInstrument) -> list[Event]:
+        if not _SYMBOL.fullmatch(cmd.symbol):
+            return _refuse(cmd, Code.BAD_SYMBOL, "symbol: 1-16 of A-Z 0-9 . _ -")
         if cmd.symbol in self.instruments:
             return _refuse(cmd, Code.DUPLICATE_SYMBOL, "symbol already listed")
         if cmd.issuer not in self.accounts:
@@ -343,7 +349,7 @@ class Engine:
         refusal = self._check_place(cmd, account, instrument)
         if refusal is not None:
             if cid:
-                account.client_orders[cid] = (cmd, refusal)
+                _remember(account, cid, (cmd, refusal))
             return [refusal]
         assert instrument is not None  # _check_place refused an unknown symbol
 
@@ -355,7 +361,7 @@ class Engine:
             order_id, account, cid, symbol, side, type_, tif, price, qty, cmd.post_only, cmd.stp, ts
         )
         if cid:
-            account.client_orders[cid] = (cmd, order)
+            _remember(account, cid, (cmd, order))
         events: list[Event] = [
             OrderAccepted(
                 order_id, account.account_id, cid, symbol, side, type_, tif, price, qty, qty,
@@ -769,6 +775,22 @@ def _cancel_all_rejected(cmd: CancelAll, code: Code, message: str) -> OrderRejec
 
 def _replace_rejected(cmd: ReplaceOrder, code: Code, message: str) -> OrderRejected:
     return OrderRejected(account=cmd.account, code=code, message=message, order_id=cmd.order_id)
+
+
+def _remember(account: Account, cid: str, record: ClientOrderRecord) -> None:
+    """Keep what answered `cid`, forgetting the oldest ended one past the bound."""
+    account.client_orders[cid] = record
+    ids = account.client_order_ids
+    ids.append(cid)
+    if len(ids) > MAX_CLIENT_ORDER_IDS_PER_ACCOUNT:
+        records = account.client_orders
+        for _ in range(len(ids)):  # each open order's id moves to the back at most once
+            oldest = ids.popleft()
+            if isinstance(records[oldest][1], Order):
+                ids.append(oldest)
+            else:
+                del records[oldest]
+                return
 
 
 def _archive(order: Order) -> None:

@@ -20,5 +20,11 @@ MAX_OPEN_ORDERS_PER_ACCOUNT = 10_000
 # Client order ids and names: short strings, never megabytes kept forever.
 MAX_ID_LENGTH = 64
 MAX_NAME_LENGTH = 128
+# Client order ids remembered per account for idempotent resends: the newest 100,000.
+# Older ids of orders that have ended are forgotten (a resend of one is a new order);
+# ids of open orders are always kept (there are at most MAX_OPEN_ORDERS_PER_ACCOUNT).
+MAX_CLIENT_ORDER_IDS_PER_ACCOUNT = 100_000
+# A symbol: 1 to 16 of A-Z, 0-9, ".", "_" and "-", starting with a letter or digit.
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{0,15}$"
 # Units one offering may issue.
 MAX_OFFERING_QTY = MAX_QTY

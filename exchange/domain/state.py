@@ -41,7 +41,7 @@ class AccountState(msgspec.Struct, frozen=True, array_like=True):
     cash_held: int
     positions: list[tuple[str, int]]
     units_held: list[tuple[str, int]]
-    client_orders: list[ClientOrderState]
+    client_orders: list[ClientOrderState]  # oldest first, the order they are forgotten in
 
 
 class InstrumentState(msgspec.Struct, frozen=True, array_like=True):
@@ -143,10 +143,12 @@ def restore_state(state: EngineState) -> Engine:
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
     for a in state.accounts:
-        engine.accounts[a.account].client_orders = {
+        account = engine.accounts[a.account]
+        account.client_orders = {
             c.client_order_id: _restore_client_order(engine, open_orders, c)
             for c in a.client_orders
         }
+        account.client_order_ids.extend(account.client_orders)
     return engine
 
 
@@ -187,7 +189,7 @@ def _export_account(a: Account) -> AccountState:
         a.cash_held,
         sorted((s, n) for s, n in a.positions.items() if n),
         sorted((s, n) for s, n in a.units_held.items() if n),
-        [_export_client_order(cid, record) for cid, record in a.client_orders.items()],
+        [_export_client_order(cid, a.client_orders[cid]) for cid in a.client_order_ids],
     )
 
 
