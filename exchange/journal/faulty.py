@@ -1,0 +1,71 @@
+"""An in-memory segment store that simulates power loss, for tests.
+
+It keeps, per segment, the bytes a sync made durable and the bytes appended since.
+`crash()` loses the volatile part as a power cut would: all of it, or a torn prefix of
+it, or a prefix followed by zeros where a page made it to disk empty. What a sync made
+durable is never lost; that is the promise the journal builds on.
+"""
+
+import random
+from typing import Literal
+
+CrashMode = Literal["drop", "tear", "zero_tail"]
+
+
+class FaultySegmentStore:
+    def __init__(self) -> None:
+        self.durable: dict[str, bytearray] = {}
+        self.volatile: dict[str, bytearray] = {}
+        self._unsynced_names: set[str] = set()
+        self.syncs = 0
+
+    def list_segments(self) -> list[str]:
+        return sorted(self.durable.keys() | self.volatile.keys())
+
+    def read(self, name: str) -> bytes:
+        return bytes(self.durable.get(name, b"")) + bytes(self.volatile.get(name, b""))
+
+    def create(self, name: str, header: bytes) -> None:
+        assert name not in self.durable, f"segment {name} exists"
+        self.volatile[name] = bytearray(header)
+        self._unsynced_names.add(name)
+
+    def append(self, data: bytes) -> None:
+        names = self.list_segments()
+        assert names, "append needs a segment: create one first"
+        self.volatile.setdefault(names[-1], bytearray()).extend(data)
+
+    def sync(self) -> None:
+        self.syncs += 1
+        for name, data in self.volatile.items():
+            self.durable.setdefault(name, bytearray()).extend(data)
+        self.volatile.clear()
+        self._unsynced_names.clear()
+
+    def truncate(self, name: str, size: int) -> None:
+        whole = bytearray(self.read(name))
+        self.durable[name] = whole[:size]
+        self.volatile.pop(name, None)
+
+    def delete(self, name: str) -> None:
+        self.durable.pop(name, None)
+        self.volatile.pop(name, None)
+
+    def close(self) -> None:
+        """Closing writes nothing back: only sync makes bytes durable."""
+
+    def crash(self, mode: CrashMode, rng: random.Random) -> None:
+        """Lose what was not synced, the way `mode` says."""
+        for name, data in self.volatile.items():
+            if name in self._unsynced_names and mode == "drop":
+                continue  # the new file's directory entry never reached the disk
+            kept = bytearray()
+            if mode == "tear" and data:
+                kept = data[: rng.randrange(len(data))]
+            elif mode == "zero_tail" and data:
+                cut = rng.randrange(len(data))
+                kept = data[:cut] + bytes(rng.randrange(len(data) - cut + 1))
+            if kept or name in self.durable:
+                self.durable.setdefault(name, bytearray()).extend(kept)
+        self.volatile.clear()
+        self._unsynced_names.clear()

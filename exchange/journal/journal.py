@@ -1,0 +1,318 @@
+"""The journal: sequenced records appended in batches to a segment store, checked on open.
+
+Opening scans every segment and checks each record's length, CRC, sequence number and
+chain. A torn tail (a crash during the last write: the newest segment ends in a partial
+or damaged record with no intact record after it) is cut off and logged; it was never
+acknowledged. Anything else that is wrong is refused with JournalCorruptError naming the
+segment and offset: nothing is ever skipped silently.
+
+A segment starts with a header:
+
+    offset  size  field
+    0       4     magic b"EXJ1"
+    4       2     version (u16) = 1
+    6       2     reserved, 0
+    8       8     first_seq: the seq of its first record (u64)
+    16      4     prev_chain: the chain value of the record before it (u32)
+    20      4     CRC-32 of bytes 0..20
+
+then records (see records.py) with consecutive sequence numbers.
+"""
+
+import logging
+import struct
+import zlib
+from collections.abc import Iterator
+
+from exchange.journal.records import (
+    CHAIN_SEED,
+    MAX_PAYLOAD,
+    RECORD_HEADER,
+    RECORD_HEADER_SIZE,
+    chain_after,
+    frame,
+    record_crc,
+)
+from exchange.journal.storage import SEGMENT_SUFFIX, SegmentStore
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"EXJ1"
+VERSION = 1
+SEGMENT_HEADER = struct.Struct("<4sHHQII")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
+_HEADER_COVERED = struct.Struct("<4sHHQI")
+_SEQ = struct.Struct("<Q")
+# A segment is closed once it passes this size; one batch may carry it past (a batch is
+# bounded by the sequencer's MAX_BATCH records).
+SEGMENT_TARGET_BYTES = 64 * 1024 * 1024
+# How many sequence numbers past a damaged record a scan looks for an intact one, to
+# tell damage (intact records follow) from a torn tail (nothing intact follows).
+LOOKAHEAD_RECORDS = 64
+
+
+class JournalCorruptError(Exception):
+    """The journal is damaged somewhere a crash cannot explain; recovery must stop."""
+
+    def __init__(self, segment: str, offset: int, reason: str) -> None:
+        super().__init__(f"journal segment {segment} at offset {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def segment_header(first_seq: int, prev_chain: int) -> bytes:
+    covered = _HEADER_COVERED.pack(MAGIC, VERSION, 0, first_seq, prev_chain)
+    return covered + struct.pack("<I", zlib.crc32(covered))
+
+
+class Record:
+    """A record read back: its sequence number and payload, and where it lies."""
+
+    __slots__ = ("offset", "payload", "segment", "seq")
+
+    def __init__(self, seq: int, payload: memoryview, segment: str, offset: int) -> None:
+        self.seq = seq
+        self.payload = payload
+        self.segment = segment
+        self.offset = offset
+
+
+class Journal:
+    """Append-only access to a checked store. Not thread-safe: one writer at a time."""
+
+    def __init__(self, store: SegmentStore) -> None:
+        self.store = store
+        self.first_seq = 1  # the seq the oldest remaining segment starts at
+        self.last_seq = 0
+        self.last_chain = CHAIN_SEED
+        self.truncated_bytes = 0
+        self._active_size = 0
+        self._active: str | None = None
+
+    @classmethod
+    def open(cls, store: SegmentStore) -> "Journal":
+        """Check every segment, cut a torn tail, and get ready to append after it."""
+        journal = cls(store)
+        journal._scan()
+        return journal
+
+    # --- writing --------------------------------------------------------------------------
+
+    def append(self, payloads: list[bytes]) -> None:
+        """Frame and write records for seqs last_seq+1, ... in one write (not yet durable)."""
+        if not payloads:
+            return
+        if self._active is None or self._active_size >= SEGMENT_TARGET_BYTES:
+            self._roll()
+        chain = self.last_chain
+        seq = self.last_seq
+        parts: list[bytes] = []
+        for payload in payloads:
+            seq += 1
+            record, chain = frame(seq, payload, chain)
+            parts.append(record)
+        data = b"".join(parts)
+        self.store.append(data)
+        self._active_size += len(data)
+        self.last_seq = seq
+        self.last_chain = chain
+
+    def sync(self) -> None:
+        self.store.sync()
+
+    def write_batch(self, payloads: list[bytes]) -> None:
+        """Append and make durable: what the sequencer's worker thread runs per batch."""
+        self.append(payloads)
+        self.store.sync()
+
+    def _roll(self) -> None:
+        name = segment_name(self.last_seq + 1)
+        header = segment_header(self.last_seq + 1, self.last_chain)
+        self.store.create(name, header)
+        self._active = name
+        self._active_size = len(header)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read_from(self, seq: int = 1) -> Iterator[Record]:
+        """Every record with a sequence number >= seq, in order (already checked on open)."""
+        names = self.store.list_segments()
+        for i, name in enumerate(names):
+            if i + 1 < len(names) and _first_seq_of(names[i + 1]) <= seq:
+                continue  # the whole segment lies before `seq`
+            data = self.store.read(name)
+            view = memoryview(data)
+            offset = SEGMENT_HEADER_SIZE
+            end = len(data)
+            while offset + RECORD_HEADER_SIZE <= end:
+                length, record_seq, _, _ = RECORD_HEADER.unpack_from(data, offset)
+                start = offset + RECORD_HEADER_SIZE
+                if record_seq >= seq:
+                    yield Record(record_seq, view[start : start + length], name, offset)
+                offset = start + length
+
+    def prune_before(self, seq: int) -> list[str]:
+        """Delete segments whose records all have sequence numbers below `seq`."""
+        names = self.store.list_segments()
+        deleted: list[str] = []
+        for i, name in enumerate(names[:-1]):  # the newest segment is never pruned
+            if _first_seq_of(names[i + 1]) <= seq:
+                self.store.delete(name)
+                deleted.append(name)
+        if deleted:
+            self.first_seq = _first_seq_of(names[len(deleted)])
+        return deleted
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- checking on open -----------------------------------------------------------------
+
+    def _scan(self) -> None:
+        names = self.store.list_segments()
+        expected_seq: int | None = None
+        chain = CHAIN_SEED
+        for i, name in enumerate(names):
+            is_last = i == len(names) - 1
+            data = self.store.read(name)
+            header = self._check_header(name, data, is_last, expected_seq, chain)
+            if header is None:  # a torn, never-acknowledged newest segment: gone
+                self.store.delete(name)
+                log.warning("journal: removed torn new segment %s (%d bytes)", name, len(data))
+                continue
+            first_seq, chain = header
+            if expected_seq is None:
+                self.first_seq = first_seq
+            expected_seq, chain, size = self._check_records(
+                name, data, first_seq, chain, is_last
+            )
+            self._active, self._active_size = name, size
+        self.last_seq = (expected_seq or self.first_seq) - 1
+        self.last_chain = chain
+
+    def _check_header(
+        self, name: str, data: bytes, is_last: bool, expected_seq: int | None, chain: int
+    ) -> tuple[int, int] | None:
+        """(first_seq, prev_chain) of a sound header; None for a torn newest segment."""
+        problem = _header_damage(data)
+        if problem is None:
+            _, _, _, first_seq, prev_chain, _ = SEGMENT_HEADER.unpack_from(data)
+            problem = _header_mismatch(name, first_seq, prev_chain, expected_seq, chain)
+            if problem is None:
+                return first_seq, prev_chain
+            raise JournalCorruptError(name, 0, problem)  # an intact header that does not fit
+        wanted = _first_seq_of(name) if expected_seq is None else expected_seq
+        if is_last and _intact_record_after(data, 0, wanted) is None:
+            return None
+        raise JournalCorruptError(name, 0, problem)
+
+    def _check_records(
+        self, name: str, data: bytes, seq: int, chain: int, is_last: bool
+    ) -> tuple[int, int, int]:
+        """Walk the records; returns (next expected seq, chain, size of the sound part)."""
+        offset = SEGMENT_HEADER_SIZE
+        end = len(data)
+        view = memoryview(data)
+        while offset < end:  # each turn moves past one record, or stops
+            problem = _record_problem(data, view, offset, seq, chain)
+            if problem is None:
+                length, _, _, record_chain = RECORD_HEADER.unpack_from(data, offset)
+                chain = record_chain
+                seq += 1
+                offset += RECORD_HEADER_SIZE + length
+                continue
+            found = _intact_record_after(data, offset + 1, seq)
+            if not is_last:
+                raise JournalCorruptError(name, offset, problem)
+            if found is not None:
+                raise JournalCorruptError(
+                    name, offset, f"{problem}, but an intact record follows at offset {found}"
+                )
+            self.store.truncate(name, offset)
+            self.truncated_bytes = end - offset
+            log.warning(
+                "journal: cut a torn tail of %d bytes from %s at offset %d (%s)",
+                end - offset, name, offset, problem,
+            )  # fmt: skip
+            break
+        return seq, chain, offset
+
+
+def _first_seq_of(name: str) -> int:
+    return int(name.removesuffix(SEGMENT_SUFFIX))
+
+
+def _header_damage(data: bytes) -> str | None:
+    """What is wrong with the header's bytes themselves (a crash can tear a new one)."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return f"segment header cut short ({len(data)} bytes)"
+    magic, version, _, _, _, crc = SEGMENT_HEADER.unpack_from(data)
+    if crc != zlib.crc32(data[: _HEADER_COVERED.size]):
+        return f"segment header checksum mismatch (magic {magic!r})"
+    if magic != MAGIC:
+        return f"bad magic {magic!r}, not a journal segment"
+    if version != VERSION:
+        return f"segment version {version}, this build reads {VERSION}"
+    return None
+
+
+def _header_mismatch(
+    name: str, first_seq: int, prev_chain: int, expected_seq: int | None, chain: int
+) -> str | None:
+    """How an intact header fails to continue the journal (no crash explains that)."""
+    if first_seq != _first_seq_of(name):
+        return f"header says first seq {first_seq}, the name says {_first_seq_of(name)}"
+    if expected_seq is not None and first_seq != expected_seq:
+        return f"sequence gap: segment starts at {first_seq}, expected {expected_seq}"
+    if expected_seq is not None and prev_chain != chain:
+        return "chain broken between segments"
+    return None
+
+
+def _record_problem(
+    data: bytes, view: memoryview, offset: int, seq: int, chain: int
+) -> str | None:
+    if offset + RECORD_HEADER_SIZE > len(data):
+        return f"record header cut short ({len(data) - offset} bytes)"
+    length, record_seq, crc, record_chain = RECORD_HEADER.unpack_from(data, offset)
+    if length > MAX_PAYLOAD:
+        return f"record length {length} past the bound {MAX_PAYLOAD}"
+    start = offset + RECORD_HEADER_SIZE
+    if start + length > len(data):
+        return f"record cut short ({len(data) - start} of {length} payload bytes)"
+    if crc != record_crc(length, record_seq, view[start : start + length]):
+        return "record checksum mismatch"
+    if record_seq != seq:
+        return f"sequence {record_seq} where {seq} was expected"
+    if record_chain != chain_after(crc, chain):
+        return "chain broken: the record does not follow the one before it"
+    return None
+
+
+def _intact_record_after(data: bytes, start: int, seq: int) -> int | None:
+    """Offset of an intact record for one of the next few sequence numbers at or after
+    `start`, found by looking for their encoded seq field; None when there is none."""
+    view = memoryview(data)
+    for candidate in range(seq, seq + LOOKAHEAD_RECORDS):
+        needle = _SEQ.pack(candidate)
+        at = data.find(needle, start + 4)
+        while at != -1:  # bounded: each find moves forward through the data
+            offset = at - 4
+            if offset + RECORD_HEADER_SIZE > len(data):
+                break
+            length, record_seq, crc, _ = RECORD_HEADER.unpack_from(data, offset)
+            payload_start = offset + RECORD_HEADER_SIZE
+            if (
+                record_seq == candidate
+                and length <= MAX_PAYLOAD
+                and payload_start + length <= len(data)
+                and crc == record_crc(length, record_seq, view[payload_start:][:length])
+            ):
+                return offset
+            at = data.find(needle, at + 1)
+    return None

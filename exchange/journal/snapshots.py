@@ -1,0 +1,131 @@
+"""Snapshots of the engine's state: written atomically, checked before they are trusted.
+
+A snapshot file `snapshot-<seq>.snap` holds the state after record `seq`:
+
+    offset  size  field
+    0       4     magic b"EXS1"
+    4       2     version (u16) = 1
+    6       2     reserved, 0
+    8       8     seq (u64)
+    16      32    SHA-256 of the payload: the engine's state hash at seq
+    48      8     payload length (u64)
+    56      4     CRC-32 of bytes 0..56 and the payload
+    60      ...   payload: the exported EngineState, MessagePack
+
+It is written to a temporary file, fsynced, renamed into place and the directory
+fsynced, so a crash leaves either the old set of snapshots or the new one. On load,
+one whose checksum, hash or restored state does not match is skipped (and logged) in
+favour of an older one, or of a full replay.
+
+Retention: the newest KEEP_SNAPSHOTS are kept (the older one is the fallback should the
+newest be unusable); journal segments wholly covered by the oldest kept one are pruned.
+"""
+
+import hashlib
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from exchange.domain.engine import Engine
+from exchange.domain.state import EngineState, decode_state, encode_state, restore_state
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"EXS1"
+VERSION = 1
+HEADER = struct.Struct("<4sHHQ32sQI")
+_COVERED = struct.Struct("<4sHHQ32sQ")
+PREFIX = "snapshot-"
+SUFFIX = ".snap"
+KEEP_SNAPSHOTS = 2
+
+
+class SnapshotStore:
+    def __init__(self, directory: Path, *, durable: bool = True) -> None:
+        self.directory = directory
+        self.durable = durable
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def seqs(self) -> list[int]:
+        """Sequence numbers of the snapshots present, newest first."""
+        found = []
+        for path in self.directory.glob(f"{PREFIX}*{SUFFIX}"):
+            digits = path.name.removeprefix(PREFIX).removesuffix(SUFFIX)
+            if digits.isdigit():
+                found.append(int(digits))
+        return sorted(found, reverse=True)
+
+    def path(self, seq: int) -> Path:
+        return self.directory / f"{PREFIX}{seq:020d}{SUFFIX}"
+
+    def write(self, seq: int, state: EngineState) -> Path:
+        """Write atomically; returns the path. Runs in a worker thread in the server."""
+        payload = encode_state(state)
+        digest = hashlib.sha256(payload).digest()
+        covered = _COVERED.pack(MAGIC, VERSION, 0, seq, digest, len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(covered))
+        final = self.path(seq)
+        temporary = final.with_suffix(".tmp")
+        with temporary.open("wb") as f:
+            f.write(covered + struct.pack("<I", crc))
+            f.write(payload)
+            f.flush()
+            if self.durable:
+                os.fsync(f.fileno())
+        temporary.replace(final)
+        self._sync_directory()
+        return final
+
+    def prune(self) -> int | None:
+        """Delete all but the newest KEEP_SNAPSHOTS; returns the oldest kept seq."""
+        seqs = self.seqs()
+        for seq in seqs[KEEP_SNAPSHOTS:]:
+            self.path(seq).unlink()
+        for stale in self.directory.glob(f"{PREFIX}*.tmp"):
+            stale.unlink()  # a write the process did not finish
+        if len(seqs) > KEEP_SNAPSHOTS:
+            self._sync_directory()
+        kept = seqs[:KEEP_SNAPSHOTS]
+        return kept[-1] if kept else None
+
+    def load_newest(self) -> tuple[Engine, int, str] | None:
+        """(engine, seq, state hash) from the newest snapshot that checks out, or None."""
+        for seq in self.seqs():
+            try:
+                engine, state_hash = self._load(seq)
+            except (OSError, ValueError, KeyError) as problem:
+                log.error("snapshot %s unusable, trying an older one: %s", self.path(seq), problem)
+                continue
+            return engine, seq, state_hash
+        return None
+
+    def _load(self, seq: int) -> tuple[Engine, str]:
+        data = self.path(seq).read_bytes()
+        if len(data) < HEADER.size:
+            raise ValueError(f"cut short ({len(data)} bytes)")
+        magic, version, _, header_seq, digest, length, crc = HEADER.unpack_from(data)
+        payload = data[HEADER.size :]
+        if magic != MAGIC or version != VERSION:
+            raise ValueError(f"not a version {VERSION} snapshot ({magic!r}, {version})")
+        if header_seq != seq or length != len(payload):
+            raise ValueError(f"header says seq {header_seq} and {length} bytes")
+        if crc != zlib.crc32(payload, zlib.crc32(data[: _COVERED.size])):
+            raise ValueError("checksum mismatch")
+        if hashlib.sha256(payload).digest() != digest:
+            raise ValueError("state hash does not match the payload")
+        engine = restore_state(decode_state(payload))
+        restored_hash = engine.state_hash()
+        if restored_hash != digest.hex():
+            raise ValueError("the restored engine's state hash differs from the snapshot's")
+        return engine, restored_hash
+
+    def _sync_directory(self) -> None:
+        if not self.durable:
+            return
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

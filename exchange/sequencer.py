@@ -1,0 +1,277 @@
+"""The single writer: orders every command, applies it, journals it, then releases it.
+
+One asyncio task owns the engine. It takes a bounded batch from a bounded input queue,
+stamps each command with the next sequence number and the time, applies it, and hands
+the batch's records to a writer task. The writer makes the batch durable in a worker
+thread (one write and one fsync: group commit) and only then completes each command's
+future and publishes its events, in sequence order. While one batch is being synced the
+engine already applies the next; nothing of that next batch is released before its own
+sync. A full input queue is refused at once (Busy); an exception from the engine stops
+everything, and nothing of the command that raised is journaled.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import msgspec
+
+from exchange.domain.commands import Command
+from exchange.domain.engine import Engine
+from exchange.domain.events import Event
+from exchange.domain.state import EngineState, export_state
+from exchange.journal.journal import Journal
+from exchange.journal.records import JournalEntry, encode_entry
+from exchange.journal.snapshots import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+# Commands waiting for the sequencer. At ~100k commands/s this is 0.1 s of work: enough to
+# absorb a burst, small enough that a client told BUSY retries against a fresh queue.
+MAX_QUEUE = 10_000
+# Commands per journal write. Bounds the latency one batch adds and the bytes of a write.
+MAX_BATCH = 4_096
+# Batches applied but not yet durable: one being synced, one waiting. More would only let
+# the engine run further ahead of what the disk has confirmed.
+MAX_BATCHES_IN_FLIGHT = 2
+# A snapshot every this many records bounds the replay on restart (about a second's
+# worth of replay on this machine).
+SNAPSHOT_EVERY = 200_000
+
+
+class BusyError(Exception):
+    """The input queue is full: the command was not taken. Answer BUSY."""
+
+
+class SequencerStoppedError(Exception):
+    """The sequencer is stopping or has stopped: the command was not taken."""
+
+
+class SequencerFailedError(Exception):
+    """The engine raised: a bug. The process must stop; the journal holds nothing of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """A command as journaled, with its events: the answer to `submit`, and what
+    subscribers receive (after it is durable, in sequence order)."""
+
+    seq: int
+    command: Command
+    events: list[Event]
+
+
+Subscriber = Callable[[Sequenced], None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    payloads: list[bytes]
+    done: list[tuple[Sequenced, "asyncio.Future[Sequenced]"]]
+    snapshot: EngineState | None = None
+
+
+class Sequencer:
+    def __init__(
+        self,
+        engine: Engine,
+        journal: Journal,
+        snapshots: SnapshotStore | None = None,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        max_queue: int = MAX_QUEUE,
+        max_batch: int = MAX_BATCH,
+        snapshot_every: int = SNAPSHOT_EVERY,
+    ) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.snapshots = snapshots
+        self.clock = clock
+        self.max_batch = max_batch
+        self.snapshot_every = snapshot_every
+        self.last_seq = journal.last_seq
+        self.durable_seq = journal.last_seq
+        self.last_snapshot_seq = journal.last_seq
+        self._last_ts = 0
+        self._queue: asyncio.Queue[tuple[Command, asyncio.Future[Sequenced]] | None] = (
+            asyncio.Queue(max_queue)
+        )
+        self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(MAX_BATCHES_IN_FLIGHT - 1)
+        self._subscribers: list[Subscriber] = []
+        self._accepting = True
+        self._failure: SequencerFailedError | None = None
+        # One thread each: journal writes must stay in order; a snapshot must not hold
+        # up a journal sync.
+        self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+        self._snapshot_task: asyncio.Task[None] | None = None
+        # Measurements for metrics and benchmarks.
+        self.batches_written = 0
+        self.records_written = 0
+        self.sync_seconds_total = 0.0
+
+    # --- the producer side ----------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber` with every durable record, in sequence order."""
+        self._subscribers.append(subscriber)
+
+    def submit(self, command: Command) -> "asyncio.Future[Sequenced]":
+        """Queue a command; the future completes once its record is durable."""
+        if not self._accepting:
+            raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
+        future: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((command, future))
+        except asyncio.QueueFull:
+            raise BusyError from None
+        return future
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    async def stop(self) -> None:
+        """Take no more commands; the run loop finishes what is queued and returns."""
+        if self._accepting:
+            self._accepting = False
+            await self._queue.put(None)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sequence until stopped; then flush, snapshot and close. Raises
+        SequencerFailedError when the engine raised."""
+        writer = asyncio.create_task(self._write_loop(), name="journal-writer")
+        try:
+            await self._sequence_loop()
+        finally:
+            await self._batches.put(None)
+            await writer
+            if self._snapshot_task is not None:
+                await self._snapshot_task
+            if self._failure is None:
+                await self._snapshot_now()
+            self._journal_thread.shutdown()
+            self._snapshot_thread.shutdown()
+            self.journal.close()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _sequence_loop(self) -> None:
+        queue = self._queue
+        apply = self.engine.apply
+        while True:  # ends on the stop sentinel or an engine failure
+            item = await queue.get()
+            batch = _Batch([], [])
+            stopping = False
+            while item is not None:
+                command, future = item
+                # Time never runs backwards in the journal, whatever the wall clock does.
+                ts = self._last_ts = max(self.clock(), self._last_ts)
+                stamped = msgspec.structs.replace(command, ts=ts)
+                try:
+                    events = apply(stamped)
+                except Exception as bug:  # noqa: BLE001 - any engine exception is fatal
+                    self._fail(command, bug, future)
+                    stopping = True
+                    break
+                self.last_seq += 1
+                sequenced = Sequenced(self.last_seq, stamped, events)
+                batch.payloads.append(encode_entry(JournalEntry(self.last_seq, stamped, events)))
+                batch.done.append((sequenced, future))
+                if len(batch.done) >= self.max_batch or queue.empty():
+                    break
+                item = queue.get_nowait()
+            else:
+                stopping = True
+            if self.snapshots is not None and (
+                self.last_seq - self.last_snapshot_seq >= self.snapshot_every
+            ):
+                batch.snapshot = export_state(self.engine)
+                self.last_snapshot_seq = self.last_seq
+            if batch.done:
+                await self._batches.put(batch)
+            if stopping:
+                self._refuse_queued()
+                return
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:  # ends on the sentinel the run loop sends when it stops
+            batch = await self._batches.get()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            await loop.run_in_executor(
+                self._journal_thread, self.journal.write_batch, batch.payloads
+            )
+            self.sync_seconds_total += time.perf_counter() - started
+            self.batches_written += 1
+            self.records_written += len(batch.done)
+            for sequenced, future in batch.done:
+                self.durable_seq = sequenced.seq
+                if not future.done():
+                    future.set_result(sequenced)
+                for subscriber in self._subscribers:
+                    subscriber(sequenced)
+            if batch.snapshot is not None and self._snapshot_task is None:
+                seq = batch.done[-1][0].seq
+                self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, batch.snapshot))
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    async def _write_snapshot(self, seq: int, state: EngineState) -> None:
+        assert self.snapshots is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._snapshot_thread, self._store_snapshot, seq, state)
+        finally:
+            self._snapshot_task = None
+
+    def _store_snapshot(self, seq: int, state: EngineState) -> None:
+        """In the snapshot thread: write, then prune snapshots and covered segments."""
+        assert self.snapshots is not None
+        started = time.perf_counter()
+        path = self.snapshots.write(seq, state)
+        oldest_kept = self.snapshots.prune()
+        pruned: list[str] = []
+        if oldest_kept is not None:
+            # Safe from this thread: pruning touches only old, closed segments.
+            pruned = self.journal.prune_before(oldest_kept + 1)
+        log.info(
+            "snapshot at seq %d written to %s in %.2fs; %d old segments pruned",
+            seq, path, time.perf_counter() - started, len(pruned),
+        )  # fmt: skip
+
+    async def _snapshot_now(self) -> None:
+        if self.snapshots is None or self.durable_seq == 0:
+            return
+        if self.snapshots.seqs()[:1] == [self.durable_seq]:
+            return
+        state = export_state(self.engine)
+        await asyncio.get_running_loop().run_in_executor(
+            self._snapshot_thread, self._store_snapshot, self.durable_seq, state
+        )
+
+    # --- failure --------------------------------------------------------------------------
+
+    def _fail(self, command: Command, bug: Exception, future: "asyncio.Future[Sequenced]") -> None:
+        name = type(command).__name__
+        at = self.last_seq + 1
+        self._failure = SequencerFailedError(f"engine raised on {name} at seq {at}: {bug!r}")
+        self._failure.__cause__ = bug
+        self._accepting = False
+        log.critical("%s; stopping", self._failure)
+        future.set_exception(self._failure)
+
+    def _refuse_queued(self) -> None:
+        self._accepting = False
+        reason = SequencerStoppedError(str(self._failure or "the sequencer stopped"))
+        while not self._queue.empty():  # bounded by the queue's size
+            item = self._queue.get_nowait()
+            if item is not None and not item[1].done():
+                item[1].set_exception(reason)
