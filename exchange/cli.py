@@ -1,20 +1,43 @@
 """The `exchange` command line: parses arguments and hands over to the part that does the work."""
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
-    args = parser.parse_args(argv)
+    journal = commands.add_parser("journal", help="look at a data directory's journal")
+    journal_commands = journal.add_subparsers(dest="journal_command", required=True)
+    verify = journal_commands.add_parser(
+        "verify", help="check and replay every record; exit 0 when intact"
+    )
+    verify.add_argument("dir", type=Path, help="the data directory (or its journal/)")
+    inspect = journal_commands.add_parser("inspect", help="print records as JSON, one a line")
+    inspect.add_argument("dir", type=Path, help="the data directory (or its journal/)")
+    inspect.add_argument("--from", dest="from_seq", type=int, default=1, metavar="SEQ")
+    inspect.add_argument("--limit", type=int, default=1_000, metavar="N")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Imports wait for the command that needs them: `journal verify` should not load aiohttp.
     if args.command == "demo":
-        from exchange import demo  # noqa: PLC0415 - load only what the command needs
+        from exchange import demo  # noqa: PLC0415
 
         demo.run()
-    return 0
+        return 0
+    from exchange import journal_tools  # noqa: PLC0415
+
+    if args.journal_command == "verify":
+        return journal_tools.verify(args.dir)
+    return journal_tools.inspect(args.dir, args.from_seq, args.limit)
 
 
 if __name__ == "__main__":

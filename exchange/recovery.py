@@ -46,11 +46,18 @@ class Recovered:
         )
 
 
-def recover(data_dir: Path, *, durable: bool = True, use_snapshots: bool = True) -> Recovered:
+def recover(
+    data_dir: Path, *, durable: bool = True, use_snapshots: bool = True, repair: bool = True
+) -> Recovered:
+    """The engine as the data directory acknowledged it, and the journal ready to append.
+    With repair=False nothing on disk changes (a torn tail is left and not replayed)."""
     started = time.perf_counter()
-    journal = Journal.open(FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable))
+    journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable)
+    journal = Journal.open(journal_store, repair=repair)
     snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR, durable=durable)
-    loaded = snapshots.load_newest() if use_snapshots else None
+    if repair:
+        snapshots.discard_after(journal.last_seq)
+    loaded = snapshots.load_newest(max_seq=journal.last_seq) if use_snapshots else None
     engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
     if journal.first_seq > snapshot_seq + 1:
         msg = (
@@ -58,9 +65,6 @@ def recover(data_dir: Path, *, durable: bool = True, use_snapshots: bool = True)
             f"is at seq {snapshot_seq}: records {snapshot_seq + 1}..{journal.first_seq - 1} "
             "are gone"
         )
-        raise RecoveryError(msg)
-    if snapshot_seq > journal.last_seq:
-        msg = f"snapshot at seq {snapshot_seq} is past the journal's end ({journal.last_seq})"
         raise RecoveryError(msg)
     replayed = replay(engine, journal, snapshot_seq + 1)
     recovered = Recovered(

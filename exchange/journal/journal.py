@@ -85,19 +85,22 @@ class Record:
 class Journal:
     """Append-only access to a checked store. Not thread-safe: one writer at a time."""
 
-    def __init__(self, store: SegmentStore) -> None:
+    def __init__(self, store: SegmentStore, *, repair: bool = True) -> None:
         self.store = store
+        self.repair = repair
         self.first_seq = 1  # the seq the oldest remaining segment starts at
         self.last_seq = 0
         self.last_chain = CHAIN_SEED
-        self.truncated_bytes = 0
+        self.truncated_bytes = 0  # a torn tail's size: cut when repairing, else left
         self._active_size = 0
         self._active: str | None = None
+        self._torn_segment: str | None = None  # left in place when not repairing
 
     @classmethod
-    def open(cls, store: SegmentStore) -> "Journal":
-        """Check every segment, cut a torn tail, and get ready to append after it."""
-        journal = cls(store)
+    def open(cls, store: SegmentStore, *, repair: bool = True) -> "Journal":
+        """Check every segment, cut a torn tail, and get ready to append after it.
+        With repair=False nothing is changed: a torn tail is only measured (for verify)."""
+        journal = cls(store, repair=repair)
         journal._scan()
         return journal
 
@@ -145,10 +148,13 @@ class Journal:
         for i, name in enumerate(names):
             if i + 1 < len(names) and _first_seq_of(names[i + 1]) <= seq:
                 continue  # the whole segment lies before `seq`
+            if name == self._torn_segment:
+                return
             data = self.store.read(name)
             view = memoryview(data)
             offset = SEGMENT_HEADER_SIZE
-            end = len(data)
+            # The newest segment is sound up to what was checked and appended since.
+            end = self._active_size if name == self._active else len(data)
             while offset + RECORD_HEADER_SIZE <= end:
                 length, record_seq, _, _ = RECORD_HEADER.unpack_from(data, offset)
                 start = offset + RECORD_HEADER_SIZE
@@ -181,9 +187,12 @@ class Journal:
             is_last = i == len(names) - 1
             data = self.store.read(name)
             header = self._check_header(name, data, is_last, expected_seq, chain)
-            if header is None:  # a torn, never-acknowledged newest segment: gone
-                self.store.delete(name)
-                log.warning("journal: removed torn new segment %s (%d bytes)", name, len(data))
+            if header is None:  # a torn, never-acknowledged newest segment
+                self.truncated_bytes = len(data)
+                self._torn_segment = name
+                if self.repair:
+                    self.store.delete(name)
+                    log.warning("journal: removed torn new segment %s (%d bytes)", name, len(data))
                 continue
             first_seq, chain = header
             if expected_seq is None:
@@ -233,12 +242,13 @@ class Journal:
                 raise JournalCorruptError(
                     name, offset, f"{problem}, but an intact record follows at offset {found}"
                 )
-            self.store.truncate(name, offset)
             self.truncated_bytes = end - offset
-            log.warning(
-                "journal: cut a torn tail of %d bytes from %s at offset %d (%s)",
-                end - offset, name, offset, problem,
-            )  # fmt: skip
+            if self.repair:
+                self.store.truncate(name, offset)
+                log.warning(
+                    "journal: cut a torn tail of %d bytes from %s at offset %d (%s)",
+                    end - offset, name, offset, problem,
+                )  # fmt: skip
             break
         return seq, chain, offset
 
