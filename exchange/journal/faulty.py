@@ -54,6 +54,12 @@ class FaultySegmentStore:
     def close(self) -> None:
         """Closing writes nothing back: only sync makes bytes durable."""
 
+    def durable_copy(self) -> "FaultySegmentStore":
+        """A new store holding only what is durable now: this one after a total loss."""
+        copy = FaultySegmentStore()
+        copy.durable = {name: bytearray(data) for name, data in self.durable.items()}
+        return copy
+
     def crash(self, mode: CrashMode, rng: random.Random) -> None:
         """Lose what was not synced, the way `mode` says."""
         for name, data in self.volatile.items():

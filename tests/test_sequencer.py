@@ -1,0 +1,178 @@
+"""The sequencer: order, group commit, release only after durability, BUSY, and failure."""
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from exchange.domain.commands import Command, CreateAccount, DepositCash
+from exchange.domain.engine import Engine
+from exchange.journal.faulty import FaultySegmentStore
+from exchange.journal.journal import Journal
+from exchange.journal.records import decode_entry
+from exchange.sequencer import (
+    BusyError,
+    Sequenced,
+    Sequencer,
+    SequencerFailedError,
+    SequencerStoppedError,
+)
+from tests.streams import mixed_stream
+
+# Every wait on the loop in these tests is bounded by this, so a hang fails instead.
+WAIT_S = 10.0
+
+
+class GatedStore(FaultySegmentStore):
+    """A store whose sync blocks (in the journal's worker thread) until the test opens the
+    gate: the test can look at what the sequencer released while a sync is in progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+        self.sync_started = threading.Semaphore(0)
+
+    def sync(self) -> None:
+        self.sync_started.release()
+        if not self.gate.acquire(timeout=WAIT_S):
+            raise TimeoutError("the test never opened the gate")
+        super().sync()
+
+
+def counter_clock(start: int = 1_000) -> "Iterator[int]":
+    n = start
+    while True:  # an endless clock; each call takes one tick
+        n += 1
+        yield n
+
+
+async def started(sequencer: Sequencer) -> "asyncio.Task[None]":
+    task = asyncio.create_task(sequencer.run())
+    await asyncio.sleep(0)  # let the run loop reach its first await
+    return task
+
+
+def durable_seqs(store: FaultySegmentStore) -> list[int]:
+    """The seqs a power cut now would leave."""
+    journal = Journal.open(store.durable_copy())
+    return [decode_entry(r.payload).seq for r in journal.read_from(1)]
+
+
+async def test_commands_get_consecutive_seqs_and_increasing_times() -> None:
+    store = FaultySegmentStore()
+    ticks = counter_clock()
+    seq = Sequencer(Engine(), Journal.open(store), clock=lambda: next(ticks))
+    task = await started(seq)
+    results = await asyncio.gather(*(seq.submit(c) for c in mixed_stream(1, 300)))
+    assert [r.seq for r in results] == list(range(1, len(results) + 1))
+    stamps = [r.command.ts for r in results]
+    assert stamps == sorted(stamps)
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert durable_seqs(store) == [r.seq for r in results]
+
+
+async def test_time_never_runs_backwards_in_the_journal() -> None:
+    readings = iter([5_000, 4_000, 6_000])
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()), clock=lambda: next(readings))
+    task = await started(seq)
+    names = [CreateAccount(name=f"n{i}") for i in range(3)]
+    results = await asyncio.gather(*(seq.submit(c) for c in names))
+    assert [r.command.ts for r in results] == [5_000, 5_000, 6_000]
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_many_commands_share_one_write_and_fsync() -> None:
+    store = FaultySegmentStore()
+    seq = Sequencer(Engine(), Journal.open(store), max_batch=100)
+    task = await started(seq)
+    await asyncio.gather(*(seq.submit(c) for c in mixed_stream(2, 450)))
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert seq.records_written == seq.last_seq
+    assert seq.batches_written == -(-seq.last_seq // 100)  # full batches: the queue was full
+    assert store.syncs == seq.batches_written
+
+
+async def test_nothing_is_released_before_its_own_sync() -> None:
+    store = GatedStore()
+    seq = Sequencer(Engine(), Journal.open(store), max_batch=2)
+    published: list[int] = []
+    seq.subscribe(lambda s: published.append(s.seq))
+    task = await started(seq)
+    first = [seq.submit(CreateAccount(name=f"a{i}")) for i in range(2)]
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    second = [seq.submit(CreateAccount(name=f"b{i}")) for i in range(2)]
+    # The engine runs ahead: the second batch is applied while the first is syncing...
+    for _ in range(50):
+        if seq.last_seq == 4:
+            break
+        await asyncio.sleep(0)
+    assert seq.last_seq == 4
+    # ...but nothing is answered or published until a sync has finished.
+    assert not any(f.done() for f in first + second)
+    assert published == []
+    store.gate.release()
+    await asyncio.wait_for(asyncio.gather(*first), WAIT_S)
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    assert not any(f.done() for f in second)
+    assert published == [1, 2]
+    assert durable_seqs(store) == [1, 2]
+    store.gate.release()
+    await asyncio.wait_for(asyncio.gather(*second), WAIT_S)
+    assert published == [1, 2, 3, 4]
+    await seq.stop()
+    for _ in range(4):  # the stop may still sync; let it through
+        store.gate.release()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_a_full_queue_answers_busy_at_once() -> None:
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()), max_queue=3)
+    accepted = [seq.submit(CreateAccount(name=f"n{i}")) for i in range(3)]
+    with pytest.raises(BusyError):
+        seq.submit(CreateAccount(name="one too many"))
+    task = await started(seq)
+    await asyncio.wait_for(asyncio.gather(*accepted), WAIT_S)
+    seq.submit(CreateAccount(name="room again"))
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_a_stopped_sequencer_takes_nothing() -> None:
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()))
+    task = await started(seq)
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    with pytest.raises(SequencerStoppedError):
+        seq.submit(CreateAccount(name="late"))
+
+
+class ExplodingEngine(Engine):
+    """An engine with a bug: it raises on a deposit of 13."""
+
+    def apply(self, command: Command) -> list[object]:  # type: ignore[override]
+        if isinstance(command, DepositCash) and command.amount == 13:
+            raise RuntimeError("boom")
+        return super().apply(command)  # type: ignore[return-value]
+
+
+async def test_an_engine_exception_stops_everything_and_journals_nothing_of_it() -> None:
+    store = FaultySegmentStore()
+    seq = Sequencer(ExplodingEngine(), Journal.open(store))
+    before = seq.submit(CreateAccount(name="fine"))
+    bad = seq.submit(DepositCash(account="A1", amount=13))
+    after = seq.submit(CreateAccount(name="never"))
+    task = asyncio.create_task(seq.run())
+    with pytest.raises(SequencerFailedError, match="boom"):
+        await asyncio.wait_for(task, WAIT_S)
+    assert isinstance(await before, Sequenced)
+    with pytest.raises(SequencerFailedError):
+        await bad
+    with pytest.raises(SequencerStoppedError):
+        await after
+    assert durable_seqs(store) == [1]
+    with pytest.raises(SequencerStoppedError):
+        seq.submit(CreateAccount(name="later"))
