@@ -134,6 +134,10 @@ class Journal:
         self.store.sync()
 
     def _roll(self) -> None:
+        if self._active is not None:
+            # The closed segment must be durable before a newer one can be: a crash must
+            # never leave an older segment torn behind a newer one.
+            self.store.sync()
         name = segment_name(self.last_seq + 1)
         header = segment_header(self.last_seq + 1, self.last_chain)
         self.store.create(name, header)
@@ -192,6 +196,7 @@ class Journal:
                 self._torn_segment = name
                 if self.repair:
                     self.store.delete(name)
+                    self._torn_segment = None  # gone: a later segment may take its name
                     log.warning("journal: removed torn new segment %s (%d bytes)", name, len(data))
                 continue
             first_seq, chain = header

@@ -8,6 +8,7 @@ store fits behind the same five calls (tests/test_journal_contract.py checks bot
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +58,9 @@ class FileSegmentStore:
         directory.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
         self._dir_dirty = False
+        # The journal thread syncs while the snapshot thread may delete old segments: a
+        # sync must not return while another thread's directory fsync is still running.
+        self._dir_lock = threading.Lock()
 
     def list_segments(self) -> list[str]:
         return sorted(p.name for p in self.directory.glob(f"*{SEGMENT_SUFFIX}"))
@@ -65,9 +69,12 @@ class FileSegmentStore:
         return (self.directory / name).read_bytes()
 
     def create(self, name: str, header: bytes) -> None:
+        if self._fd is not None and self.durable:
+            os.fdatasync(self._fd)  # sync promises every byte so far, not just the newest file's
         self._close_fd()
         self._fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._dir_dirty = True
+        with self._dir_lock:
+            self._dir_dirty = True
         self.append(header)
 
     def open_last(self) -> None:
@@ -92,8 +99,7 @@ class FileSegmentStore:
             return
         if self._fd is not None:
             os.fdatasync(self._fd)
-        if self._dir_dirty:
-            self._sync_directory()
+        self._sync_directory(only_if_dirty=True)
 
     def truncate(self, name: str, size: int) -> None:
         path = self.directory / name
@@ -115,12 +121,15 @@ class FileSegmentStore:
             os.close(self._fd)
             self._fd = None
 
-    def _sync_directory(self) -> None:
-        self._dir_dirty = False
-        if not self.durable:
-            return
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _sync_directory(self, *, only_if_dirty: bool = False) -> None:
+        with self._dir_lock:
+            if only_if_dirty and not self._dir_dirty:
+                return
+            self._dir_dirty = False
+            if not self.durable:
+                return
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
