@@ -11,6 +11,7 @@ everything, and nothing of the command that raised is journaled.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from exchange.domain.engine import Engine
 from exchange.domain.events import Event
 from exchange.domain.state import EngineState, export_state
 from exchange.journal.journal import Journal
-from exchange.journal.records import JournalEntry, encode_entry
+from exchange.journal.records import JournalEntry, decode_entry, encode_entry
 from exchange.journal.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ class SequencerStoppedError(Exception):
 
 
 class SequencerFailedError(Exception):
-    """The engine raised: a bug. The process must stop; the journal holds nothing of it."""
+    """The engine raised (a bug; the journal holds nothing of that command) or the journal
+    could not be written (nothing of that batch was acknowledged). The process must stop:
+    retrying a failed fsync is not safe, the kernel may have dropped the dirty pages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,7 @@ class Sequencer:
         self.last_seq = journal.last_seq
         self.durable_seq = journal.last_seq
         self.last_snapshot_seq = journal.last_seq
-        self._last_ts = 0
+        self._last_ts = _last_timestamp(journal)
         self._queue: asyncio.Queue[tuple[Command, asyncio.Future[Sequenced]] | None] = (
             asyncio.Queue(max_queue)
         )
@@ -103,11 +106,13 @@ class Sequencer:
         self._subscribers: list[Subscriber] = []
         self._accepting = True
         self._failure: SequencerFailedError | None = None
+        self._journal_broken = False  # after a failed write nothing more is written
         # One thread each: journal writes must stay in order; a snapshot must not hold
         # up a journal sync.
         self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_pending = False  # from the export until the file is written
         # Measurements for metrics and benchmarks.
         self.batches_written = 0
         self.records_written = 0
@@ -188,14 +193,17 @@ class Sequencer:
                 item = queue.get_nowait()
             else:
                 stopping = True
-            if self.snapshots is not None and (
-                self.last_seq - self.last_snapshot_seq >= self.snapshot_every
+            if (
+                self.snapshots is not None
+                and not self._snapshot_pending
+                and self.last_seq - self.last_snapshot_seq >= self.snapshot_every
             ):
                 batch.snapshot = export_state(self.engine)
+                self._snapshot_pending = True
                 self.last_snapshot_seq = self.last_seq
             if batch.done:
                 await self._batches.put(batch)
-            if stopping:
+            if stopping or self._failure is not None:
                 self._refuse_queued()
                 return
 
@@ -205,10 +213,18 @@ class Sequencer:
             batch = await self._batches.get()
             if batch is None:
                 return
+            if self._journal_broken:
+                _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
+                continue
             started = time.perf_counter()
-            await loop.run_in_executor(
-                self._journal_thread, self.journal.write_batch, batch.payloads
-            )
+            try:
+                await loop.run_in_executor(
+                    self._journal_thread, self.journal.write_batch, batch.payloads
+                )
+            except Exception as problem:  # noqa: BLE001 - any write failure is fatal
+                self._fail_journal(problem)
+                _refuse_batch(batch, self._failure or SequencerFailedError(str(problem)))
+                continue
             self.sync_seconds_total += time.perf_counter() - started
             self.batches_written += 1
             self.records_written += len(batch.done)
@@ -218,7 +234,7 @@ class Sequencer:
                     future.set_result(sequenced)
                 for subscriber in self._subscribers:
                     subscriber(sequenced)
-            if batch.snapshot is not None and self._snapshot_task is None:
+            if batch.snapshot is not None:
                 seq = batch.done[-1][0].seq
                 self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, batch.snapshot))
 
@@ -229,8 +245,12 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._snapshot_thread, self._store_snapshot, seq, state)
+        except OSError:
+            # The journal still holds everything; the next snapshot will try again.
+            log.exception("snapshot at seq %d failed", seq)
         finally:
             self._snapshot_task = None
+            self._snapshot_pending = False
 
     def _store_snapshot(self, seq: int, state: EngineState) -> None:
         """In the snapshot thread: write, then prune snapshots and covered segments."""
@@ -268,6 +288,16 @@ class Sequencer:
         log.critical("%s; stopping", self._failure)
         future.set_exception(self._failure)
 
+    def _fail_journal(self, problem: Exception) -> None:
+        self._journal_broken = True
+        if self._failure is None:
+            self._failure = SequencerFailedError(f"journal write failed: {problem!r}")
+            self._failure.__cause__ = problem
+            log.critical("%s; stopping", self._failure)
+        self._accepting = False
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)  # wake the sequencing loop if it waits for work
+
     def _refuse_queued(self) -> None:
         self._accepting = False
         reason = SequencerStoppedError(str(self._failure or "the sequencer stopped"))
@@ -275,3 +305,17 @@ class Sequencer:
             item = self._queue.get_nowait()
             if item is not None and not item[1].done():
                 item[1].set_exception(reason)
+
+
+def _refuse_batch(batch: _Batch, reason: Exception) -> None:
+    for _, future in batch.done:
+        if not future.done():
+            future.set_exception(reason)
+
+
+def _last_timestamp(journal: Journal) -> int:
+    """The time of the last journaled command: the clock of a restarted sequencer must not
+    stamp anything earlier, even if the wall clock stepped back in between."""
+    for record in journal.read_from(journal.last_seq):
+        return decode_entry(record.payload).command.ts
+    return 0

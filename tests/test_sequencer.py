@@ -176,3 +176,43 @@ async def test_an_engine_exception_stops_everything_and_journals_nothing_of_it()
     assert durable_seqs(store) == [1]
     with pytest.raises(SequencerStoppedError):
         seq.submit(CreateAccount(name="later"))
+
+
+class FullDiskStore(FaultySegmentStore):
+    """Every sync fails, as on a full or failing disk."""
+
+    def sync(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_failed_journal_write_refuses_everything_and_stops() -> None:
+    engine = Engine()
+    seq = Sequencer(engine, Journal.open(FullDiskStore()))
+    first = seq.submit(CreateAccount(name="never acknowledged"))
+    task = asyncio.create_task(seq.run())
+    with pytest.raises(SequencerFailedError, match="No space left"):
+        await asyncio.wait_for(first, WAIT_S)
+    with pytest.raises(SequencerStoppedError):
+        seq.submit(CreateAccount(name="not taken"))
+    with pytest.raises(SequencerFailedError, match="journal write failed"):
+        await asyncio.wait_for(task, WAIT_S)
+    assert len(engine.accounts) == 1  # nothing applied after the failure
+
+
+async def test_time_never_runs_backwards_across_a_restart() -> None:
+    store = FaultySegmentStore()
+    first = Sequencer(Engine(), Journal.open(store), clock=lambda: 2_000)
+    task = await started(first)
+    await first.submit(CreateAccount(name="before"))
+    await first.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    journal = Journal.open(store)
+    engine = Engine()
+    for record in journal.read_from(1):
+        engine.apply(decode_entry(record.payload).command)
+    second = Sequencer(engine, journal, clock=lambda: 1_000)  # the wall clock stepped back
+    task = await started(second)
+    answer = await second.submit(CreateAccount(name="after"))
+    assert answer.command.ts == 2_000
+    await second.stop()
+    await asyncio.wait_for(task, WAIT_S)
