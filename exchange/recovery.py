@@ -10,6 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
+from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
 from exchange.journal.journal import Journal
 from exchange.journal.records import decode_entry
@@ -50,47 +53,79 @@ def recover(
     data_dir: Path, *, durable: bool = True, use_snapshots: bool = True, repair: bool = True
 ) -> Recovered:
     """The engine as the data directory acknowledged it, and the journal ready to append.
-    With repair=False nothing on disk changes (a torn tail is left and not replayed)."""
+    With repair=False nothing on disk changes (a torn tail is left and not replayed).
+
+    The journal is checked and replayed in one pass over the disk. A snapshot past the
+    journal's end (only possible when a torn tail was cut below it) is dropped and the
+    pass made once more from an older one."""
     started = time.perf_counter()
-    journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable)
-    journal = Journal.open(journal_store, repair=repair)
     snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR, durable=durable)
-    if repair:
-        snapshots.discard_after(journal.last_seq)
-    loaded = snapshots.load_newest(max_seq=journal.last_seq) if use_snapshots else None
-    engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
-    if journal.first_seq > snapshot_seq + 1:
-        msg = (
-            f"the journal starts at seq {journal.first_seq} but the newest usable snapshot "
-            f"is at seq {snapshot_seq}: records {snapshot_seq + 1}..{journal.first_seq - 1} "
-            "are gone"
+    journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable)
+    max_seq: int | None = None
+    for _ in range(2):  # a second pass only after dropping a snapshot past the end
+        loaded = snapshots.load_newest(max_seq) if use_snapshots else None
+        engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
+        replayer = Replayer(engine, snapshot_seq + 1)
+        journal = Journal.open(
+            journal_store, repair=repair, visit=replayer, visit_from=snapshot_seq + 1
         )
-        raise RecoveryError(msg)
-    replayed = replay(engine, journal, snapshot_seq + 1)
+        if snapshot_seq <= journal.last_seq:
+            break
+        journal.close()
+        max_seq = journal.last_seq
+        if repair:
+            snapshots.discard_after(max_seq)
+    if journal.first_seq > snapshot_seq + 1:
+        raise RecoveryError(_gap_message(snapshot_seq, journal.first_seq))
     recovered = Recovered(
-        engine, journal, snapshots, snapshot_seq, replayed, time.perf_counter() - started
+        engine, journal, snapshots, snapshot_seq, replayer.count, time.perf_counter() - started
     )
     log.info("%s", recovered.summary())
     return recovered
 
 
-def replay(engine: Engine, journal: Journal, from_seq: int) -> int:
-    """Re-apply every record from `from_seq`; returns how many. Refuses a mismatch."""
-    count = 0
-    apply = engine.apply
-    for record in journal.read_from(from_seq):
-        entry = decode_entry(record.payload)
-        if entry.seq != record.seq:
-            msg = f"record {record.seq} in {record.segment} holds entry seq {entry.seq}"
-            raise RecoveryError(msg)
-        events = apply(entry.command)
-        if events != entry.events:
+def _gap_message(snapshot_seq: int, first_seq: int) -> str:
+    return (
+        f"the journal continues at seq {first_seq} but the newest usable snapshot is at seq "
+        f"{snapshot_seq}: records {snapshot_seq + 1}..{first_seq - 1} are gone"
+    )
+
+
+class _ReplayEntry(msgspec.Struct, array_like=True, gc=False):
+    """A JournalEntry with its events left encoded: replay compares bytes, not structs."""
+
+    seq: int
+    command: Command
+    events: msgspec.Raw
+
+
+class Replayer:
+    """Applies journal records to an engine as the journal's check reaches them, and
+    refuses any record whose replay gives other events than the journal holds."""
+
+    def __init__(self, engine: Engine, first_seq: int) -> None:
+        self.engine = engine
+        self.next_seq = first_seq
+        self.count = 0
+        self._apply = engine.apply
+        self._decode = msgspec.msgpack.Decoder(_ReplayEntry).decode
+        self._encode = msgspec.msgpack.Encoder().encode
+
+    def __call__(self, seq: int, payload: memoryview) -> None:
+        if seq != self.next_seq:
+            raise RecoveryError(_gap_message(self.next_seq - 1, seq))
+        entry = self._decode(payload)
+        if entry.seq != seq:
+            raise RecoveryError(f"record {seq} holds entry seq {entry.seq}")
+        events = self._apply(entry.command)
+        if memoryview(entry.events) != self._encode(events):
+            recorded = decode_entry(payload).events
             msg = (
-                f"replay of seq {record.seq} ({type(entry.command).__name__}) gave other events "
-                f"than the journal holds: recorded {entry.events!r}, replayed {events!r}"
+                f"replay of seq {seq} ({type(entry.command).__name__}) gave other events "
+                f"than the journal holds: recorded {recorded!r}, replayed {events!r}"
             )
             raise RecoveryError(msg)
-        count += 1
-        if count % PROGRESS_EVERY == 0:
-            log.info("replayed %d records (seq %d)", count, record.seq)
-    return count
+        self.next_seq = seq + 1
+        self.count += 1
+        if self.count % PROGRESS_EVERY == 0:
+            log.info("replayed %d records (seq %d)", self.count, seq)
