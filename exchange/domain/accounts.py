@@ -11,11 +11,11 @@ from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import OrderRejected  # noqa: TC001 - the alias below is evaluated at run time
 
 if TYPE_CHECKING:
-    from exchange.domain.book import Order, OrderState
+    from exchange.domain.book import EndedOrder, Order
 
 # What answered a client order id the first time: the place, and its open order, the
 # order as it ended, or its rejection.
-ClientOrderRecord = tuple[PlaceOrder, "Order | OrderState | OrderRejected"]
+ClientOrderRecord = tuple[PlaceOrder, "Order | EndedOrder | OrderRejected"]
 
 
 class Account:

@@ -16,8 +16,7 @@ from exchange.domain.events import OrderStatus
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """An order as plain values: how a snapshot stores a resting order, and how an ended
-    order is remembered for resends (untracked by the garbage collector, unlike `Order`)."""
+    """A resting order as plain values, as a snapshot stores it."""
 
     order_id: int
     account: str
@@ -32,6 +31,17 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     post_only: bool
     stp: SelfTradePrevention
     ts: int
+    status: OrderStatus
+
+
+class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What is remembered of an ended order for resends of its client order id; the rest
+    is in the place that created it. Plain values, so the garbage collector skips it."""
+
+    order_id: int
+    price: int
+    qty: int
+    remaining: int
     status: OrderStatus
 
 
@@ -92,6 +102,9 @@ class Order:
         self.level: Level | None = None
         self.prev: Order | None = None
         self.next: Order | None = None
+
+    def ended(self) -> EndedOrder:
+        return EndedOrder(self.order_id, self.price, self.qty, self.remaining, self.status)
 
     def state(self) -> OrderState:
         return OrderState(

@@ -42,8 +42,19 @@ Timestamp = Annotated[int, Meta(ge=0)]
 EntityId = Annotated[int, Meta(ge=0)]
 
 
-class _Command(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="cmd", tag=True,
-               forbid_unknown_fields=True):
+class _Command(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    gc=False,
+    array_like=True,
+    tag_field="cmd",
+    tag=True,
+    forbid_unknown_fields=True,
+):
+    """Commands are encoded as arrays (tag first, then the fields in order): compact and
+    fast in the journal. A new field may only be added last, with a default."""
+
     ts: Timestamp = 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from exchange.domain.accounts import Account, ClientOrderRecord
-from exchange.domain.book import Order, OrderBook, OrderState
+from exchange.domain.book import EndedOrder, Order, OrderBook
 from exchange.domain.codes import RejectCode
 from exchange.domain.commands import (
     AddApiKey,
@@ -796,11 +796,11 @@ def _remember(account: Account, cid: str, record: ClientOrderRecord) -> None:
 def _archive(order: Order) -> None:
     """Remember an ended order as plain values: its client order id may be resent."""
     records = order.account.client_orders
-    records[order.client_order_id] = (records[order.client_order_id][0], order.state())
+    records[order.client_order_id] = (records[order.client_order_id][0], order.ended())
 
 
 def _answer_resend(
-    cmd: PlaceOrder, first: PlaceOrder, outcome: Order | OrderState | OrderRejected
+    cmd: PlaceOrder, first: PlaceOrder, outcome: Order | EndedOrder | OrderRejected
 ) -> Event:
     """A place whose client order id was used before: repeat the answer, or refuse it."""
     if msgspec.structs.replace(cmd, ts=first.ts) != first:
@@ -813,7 +813,7 @@ def _answer_resend(
         order_id=outcome.order_id,
         account=cmd.account,
         client_order_id=cmd.client_order_id,
-        symbol=outcome.symbol,
+        symbol=first.symbol,
         side=first.side,
         type=first.type,
         tif=first.tif,
@@ -821,8 +821,8 @@ def _answer_resend(
         qty=outcome.qty,
         remaining=outcome.remaining,
         status=outcome.status,
-        post_only=outcome.post_only,
-        ts=outcome.ts,
+        post_only=first.post_only,
+        ts=first.ts,  # an order's time is that of the place that created it
         resent=True,
     )
 

@@ -16,9 +16,12 @@ DoneReason = Literal["cancelled", "expired", "self_trade", "replaced_out"]
 InstrumentStatus = Literal["listed", "in_offering", "trading", "halted"]
 
 
-class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="event", tag=True):
+class _Event(
+    msgspec.Struct, frozen=True, gc=False, array_like=True, tag_field="event", tag=True
+):
     """Fields are positional so the hot path can build events cheaply; events hold only
-    scalars, so the garbage collector never needs to track them (gc=False)."""
+    scalars, so the garbage collector never needs to track them (gc=False). Encoded as
+    arrays, like commands: a new field may only be added last, with a default."""
 
 
 # --- accounts and money --------------------------------------------------------------------

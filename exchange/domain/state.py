@@ -10,7 +10,7 @@ import hashlib
 import msgspec
 
 from exchange.domain.accounts import Account, ClientOrderRecord
-from exchange.domain.book import Order, OrderBook, OrderState
+from exchange.domain.book import EndedOrder, Order, OrderBook, OrderState
 from exchange.domain.commands import (
     InstrumentKind,
     PlaceOrder,
@@ -29,7 +29,7 @@ class ClientOrderState(msgspec.Struct, frozen=True, array_like=True):
     client_order_id: str
     place: PlaceOrder
     open_order_id: int = 0
-    ended: OrderState | None = None
+    ended: EndedOrder | None = None
     rejection: OrderRejected | None = None
 
 
@@ -197,7 +197,7 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
     place, outcome = record
     if isinstance(outcome, OrderRejected):
         return ClientOrderState(cid, place, rejection=outcome)
-    if isinstance(outcome, OrderState):
+    if isinstance(outcome, EndedOrder):
         return ClientOrderState(cid, place, ended=outcome)
     return ClientOrderState(cid, place, open_order_id=outcome.order_id)
 
