@@ -22,7 +22,7 @@ from exchange.journal.storage import FileSegmentStore, SegmentStore
 
 # Small enough that a few dozen records of up to 120 bytes span several segments.
 SMALL_SEGMENT_BYTES = 400
-RECORD_HEADER = struct.Struct("<IQII")  # length, seq, crc, chain: records.py's diagram
+RECORD_HEADER = struct.Struct("<IIIQ")  # crc, chain, length, seq: records.py's diagram
 SEGMENT_HEADER = struct.Struct("<4sHHQII")  # magic, version, reserved, first_seq, prev_chain, crc
 
 
@@ -118,7 +118,7 @@ def check_layout(store: SegmentStore) -> list[StoredRecord]:
             assert prev_chain == chain, f"{name}: prev_chain does not continue the chain"
         chain, seq, offset = prev_chain, first_seq, SEGMENT_HEADER_SIZE
         while offset < len(data):
-            length, record_seq, crc, record_chain = RECORD_HEADER.unpack_from(data, offset)
+            crc, record_chain, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
             payload = data[offset + RECORD_HEADER.size : offset + RECORD_HEADER.size + length]
             assert len(payload) == length, f"{name}@{offset}: record runs past the end"
             assert record_seq == seq, f"{name}@{offset}: seq {record_seq}, expected {seq}"

@@ -113,7 +113,7 @@ def test_the_undamaged_journal_opens_whole(files: Files) -> None:
 
 # --- damage before the end: refused, naming the place ------------------------------------
 
-RECORD_FIELDS = {"length": 0, "seq": 4, "crc": 12, "chain": 16, "payload": 20 + 50}
+RECORD_FIELDS = {"crc": 0, "chain": 4, "length": 8, "seq": 12, "payload": 20 + 50}
 
 
 @pytest.mark.parametrize("field", RECORD_FIELDS)

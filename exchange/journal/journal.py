@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterator
 
 from exchange.journal.records import (
     CHAIN_SEED,
+    CRC_START,
     MAX_PAYLOAD,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
+    SEQ_AT,
     chain_after,
     frame,
     record_crc,
@@ -182,7 +184,7 @@ class Journal:
             # The newest segment is sound up to what was checked and appended since.
             end = self._active_size if name == self._active else len(data)
             while offset + RECORD_HEADER_SIZE <= end:
-                length, record_seq, _, _ = RECORD_HEADER.unpack_from(data, offset)
+                _, _, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
                 start = offset + RECORD_HEADER_SIZE
                 if record_seq >= seq:
                     yield Record(record_seq, view[start : start + length], name, offset)
@@ -257,18 +259,18 @@ class Journal:
         unpack, crc32 = RECORD_HEADER.unpack_from, zlib.crc32
         visit, visit_from = self._visit, self._visit_from
         while offset < end:  # each turn moves past one record, or stops
-            # The fast path checks what _record_problem checks, with the bytes as stored:
-            # the CRC covers header bytes 0..12 and the payload; the chain covers 12..16.
+            # The fast path checks what _record_problem checks, on the bytes as stored:
+            # the CRC covers bytes 8..end of the record, the chain its bytes 0..4.
             if offset + RECORD_HEADER_SIZE <= end:
-                length, record_seq, crc, record_chain = unpack(data, offset)
+                crc, record_chain, length, record_seq = unpack(data, offset)
                 start = offset + RECORD_HEADER_SIZE
                 stop = start + length
                 if (
                     record_seq == seq
                     and length <= MAX_PAYLOAD
                     and stop <= end
-                    and crc == crc32(view[start:stop], crc32(view[offset : offset + 12]))
-                    and record_chain == crc32(view[offset + 12 : start - 4], chain)
+                    and crc == crc32(view[offset + CRC_START : stop])
+                    and record_chain == crc32(view[offset : offset + 4], chain)
                 ):
                     if visit is not None and seq >= visit_from:
                         visit(seq, view[start:stop])
@@ -331,7 +333,7 @@ def _record_problem(
 ) -> str | None:
     if offset + RECORD_HEADER_SIZE > len(data):
         return f"record header cut short ({len(data) - offset} bytes)"
-    length, record_seq, crc, record_chain = RECORD_HEADER.unpack_from(data, offset)
+    crc, record_chain, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
     if length > MAX_PAYLOAD:
         return f"record length {length} past the bound {MAX_PAYLOAD}"
     start = offset + RECORD_HEADER_SIZE
@@ -352,12 +354,12 @@ def _intact_record_after(data: bytes, start: int, seq: int) -> int | None:
     view = memoryview(data)
     for candidate in range(seq, seq + LOOKAHEAD_RECORDS):
         needle = _SEQ.pack(candidate)
-        at = data.find(needle, start + 4)
+        at = data.find(needle, start + SEQ_AT)
         while at != -1:  # bounded: each find moves forward through the data
-            offset = at - 4
+            offset = at - SEQ_AT
             if offset + RECORD_HEADER_SIZE > len(data):
                 break
-            length, record_seq, crc, _ = RECORD_HEADER.unpack_from(data, offset)
+            crc, _, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
             payload_start = offset + RECORD_HEADER_SIZE
             if (
                 record_seq == candidate

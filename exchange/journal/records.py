@@ -3,11 +3,13 @@
 A record holds one sequenced command and the events the engine produced from it:
 
     offset  size  field
-    0       4     length    payload bytes that follow the header (u32, little endian)
-    4       8     seq       the command's sequence number (u64)
-    12      4     crc       zlib CRC-32 of bytes 0..12 and the payload: the record alone
-    16      4     chain     CRC-32 of `crc`, seeded with the previous record's chain
+    0       4     crc       zlib CRC-32 of bytes 8..end (length, seq, payload): the record alone
+    4       4     chain     CRC-32 of bytes 0..4 (`crc`), seeded with the previous record's chain
+    8       4     length    payload bytes that follow the header (u32, little endian)
+    12      8     seq       the command's sequence number (u64)
     20      ...   payload   a JournalEntry, MessagePack
+
+(The CRC covers one contiguous range, so checking a record is one zlib call.)
 
 `crc` lets a scan recognise an intact record anywhere; `chain` ties every record to
 all before it, so a record swapped, dropped or replaced from elsewhere breaks it.
@@ -21,8 +23,10 @@ import msgspec
 from exchange.domain.commands import Command
 from exchange.domain.events import Event
 
-RECORD_HEADER = struct.Struct("<IQII")
+RECORD_HEADER = struct.Struct("<IIIQ")  # crc, chain, length, seq
 RECORD_HEADER_SIZE = RECORD_HEADER.size
+CRC_START = 8  # the CRC covers the record from here to its end
+SEQ_AT = 12  # where the seq field lies in the header
 _CRC_COVERED = struct.Struct("<IQ")
 _CHAIN_INPUT = struct.Struct("<I")
 # A command with its events encodes to well under a kilobyte; a cancel-all of 10,000
@@ -56,7 +60,7 @@ def frame(seq: int, payload: bytes, prev_chain: int) -> tuple[bytes, int]:
     covered = _CRC_COVERED.pack(len(payload), seq)
     crc = zlib.crc32(payload, zlib.crc32(covered))
     chain = zlib.crc32(_CHAIN_INPUT.pack(crc), prev_chain)
-    return RECORD_HEADER.pack(len(payload), seq, crc, chain) + payload, chain
+    return RECORD_HEADER.pack(crc, chain, len(payload), seq) + payload, chain
 
 
 def record_crc(length: int, seq: int, payload: bytes | memoryview) -> int:
