@@ -120,7 +120,8 @@ class Replayer:
         if entry.seq != seq:
             raise RecoveryError(f"record {seq} holds entry seq {entry.seq}")
         events = self._apply(entry.command)
-        if memoryview(entry.events) != self._encode(events):
+        # Raw compares with memcmp; a memoryview would compare byte by byte in Python.
+        if entry.events != msgspec.Raw(self._encode(events)):
             recorded = decode_entry(payload).events
             msg = (
                 f"replay of seq {seq} ({type(entry.command).__name__}) gave other events "

@@ -635,12 +635,24 @@ class Engine:
         return events
 
     def _cancel_resting(self, order: Order, reason: DoneReason, events: list[Event]) -> None:
-        """End a resting order outside matching, dropping its level when it empties."""
+        """End a resting order outside matching, dropping its level when it empties.
+        (_end_resting and _end_taker, flattened: cancels are a third of all traffic.)"""
         level = order.level
         assert level is not None, "only resting orders can be cancelled"
-        self._end_resting(order, reason, events)
+        level.unlink(order)
+        account = order.account
+        symbol = order.symbol
+        if order.is_buy:  # a resting order is a limit order
+            account.cash_held -= order.price * self.instruments[symbol].tick * order.remaining
+        else:
+            account.units_held[symbol] -= order.remaining
+        order.status = reason
+        del account.open_orders[order.order_id]
+        if order.client_order_id:
+            _archive(order)
+        events.append(_cancelled(order, reason))
         if level.head is None:
-            book = self.books[order.symbol]
+            book = self.books[symbol]
             (book.bids if order.is_buy else book.asks).drop_level(level.price)
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
