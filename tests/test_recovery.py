@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from exchange.domain.commands import CreateAccount, DepositCash
-from exchange.domain.events import AccountCreated, CashDeposited
+from exchange.domain.events import AccountCreated, CashDeposited, Event
 from exchange.journal.journal import Journal
 from exchange.journal.records import JournalEntry, encode_entry
 from exchange.journal.storage import FileSegmentStore
@@ -32,7 +32,7 @@ def test_a_faithful_journal_recovers(tmp_path: Path) -> None:
 
 def test_events_that_replay_differently_are_refused(tmp_path: Path) -> None:
     deposit = DepositCash(ts=2, account="A1", amount=100)
-    claimed = [CashDeposited("A1", 100, 999)]  # the balance would be 100, not 999
+    claimed: list[Event] = [CashDeposited("A1", 100, 999)]  # the balance would be 100
     write(tmp_path, [opened(1), JournalEntry(2, deposit, claimed)])
     with pytest.raises(RecoveryError, match=r"seq 2 \(DepositCash\) gave other events"):
         recover(tmp_path)
