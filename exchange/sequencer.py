@@ -65,9 +65,13 @@ class Sequenced:
     seq: int
     command: Command
     events: list[Event]
+    # Whatever the submitter passed along (the gateway: which connection and request
+    # to answer); never journaled.
+    origin: object = None
 
 
 Subscriber = Callable[[Sequenced], None]
+_Item = tuple[Command, "asyncio.Future[Sequenced]", object]
 
 
 @dataclass(slots=True)
@@ -99,9 +103,7 @@ class Sequencer:
         self.durable_seq = journal.last_seq
         self.last_snapshot_seq = journal.last_seq
         self._last_ts = _last_timestamp(journal)
-        self._queue: asyncio.Queue[tuple[Command, asyncio.Future[Sequenced]] | None] = (
-            asyncio.Queue(max_queue)
-        )
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queue)
         self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(MAX_BATCHES_IN_FLIGHT - 1)
         self._subscribers: list[Subscriber] = []
         self._accepting = True
@@ -117,6 +119,7 @@ class Sequencer:
         self.batches_written = 0
         self.records_written = 0
         self.sync_seconds_total = 0.0
+        self.subscriber_errors = 0
 
     # --- the producer side ----------------------------------------------------------------
 
@@ -124,13 +127,14 @@ class Sequencer:
         """Call `subscriber` with every durable record, in sequence order."""
         self._subscribers.append(subscriber)
 
-    def submit(self, command: Command) -> "asyncio.Future[Sequenced]":
-        """Queue a command; the future completes once its record is durable."""
+    def submit(self, command: Command, origin: object = None) -> "asyncio.Future[Sequenced]":
+        """Queue a command; the future completes once its record is durable. `origin`
+        comes back in the Sequenced, for subscribers to route the answer."""
         if not self._accepting:
             raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
         future: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait((command, future))
+            self._queue.put_nowait((command, future, origin))
         except asyncio.QueueFull:
             raise BusyError from None
         return future
@@ -174,7 +178,7 @@ class Sequencer:
             batch = _Batch([], [])
             stopping = False
             while item is not None:
-                command, future = item
+                command, future, origin = item
                 # Time never runs backwards in the journal, whatever the wall clock does.
                 ts = self._last_ts = max(self.clock(), self._last_ts)
                 stamped = msgspec.structs.replace(command, ts=ts)
@@ -185,7 +189,7 @@ class Sequencer:
                     stopping = True
                     break
                 self.last_seq += 1
-                sequenced = Sequenced(self.last_seq, stamped, events)
+                sequenced = Sequenced(self.last_seq, stamped, events, origin)
                 batch.payloads.append(encode_entry(JournalEntry(self.last_seq, stamped, events)))
                 batch.done.append((sequenced, future))
                 if len(batch.done) >= self.max_batch or queue.empty():
@@ -233,7 +237,11 @@ class Sequencer:
                 if not future.done():
                     future.set_result(sequenced)
                 for subscriber in self._subscribers:
-                    subscriber(sequenced)
+                    try:
+                        subscriber(sequenced)
+                    except Exception:  # a read model's bug must not stop trading
+                        self.subscriber_errors += 1
+                        log.exception("subscriber %r failed on seq %d", subscriber, sequenced.seq)
             if batch.snapshot is not None:
                 seq = batch.done[-1][0].seq
                 self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, batch.snapshot))

@@ -216,3 +216,31 @@ async def test_time_never_runs_backwards_across_a_restart() -> None:
     assert answer.command.ts == 2_000
     await second.stop()
     await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_a_failing_subscriber_does_not_stop_the_others_or_the_answers() -> None:
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()))
+    seen: list[int] = []
+
+    def broken(_: Sequenced) -> None:
+        raise RuntimeError("read model bug")
+
+    seq.subscribe(broken)
+    seq.subscribe(lambda s: seen.append(s.seq))
+    task = await started(seq)
+    answers = await asyncio.gather(*(seq.submit(CreateAccount(name=f"n{i}")) for i in range(3)))
+    assert [a.seq for a in answers] == seen == [1, 2, 3]
+    assert seq.subscriber_errors == 3
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_origin_comes_back_to_subscribers() -> None:
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()))
+    origins: list[object] = []
+    seq.subscribe(lambda s: origins.append(s.origin))
+    task = await started(seq)
+    await seq.submit(CreateAccount(name="x"), origin=("session", 7))
+    assert origins == [("session", 7)]
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
