@@ -10,6 +10,12 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the exchange: WebSocket and REST on one port")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--data-dir", type=Path, default=Path("data"))
+    serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
+    serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
@@ -28,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Imports wait for the command that needs them: `journal verify` should not load aiohttp.
+    if args.command == "serve":
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        from gateway.server import ServeOptions, serve  # noqa: PLC0415
+
+        options = ServeOptions(args.host, args.port, args.data_dir, args.durability, args.demo)
+        return serve(options)
     if args.command == "demo":
         from exchange import demo  # noqa: PLC0415
 

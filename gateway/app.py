@@ -1,0 +1,53 @@
+"""The aiohttp application: routes, and the sequencer and hub it runs around."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from exchange.sequencer import Sequencer
+from gateway import rest
+from gateway.readmodel import ReadModel
+from gateway.ws import Hub, websocket
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error as JSON with a code, including aiohttp's own 404 and 405."""
+    try:
+        return await handler(request)
+    except rest.ApiError:
+        raise
+    except web.HTTPException as problem:
+        if problem.status < 400:
+            raise
+        code = "NOT_FOUND" if problem.status == 404 else "BAD_REQUEST"
+        raise rest.ApiError(problem.status, code, problem.reason) from None
+
+
+def build_app(sequencer: Sequencer, read: ReadModel, admin_token: str) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=rest.MAX_BODY_BYTES)
+    hub = Hub(sequencer, read)
+    app["sequencer"] = sequencer
+    app["read"] = read
+    app["hub"] = hub
+    app["admin_token"] = admin_token
+    app.add_routes(rest.routes)
+    app.router.add_get("/v1/ws", websocket)
+    app.cleanup_ctx.append(_heartbeats)
+    return app
+
+
+async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
+    hub: Hub = app["hub"]
+    task = asyncio.get_running_loop().create_task(hub.heartbeat_loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

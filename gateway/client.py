@@ -1,0 +1,260 @@
+"""An asyncio client for the exchange's WebSocket and REST protocol.
+
+`Client` sends requests and awaits each answer by its req_id; everything else the server
+pushes (fills, dones, market data, heartbeats) lands in a bounded queue read with
+`next_event`. `LocalBook` keeps a level-2 book from `book_snapshot` and `book_update`
+messages, checks `seq` and the checksum, and says when it must resubscribe.
+`Admin` wraps the REST admin calls. Tests and the load test use all three.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+
+Message = dict[str, Any]
+# Pushed messages waiting to be read; a client that never reads them loses the oldest.
+EVENT_QUEUE_BOUND = 100_000
+# How long a request waits for its answer before it is given up.
+ANSWER_TIMEOUT_S = 10.0
+
+
+class ProtocolError(Exception):
+    """The server answered something this client cannot use."""
+
+
+class Client:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession):
+        self.ws = ws
+        self._session = session
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Message]] = {}
+        self.events: asyncio.Queue[Message] = asyncio.Queue(EVENT_QUEUE_BOUND)
+        self.dropped_events = 0
+        self.close_code: int | None = None
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str, api_key: str | None = None) -> "Client":
+        session = aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        try:
+            ws = await session.ws_connect(url, headers=headers, max_msg_size=16 * 1024 * 1024)
+        except BaseException:
+            await session.close()
+            raise
+        return cls(ws, session)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._session.close()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def request(self, op: str, **fields: Any) -> Message:
+        """Send one request and return its direct answer."""
+        req_id = next(self._ids)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = future
+        await self.ws.send_str(msgspec.json.encode({"op": op, "req_id": req_id, **fields}).decode())
+        try:
+            return await asyncio.wait_for(future, ANSWER_TIMEOUT_S)
+        finally:
+            self._waiting.pop(req_id, None)
+
+    async def send_raw(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def auth(self, api_key: str) -> Message:
+        return await self.request("auth", api_key=api_key)
+
+    async def place(
+        self, symbol: str, side: str, qty: int, price: str | None = None, **fields: Any
+    ) -> Message:
+        order: dict[str, Any] = {"symbol": symbol, "side": side, "qty": qty, **fields}
+        if price is not None:
+            order["price"] = price
+        order.setdefault("type", "limit" if price is not None else "market")
+        return await self.request("place", **order)
+
+    async def cancel(
+        self, order_id: str | None = None, client_order_id: str | None = None
+    ) -> Message:
+        fields = (
+            {"order_id": order_id} if order_id is not None else {"client_order_id": client_order_id}
+        )
+        return await self.request("cancel", **fields)
+
+    async def cancel_all(self, symbol: str | None = None) -> Message:
+        return await self.request("cancel_all", **({"symbol": symbol} if symbol else {}))
+
+    async def replace(
+        self, order_id: str, qty: int | None = None, price: str | None = None
+    ) -> Message:
+        fields: dict[str, Any] = {"order_id": order_id}
+        if qty is not None:
+            fields["qty"] = qty
+        if price is not None:
+            fields["price"] = price
+        return await self.request("replace", **fields)
+
+    async def subscribe(self, channels: list[str], symbols: list[str]) -> Message:
+        return await self.request("subscribe", channels=channels, symbols=symbols)
+
+    async def ping(self) -> Message:
+        return await self.request("ping")
+
+    # --- pushed messages ------------------------------------------------------------------
+
+    async def next_event(
+        self, kind: str | None = None, timeout: float = ANSWER_TIMEOUT_S
+    ) -> Message:
+        """The next pushed message (of type `kind`, skipping others)."""
+        async with asyncio.timeout(timeout):
+            while True:  # bounded by the timeout
+                event = await self.events.get()
+                if kind is None or event.get("type") == kind:
+                    return event
+
+    async def _read(self) -> None:
+        decode = msgspec.json.decode
+        async for message in self.ws:  # until the socket closes
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data: Message = decode(message.data)
+            req_id = data.get("req_id")
+            future = self._waiting.get(req_id) if isinstance(req_id, int) else None
+            if future is not None and not future.done():
+                future.set_result(data)
+                continue
+            if self.events.full():
+                self.events.get_nowait()
+                self.dropped_events += 1
+            self.events.put_nowait(data)
+        self.close_code = self.ws.close_code
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"closed with {self.close_code}"))
+
+
+def book_checksum(bids: Mapping[str, int], asks: Mapping[str, int]) -> int:
+    """The contract's CRC-32 over the ten best asks and bids, prices as wire strings."""
+    best_asks = sorted(asks.items(), key=lambda kv: _decimal_key(kv[0]))[:10]
+    best_bids = sorted(bids.items(), key=lambda kv: _decimal_key(kv[0]), reverse=True)[:10]
+    text = (
+        "A" + ";".join(f"{p}:{q}" for p, q in best_asks)
+        + "|B" + ";".join(f"{p}:{q}" for p, q in best_bids)
+    )  # fmt: skip
+    return zlib.crc32(text.encode())
+
+
+def _decimal_key(price: str) -> tuple[int, str]:
+    whole, _, fraction = price.partition(".")
+    return int(whole), fraction.ljust(18, "0")
+
+
+class LocalBook:
+    """A level-2 book kept from market data, checked message by message."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.bids: dict[str, int] = {}
+        self.asks: dict[str, int] = {}
+        self.seq: int | None = None
+        self.gaps = 0
+        self.bad_checksums = 0
+
+    def apply(self, message: Message) -> bool:
+        """Apply a book_snapshot, book_update or trade for this symbol; False when the
+        book can no longer be trusted (a gap or a checksum mismatch): resubscribe."""
+        kind = message.get("type")
+        if message.get("symbol") != self.symbol:
+            return True
+        if kind == "book_snapshot":
+            self.bids = dict(message["bids"])
+            self.asks = dict(message["asks"])
+            self.seq = message["seq"]
+            return self._checked(message)
+        if kind not in {"book_update", "trade"} or self.seq is None:
+            return True
+        if message["seq"] != self.seq + 1:
+            self.gaps += 1
+            self.seq = None
+            return False
+        self.seq = message["seq"]
+        if kind == "trade":
+            return True
+        for side, price, qty in message["changes"]:
+            levels = self.bids if side == "buy" else self.asks
+            if qty:
+                levels[price] = qty
+            else:
+                levels.pop(price, None)
+        return self._checked(message)
+
+    def _checked(self, message: Message) -> bool:
+        if book_checksum(self.bids, self.asks) != message["checksum"]:
+            self.bad_checksums += 1
+            self.seq = None
+            return False
+        return True
+
+    def levels(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        bids = sorted(self.bids.items(), key=lambda kv: _decimal_key(kv[0]), reverse=True)
+        asks = sorted(self.asks.items(), key=lambda kv: _decimal_key(kv[0]))
+        return [[p, q] for p, q in bids], [[p, q] for p, q in asks]
+
+
+class Admin:
+    """The REST calls: admin writes with the admin token, reads with an API key or none."""
+
+    def __init__(self, base_url: str, admin_token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.admin_token = admin_token
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> "Admin":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Message]:
+        headers = {"Authorization": f"Bearer {token if token is not None else self.admin_token}"}
+        data = None if body is None else msgspec.json.encode(body)
+        async with self._session.request(
+            method, self.base_url + path, data=data, headers=headers
+        ) as response:
+            payload: Message = msgspec.json.decode(await response.read())
+            return response.status, payload
+
+    async def ok(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> Message:
+        status, payload = await self.call(method, path, body, token)
+        if status >= 400:
+            raise ProtocolError(f"{method} {path} -> {status} {payload}")
+        return payload
+
+    async def account(self, name: str, cash: str = "0") -> tuple[str, str]:
+        created = await self.ok("POST", "/v1/admin/accounts", {"name": name, "cash": cash})
+        return created["account"], created["api_key"]

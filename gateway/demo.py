@@ -1,0 +1,88 @@
+"""The demo market `exchange serve --demo` seeds on a fresh data directory.
+
+A share (ACME) that went through an oversubscribed offering, a bond (BOND) listed
+straight into trading, five accounts with cash and units, and a market maker's resting
+orders on both, so a newcomer sees a live book at once. The API keys are printed and
+written to DATA_DIR/demo-keys.json (mode 0600). Everything goes through the sequencer as
+ordinary commands, so it is journaled like any other activity and never seeded twice.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from exchange.domain import commands as cmd
+from exchange.domain.events import AccountCreated, OfferingOpened
+from exchange.domain.money import parse_cash
+from exchange.sequencer import Sequencer
+from gateway.auth import hash_api_key, new_api_key
+
+DEMO_KEYS_FILE = "demo-keys.json"
+ACCOUNTS = ("acme-issuer", "bond-issuer", "alice", "bob", "market-maker")
+CASH = {"alice": "250000.00", "bob": "250000.00", "market-maker": "1000000.00"}
+
+
+async def _do(sequencer: Sequencer, command: cmd.Command) -> list[Any]:
+    done = await sequencer.submit(command)
+    return list(done.events)
+
+
+async def seed(sequencer: Sequencer, data_dir: Path) -> dict[str, dict[str, str]]:
+    """Create the demo market; returns {name: {"account": id, "api_key": key}}."""
+    keys: dict[str, dict[str, str]] = {}
+    for name in ACCOUNTS:
+        api_key = new_api_key()
+        new = cmd.CreateAccount(name=name, api_key_hash=hash_api_key(api_key))
+        created = (await _do(sequencer, new))[0]
+        assert isinstance(created, AccountCreated)
+        keys[name] = {"account": created.account, "api_key": api_key}
+        if name in CASH:
+            cash = parse_cash(CASH[name])
+            await _do(sequencer, cmd.DepositCash(account=created.account, amount=cash))
+    acct = {name: entry["account"] for name, entry in keys.items()}
+
+    # ACME: a share, 10.00 a unit, 10,000 new units, oversubscribed 14,000.
+    issuer = acct["acme-issuer"]
+    await _do(sequencer, cmd.ListInstrument(symbol="ACME", kind="share", tick=1, issuer=issuer))
+    opened = (await _do(sequencer, cmd.OpenOffering(symbol="ACME", price=1000, qty=10_000)))[0]
+    assert isinstance(opened, OfferingOpened)
+    for name, qty in (("alice", 4_000), ("bob", 4_000), ("market-maker", 6_000)):
+        subscribe = cmd.SubscribeOffering(
+            account=acct[name], offering_id=opened.offering_id, qty=qty
+        )
+        await _do(sequencer, subscribe)
+    await _do(sequencer, cmd.CloseOffering(offering_id=opened.offering_id))
+
+    # BOND: listed straight into trading, units handed to holders.
+    issuer = acct["bond-issuer"]
+    await _do(sequencer, cmd.ListInstrument(symbol="BOND", kind="bond", tick=1, issuer=issuer))
+    await _do(sequencer, cmd.SetInstrumentStatus(symbol="BOND", status="trading"))
+    for name, qty in (("market-maker", 5_000), ("bob", 1_000)):
+        await _do(sequencer, cmd.DepositUnits(account=acct[name], symbol="BOND", qty=qty))
+
+    # The market maker's quotes: five levels a side, a tick apart.
+    maker = acct["market-maker"]
+    for symbol, mid in (("ACME", 1_000), ("BOND", 9_950)):
+        for level in range(1, 6):
+            for side, price in (("buy", mid - 5 * level), ("sell", mid + 5 * level)):
+                await _do(
+                    sequencer,
+                    cmd.PlaceOrder(
+                        account=maker, client_order_id=f"demo-{symbol}-{side}-{level}",
+                        symbol=symbol, side=side, price=price, qty=100 * level,  # type: ignore[arg-type]
+                    ),
+                )  # fmt: skip
+    path = data_dir / DEMO_KEYS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keys, f, indent=2)
+    return keys
+
+
+def saved_keys(data_dir: Path) -> dict[str, dict[str, str]]:
+    path = data_dir / DEMO_KEYS_FILE
+    if not path.exists():
+        return {}
+    keys: dict[str, dict[str, str]] = json.loads(path.read_text())
+    return keys

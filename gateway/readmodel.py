@@ -1,0 +1,162 @@
+"""What the gateway reads: a replica of the engine fed only with durable commands, and the
+level-2 books and trade tapes published from it.
+
+The sequencer's engine runs ahead of the disk, so nothing a client sees may come from it.
+The replica applies each command once its record is durable (in sequence order), so every
+read (books, balances, orders) shows exactly what the journal holds. For each command it
+also works out which price levels changed and by how much, for market data.
+"""
+
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from exchange.domain.book import Order
+from exchange.domain.commands import ReplaceOrder
+from exchange.domain.engine import Engine
+from exchange.domain.events import (
+    AccountCreated,
+    ApiKeyAdded,
+    Event,
+    InstrumentListed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderReplaced,
+    TradeExecuted,
+)
+from exchange.domain.money import format_price, tick_size_of
+from exchange.sequencer import Sequenced
+
+# Recent trades kept per instrument for GET /v1/trades (the newest first).
+TRADES_KEPT = 1_000
+# Levels on each side that the book checksum covers (the contract says ten).
+CHECKSUM_DEPTH = 10
+
+Level = tuple[str, int, int]  # side ("buy" | "sell"), price in ticks, new total
+
+
+@dataclass(slots=True)
+class Published:
+    """What one durable command changed in public market data, per symbol."""
+
+    trades: dict[str, list[TradeExecuted]] = field(default_factory=dict)
+    levels: dict[str, list[Level]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Tape:
+    """Per instrument: the market-data sequence number and the ticker's figures."""
+
+    seq: int = 0
+    last: int | None = None
+    volume: int = 0
+    trades: deque[TradeExecuted] = field(default_factory=lambda: deque(maxlen=TRADES_KEPT))
+
+
+Listener = Callable[[Sequenced, Published], None]
+
+
+class ReadModel:
+    def __init__(self, replica: Engine | None = None) -> None:
+        self.replica = replica or Engine()
+        self.tapes: dict[str, Tape] = {sym: Tape() for sym in self.replica.instruments}
+        self.accounts_by_key: dict[str, str] = {
+            key: account.account_id
+            for account in self.replica.accounts.values()
+            for key in account.api_key_hashes
+        }
+        self.durable_seq = 0
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def tick_size(self, symbol: str) -> Decimal:
+        return tick_size_of(self.replica.instruments[symbol].tick)
+
+    def price(self, symbol: str, ticks: int) -> str:
+        return format_price(ticks, self.tick_size(symbol))
+
+    # --- the sequencer's subscriber -------------------------------------------------------
+
+    def __call__(self, sequenced: Sequenced) -> None:
+        replica = self.replica
+        touched = self._levels_before(sequenced)
+        events = replica.apply(sequenced.command)
+        if events != sequenced.events:
+            msg = f"replica diverged at seq {sequenced.seq}: {events!r} != {sequenced.events!r}"
+            raise RuntimeError(msg)
+        self.durable_seq = sequenced.seq
+        published = Published()
+        for event in events:
+            self._note(event, touched, published)
+        for symbol, levels in touched.items():
+            changes = self._level_changes(symbol, levels)
+            if changes:
+                published.levels[symbol] = changes
+        for symbol, trades in published.trades.items():
+            tape = self.tapes[symbol]
+            tape.seq += len(trades)
+            for trade in trades:
+                tape.last = trade.price
+                tape.volume += trade.qty
+                tape.trades.appendleft(trade)
+        for symbol in published.levels:
+            self.tapes[symbol].seq += 1
+        for listener in self._listeners:
+            listener(sequenced, published)
+
+    def _levels_before(self, sequenced: Sequenced) -> dict[str, set[tuple[str, int]]]:
+        """Levels a replace may empty: its order's price before the command."""
+        command = sequenced.command
+        touched: dict[str, set[tuple[str, int]]] = {}
+        if isinstance(command, ReplaceOrder):
+            account = self.replica.accounts.get(command.account)
+            order = account.open_orders.get(command.order_id) if account else None
+            if order is not None:
+                touched.setdefault(order.symbol, set()).add((order.side, order.price))
+        return touched
+
+    def _note(
+        self, event: Event, touched: dict[str, set[tuple[str, int]]], published: Published
+    ) -> None:
+        if isinstance(event, TradeExecuted):
+            maker_side = "sell" if event.aggressor == "buy" else "buy"
+            touched.setdefault(event.symbol, set()).add((maker_side, event.price))
+            published.trades.setdefault(event.symbol, []).append(event)
+        elif isinstance(event, OrderAccepted | OrderCancelled | OrderReplaced):
+            if event.price:  # a market order never rests
+                touched.setdefault(event.symbol, set()).add((event.side, event.price))
+        elif isinstance(event, AccountCreated | ApiKeyAdded) and event.api_key_hash:
+            self.accounts_by_key[event.api_key_hash] = event.account
+        elif isinstance(event, InstrumentListed):
+            self.tapes.setdefault(event.symbol, Tape())
+
+    def _level_changes(self, symbol: str, levels: set[tuple[str, int]]) -> list[Level]:
+        """(side, price, total now) of each touched level, sorted so the update reads well."""
+        book = self.replica.books[symbol]
+        changes: list[Level] = []
+        for side, price in sorted(levels):
+            level = (book.bids if side == "buy" else book.asks).levels.get(price)
+            changes.append((side, price, level.total if level else 0))
+        return changes
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def book(self, symbol: str, depth: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        bids, asks = self.replica.book(symbol)
+        return bids[:depth], asks[:depth]
+
+    def checksum(self, symbol: str) -> int:
+        """CRC-32 of the ten best asks then the ten best bids, as the contract defines it."""
+        bids, asks = self.book(symbol, CHECKSUM_DEPTH)
+        tick_size = self.tick_size(symbol)
+        asks_text = ";".join(f"{format_price(p, tick_size)}:{q}" for p, q in asks)
+        bids_text = ";".join(f"{format_price(p, tick_size)}:{q}" for p, q in bids)
+        return zlib.crc32(f"A{asks_text}|B{bids_text}".encode())
+
+    def open_order(self, account: str, order_id: int) -> Order | None:
+        holder = self.replica.accounts.get(account)
+        return holder.open_orders.get(order_id) if holder else None

@@ -1,0 +1,394 @@
+"""REST: public reads, private reads with an API key, admin writes with the admin token.
+
+Reads come from the read model (durable state only); writes are commands through the
+sequencer, answered once durable. Every error is JSON `{"code":..,"message":..}` with a
+4xx status (503 while recovering or when the exchange is busy).
+"""
+
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from exchange.domain import commands as cmd
+from exchange.domain.codes import RejectCode
+from exchange.domain.events import (
+    AccountCreated,
+    CashDeposited,
+    Event,
+    InstrumentListed,
+    InstrumentStatusChanged,
+    OfferingClosed,
+    OfferingOpened,
+    Rejected,
+    UnitsDeposited,
+)
+from exchange.domain.money import MoneyError, format_cash, parse_cash, parse_price, parse_tick_size
+from exchange.sequencer import BusyError, Sequencer, SequencerStoppedError
+from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
+from gateway.readmodel import ReadModel
+
+# /v1/book depth: the default and the bound.
+BOOK_DEPTH_DEFAULT = 50
+BOOK_DEPTH_MAX = 5_000
+# /v1/trades limit: the default and the bound (the read model keeps 1,000 a symbol).
+TRADES_LIMIT_DEFAULT = 100
+# /v1/orders limit: the default and the bound.
+ORDERS_LIMIT_DEFAULT = 1_000
+ORDERS_LIMIT_MAX = 10_000
+# Admin request bodies are small JSON objects.
+MAX_BODY_BYTES = 16 * 1024
+
+routes = web.RouteTableDef()
+T = TypeVar("T")
+
+
+class ApiError(web.HTTPException):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status_code = status
+        super().__init__(
+            text=msgspec.json.encode({"code": code, "message": message}).decode(),
+            content_type="application/json",
+        )
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    body = msgspec.json.encode(data)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _read(request: web.Request) -> ReadModel:
+    read: ReadModel = request.app["read"]
+    return read
+
+
+def _symbol(request: web.Request) -> str:
+    symbol = request.match_info["symbol"]
+    if symbol not in _read(request).replica.instruments:
+        raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {symbol[:16]}")
+    return symbol
+
+
+def _int_query(request: web.Request, name: str, default: int, bound: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 < int(text) <= bound:
+        raise ApiError(400, RejectCode.BAD_REQUEST, f"{name} must be 1..{bound}")
+    return int(text)
+
+
+def _account(request: web.Request) -> str:
+    token = bearer(request.headers.get("Authorization"))
+    account = _read(request).accounts_by_key.get(hash_api_key(token)) if token else None
+    if account is None:
+        raise ApiError(401, RejectCode.AUTH_FAILED, "send Authorization: Bearer API_KEY")
+    return account
+
+
+def _admin(request: web.Request) -> None:
+    token = bearer(request.headers.get("Authorization"))
+    if not token or not same_secret(token, request.app["admin_token"]):
+        raise ApiError(403, RejectCode.FORBIDDEN, "admin token required")
+
+
+# --- public reads ----------------------------------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    read = _read(request)
+    return _json({"status": "ok", "seq": read.durable_seq})
+
+
+@routes.get("/v1/instruments")
+async def instruments(request: web.Request) -> web.Response:
+    read = _read(request)
+    return _json(
+        {
+            "instruments": [
+                {
+                    "symbol": i.symbol,
+                    "kind": i.kind,
+                    "tick_size": str(read.tick_size(i.symbol)),
+                    "issuer": i.issuer,
+                    "status": i.status,
+                }
+                for i in read.replica.instruments.values()
+            ]
+        }
+    )
+
+
+@routes.get("/v1/offerings")
+async def offerings(request: web.Request) -> web.Response:
+    read = _read(request)
+    return _json(
+        {
+            "offerings": [
+                {
+                    "offering_id": str(o.offering_id),
+                    "symbol": o.symbol,
+                    "price": read.price(o.symbol, o.price),
+                    "qty": o.qty,
+                    "status": "open" if o.is_open else "closed",
+                    "subscribed": sum(o.subscriptions.values()),
+                }
+                for o in read.replica.offerings.values()
+            ]
+        }
+    )
+
+
+@routes.get("/v1/book/{symbol}")
+async def book(request: web.Request) -> web.Response:
+    symbol = _symbol(request)
+    depth = _int_query(request, "depth", BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX)
+    read = _read(request)
+    bids, asks = read.book(symbol, depth)
+    return _json(
+        {
+            "symbol": symbol,
+            "seq": read.tapes[symbol].seq,
+            "bids": [[read.price(symbol, p), q] for p, q in bids],
+            "asks": [[read.price(symbol, p), q] for p, q in asks],
+        }
+    )
+
+
+@routes.get("/v1/trades/{symbol}")
+async def trades(request: web.Request) -> web.Response:
+    symbol = _symbol(request)
+    read = _read(request)
+    bound = read.tapes[symbol].trades.maxlen or 1
+    limit = _int_query(request, "limit", TRADES_LIMIT_DEFAULT, bound)
+    tape = list(read.tapes[symbol].trades)[:limit]
+    return _json(
+        {
+            "symbol": symbol,
+            "trades": [
+                {
+                    "trade_id": str(t.trade_id),
+                    "price": read.price(symbol, t.price),
+                    "qty": t.qty,
+                    "aggressor": t.aggressor,
+                    "ts": t.ts,
+                }
+                for t in tape
+            ],
+        }
+    )
+
+
+# --- private reads ---------------------------------------------------------------------------
+
+
+@routes.get("/v1/account")
+async def account(request: web.Request) -> web.Response:
+    account_id = _account(request)
+    cash, held, positions, units_held = _read(request).replica.balances(account_id)
+    return _json(
+        {
+            "account": account_id,
+            "cash": format_cash(cash),
+            "available_cash": format_cash(cash - held),
+            "holds": {"cash": format_cash(held), "units": units_held},
+            "positions": positions,
+        }
+    )
+
+
+@routes.get("/v1/orders")
+async def orders(request: web.Request) -> web.Response:
+    account_id = _account(request)
+    status = request.query.get("status", "open")
+    if status not in {"open", "all"}:
+        raise ApiError(400, RejectCode.BAD_REQUEST, "status must be open or all")
+    limit = _int_query(request, "limit", ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX)
+    read = _read(request)
+    holder = read.replica.accounts[account_id]
+    newest_first = sorted(holder.open_orders.values(), key=lambda o: -o.order_id)[:limit]
+    return _json({"orders": [_order(read, o) for o in newest_first]})
+
+
+@routes.get("/v1/orders/{order_id}")
+async def order(request: web.Request) -> web.Response:
+    account_id = _account(request)
+    text = request.match_info["order_id"]
+    read = _read(request)
+    found = read.open_order(account_id, int(text)) if text.isdigit() and len(text) < 19 else None
+    if found is None:
+        raise ApiError(404, RejectCode.UNKNOWN_ORDER, "no such open order")
+    return _json(_order(read, found))
+
+
+def _order(read: ReadModel, o: Any) -> dict[str, Any]:
+    return {
+        "order_id": str(o.order_id),
+        "client_order_id": o.client_order_id,
+        "symbol": o.symbol,
+        "side": o.side,
+        "type": o.type,
+        "tif": o.tif,
+        "price": read.price(o.symbol, o.price) if o.price else None,
+        "qty": o.qty,
+        "remaining": o.remaining,
+        "status": o.status,
+        "ts": o.ts,
+    }
+
+
+# --- admin writes ----------------------------------------------------------------------------
+
+
+class NewAccount(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    cash: str = "0"
+
+
+class Deposit(msgspec.Struct, forbid_unknown_fields=True):
+    account: str
+    cash: str | None = None
+    symbol: str | None = None
+    qty: int | None = None
+
+
+class NewInstrument(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: str
+    kind: cmd.InstrumentKind
+    tick_size: str
+    issuer: str
+
+
+class NewOffering(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: str
+    price: str
+    qty: int
+    closes_at: int = 0
+
+
+class NewStatus(msgspec.Struct, forbid_unknown_fields=True):
+    status: cmd.TradingStatus
+
+
+async def _body(request: web.Request, kind: type[T]) -> T:
+    _admin(request)
+    data = await request.read()
+    if len(data) > MAX_BODY_BYTES:
+        raise ApiError(413, RejectCode.BAD_REQUEST, "body too large")
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.DecodeError as problem:
+        raise ApiError(400, RejectCode.BAD_REQUEST, str(problem)) from None
+
+
+async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
+    """Submit and wait until durable; a refusal becomes a 4xx with its code."""
+    sequencer: Sequencer = request.app["sequencer"]
+    try:
+        done = await sequencer.submit(command)
+    except BusyError:
+        raise ApiError(503, RejectCode.BUSY, "the exchange is busy; retry") from None
+    except SequencerStoppedError:
+        raise ApiError(503, RejectCode.BUSY, "the exchange is shutting down") from None
+    first = done.events[0] if done.events else None
+    if isinstance(first, Rejected):
+        status = 404 if first.code.startswith("UNKNOWN_") else 409
+        raise ApiError(status, first.code, first.message)
+    return done.events
+
+
+def _money(parse: Any, text: object) -> int:
+    try:
+        value: int = parse(text)
+    except MoneyError as problem:
+        raise ApiError(400, problem.code, str(problem)) from None
+    return value
+
+
+@routes.post("/v1/admin/accounts")
+async def create_account(request: web.Request) -> web.Response:
+    body = await _body(request, NewAccount)
+    cash = _money(parse_cash, body.cash) if body.cash not in {"0", "0.00"} else 0
+    api_key = new_api_key()
+    command = cmd.CreateAccount(name=body.name[:128], api_key_hash=hash_api_key(api_key))
+    events = await execute(request, command)
+    created = events[0]
+    assert isinstance(created, AccountCreated)
+    if cash:
+        await execute(request, cmd.DepositCash(account=created.account, amount=cash))
+    return _json({"account": created.account, "api_key": api_key}, 201)
+
+
+@routes.post("/v1/admin/deposits")
+async def deposit(request: web.Request) -> web.Response:
+    body = await _body(request, Deposit)
+    if body.cash is not None and body.symbol is None and body.qty is None:
+        events = await execute(
+            request, cmd.DepositCash(account=body.account, amount=_money(parse_cash, body.cash))
+        )
+        done = events[0]
+        assert isinstance(done, CashDeposited)
+        return _json({"account": done.account, "cash": format_cash(done.balance)})
+    if body.cash is None and body.symbol is not None and body.qty is not None:
+        if body.qty <= 0:
+            raise ApiError(400, RejectCode.BAD_QTY, "qty must be positive")
+        command = cmd.DepositUnits(account=body.account, symbol=body.symbol, qty=body.qty)
+        units = (await execute(request, command))[0]
+        assert isinstance(units, UnitsDeposited)
+        return _json({"account": units.account, "symbol": units.symbol, "position": units.position})
+    raise ApiError(400, RejectCode.BAD_REQUEST, 'give "cash", or "symbol" and "qty"')
+
+
+@routes.post("/v1/admin/instruments")
+async def list_instrument(request: web.Request) -> web.Response:
+    body = await _body(request, NewInstrument)
+    tick = _money(parse_tick_size, body.tick_size)
+    command = cmd.ListInstrument(symbol=body.symbol, kind=body.kind, tick=tick, issuer=body.issuer)
+    listed = (await execute(request, command))[0]
+    assert isinstance(listed, InstrumentListed)
+    return _json({"symbol": listed.symbol, "status": "listed"}, 201)
+
+
+@routes.post("/v1/admin/offerings")
+async def open_offering(request: web.Request) -> web.Response:
+    body = await _body(request, NewOffering)
+    read = _read(request)
+    if body.symbol not in read.replica.instruments:
+        raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, "no such instrument")
+    price = _money(lambda t: parse_price(t, read.tick_size(body.symbol)), body.price)
+    command = cmd.OpenOffering(
+        symbol=body.symbol, price=price, qty=body.qty, closes_at=body.closes_at
+    )
+    opened = (await execute(request, command))[0]
+    assert isinstance(opened, OfferingOpened)
+    return _json({"offering_id": str(opened.offering_id)}, 201)
+
+
+@routes.post("/v1/admin/offerings/{offering_id}/close")
+async def close_offering(request: web.Request) -> web.Response:
+    _admin(request)
+    text = request.match_info["offering_id"]
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(404, RejectCode.UNKNOWN_OFFERING, "no such offering")
+    events = await execute(request, cmd.CloseOffering(offering_id=int(text)))
+    closed = next(e for e in events if isinstance(e, OfferingClosed))
+    read = _read(request)
+    return _json(
+        {
+            "offering_id": text,
+            "symbol": closed.symbol,
+            "issued": closed.issued,
+            "proceeds": format_cash(closed.proceeds),
+            "price": read.price(closed.symbol, read.replica.offerings[closed.offering_id].price),
+        }
+    )
+
+
+@routes.post("/v1/admin/instruments/{symbol}/status")
+async def set_status(request: web.Request) -> web.Response:
+    body = await _body(request, NewStatus)
+    command = cmd.SetInstrumentStatus(symbol=request.match_info["symbol"][:16], status=body.status)
+    changed = (await execute(request, command))[0]
+    assert isinstance(changed, InstrumentStatusChanged)
+    return _json({"symbol": changed.symbol, "status": changed.status})

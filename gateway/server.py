@@ -1,0 +1,109 @@
+"""`exchange serve`: recover, then run the sequencer and the aiohttp app on one uvloop loop.
+
+Clean shutdown on SIGTERM or SIGINT: stop accepting connections, close every WebSocket
+with 1001, let the sequencer finish what it took, snapshot, exit 0. An engine or journal
+failure stops the process with a non-zero status and the reason.
+"""
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, web
+
+from exchange.domain.state import export_state, restore_state
+from exchange.recovery import recover
+from exchange.runtime import tune_gc
+from exchange.sequencer import Sequencer, SequencerFailedError
+from gateway import demo
+from gateway.app import build_app
+from gateway.auth import admin_token
+from gateway.readmodel import ReadModel
+
+if TYPE_CHECKING:
+    from gateway.ws import Hub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    durability: str = "fsync"
+    demo: bool = False
+
+
+def serve(options: ServeOptions) -> int:
+    import uvloop  # noqa: PLC0415 - only the server needs it
+
+    return uvloop.run(_serve(options))
+
+
+async def _serve(options: ServeOptions) -> int:
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    token = admin_token(options.data_dir)
+    recovered = recover(options.data_dir, durable=options.durability == "fsync")
+    sequencer = Sequencer(recovered.engine, recovered.journal, recovered.snapshots)
+    read = ReadModel(restore_state(export_state(recovered.engine)))
+    read.durable_seq = recovered.journal.last_seq
+    sequencer.subscribe(read)
+    tune_gc()
+    sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
+
+    app = build_app(sequencer, read, token)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port)
+    await site.start()
+
+    keys = demo.saved_keys(options.data_dir)
+    if options.demo and not read.replica.accounts:
+        keys = await demo.seed(sequencer, options.data_dir)
+    _welcome(options, keys)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stopping = loop.create_task(stop.wait())
+    await asyncio.wait({stopping, sequencing}, return_when=asyncio.FIRST_COMPLETED)
+
+    hub: Hub = app["hub"]
+    for session in list(hub.sessions):
+        session.close(WSCloseCode.GOING_AWAY, "server shutting down")
+    await site.stop()
+    await sequencer.stop()
+    status = 0
+    try:
+        await sequencing
+    except SequencerFailedError as failure:
+        print(f"exchange stopped: {failure}", file=sys.stderr, flush=True)
+        status = 2
+    await runner.cleanup()
+    stopping.cancel()
+    return status
+
+
+def _welcome(options: ServeOptions, keys: dict[str, dict[str, str]]) -> None:
+    base = f"http://{options.host}:{options.port}"
+    lines = [
+        f"exchange listening on {base}  (WebSocket: ws://{options.host}:{options.port}/v1/ws)",
+        f"admin token: in $EXCHANGE_ADMIN_TOKEN or {options.data_dir / 'admin-token'}",
+    ]
+    if keys:
+        lines.append(f"demo API keys (also in {options.data_dir / demo.DEMO_KEYS_FILE}):")
+        lines.extend(
+            f"  {name:<13} {entry['account']:<4} {entry['api_key']}" for name, entry in keys.items()
+        )
+        alice = keys.get("alice", {}).get("api_key", "KEY")
+        lines.append(
+            f"try:  curl -s {base}/v1/book/ACME ; "
+            f"curl -s -H 'Authorization: Bearer {alice}' {base}/v1/account"
+        )
+    print("\n".join(lines), flush=True)

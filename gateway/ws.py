@@ -1,0 +1,518 @@
+"""WebSocket sessions and the hub that routes durable events to them.
+
+A session decodes each frame, turns a valid request into a command and submits it with
+itself as the origin. Nothing is answered from the submit: the hub, a listener of the
+read model, sees each command only once it is durable, sends the direct answer (with its
+req_id) to the session that asked, then every private event to the sessions of the
+accounts concerned, then market data to subscribers. So an order's `accepted` always
+precedes its fills, and nothing reaches a client before its record is on disk.
+
+Each session sends from a bounded buffer; a client that lets it fill is closed with 4008
+and never slows the sequencer or anyone else.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from exchange.domain import commands as cmd
+from exchange.domain.codes import RejectCode
+from exchange.domain.events import (
+    Event,
+    OfferingSubscribed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderReplaced,
+    Rejected,
+    TradeExecuted,
+)
+from exchange.domain.money import MoneyError, parse_cash, parse_price
+from exchange.sequencer import BusyError, Sequenced, Sequencer, SequencerStoppedError
+from gateway import messages as wire
+from gateway import protocol as p
+from gateway.auth import bearer, hash_api_key
+from gateway.readmodel import Published, ReadModel
+
+log = logging.getLogger(__name__)
+
+# A session's send buffer: the contract promises at least 10,000 messages or 4 MiB.
+SEND_BUFFER_MESSAGES = 10_000
+SEND_BUFFER_BYTES = 4 * 1024 * 1024
+CLOSE_AUTH_FAILED = 4001
+CLOSE_SLOW_CONSUMER = 4008
+HEARTBEAT_SECONDS = 1.0
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked: the session and the request's req_id."""
+
+    session: "Session"
+    req_id: str | int | None
+
+
+class Session:
+    def __init__(self, ws: web.WebSocketResponse, hub: "Hub") -> None:
+        self.ws = ws
+        self.hub = hub
+        self.account: str | None = None
+        self.subscriptions: set[tuple[str, str]] = set()  # (channel, symbol)
+        self.closed = False
+        self._out: deque[str] = deque()
+        self._out_bytes = 0
+        self._wake = asyncio.Event()
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any], req_id: str | int | None = None) -> None:
+        if req_id is not None:
+            message = {**message, "req_id": req_id}
+        self.send_text(_encode(message).decode())
+
+    def send_text(self, text: str) -> None:
+        """Queue a frame; past the buffer's bound the client is too slow and is closed."""
+        if self.closed:
+            return
+        if len(self._out) >= SEND_BUFFER_MESSAGES or self._out_bytes > SEND_BUFFER_BYTES:
+            self.hub.evictions += 1
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
+            return
+        self._out.append(text)
+        self._out_bytes += len(text)
+        self._wake.set()
+
+    async def write_loop(self) -> None:
+        """Drain the buffer to the socket until the session closes."""
+        while not self.closed:  # each wake drains what is queued
+            await self._wake.wait()
+            self._wake.clear()
+            while self._out and not self.closed:
+                text = self._out.popleft()
+                self._out_bytes -= len(text)
+                try:
+                    await self.ws.send_str(text)
+                except ConnectionError:
+                    self.closed = True
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wake.set()
+        self.hub.forget(self)
+        task = asyncio.get_running_loop().create_task(
+            self.ws.close(code=code, message=reason.encode())
+        )
+        self.hub.background.add(task)
+        task.add_done_callback(self.hub.background.discard)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def handle(self, frame: str) -> None:
+        try:
+            request = p.request_decoder.decode(frame)
+        except msgspec.DecodeError as problem:
+            self._refuse_frame(frame, problem)
+            return
+        handler = _HANDLERS[type(request)]
+        handler(self, request)
+
+    def _refuse_frame(self, frame: str, problem: msgspec.DecodeError) -> None:
+        req_id = p.req_id_of(frame)
+        code = p.code_for(problem)
+        if code == RejectCode.BAD_REQUEST:
+            self.send(wire.error(code, str(problem)), req_id)
+        else:
+            self.send({"type": "rejected", "code": code, "message": str(problem)}, req_id)
+
+    def refuse(self, req_id: str | int | None, code: str, message: str, cid: str = "") -> None:
+        self.send(
+            {"type": "rejected", "code": code, "message": message, "client_order_id": cid},
+            req_id,
+        )
+
+    def submit(self, command: cmd.Command, req_id: str | int | None, cid: str = "") -> None:
+        try:
+            future = self.hub.sequencer.submit(command, Origin(self, req_id))
+        except BusyError:
+            self.refuse(req_id, RejectCode.BUSY, "the exchange is busy; retry", cid)
+            return
+        except SequencerStoppedError:
+            self.refuse(req_id, RejectCode.BUSY, "the exchange is shutting down", cid)
+            return
+        future.add_done_callback(lambda f: self._on_failure(f, req_id))
+
+    def _on_failure(self, future: "asyncio.Future[Sequenced]", req_id: str | int | None) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.send(wire.error(RejectCode.BUSY, "the exchange stopped"), req_id)
+
+    def authed(self, req_id: str | int | None, cid: str = "") -> str | None:
+        if self.account is None:
+            self.refuse(req_id, RejectCode.NOT_AUTHENTICATED, "send auth first", cid)
+        return self.account
+
+
+# --- request handlers ----------------------------------------------------------------------
+
+
+def _auth(s: Session, r: p.Auth) -> None:
+    account = s.hub.read.accounts_by_key.get(hash_api_key(r.api_key))
+    if account is None:
+        s.send(wire.error(RejectCode.AUTH_FAILED, "unknown API key"), r.req_id)
+        s.close(CLOSE_AUTH_FAILED, "authentication failed")
+        return
+    s.hub.attach(s, account)
+    s.send({"type": "authenticated", "account": account}, r.req_id)
+
+
+def _tick_size(s: Session, symbol: str) -> Decimal | None:
+    instrument = s.hub.read.replica.instruments.get(symbol)
+    return None if instrument is None else s.hub.read.tick_size(symbol)
+
+
+def _place(s: Session, r: p.Place) -> None:
+    account = s.authed(r.req_id, r.client_order_id)
+    if account is None:
+        return
+    tick_size = _tick_size(s, r.symbol)
+    if tick_size is None:
+        s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, "no such instrument", r.client_order_id)
+        return
+    try:
+        price = 0 if r.price is None else parse_price(r.price, tick_size)
+        max_notional = 0 if r.max_notional is None else parse_cash(r.max_notional)
+    except MoneyError as problem:
+        s.refuse(r.req_id, problem.code, str(problem), r.client_order_id)
+        return
+    if r.type == "limit" and r.price is None:
+        s.refuse(r.req_id, RejectCode.BAD_PRICE, "a limit order needs a price", r.client_order_id)
+        return
+    command = cmd.PlaceOrder(
+        account=account, client_order_id=r.client_order_id, symbol=r.symbol, side=r.side,
+        type=r.type, price=price, qty=r.qty, tif=r.tif, post_only=r.post_only, stp=r.stp,
+        max_notional=max_notional,
+    )  # fmt: skip
+    s.submit(command, r.req_id, r.client_order_id)
+
+
+def _order_id(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() and len(text) < 19 else None
+
+
+def _cancel(s: Session, r: p.Cancel) -> None:
+    account = s.authed(r.req_id)
+    if account is None:
+        return
+    order_id = _order_id(r.order_id)
+    if r.order_id is not None and order_id is None:
+        s.refuse(r.req_id, RejectCode.UNKNOWN_ORDER, "no such open order")
+        return
+    s.submit(
+        cmd.CancelOrder(
+            account=account, order_id=order_id or 0, client_order_id=r.client_order_id or ""
+        ),
+        r.req_id,
+    )
+
+
+def _cancel_all(s: Session, r: p.CancelAll) -> None:
+    account = s.authed(r.req_id)
+    if account is not None:
+        s.submit(cmd.CancelAll(account=account, symbol=r.symbol or ""), r.req_id)
+
+
+def _replace(s: Session, r: p.Replace) -> None:
+    account = s.authed(r.req_id)
+    if account is None:
+        return
+    order_id = _order_id(r.order_id)
+    order = s.hub.read.open_order(account, order_id) if order_id is not None else None
+    if order is None or order_id is None:
+        s.refuse(r.req_id, RejectCode.UNKNOWN_ORDER, "no such open order")
+        return
+    try:
+        price = 0 if r.price is None else parse_price(r.price, s.hub.read.tick_size(order.symbol))
+    except MoneyError as problem:
+        s.refuse(r.req_id, problem.code, str(problem))
+        return
+    command = cmd.ReplaceOrder(account=account, order_id=order_id, qty=r.qty or 0, price=price)
+    s.submit(command, r.req_id)
+
+
+def _subscribe_offering(s: Session, r: p.SubscribeOffering) -> None:
+    account = s.authed(r.req_id)
+    if account is None:
+        return
+    offering_id = _order_id(r.offering_id)
+    if offering_id is None:
+        s.refuse(r.req_id, RejectCode.UNKNOWN_OFFERING, "no such offering")
+        return
+    command = cmd.SubscribeOffering(account=account, offering_id=offering_id, qty=r.qty)
+    s.submit(command, r.req_id)
+
+
+def _subscribe(s: Session, r: p.Subscribe) -> None:
+    replica = s.hub.read.replica
+    unknown = [symbol for symbol in r.symbols if symbol not in replica.instruments]
+    if unknown:
+        s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {unknown[0]}")
+        return
+    s.send({"type": "subscribed", "channels": r.channels, "symbols": r.symbols}, r.req_id)
+    for symbol in r.symbols:
+        for channel in r.channels:
+            s.hub.subscribe(s, channel, symbol)
+            if channel == "book":
+                s.send(s.hub.book_snapshot(symbol))
+            elif channel == "ticker":
+                s.send(s.hub.ticker(symbol))
+
+
+def _unsubscribe(s: Session, r: p.Unsubscribe) -> None:
+    for symbol in r.symbols:
+        for channel in r.channels:
+            s.hub.unsubscribe(s, channel, symbol)
+    s.send({"type": "unsubscribed", "channels": r.channels, "symbols": r.symbols}, r.req_id)
+
+
+def _ping(s: Session, r: p.Ping) -> None:
+    s.send({"type": "pong"}, r.req_id)
+
+
+_HANDLERS: dict[type[Any], Any] = {
+    p.Auth: _auth,
+    p.Place: _place,
+    p.Cancel: _cancel,
+    p.CancelAll: _cancel_all,
+    p.Replace: _replace,
+    p.SubscribeOffering: _subscribe_offering,
+    p.Subscribe: _subscribe,
+    p.Unsubscribe: _unsubscribe,
+    p.Ping: _ping,
+}
+
+
+# --- the hub -------------------------------------------------------------------------------
+
+
+class Hub:
+    """Sessions by account and by subscription; turns durable events into messages."""
+
+    def __init__(self, sequencer: Sequencer, read: ReadModel) -> None:
+        self.sequencer = sequencer
+        self.read = read
+        self.by_account: dict[str, set[Session]] = {}
+        self.subscribers: dict[tuple[str, str], set[Session]] = {}
+        self.sessions: set[Session] = set()
+        # Client order id and side of every order not yet done, for fills and dones.
+        self.order_meta: dict[int, tuple[str, str]] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+        self.evictions = 0
+        read.listen(self.on_durable)
+
+    def attach(self, session: Session, account: str) -> None:
+        if session.account is not None:
+            self.by_account.get(session.account, set()).discard(session)
+        session.account = account
+        self.by_account.setdefault(account, set()).add(session)
+
+    def subscribe(self, session: Session, channel: str, symbol: str) -> None:
+        session.subscriptions.add((channel, symbol))
+        self.subscribers.setdefault((channel, symbol), set()).add(session)
+
+    def unsubscribe(self, session: Session, channel: str, symbol: str) -> None:
+        session.subscriptions.discard((channel, symbol))
+        self.subscribers.get((channel, symbol), set()).discard(session)
+
+    def forget(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if session.account is not None:
+            self.by_account.get(session.account, set()).discard(session)
+        for key in session.subscriptions:
+            self.subscribers.get(key, set()).discard(session)
+
+    # --- market data views ----------------------------------------------------------------
+
+    def book_snapshot(self, symbol: str) -> dict[str, Any]:
+        bids, asks = self.read.replica.book(symbol)
+        price = self.read.price
+        return {
+            "type": "book_snapshot",
+            "symbol": symbol,
+            "seq": self.read.tapes[symbol].seq,
+            "bids": [[price(symbol, p), q] for p, q in bids],
+            "asks": [[price(symbol, p), q] for p, q in asks],
+            "checksum": self.read.checksum(symbol),
+        }
+
+    def ticker(self, symbol: str) -> dict[str, Any]:
+        bids, asks = self.read.book(symbol, 1)
+        tape = self.read.tapes[symbol]
+        price = self.read.price
+        return {
+            "type": "ticker",
+            "symbol": symbol,
+            "seq": tape.seq,
+            "best_bid": price(symbol, bids[0][0]) if bids else None,
+            "best_ask": price(symbol, asks[0][0]) if asks else None,
+            "last": price(symbol, tape.last) if tape.last is not None else None,
+            "volume": tape.volume,
+        }
+
+    async def heartbeat_loop(self) -> None:
+        while True:  # until the app's cleanup cancels it
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            for session in list(self.sessions):
+                symbols = {symbol for _, symbol in session.subscriptions}
+                if symbols:
+                    seqs = {symbol: self.read.tapes[symbol].seq for symbol in sorted(symbols)}
+                    session.send({"type": "heartbeat", "seqs": seqs})
+
+    # --- durable events -------------------------------------------------------------------
+
+    def on_durable(self, sequenced: Sequenced, published: Published) -> None:
+        origin = sequenced.origin if isinstance(sequenced.origin, Origin) else None
+        answered = self._answer(origin, sequenced) if origin is not None else None
+        for account, message, event in self._private(sequenced.events):
+            for session in self.by_account.get(account, ()):
+                if session is answered_session(origin) and event is answered:
+                    continue
+                session.send(message)
+        self._market_data(published)
+
+    def _answer(self, origin: Origin, sequenced: Sequenced) -> Event | None:
+        """Send the direct answer; returns the event it stood for (not sent again)."""
+        session, req_id = origin.session, origin.req_id
+        command, events = sequenced.command, sequenced.events
+        first = events[0] if events else None
+        if isinstance(first, OrderRejected | Rejected):
+            session.send(wire.rejected(first, getattr(command, "client_order_id", "")), req_id)
+            return first
+        if isinstance(command, cmd.CancelAll):
+            count = sum(isinstance(e, OrderCancelled) for e in events)
+            session.send({"type": "cancelled_all", "count": count}, req_id)
+            return None
+        if isinstance(first, OrderAccepted):
+            session.send(wire.accepted(first, self.read.price), req_id)
+        elif isinstance(first, OrderCancelled):
+            session.send(wire.cancelled(first), req_id)
+        elif isinstance(first, OrderReplaced):
+            session.send(wire.replaced(first, self.read.price), req_id)
+        elif isinstance(first, OfferingSubscribed):
+            message = {
+                "type": "offering_subscribed",
+                "offering_id": str(first.offering_id),
+                "qty": first.qty,
+                "total": first.total,
+            }
+            session.send(message, req_id)
+        return first
+
+    def _private(self, events: list[Event]) -> Iterator[tuple[str, dict[str, Any], Event]]:
+        """(account, message, event) for every private message the events make."""
+        price = self.read.price
+        meta = self.order_meta
+        for event in events:
+            if isinstance(event, OrderAccepted):
+                if not event.resent:
+                    meta[event.order_id] = (event.client_order_id, event.side)
+                yield event.account, wire.accepted(event, price), event
+            elif isinstance(event, TradeExecuted):
+                for maker, order_id, account, remaining in (
+                    (True, event.maker_order_id, event.maker_account, event.maker_remaining),
+                    (False, event.taker_order_id, event.taker_account, event.taker_remaining),
+                ):
+                    cid, side = meta.get(order_id, ("", ""))
+                    yield account, wire.fill(
+                        event, price, maker=maker, client_order_id=cid, side=side
+                    ), event
+                    if remaining == 0:
+                        meta.pop(order_id, None)
+                        yield account, wire.done(order_id, cid, "filled"), event
+            elif isinstance(event, OrderCancelled):
+                meta.pop(event.order_id, None)
+                yield event.account, wire.cancelled(event), event
+            elif isinstance(event, OrderReplaced):
+                yield event.account, wire.replaced(event, price), event
+
+    def _market_data(self, published: Published) -> None:
+        read = self.read
+        for symbol in published.trades.keys() | published.levels.keys():
+            trades = published.trades.get(symbol, [])
+            levels = published.levels.get(symbol, [])
+            tape = read.tapes[symbol]
+            seq = tape.seq - len(trades) - (1 if levels else 0)
+            trade_subs = self.subscribers.get(("trades", symbol), set())
+            for trade in trades:
+                seq += 1
+                if trade_subs:
+                    text = _encode(wire.trade(trade, seq, read.price)).decode()
+                    for session in list(trade_subs):
+                        session.send_text(text)  # encoded once, sent to many
+            book_subs = self.subscribers.get(("book", symbol), set())
+            if levels:
+                seq += 1
+                if book_subs:
+                    update = {
+                        "type": "book_update",
+                        "symbol": symbol,
+                        "seq": seq,
+                        "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
+                        "checksum": read.checksum(symbol),
+                    }
+                    text = _encode(update).decode()
+                    for session in list(book_subs):
+                        session.send_text(text)
+            ticker_subs = self.subscribers.get(("ticker", symbol), set())
+            if ticker_subs:
+                text = _encode(self.ticker(symbol)).decode()
+                for session in list(ticker_subs):
+                    session.send_text(text)
+
+
+def answered_session(origin: Origin | None) -> Session | None:
+    return origin.session if origin is not None else None
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    hub: Hub = request.app["hub"]
+    ws = web.WebSocketResponse(max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0)
+    await ws.prepare(request)
+    session = Session(ws, hub)
+    hub.sessions.add(session)
+    token = bearer(request.headers.get("Authorization"))
+    if token:
+        account = hub.read.accounts_by_key.get(hash_api_key(token))
+        if account is None:
+            await ws.close(code=CLOSE_AUTH_FAILED, message=b"authentication failed")
+            hub.forget(session)
+            return ws
+        hub.attach(session, account)
+    writer = asyncio.get_running_loop().create_task(session.write_loop())
+    try:
+        async for message in ws:  # ends when the client or the server closes
+            if message.type == WSMsgType.TEXT:
+                session.handle(message.data)
+            elif message.type == WSMsgType.BINARY:
+                session.send(wire.error(RejectCode.BAD_REQUEST, "send text frames of JSON"))
+            elif message.type == WSMsgType.ERROR:
+                break
+    finally:
+        session.closed = True
+        session._wake.set()
+        hub.forget(session)
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    if ws.close_code is None:
+        await ws.close(code=WSCloseCode.GOING_AWAY)
+    return ws
