@@ -12,9 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Until the gateway lands, `run` plays a short scripted session on the engine.
+# The exchange with a demo market, on the embedded file journal in ./data.
 run: $(STAMP)
-	$(BIN)/python -m exchange demo
+	$(BIN)/exchange serve --demo --data-dir ./data
+
+# A short scripted session on the in-process engine, printed (no server).
+demo: $(STAMP)
+	$(BIN)/exchange demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -72,6 +72,7 @@ class Session:
         self._out: deque[str] = deque()
         self._out_bytes = 0
         self._wake = asyncio.Event()
+        self._close_after: tuple[int, str] | None = None  # close once the buffer is sent
 
     # --- sending --------------------------------------------------------------------------
 
@@ -104,8 +105,17 @@ class Session:
                     await self.ws.send_str(text)
                 except ConnectionError:
                     self.closed = True
+            if self._close_after is not None and not self.closed:
+                self.close(*self._close_after)
+
+    def close_after_sending(self, code: int, reason: str) -> None:
+        """Close once what is queued (an error explaining why) has been sent."""
+        self._close_after = (code, reason)
+        self.hub.forget(self)
+        self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
+        """Close now, dropping what is queued (a slow consumer would never read it)."""
         if self.closed:
             return
         self.closed = True
@@ -170,7 +180,7 @@ def _auth(s: Session, r: p.Auth) -> None:
     account = s.hub.read.accounts_by_key.get(hash_api_key(r.api_key))
     if account is None:
         s.send(wire.error(RejectCode.AUTH_FAILED, "unknown API key"), r.req_id)
-        s.close(CLOSE_AUTH_FAILED, "authentication failed")
+        s.close_after_sending(CLOSE_AUTH_FAILED, "authentication failed")
         return
     s.hub.attach(s, account)
     s.send({"type": "authenticated", "account": account}, r.req_id)

@@ -1,0 +1,96 @@
+"""Start the real exchange server as a subprocess on 127.0.0.1 for end-to-end tests."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "test-admin-token"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+OUTPUT_LINES_KEPT = 400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    process: asyncio.subprocess.Process
+    port: int
+    data_dir: Path
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_LINES_KEPT))
+    drain: "asyncio.Task[None] | None" = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def log(self) -> str:
+        return "\n".join(self.output)
+
+
+async def start(data_dir: Path, *, demo: bool = False, durability: str = "fsync") -> RunningServer:
+    port = free_port()
+    args = ["serve", "--port", str(port), "--data-dir", str(data_dir), "--durability", durability]
+    env = {**os.environ, "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exchange", *args, *(["--demo"] if demo else []),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    server = RunningServer(process, port, data_dir)
+    assert process.stdout is not None
+    async with asyncio.timeout(START_TIMEOUT_S):
+        while True:  # bounded by the timeout; the server says when it listens
+            line = (await process.stdout.readline()).decode()
+            if not line:
+                raise RuntimeError(f"the server exited while starting:\n{server.log()}")
+            server.output.append(line.rstrip())
+            if line.startswith("exchange listening"):
+                break
+    server.drain = asyncio.get_running_loop().create_task(_drain(server))
+    return server
+
+
+async def _drain(server: RunningServer) -> None:
+    assert server.process.stdout is not None
+    async for line in server.process.stdout:  # until the process closes its output
+        server.output.append(line.decode().rstrip())
+
+
+async def stop(server: RunningServer) -> int:
+    """SIGTERM, then wait for a clean exit; returns the exit status."""
+    if server.process.returncode is None:
+        server.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(STOP_TIMEOUT_S):
+        status = await server.process.wait()
+    if server.drain is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.drain
+    return status
+
+
+@contextlib.asynccontextmanager
+async def running(data_dir: Path, *, demo: bool = False) -> AsyncIterator[RunningServer]:
+    server = await start(data_dir, demo=demo)
+    try:
+        yield server
+    finally:
+        if server.process.returncode is None:
+            status = await stop(server)
+            assert status == 0, f"the server exited with {status}:\n{server.log()}"

@@ -1,0 +1,230 @@
+"""End to end: the real server on 127.0.0.1, real sockets, the client library."""
+
+from pathlib import Path
+
+import pytest
+
+from gateway.client import Admin, Client, LocalBook
+from tests.server import ADMIN_TOKEN, RunningServer, running
+
+
+async def test_an_offering_then_secondary_trading_between_two_accounts(tmp_path: Path) -> None:
+    async with running(tmp_path / "data") as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
+        issuer, issuer_key = await admin.account("issuer")
+        alice, alice_key = await admin.account("alice", "10000.00")
+        bob, bob_key = await admin.account("bob", "10000.00")
+        listing = {"symbol": "NEWCO", "kind": "share", "tick_size": "0.01", "issuer": issuer}
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        terms = {"symbol": "NEWCO", "price": "5.00", "qty": 1000}
+        offering = await admin.ok("POST", "/v1/admin/offerings", terms)
+        async with (
+            await Client.connect(server.ws_url) as a,
+            await Client.connect(server.ws_url) as b,
+        ):
+            assert (await a.auth(alice_key))["account"] == alice
+            assert (await b.auth(bob_key))["account"] == bob
+            sub = await a.request(
+                "subscribe_offering", offering_id=offering["offering_id"], qty=600
+            )
+            assert sub["type"] == "offering_subscribed"
+            await b.request("subscribe_offering", offering_id=offering["offering_id"], qty=600)
+            closed = await admin.ok("POST", f"/v1/admin/offerings/{offering['offering_id']}/close")
+            assert (closed["issued"], closed["proceeds"]) == (1000, "5000.00")
+            account = await admin.ok("GET", "/v1/account", token=alice_key)
+            assert account["positions"] == {"NEWCO": 500}
+            assert account["cash"] == "7500.00"
+
+            ask = await a.place("NEWCO", "sell", 100, "5.50", client_order_id="a-1")
+            assert ask["type"] == "accepted"
+            taken = await b.place("NEWCO", "buy", 40, "5.60", client_order_id="b-1")
+            assert taken["type"] == "accepted"
+            taker_fill = await b.next_event("fill")
+            assert (taker_fill["price"], taker_fill["qty"], taker_fill["liquidity"]) == (
+                "5.50",
+                40,
+                "taker",
+            )
+            assert (await b.next_event("done"))["reason"] == "filled"
+            maker_fill = await a.next_event("fill")
+            assert (maker_fill["order_id"], maker_fill["client_order_id"]) == (
+                ask["order_id"],
+                "a-1",
+            )
+            assert maker_fill["remaining"] == 60
+        issuer_account = await admin.ok("GET", "/v1/account", token=issuer_key)
+        assert issuer_account["cash"] == "5000.00"  # the proceeds went to the issuer
+        book = await admin.ok("GET", "/v1/book/NEWCO")
+        assert book["asks"] == [["5.50", 60]]
+        assert (await admin.ok("GET", "/v1/account", token=bob_key))["positions"] == {"NEWCO": 540}
+
+
+@pytest.fixture
+async def market(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with running(tmp_path / "data", demo=True) as server:
+        yield server
+
+
+def demo_key(server: RunningServer, name: str) -> str:
+    import json
+
+    keys = json.loads((server.data_dir / "demo-keys.json").read_text())
+    return str(keys[name]["api_key"])
+
+
+async def test_the_demo_market_has_a_live_book(market: RunningServer) -> None:
+    async with Admin(market.base_url, ADMIN_TOKEN) as admin:
+        book = await admin.ok("GET", "/v1/book/ACME")
+        assert book["bids"][0] == ["9.95", 100]
+        assert book["asks"][0] == ["10.05", 100]
+        instruments = {
+            i["symbol"]: i for i in (await admin.ok("GET", "/v1/instruments"))["instruments"]
+        }
+        assert instruments["ACME"]["kind"] == "share"
+        assert instruments["BOND"]["kind"] == "bond"
+        assert (await admin.ok("GET", "/v1/offerings"))["offerings"][0]["status"] == "closed"
+
+
+@pytest.mark.parametrize(
+    ("order", "code"),
+    [
+        ({"price": "10.001"}, "OFF_TICK"),
+        ({"price": 10.0}, "BAD_PRICE"),
+        ({"price": "NaN"}, "BAD_PRICE"),
+        ({"price": "1e3"}, "BAD_PRICE"),
+        ({"qty": 0}, "BAD_QTY"),
+        ({"qty": -5}, "BAD_QTY"),
+        ({"qty": 1.5}, "BAD_QTY"),
+        ({"qty": 10**12}, "BAD_QTY"),
+        ({"symbol": "NOPE"}, "UNKNOWN_SYMBOL"),
+        ({"qty": 1_000_000}, "INSUFFICIENT_FUNDS"),
+        ({"side": "sell", "qty": 100_000}, "INSUFFICIENT_UNITS"),
+        ({"price": "10.05", "post_only": True}, "POST_ONLY_WOULD_TAKE"),
+    ],
+)
+async def test_bad_orders_are_rejected_with_their_code(
+    market: RunningServer, order: dict[str, object], code: str
+) -> None:
+    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as client:
+        fields: dict[str, object] = {"symbol": "ACME", "side": "buy", "qty": 1, "price": "9.00"}
+        answer = await client.request("place", **{**fields, **order})
+        assert (answer["type"], answer["code"]) == ("rejected", code), answer
+
+
+async def test_order_entry_needs_authentication(market: RunningServer) -> None:
+    async with await Client.connect(market.ws_url) as client:
+        answer = await client.place("ACME", "buy", 1, "9.00")
+        assert answer["code"] == "NOT_AUTHENTICATED"
+        assert (await client.ping())["type"] == "pong"  # the socket stays usable
+
+
+async def test_a_wrong_key_closes_with_4001(market: RunningServer) -> None:
+    client = await Client.connect(market.ws_url)
+    answer = await client.auth("ek_not-a-key")
+    assert answer["code"] == "AUTH_FAILED"
+    await client._reader
+    assert client.close_code == 4001
+    await client.close()
+
+
+async def test_another_accounts_order_cannot_be_cancelled(market: RunningServer) -> None:
+    async with (
+        await Client.connect(market.ws_url, demo_key(market, "alice")) as alice,
+        await Client.connect(market.ws_url, demo_key(market, "bob")) as bob,
+    ):
+        mine = await alice.place("ACME", "buy", 1, "9.00")
+        refused = await bob.cancel(order_id=mine["order_id"])
+        assert refused["code"] == "UNKNOWN_ORDER"
+        done = await alice.cancel(order_id=mine["order_id"])
+        assert (done["type"], done["reason"]) == ("done", "cancelled")
+
+
+async def test_admin_routes_refuse_a_user_key(market: RunningServer) -> None:
+    async with Admin(market.base_url, ADMIN_TOKEN) as admin:
+        status, body = await admin.call(
+            "POST", "/v1/admin/accounts", {"name": "eve"}, token=demo_key(market, "alice")
+        )
+        assert (status, body["code"]) == (403, "FORBIDDEN")
+        status, body = await admin.call("GET", "/v1/account", token="ek_wrong")
+        assert (status, body["code"]) == (401, "AUTH_FAILED")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "BAD_REQUEST"),
+        ('{"op":"fly"}', "BAD_REQUEST"),
+        ('{"op":"ping","extra":1}', "BAD_REQUEST"),
+        ('{"op":"place","symbol":"ACME"}', "BAD_REQUEST"),
+        ("[]", "BAD_REQUEST"),
+    ],
+)
+async def test_malformed_frames_get_an_error_and_the_socket_stays_open(
+    market: RunningServer, frame: str, code: str
+) -> None:
+    async with await Client.connect(market.ws_url) as client:
+        await client.send_raw(frame)
+        error = await client.next_event("error")
+        assert error["code"] == code
+        assert (await client.ping())["type"] == "pong"
+
+
+async def test_a_subscribers_book_matches_the_rest_book(market: RunningServer) -> None:
+    async with (
+        await Client.connect(market.ws_url) as watcher,
+        await Client.connect(market.ws_url, demo_key(market, "alice")) as alice,
+        await Client.connect(market.ws_url, demo_key(market, "bob")) as bob,
+        Admin(market.base_url, ADMIN_TOKEN) as admin,
+    ):
+        book = LocalBook("ACME")
+        await watcher.subscribe(["book", "trades"], ["ACME"])
+        assert book.apply(await watcher.next_event("book_snapshot"))
+        import random
+
+        rng = random.Random(5)
+        for i in range(300):
+            trader = alice if i % 2 else bob
+            side = rng.choice(["buy", "sell"])
+            price = f"{rng.randint(990, 1010) / 100:.2f}"
+            answer = await trader.place(
+                "ACME", side, rng.randint(1, 30), price, tif=rng.choice(["gtc", "ioc"])
+            )
+            assert answer["type"] in {"accepted", "rejected"}
+        rest = await admin.ok("GET", "/v1/book/ACME?depth=1000")
+        while book.seq != rest["seq"]:  # bounded: the watcher receives up to the REST seq
+            assert book.apply(await watcher.next_event()), "gap or checksum mismatch"
+        assert book.gaps == book.bad_checksums == 0
+        assert list(book.levels()) == [rest["bids"], rest["asks"]]
+
+
+async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data, demo=True) as server:
+        key = demo_key(server, "alice")
+        async with await Client.connect(server.ws_url, key) as alice:
+            placed = [
+                await alice.place("ACME", "buy", 5, "9.50", client_order_id=f"r-{i}")
+                for i in range(5)
+            ]
+            await alice.place("ACME", "buy", 10, "10.05")  # takes the best ask
+        async with Admin(server.base_url, ADMIN_TOKEN) as admin:
+            before = await admin.ok("GET", "/v1/account", token=key)
+            book_before = await admin.ok("GET", "/v1/book/ACME")
+    async with running(data, demo=True) as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
+        assert await admin.ok("GET", "/v1/account", token=key) == before
+        book_after = await admin.ok("GET", "/v1/book/ACME")
+        # The market-data seq counts messages of one server run; the levels must be equal.
+        assert (book_after["bids"], book_after["asks"]) == (
+            book_before["bids"],
+            book_before["asks"],
+        )
+        open_ids = {
+            o["order_id"] for o in (await admin.ok("GET", "/v1/orders", token=key))["orders"]
+        }
+        assert {p["order_id"] for p in placed} <= open_ids
+        async with await Client.connect(server.ws_url, key) as alice:
+            again = await alice.place("ACME", "buy", 5, "9.50", client_order_id="r-0")
+            assert (again["type"], again["resent"], again["order_id"]) == (
+                "accepted",
+                True,
+                placed[0]["order_id"],
+            )
