@@ -120,6 +120,8 @@ class Sequencer:
         self.records_written = 0
         self.sync_seconds_total = 0.0
         self.subscriber_errors = 0
+        # Called with (records, seconds) after each batch is durable: metrics.
+        self.batch_observers: list[Callable[[int, float], None]] = []
 
     # --- the producer side ----------------------------------------------------------------
 
@@ -229,7 +231,10 @@ class Sequencer:
                 self._fail_journal(problem)
                 _refuse_batch(batch, self._failure or SequencerFailedError(str(problem)))
                 continue
-            self.sync_seconds_total += time.perf_counter() - started
+            write_seconds = time.perf_counter() - started
+            self.sync_seconds_total += write_seconds
+            for observe in self.batch_observers:
+                observe(len(batch.done), write_seconds)
             self.batches_written += 1
             self.records_written += len(batch.done)
             for sequenced, future in batch.done:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from exchange.sequencer import Sequencer
 from gateway import rest
+from gateway.metrics import Metrics
 from gateway.readmodel import ReadModel
 from gateway.ws import Hub, websocket
 
@@ -38,8 +39,11 @@ def build_app(sequencer: Sequencer, read: ReadModel, admin_token: str) -> web.Ap
     app["read"] = read
     app["hub"] = hub
     app["admin_token"] = admin_token
+    metrics = Metrics(sequencer, read, hub)
+    app["metrics"] = metrics
     app.add_routes(rest.routes)
     app.router.add_get("/v1/ws", websocket)
+    app.router.add_get("/metrics", metrics.handler)
     app.cleanup_ctx.append(_heartbeats)
     return app
 

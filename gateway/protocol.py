@@ -34,6 +34,7 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True, tag_field="op",
 
 class Auth(_Request, frozen=True, kw_only=True, tag="auth"):
     api_key: Annotated[str, Meta(max_length=256)]
+    cancel_on_disconnect: bool = False
 
 
 class Place(_Request, frozen=True, kw_only=True, tag="place"):

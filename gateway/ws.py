@@ -35,11 +35,13 @@ from exchange.domain.events import (
     Rejected,
     TradeExecuted,
 )
+from exchange.domain.limits import MAX_OPEN_ORDERS_PER_ACCOUNT
 from exchange.domain.money import MoneyError, parse_cash, parse_price
 from exchange.sequencer import BusyError, Sequenced, Sequencer, SequencerStoppedError
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
+from gateway.limits import TokenBucket
 from gateway.readmodel import Published, ReadModel
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ SEND_BUFFER_MESSAGES = 10_000
 SEND_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_AUTH_FAILED = 4001
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_RATE_LIMITED = 4029
+# Open WebSockets at once; past it an upgrade is answered 503 BUSY.
+MAX_CONNECTIONS = 10_000
 HEARTBEAT_SECONDS = 1.0
 
 _encode = msgspec.json.Encoder().encode
@@ -73,6 +78,9 @@ class Session:
         self._out_bytes = 0
         self._wake = asyncio.Event()
         self._close_after: tuple[int, str] | None = None  # close once the buffer is sent
+        self.bucket = TokenBucket()
+        self.cancel_on_disconnect = False
+        self.placed: set[int] = set()  # orders placed here, for cancel-on-disconnect
 
     # --- sending --------------------------------------------------------------------------
 
@@ -130,6 +138,13 @@ class Session:
     # --- receiving ------------------------------------------------------------------------
 
     def handle(self, frame: str) -> None:
+        if not self.bucket.take():
+            self.hub.rate_limited += 1
+            if self.bucket.abusive:
+                self.close_after_sending(CLOSE_RATE_LIMITED, "rate limit exceeded repeatedly")
+            else:
+                self.refuse(p.req_id_of(frame), RejectCode.RATE_LIMITED, "slow down")
+            return
         try:
             request = p.request_decoder.decode(frame)
         except msgspec.DecodeError as problem:
@@ -183,6 +198,7 @@ def _auth(s: Session, r: p.Auth) -> None:
         s.close_after_sending(CLOSE_AUTH_FAILED, "authentication failed")
         return
     s.hub.attach(s, account)
+    s.cancel_on_disconnect = r.cancel_on_disconnect
     s.send({"type": "authenticated", "account": account}, r.req_id)
 
 
@@ -328,6 +344,7 @@ class Hub:
         self.order_meta: dict[int, tuple[str, str]] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.evictions = 0
+        self.rate_limited = 0
         read.listen(self.on_durable)
 
     def attach(self, session: Session, account: str) -> None:
@@ -345,11 +362,24 @@ class Hub:
         self.subscribers.get((channel, symbol), set()).discard(session)
 
     def forget(self, session: Session) -> None:
+        if session in self.sessions and session.cancel_on_disconnect:
+            self._cancel_placed(session)
         self.sessions.discard(session)
         if session.account is not None:
             self.by_account.get(session.account, set()).discard(session)
         for key in session.subscriptions:
             self.subscribers.get(key, set()).discard(session)
+
+    def _cancel_placed(self, session: Session) -> None:
+        """Cancel-on-disconnect: every order this session placed that is still open."""
+        account = session.account
+        if account is None:
+            return
+        for order_id in sorted(session.placed):  # bounded by the account's open orders
+            if self.read.open_order(account, order_id) is not None:
+                with contextlib.suppress(BusyError, SequencerStoppedError):
+                    self.sequencer.submit(cmd.CancelOrder(account=account, order_id=order_id))
+        session.placed.clear()
 
     # --- market data views ----------------------------------------------------------------
 
@@ -414,6 +444,13 @@ class Hub:
             return None
         if isinstance(first, OrderAccepted):
             session.send(wire.accepted(first, self.read.price), req_id)
+            if session.cancel_on_disconnect and first.status == "open":
+                session.placed.add(first.order_id)
+                if len(session.placed) > 2 * MAX_OPEN_ORDERS_PER_ACCOUNT:
+                    account = session.account or ""
+                    session.placed = {
+                        i for i in session.placed if self.read.open_order(account, i) is not None
+                    }
         elif isinstance(first, OrderCancelled):
             session.send(wire.cancelled(first), req_id)
         elif isinstance(first, OrderReplaced):
@@ -496,6 +533,9 @@ def answered_session(origin: Origin | None) -> Session | None:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub: Hub = request.app["hub"]
+    if len(hub.sessions) >= MAX_CONNECTIONS:
+        body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
+        raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
     ws = web.WebSocketResponse(max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0)
     await ws.prepare(request)
     session = Session(ws, hub)
@@ -508,6 +548,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             hub.forget(session)
             return ws
         hub.attach(session, account)
+        session.cancel_on_disconnect = request.query.get("cancel_on_disconnect") in {"1", "true"}
     writer = asyncio.get_running_loop().create_task(session.write_loop())
     try:
         async for message in ws:  # ends when the client or the server closes

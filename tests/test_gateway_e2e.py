@@ -1,7 +1,9 @@
 """End to end: the real server on 127.0.0.1, real sockets, the client library."""
 
+import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway.client import Admin, Client, LocalBook
@@ -228,3 +230,94 @@ async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Pa
                 True,
                 placed[0]["order_id"],
             )
+
+
+async def test_metrics_in_prometheus_text(market: RunningServer) -> None:
+    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as alice:
+        await alice.place("ACME", "buy", 1, "10.05")
+        await alice.place("ACME", "buy", 1, "10.001")
+    async with aiohttp.ClientSession() as http, http.get(market.base_url + "/metrics") as reply:
+        text = await reply.text()
+    assert reply.status == 200
+    assert 'exchange_commands_total{type="PlaceOrder"}' in text
+    assert "exchange_trades_total" in text
+    assert "exchange_journal_write_seconds_bucket" in text
+    assert "exchange_connected_clients" in text
+
+
+async def test_a_flood_of_requests_is_rate_limited_then_closed_with_4029(
+    market: RunningServer,
+) -> None:
+    client = await Client.connect(market.ws_url)
+    frame = '{"op":"ping"}'
+    for _ in range(12_000):  # well past the burst of 4,000 and 1,000 refusals more
+        if client.ws.closed:
+            break
+        await client.send_raw(frame)
+    limited = await client.next_event("rejected")
+    assert limited["code"] == "RATE_LIMITED"
+    await asyncio.wait_for(client._reader, 30)
+    assert client.close_code == 4029
+    await client.close()
+
+
+async def test_cancel_on_disconnect_cancels_the_orders_placed_on_that_connection(
+    market: RunningServer,
+) -> None:
+    key = demo_key(market, "alice")
+    async with await Client.connect(market.ws_url, key) as watcher:
+        leaving = await Client.connect(market.ws_url)
+        await leaving.request("auth", api_key=key, cancel_on_disconnect=True)
+        order = await leaving.place("ACME", "buy", 3, "9.00", client_order_id="cod-1")
+        assert (await watcher.next_event("accepted"))["order_id"] == order["order_id"]
+        await leaving.close()
+        done = await watcher.next_event("done")
+        assert (done["order_id"], done["reason"]) == (order["order_id"], "cancelled")
+
+
+async def test_a_slow_subscriber_is_evicted_while_a_fast_one_keeps_every_message(
+    market: RunningServer,
+) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        await Client.connect(market.ws_url) as fast,
+        await Client.connect(market.ws_url, demo_key(market, "market-maker")) as maker,
+        Admin(market.base_url, ADMIN_TOKEN) as admin,
+    ):
+        # A deep book, so each snapshot is several kilobytes.
+        for chunk in range(3):
+            await asyncio.gather(
+                *(
+                    maker.place("ACME", "buy", 1, f"{5 + (chunk * 100 + i) / 100:.2f}")
+                    for i in range(100)
+                )
+            )
+        book = LocalBook("ACME")
+        await fast.subscribe(["book", "trades"], ["ACME"])
+        assert book.apply(await fast.next_event("book_snapshot"))
+        # The slow client asks for snapshot after snapshot and never reads one.
+        slow = await http.ws_connect(market.ws_url)
+        subscribe = '{"op":"subscribe","channels":["book"],"symbols":["ACME"]}'
+        for _ in range(3_000):  # within the rate limit's burst
+            await slow.send_str(subscribe)
+        evicted = False
+        for _ in range(200):  # bounded: trading goes on until the eviction shows
+            placed = await maker.place("ACME", "sell", 1, "10.50")
+            await maker.cancel(order_id=placed["order_id"])
+            while not fast.events.empty():
+                assert book.apply(fast.events.get_nowait()), "the fast subscriber saw a gap"
+            metrics = await (await http.get(market.base_url + "/metrics")).text()
+            if "exchange_evictions_total 1.0" in metrics:
+                evicted = True
+                break
+        assert evicted, "the slow subscriber was never evicted in 200 rounds of trading"
+        rest = await admin.ok("GET", "/v1/book/ACME?depth=1000")
+        while book.seq != rest["seq"]:  # bounded: up to the seq REST reports
+            assert book.apply(await fast.next_event()), "gap or checksum mismatch"
+        assert list(book.levels()) == [rest["bids"], rest["asks"]]
+        assert book.gaps == book.bad_checksums == fast.dropped_events == 0
+        for _ in range(10_000):  # read what the slow one was sent, up to the close
+            message = await slow.receive()
+            if message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}:
+                break
+        assert slow.close_code == 4008

@@ -1,0 +1,81 @@
+"""GET /metrics: Prometheus text, from one registry per app (tests run several apps).
+
+Counters follow the durable event stream (what clients were told), the journal's timing
+comes from the sequencer after each batch, and gauges are read at scrape time.
+"""
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exchange.domain.events import OrderAccepted, OrderRejected, Rejected, TradeExecuted
+from exchange.sequencer import Sequenced, Sequencer
+from gateway.readmodel import Published, ReadModel
+from gateway.ws import Hub
+
+SYNC_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024, 4096)
+
+
+class Metrics:
+    def __init__(self, sequencer: Sequencer, read: ReadModel, hub: Hub) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.commands = Counter(
+            "exchange_commands", "Durable commands by type", ["type"], registry=r
+        )
+        self.orders = Counter("exchange_orders_accepted", "Orders accepted", registry=r)
+        self.rejects = Counter("exchange_rejects", "Refused commands by code", ["code"], registry=r)
+        self.fills = Counter("exchange_trades", "Trades executed", registry=r)
+        self.sync = Histogram(
+            "exchange_journal_write_seconds", "Journal write + fsync of one batch",
+            buckets=SYNC_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch = Histogram(
+            "exchange_batch_records", "Records per journal batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        r.register(_Live(sequencer, read, hub))
+        read.listen(self._on_durable)
+        sequencer.batch_observers.append(self._on_batch)
+
+    def _on_durable(self, sequenced: Sequenced, _: Published) -> None:
+        self.commands.labels(type(sequenced.command).__name__).inc()
+        for event in sequenced.events:
+            if isinstance(event, TradeExecuted):
+                self.fills.inc()
+            elif isinstance(event, OrderAccepted) and not event.resent:
+                self.orders.inc()
+            elif isinstance(event, OrderRejected | Rejected):
+                self.rejects.labels(event.code).inc()
+
+    def _on_batch(self, records: int, seconds: float) -> None:
+        self.sync.observe(seconds)
+        self.batch.observe(records)
+
+    async def handler(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
+
+class _Live(Collector):
+    """Figures read from the live objects at each scrape."""
+
+    def __init__(self, sequencer: Sequencer, read: ReadModel, hub: Hub) -> None:
+        self.sequencer, self.read, self.hub = sequencer, read, hub
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "exchange_queue_depth", "Commands waiting", self.sequencer.queue_depth
+        )
+        yield GaugeMetricFamily("exchange_durable_seq", "Last durable seq", self.read.durable_seq)
+        yield GaugeMetricFamily(
+            "exchange_connected_clients", "Open WebSockets", len(self.hub.sessions)
+        )
+        yield CounterMetricFamily(
+            "exchange_evictions", "Slow consumers closed (4008)", self.hub.evictions
+        )
+        yield CounterMetricFamily(
+            "exchange_rate_limited", "Requests refused RATE_LIMITED", self.hub.rate_limited
+        )
