@@ -33,6 +33,39 @@ from exchange.sequencer import Sequenced
 TRADES_KEPT = 1_000
 # Levels on each side that the book checksum covers (the contract says ten).
 CHECKSUM_DEPTH = 10
+# Ended orders kept per account for GET /v1/orders?status=all (the newest).
+ORDER_HISTORY_PER_ACCOUNT = 10_000
+# One-minute candles kept per instrument: a day.
+CANDLES_KEPT = 1_440
+MINUTE_NS = 60_000_000_000
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """An order as REST shows it, kept from its events (open ones, and recent ended ones)."""
+
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: str
+    type: str
+    tif: str
+    price: int
+    qty: int
+    remaining: int
+    status: str
+    ts: int
+
+
+@dataclass(slots=True)
+class Candle:
+    start: int  # ns of the minute's start
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
 
 Level = tuple[str, int, int]  # side ("buy" | "sell"), price in ticks, new total
 
@@ -53,6 +86,7 @@ class Tape:
     last: int | None = None
     volume: int = 0
     trades: deque[TradeExecuted] = field(default_factory=lambda: deque(maxlen=TRADES_KEPT))
+    candles: deque[Candle] = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))
 
 
 Listener = Callable[[Sequenced, Published], None]
@@ -69,6 +103,9 @@ class ReadModel:
         }
         self.durable_seq = 0
         self._listeners: list[Listener] = []
+        # Orders seen since this server started (those open before come from the replica).
+        self.live_orders: dict[int, OrderRecord] = {}
+        self.history: dict[str, deque[OrderRecord]] = {}
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -103,6 +140,7 @@ class ReadModel:
                 tape.last = trade.price
                 tape.volume += trade.qty
                 tape.trades.appendleft(trade)
+                _add_to_candles(tape.candles, trade)
         for symbol in published.levels:
             self.tapes[symbol].seq += 1
         for listener in self._listeners:
@@ -122,6 +160,7 @@ class ReadModel:
     def _note(
         self, event: Event, touched: dict[str, set[tuple[str, int]]], published: Published
     ) -> None:
+        self._track_order(event)
         if isinstance(event, TradeExecuted):
             maker_side = "sell" if event.aggressor == "buy" else "buy"
             touched.setdefault(event.symbol, set()).add((maker_side, event.price))
@@ -133,6 +172,45 @@ class ReadModel:
             self.accounts_by_key[event.api_key_hash] = event.account
         elif isinstance(event, InstrumentListed):
             self.tapes.setdefault(event.symbol, Tape())
+
+    def _track_order(self, event: Event) -> None:
+        live = self.live_orders
+        if isinstance(event, OrderAccepted) and not event.resent:
+            live[event.order_id] = OrderRecord(
+                event.order_id, event.account, event.client_order_id, event.symbol, event.side,
+                event.type, event.tif, event.price, event.qty, event.remaining, "open", event.ts,
+            )  # fmt: skip
+        elif isinstance(event, TradeExecuted):
+            for order_id, remaining in (
+                (event.maker_order_id, event.maker_remaining),
+                (event.taker_order_id, event.taker_remaining),
+            ):
+                record = live.get(order_id)
+                if record is not None:
+                    record.remaining = remaining
+                    if remaining == 0:
+                        self._end(record, "filled")
+        elif isinstance(event, OrderCancelled):
+            record = live.get(event.order_id)
+            if record is not None:
+                record.remaining = event.remaining
+                self._end(record, event.reason)
+        elif isinstance(event, OrderReplaced):
+            record = live.get(event.order_id)
+            if record is not None:
+                record.price, record.qty, record.remaining = event.price, event.qty, event.remaining
+
+    def _end(self, record: OrderRecord, status: str) -> None:
+        record.status = status
+        del self.live_orders[record.order_id]
+        kept = self.history.setdefault(
+            record.account, deque(maxlen=ORDER_HISTORY_PER_ACCOUNT)
+        )
+        kept.append(record)
+
+    def ended_orders(self, account: str) -> list[OrderRecord]:
+        """Ended orders since this server started, newest first (bounded per account)."""
+        return list(reversed(self.history.get(account, ())))
 
     def _level_changes(self, symbol: str, levels: set[tuple[str, int]]) -> list[Level]:
         """(side, price, total now) of each touched level, sorted so the update reads well."""
@@ -160,3 +238,15 @@ class ReadModel:
     def open_order(self, account: str, order_id: int) -> Order | None:
         holder = self.replica.accounts.get(account)
         return holder.open_orders.get(order_id) if holder else None
+
+
+def _add_to_candles(candles: deque[Candle], trade: TradeExecuted) -> None:
+    start = trade.ts - trade.ts % MINUTE_NS
+    last = candles[-1] if candles else None
+    if last is not None and last.start == start:
+        last.high = max(last.high, trade.price)
+        last.low = min(last.low, trade.price)
+        last.close = trade.price
+        last.volume += trade.qty
+    else:
+        candles.append(Candle(start, trade.price, trade.price, trade.price, trade.price, trade.qty))

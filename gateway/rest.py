@@ -180,6 +180,35 @@ async def trades(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/v1/candles/{symbol}")
+async def candles(request: web.Request) -> web.Response:
+    symbol = _symbol(request)
+    interval = request.query.get("interval", "1m")
+    if interval != "1m":
+        raise ApiError(400, RejectCode.BAD_REQUEST, "interval: only 1m")
+    read = _read(request)
+    kept = read.tapes[symbol].candles
+    limit = _int_query(request, "limit", kept.maxlen or 1, kept.maxlen or 1)
+    price = read.price
+    return _json(
+        {
+            "symbol": symbol,
+            "interval": interval,
+            "candles": [
+                {
+                    "ts": c.start,
+                    "open": price(symbol, c.open),
+                    "high": price(symbol, c.high),
+                    "low": price(symbol, c.low),
+                    "close": price(symbol, c.close),
+                    "volume": c.volume,
+                }
+                for c in list(kept)[-limit:]
+            ],
+        }
+    )
+
+
 # --- private reads ---------------------------------------------------------------------------
 
 
@@ -207,7 +236,10 @@ async def orders(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX)
     read = _read(request)
     holder = read.replica.accounts[account_id]
-    newest_first = sorted(holder.open_orders.values(), key=lambda o: -o.order_id)[:limit]
+    found: list[Any] = list(holder.open_orders.values())
+    if status == "all":
+        found += read.ended_orders(account_id)
+    newest_first = sorted(found, key=lambda o: -o.order_id)[:limit]
     return _json({"orders": [_order(read, o) for o in newest_first]})
 
 
@@ -216,9 +248,12 @@ async def order(request: web.Request) -> web.Response:
     account_id = _account(request)
     text = request.match_info["order_id"]
     read = _read(request)
-    found = read.open_order(account_id, int(text)) if text.isdigit() and len(text) < 19 else None
+    order_id = int(text) if text.isdigit() and len(text) < 19 else -1
+    found: Any = read.open_order(account_id, order_id)
     if found is None:
-        raise ApiError(404, RejectCode.UNKNOWN_ORDER, "no such open order")
+        found = next((o for o in read.ended_orders(account_id) if o.order_id == order_id), None)
+    if found is None:
+        raise ApiError(404, RejectCode.UNKNOWN_ORDER, "no such order")
     return _json(_order(read, found))
 
 

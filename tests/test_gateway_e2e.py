@@ -324,3 +324,24 @@ async def test_a_slow_subscriber_is_evicted_while_a_fast_one_keeps_every_message
             if message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}:
                 break
         assert slow.close_code == 4008
+
+
+async def test_order_history_and_candles(market: RunningServer) -> None:
+    key = demo_key(market, "alice")
+    async with await Client.connect(market.ws_url, key) as alice:
+        resting = await alice.place("ACME", "buy", 2, "9.50", client_order_id="h-1")
+        taken = await alice.place("ACME", "buy", 3, "10.05", client_order_id="h-2")
+        await alice.cancel(order_id=resting["order_id"])
+    async with Admin(market.base_url, ADMIN_TOKEN) as admin:
+        everything = (await admin.ok("GET", "/v1/orders?status=all", token=key))["orders"]
+        statuses = {o["client_order_id"]: o["status"] for o in everything}
+        assert statuses == {"h-1": "cancelled", "h-2": "filled"}
+        assert [o["order_id"] for o in everything] == [taken["order_id"], resting["order_id"]]
+        assert (await admin.ok("GET", "/v1/orders", token=key))["orders"] == []
+        one = await admin.ok("GET", f"/v1/orders/{taken['order_id']}", token=key)
+        assert (one["status"], one["remaining"], one["price"]) == ("filled", 0, "10.05")
+        candles = (await admin.ok("GET", "/v1/candles/ACME?interval=1m"))["candles"]
+        assert candles[-1]["close"] == "10.05"
+        assert candles[-1]["volume"] == 3
+        status, body = await admin.call("GET", "/v1/candles/ACME?interval=5m")
+        assert (status, body["code"]) == (400, "BAD_REQUEST")
