@@ -36,6 +36,7 @@ class Client:
         self._waiting: dict[int, asyncio.Future[Message]] = {}
         self.events: asyncio.Queue[Message] = asyncio.Queue(EVENT_QUEUE_BOUND)
         self.dropped_events = 0
+        self.resubscribes = 0
         self.close_code: int | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -117,6 +118,17 @@ class Client:
 
     async def ping(self) -> Message:
         return await self.request("ping")
+
+    async def follow(self, book: "LocalBook", message: Message) -> bool:
+        """Apply a pushed message to `book`; on a gap or a checksum mismatch resubscribe
+        (the new book_snapshot restores it). Returns False when it had to resubscribe."""
+        if book.apply(message):
+            return True
+        self.resubscribes += 1
+        channels, symbols = ["book", "trades"], [book.symbol]
+        await self.request("unsubscribe", channels=channels, symbols=symbols)
+        await self.subscribe(channels, symbols)
+        return False
 
     # --- pushed messages ------------------------------------------------------------------
 

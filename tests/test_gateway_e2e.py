@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from gateway.client import Admin, Client, LocalBook
-from tests.server import ADMIN_TOKEN, RunningServer, running
+from tests.server import ADMIN_TOKEN, RunningServer, running, start, stop
 
 
 async def test_an_offering_then_secondary_trading_between_two_accounts(tmp_path: Path) -> None:
@@ -345,3 +345,24 @@ async def test_order_history_and_candles(market: RunningServer) -> None:
         assert candles[-1]["volume"] == 3
         status, body = await admin.call("GET", "/v1/candles/ACME?interval=5m")
         assert (status, body["code"]) == (400, "BAD_REQUEST")
+
+
+async def test_an_oversized_frame_closes_with_1009_and_a_binary_frame_gets_an_error(
+    market: RunningServer,
+) -> None:
+    async with await Client.connect(market.ws_url) as client:
+        await client.ws.send_bytes(b'{"op":"ping"}')
+        assert (await client.next_event("error"))["code"] == "BAD_REQUEST"
+        await client.send_raw('{"op":"ping","req_id":"' + "x" * 70_000 + '"}')
+        await asyncio.wait_for(client._reader, 30)
+        assert client.close_code == 1009
+
+
+async def test_shutdown_closes_sockets_with_1001_and_exits_0(tmp_path: Path) -> None:
+    server = await start(tmp_path / "data")
+    client = await Client.connect(server.ws_url)
+    assert (await client.ping())["type"] == "pong"
+    assert await stop(server) == 0, server.log()
+    await asyncio.wait_for(client._reader, 30)
+    assert client.close_code == 1001
+    await client.close()

@@ -1,0 +1,54 @@
+"""The client's local book: applies snapshots and updates, catches gaps and bad checksums."""
+
+from gateway.client import LocalBook, Message, book_checksum
+
+SNAPSHOT: Message = {
+    "type": "book_snapshot",
+    "symbol": "ACME",
+    "seq": 10,
+    "bids": [["9.95", 100], ["9.90", 200]],
+    "asks": [["10.05", 100]],
+    "checksum": book_checksum({"9.95": 100, "9.90": 200}, {"10.05": 100}),
+}
+
+
+def update(
+    seq: int, changes: list[list[object]], bids: dict[str, int], asks: dict[str, int]
+) -> Message:
+    return {
+        "type": "book_update",
+        "symbol": "ACME",
+        "seq": seq,
+        "changes": changes,
+        "checksum": book_checksum(bids, asks),
+    }
+
+
+def test_checksum_follows_the_contract() -> None:
+    # "A" + asks lowest first + "|B" + bids highest first, ten a side, wire prices.
+    import zlib
+
+    assert book_checksum({"9.90": 2, "9.95": 1}, {"10.10": 3, "10.05": 4}) == zlib.crc32(
+        b"A10.05:4;10.10:3|B9.95:1;9.90:2"
+    )
+
+
+def test_updates_in_sequence_keep_the_book() -> None:
+    book = LocalBook("ACME")
+    assert book.apply(SNAPSHOT)
+    trade: Message = {"type": "trade", "symbol": "ACME", "seq": 11}
+    assert book.apply(trade)
+    assert book.apply(update(12, [["sell", "10.05", 0], ["buy", "9.96", 5]],
+                             {"9.96": 5, "9.95": 100, "9.90": 200}, {}))  # fmt: skip
+    assert book.levels() == ([["9.96", 5], ["9.95", 100], ["9.90", 200]], [])
+    assert book.apply({"type": "book_update", "symbol": "OTHER", "seq": 99})  # not ours
+
+
+def test_a_gap_or_a_bad_checksum_asks_for_a_resubscribe() -> None:
+    book = LocalBook("ACME")
+    book.apply(SNAPSHOT)
+    assert not book.apply(update(12, [], {"9.95": 100, "9.90": 200}, {"10.05": 100}))
+    assert book.gaps == 1
+    book.apply(SNAPSHOT)
+    assert not book.apply(update(11, [["buy", "9.95", 1]], {"9.95": 100}, {}))
+    assert book.bad_checksums == 1
