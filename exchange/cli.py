@@ -16,6 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
+    serve.add_argument(
+        "--max-connections", type=int, default=10_000, help="open WebSockets at most"
+    )
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
@@ -39,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         from gateway.server import ServeOptions, serve  # noqa: PLC0415
 
-        options = ServeOptions(args.host, args.port, args.data_dir, args.durability, args.demo)
+        options = ServeOptions(
+            args.host, args.port, args.data_dir, args.durability, args.demo, args.max_connections
+        )
         return serve(options)
     if args.command == "demo":
         from exchange import demo  # noqa: PLC0415

@@ -1,7 +1,7 @@
 """`exchange journal verify` and `exchange journal inspect`: read-only looks at a data dir.
 
-Neither changes anything on disk: a torn tail is reported, not cut (the server cuts it
-on its next start, as it was never acknowledged).
+Neither changes anything on disk, not even a directory: a torn tail is reported, not cut
+(the server cuts it on its next start, as it was never acknowledged).
 """
 
 import sys
@@ -21,21 +21,22 @@ DEFAULT_INSPECT_LIMIT = 1_000
 
 
 def journal_dir_of(path: Path) -> tuple[Path, Path]:
-    """(data dir, journal dir) for a path naming either."""
-    if (path / JOURNAL_DIR).is_dir():
-        return path, path / JOURNAL_DIR
-    return path.parent, path
+    """(data dir, journal dir) for a path naming either (a journal dir is named so)."""
+    if path.name == JOURNAL_DIR and not (path / JOURNAL_DIR).is_dir():
+        return path.parent, path
+    return path, path / JOURNAL_DIR
 
 
 def verify(path: Path, out: TextIO = sys.stdout) -> int:
-    """Check every record and replay it; 0 when intact, 1 when damaged."""
-    data_dir, _ = journal_dir_of(path)
-    if not data_dir.is_dir():
-        print(f"error: {path} is not a directory", file=out)
+    """Check every record and replay it; 0 when intact, 1 when damaged or missing."""
+    data_dir, journal_dir = journal_dir_of(path)
+    if not journal_dir.is_dir():
+        print(f"error: no journal in {path} (expected {journal_dir})", file=out)
         return 1
     # Replay everything the journal still holds; a snapshot only where it was pruned.
     try:
-        first_seq = Journal.open(FileSegmentStore(data_dir / JOURNAL_DIR), repair=False).first_seq
+        store = FileSegmentStore(journal_dir, durable=False, create=False)
+        first_seq = Journal.open(store, repair=False).first_seq
         recovered = recover(data_dir, durable=False, repair=False, use_snapshots=first_seq > 1)
     except (JournalCorruptError, RecoveryError) as problem:
         print(f"damaged: {problem}", file=out)
@@ -61,13 +62,22 @@ def inspect(path: Path, from_seq: int, limit: int, out: TextIO = sys.stdout) -> 
     """One JSON object a line: seq, command and events of each record from `from_seq`."""
     _, journal_dir = journal_dir_of(path)
     try:
-        journal = Journal.open(FileSegmentStore(journal_dir, durable=False), repair=False)
+        store = FileSegmentStore(journal_dir, durable=False, create=False)
+        journal = Journal.open(store, repair=False)
+    except FileNotFoundError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     except JournalCorruptError as problem:
         print(f"damaged: {problem}", file=sys.stderr)
         return 1
     encoder = msgspec.json.Encoder()
-    out.writelines(_entries(journal, from_seq, limit, encoder))
-    journal.close()
+    try:
+        out.writelines(_entries(journal, from_seq, limit, encoder))
+    except msgspec.DecodeError as problem:
+        print(f"damaged: a record does not decode: {problem}", file=sys.stderr)
+        return 1
+    finally:
+        journal.close()
     return 0
 
 

@@ -60,8 +60,9 @@ def recover(
     journal's end (only possible when a torn tail was cut below it) is dropped and the
     pass made once more from an older one."""
     started = time.perf_counter()
-    snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR, durable=durable)
-    journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable)
+    # Without repair nothing on disk may change, not even a directory created.
+    snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR, durable=durable, create=repair)
+    journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable, create=repair)
     max_seq: int | None = None
     for _ in range(2):  # a second pass only after dropping a snapshot past the end
         loaded = snapshots.load_newest(max_seq) if use_snapshots else None

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUE = 10_000
 # Commands per journal write. Bounds the latency one batch adds and the bytes of a write.
 MAX_BATCH = 4_096
-# Batches applied but not yet durable: one being synced, one waiting. More would only let
-# the engine run further ahead of what the disk has confirmed.
+# Batches handed to the writer and not yet durable: one being synced, one waiting (a third
+# may be applied and waiting for room). More would only let the engine run further ahead
+# of what the disk has confirmed.
 MAX_BATCHES_IN_FLIGHT = 2
 # A snapshot every this many records bounds the replay on restart (about a second's
 # worth of replay on this machine).
@@ -115,6 +116,8 @@ class Sequencer:
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_pending = False  # from the export until the file is written
+        self._in_hand: _Batch | None = None  # applied, waiting for room in _batches
+        self._writing: _Batch | None = None  # the batch the writer is making durable
         # Measurements for metrics and benchmarks.
         self.batches_written = 0
         self.records_written = 0
@@ -155,22 +158,47 @@ class Sequencer:
 
     async def run(self) -> None:
         """Sequence until stopped; then flush, snapshot and close. Raises
-        SequencerFailedError when the engine raised."""
+        SequencerFailedError when the engine raised or the journal failed. If the task
+        running it is cancelled, everything not yet durable is refused and no snapshot is
+        taken (the engine may hold commands the journal never got)."""
         writer = asyncio.create_task(self._write_loop(), name="journal-writer")
+        clean = False
         try:
             await self._sequence_loop()
-        finally:
             await self._batches.put(None)
             await writer
+            clean = True
+        finally:
+            self._accepting = False
+            if not clean:
+                await self._abandon(writer)
             if self._snapshot_task is not None:
-                await self._snapshot_task
-            if self._failure is None:
+                with contextlib.suppress(Exception):
+                    await self._snapshot_task
+            if clean and self._failure is None and self.last_seq == self.durable_seq:
                 await self._snapshot_now()
             self._journal_thread.shutdown()
             self._snapshot_thread.shutdown()
             self.journal.close()
         if self._failure is not None:
             raise self._failure
+
+    async def _abandon(self, writer: "asyncio.Task[None]") -> None:
+        """After a cancellation: stop the writer and refuse whatever it will never write."""
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        # The batch being written may yet reach the disk: its outcome is unknown, which a
+        # client learns by resending with the same client order id after the restart.
+        reason = SequencerStoppedError("the sequencer was cancelled; outcome unknown")
+        for batch in (self._writing, self._in_hand):
+            if batch is not None:
+                _refuse_batch(batch, reason)
+        while not self._batches.empty():  # bounded by MAX_BATCHES_IN_FLIGHT
+            batch = self._batches.get_nowait()
+            if batch is not None:
+                _refuse_batch(batch, reason)
+        self._refuse_queued()
 
     async def _sequence_loop(self) -> None:
         queue = self._queue
@@ -201,6 +229,7 @@ class Sequencer:
                 stopping = True
             if (
                 self.snapshots is not None
+                and not stopping  # after an engine failure the state may be half-applied
                 and not self._snapshot_pending
                 and self.last_seq - self.last_snapshot_seq >= self.snapshot_every
             ):
@@ -208,7 +237,9 @@ class Sequencer:
                 self._snapshot_pending = True
                 self.last_snapshot_seq = self.last_seq
             if batch.done:
+                self._in_hand = batch  # refused by _abandon if cancelled before handed over
                 await self._batches.put(batch)
+                self._in_hand = None
             if stopping or self._failure is not None:
                 self._refuse_queued()
                 return
@@ -223,6 +254,7 @@ class Sequencer:
                 _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
                 continue
             started = time.perf_counter()
+            self._writing = batch
             try:
                 await loop.run_in_executor(
                     self._journal_thread, self.journal.write_batch, batch.payloads
@@ -231,10 +263,14 @@ class Sequencer:
                 self._fail_journal(problem)
                 _refuse_batch(batch, self._failure or SequencerFailedError(str(problem)))
                 continue
+            self._writing = None
             write_seconds = time.perf_counter() - started
             self.sync_seconds_total += write_seconds
             for observe in self.batch_observers:
-                observe(len(batch.done), write_seconds)
+                try:
+                    observe(len(batch.done), write_seconds)
+                except Exception:  # metrics must not stop trading
+                    log.exception("batch observer %r failed", observe)
             self.batches_written += 1
             self.records_written += len(batch.done)
             for sequenced, future in batch.done:
@@ -258,8 +294,7 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._snapshot_thread, self._store_snapshot, seq, state)
-        except OSError:
-            # The journal still holds everything; the next snapshot will try again.
+        except Exception:  # the journal still holds everything; the next one tries again
             log.exception("snapshot at seq %d failed", seq)
         finally:
             self._snapshot_task = None

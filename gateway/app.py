@@ -11,7 +11,7 @@ from exchange.sequencer import Sequencer
 from gateway import rest
 from gateway.metrics import Metrics
 from gateway.readmodel import ReadModel
-from gateway.ws import Hub, websocket
+from gateway.ws import MAX_CONNECTIONS, Hub, websocket
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,11 @@ async def json_errors(
         raise rest.ApiError(problem.status, code, problem.reason) from None
 
 
-def build_app(sequencer: Sequencer, read: ReadModel, admin_token: str) -> web.Application:
+def build_app(
+    sequencer: Sequencer, read: ReadModel, admin_token: str, max_connections: int = MAX_CONNECTIONS
+) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=rest.MAX_BODY_BYTES)
-    hub = Hub(sequencer, read)
+    hub = Hub(sequencer, read, max_connections)
     app["sequencer"] = sequencer
     app["read"] = read
     app["hub"] = hub

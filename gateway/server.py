@@ -11,7 +11,6 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
@@ -23,9 +22,7 @@ from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
 from gateway.readmodel import ReadModel
-
-if TYPE_CHECKING:
-    from gateway.ws import Hub
+from gateway.ws import MAX_CONNECTIONS, Hub
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +34,7 @@ class ServeOptions:
     data_dir: Path = Path("data")
     durability: str = "fsync"
     demo: bool = False
+    max_connections: int = MAX_CONNECTIONS
 
 
 def serve(options: ServeOptions) -> int:
@@ -56,7 +54,7 @@ async def _serve(options: ServeOptions) -> int:
     tune_gc()
     sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
 
-    app = build_app(sequencer, read, token)
+    app = build_app(sequencer, read, token, options.max_connections)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)

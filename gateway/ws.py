@@ -52,7 +52,8 @@ SEND_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_AUTH_FAILED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RATE_LIMITED = 4029
-# Open WebSockets at once; past it an upgrade is answered 503 BUSY.
+# Open WebSockets at once by default (`exchange serve --max-connections`); past it an
+# upgrade is answered 503 BUSY.
 MAX_CONNECTIONS = 10_000
 HEARTBEAT_SECONDS = 1.0
 
@@ -334,9 +335,12 @@ _HANDLERS: dict[type[Any], Any] = {
 class Hub:
     """Sessions by account and by subscription; turns durable events into messages."""
 
-    def __init__(self, sequencer: Sequencer, read: ReadModel) -> None:
+    def __init__(
+        self, sequencer: Sequencer, read: ReadModel, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         self.sequencer = sequencer
         self.read = read
+        self.max_connections = max_connections
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[str, str], set[Session]] = {}
         self.sessions: set[Session] = set()
@@ -533,7 +537,7 @@ def answered_session(origin: Origin | None) -> Session | None:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub: Hub = request.app["hub"]
-    if len(hub.sessions) >= MAX_CONNECTIONS:
+    if len(hub.sessions) >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
     ws = web.WebSocketResponse(max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0)

@@ -45,9 +45,12 @@ class RunningServer:
         return "\n".join(self.output)
 
 
-async def start(data_dir: Path, *, demo: bool = False, durability: str = "fsync") -> RunningServer:
+async def start(
+    data_dir: Path, *, demo: bool = False, durability: str = "fsync", extra: tuple[str, ...] = ()
+) -> RunningServer:
     port = free_port()
     args = ["serve", "--port", str(port), "--data-dir", str(data_dir), "--durability", durability]
+    args += extra
     env = {**os.environ, "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exchange", *args, *(["--demo"] if demo else []),

@@ -100,3 +100,27 @@ def test_demo_plays_an_offering_and_trades() -> None:
     assert done.returncode == 0, done.stderr
     assert "TRADE" in done.stdout
     assert "OfferingClosed" in done.stdout
+
+
+def test_verify_and_inspect_refuse_a_dir_without_a_journal_and_create_nothing(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "not-a-data-dir"
+    empty.mkdir()
+    assert exchange("journal", "verify", str(empty)).returncode == 1
+    assert exchange("journal", "inspect", str(empty)).returncode == 1
+    assert list(empty.iterdir()) == []
+
+
+async def test_a_record_that_does_not_decode_is_named_not_a_traceback(data_dir: Path) -> None:
+    from exchange.journal.journal import Journal
+    from exchange.journal.storage import FileSegmentStore
+
+    await write_journal(data_dir, 10)
+    journal = Journal.open(FileSegmentStore(data_dir / JOURNAL_DIR))
+    journal.write_batch([b"\xc0"])  # a sound record whose payload is msgpack nil
+    journal.close()
+    done = exchange("journal", "verify", str(data_dir))
+    assert done.returncode == 1
+    assert "does not decode" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

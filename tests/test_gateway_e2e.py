@@ -366,3 +366,50 @@ async def test_shutdown_closes_sockets_with_1001_and_exits_0(tmp_path: Path) -> 
     await asyncio.wait_for(client._reader, 30)
     assert client.close_code == 1001
     await client.close()
+
+
+async def test_a_flood_of_connections_past_the_bound_is_answered_503(tmp_path: Path) -> None:
+    server = await start(tmp_path / "data", extra=("--max-connections", "5"))
+    clients = [await Client.connect(server.ws_url) for _ in range(5)]
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await Client.connect(server.ws_url)
+        assert refused.value.status == 503
+        for client in clients:  # nobody else noticed
+            assert (await client.ping())["type"] == "pong"
+        await clients.pop().close()
+        async with await Client.connect(server.ws_url) as again:  # room again
+            assert (await again.ping())["type"] == "pong"
+    finally:
+        for client in clients:
+            await client.close()
+        assert await stop(server) == 0, server.log()
+
+
+async def test_subscribers_get_a_heartbeat_with_the_current_seqs(market: RunningServer) -> None:
+    async with await Client.connect(market.ws_url) as client:
+        await client.subscribe(["ticker"], ["ACME", "BOND"])
+        ticker = await client.next_event("ticker")
+        heartbeat = await client.next_event("heartbeat", timeout=5)
+        assert set(heartbeat["seqs"]) == {"ACME", "BOND"}
+        assert heartbeat["seqs"][ticker["symbol"]] == ticker["seq"]
+
+
+@pytest.mark.parametrize(
+    ("order", "reasons"),
+    [
+        ({"type": "market", "qty": 150}, ["filled"]),
+        ({"price": "10.10", "qty": 500, "tif": "ioc"}, ["expired"]),
+        ({"price": "10.10", "qty": 500, "tif": "fok"}, ["expired"]),
+        ({"price": "10.10", "qty": 300, "tif": "fok"}, ["filled"]),
+    ],
+)
+async def test_order_types_end_as_the_rules_say(
+    market: RunningServer, order: dict[str, object], reasons: list[str]
+) -> None:
+    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as alice:
+        answer = await alice.request("place", symbol="ACME", side="buy", **order)
+        assert answer["type"] == "accepted"
+        done = await alice.next_event("done")
+        assert done["order_id"] == answer["order_id"]
+        assert [done["reason"]] == reasons

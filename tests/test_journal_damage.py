@@ -333,3 +333,14 @@ def test_garbage_followed_by_an_intact_record_is_refused(files: Files) -> None:
     refusal = files.refused()
     assert (refusal.segment, refusal.offset) == (files.name(LAST), len(whole)), str(refusal)
     assert f"intact record follows at offset {len(whole) + 50}" in refusal.reason
+
+
+def test_a_newest_segment_of_another_format_is_refused_not_removed(files: Files) -> None:
+    """A whole, checksummed header with another magic is no crash's doing, even when no
+    record after it can be read: refuse it rather than delete it as a torn new segment."""
+    files.rewrite_header(LAST, magic=b"XXXX")
+    path = files.path(LAST)
+    path.write_bytes(path.read_bytes()[:SEGMENT_HEADER_SIZE] + b"\x00" * 100)
+    refusal = files.refused()
+    assert (refusal.segment, refusal.offset) == (files.name(LAST), 0), str(refusal)
+    assert path.exists()

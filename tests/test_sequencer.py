@@ -3,6 +3,7 @@
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -242,5 +243,70 @@ async def test_origin_comes_back_to_subscribers() -> None:
     task = await started(seq)
     await seq.submit(CreateAccount(name="x"), origin=("session", 7))
     assert origins == [("session", 7)]
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_cancelling_run_refuses_what_is_not_durable_and_snapshots_nothing(
+    tmp_path: Path,
+) -> None:
+    from exchange.journal.snapshots import SnapshotStore
+
+    store = GatedStore()
+    snapshots = SnapshotStore(tmp_path)
+    seq = Sequencer(Engine(), Journal.open(store), snapshots, max_batch=1)
+    task = await started(seq)
+    futures = [seq.submit(CreateAccount(name=f"n{i}")) for i in range(6)]
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    for _ in range(50):  # let the engine run ahead while the first sync is held
+        await asyncio.sleep(0)
+    assert seq.last_seq > seq.durable_seq
+    task.cancel()
+    store.gate.release()  # the held sync finishes (its result is no longer awaited)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT_S)
+    for future in futures:
+        assert future.done(), "a command was left hanging"
+    assert snapshots.seqs() == []  # no snapshot of a state the journal does not hold
+    with pytest.raises(SequencerStoppedError):
+        seq.submit(CreateAccount(name="late"))
+
+
+class HalfApplyingEngine(Engine):
+    """A bug: it changes state, then raises, on a deposit of 13."""
+
+    def apply(self, command: Command) -> list[object]:  # type: ignore[override]
+        if isinstance(command, DepositCash) and command.amount == 13:
+            self.accounts[command.account].cash += 13
+            raise RuntimeError("half applied")
+        return super().apply(command)  # type: ignore[return-value]
+
+
+async def test_an_engine_failure_never_snapshots_the_half_applied_state(tmp_path: Path) -> None:
+    from exchange.journal.snapshots import SnapshotStore
+
+    snapshots = SnapshotStore(tmp_path)
+    seq = Sequencer(HalfApplyingEngine(), Journal.open(FaultySegmentStore()), snapshots,
+                    snapshot_every=2)  # fmt: skip
+    seq.submit(CreateAccount(name="a"))
+    seq.submit(CreateAccount(name="b"))
+    seq.submit(DepositCash(account="A1", amount=13))
+    with pytest.raises(SequencerFailedError):
+        await asyncio.wait_for(seq.run(), WAIT_S)
+    assert snapshots.seqs() == []
+
+
+async def test_a_failing_batch_observer_does_not_stop_the_sequencer() -> None:
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()))
+
+    def broken(records: int, seconds: float) -> None:
+        raise ValueError("metrics bug")
+
+    seq.batch_observers.append(broken)
+    task = await started(seq)
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(seq.submit(CreateAccount(name=f"n{i}")) for i in range(5))), WAIT_S
+    )
+    assert [a.seq for a in answers] == [1, 2, 3, 4, 5]
     await seq.stop()
     await asyncio.wait_for(task, WAIT_S)

@@ -24,6 +24,8 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 
+import msgspec
+
 from exchange.journal.records import (
     CHAIN_SEED,
     CRC_START,
@@ -244,8 +246,11 @@ class Journal:
             if problem is None:
                 return first_seq, prev_chain
             raise JournalCorruptError(name, 0, problem)  # an intact header that does not fit
+        # Only a header a crash could have left (cut short, or its bytes not all written)
+        # may be torn; an intact header of another magic or version is refused.
+        torn_looking = len(data) < SEGMENT_HEADER_SIZE or "checksum" in problem
         wanted = _first_seq_of(name) if expected_seq is None else expected_seq
-        if is_last and _intact_record_after(data, 0, wanted) is None:
+        if is_last and torn_looking and _intact_record_after(data, 0, wanted) is None:
             return None
         raise JournalCorruptError(name, 0, problem)
 
@@ -273,7 +278,12 @@ class Journal:
                     and record_chain == crc32(view[offset : offset + 4], chain)
                 ):
                     if visit is not None and seq >= visit_from:
-                        visit(seq, view[start:stop])
+                        try:
+                            visit(seq, view[start:stop])
+                        except msgspec.DecodeError as undecodable:
+                            # Intact bytes that this build cannot read: another format.
+                            msg = f"record {seq} does not decode: {undecodable}"
+                            raise JournalCorruptError(name, offset, msg) from None
                     chain = record_chain
                     seq += 1
                     offset = stop

@@ -43,14 +43,17 @@ KEEP_SNAPSHOTS = 2
 
 
 class SnapshotStore:
-    def __init__(self, directory: Path, *, durable: bool = True) -> None:
+    def __init__(self, directory: Path, *, durable: bool = True, create: bool = True) -> None:
         self.directory = directory
         self.durable = durable
-        directory.mkdir(parents=True, exist_ok=True)
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
 
     def seqs(self) -> list[int]:
         """Sequence numbers of the snapshots present, newest first."""
-        found = []
+        found: list[int] = []
+        if not self.directory.is_dir():
+            return found
         for path in self.directory.glob(f"{PREFIX}*{SUFFIX}"):
             digits = path.name.removeprefix(PREFIX).removesuffix(SUFFIX)
             if digits.isdigit():

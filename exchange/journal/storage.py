@@ -52,10 +52,13 @@ class SegmentStore(Protocol):
 class FileSegmentStore:
     """Segments as files in one directory. `durable=False` skips fsync (benchmarks)."""
 
-    def __init__(self, directory: Path, *, durable: bool = True) -> None:
+    def __init__(self, directory: Path, *, durable: bool = True, create: bool = True) -> None:
         self.directory = directory
         self.durable = durable
-        directory.mkdir(parents=True, exist_ok=True)
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        elif not directory.is_dir():
+            raise FileNotFoundError(f"no journal directory {directory}")
         self._fd: int | None = None
         self._dir_dirty = False
         # The journal thread syncs while the snapshot thread may delete old segments: a
