@@ -19,6 +19,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-connections", type=int, default=10_000, help="open WebSockets at most"
     )
+    serve.add_argument(
+        "--rate-limit", type=float, default=2_000.0,
+        help="requests a second per WebSocket connection (bursts of twice as many)",
+    )  # fmt: skip
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
@@ -43,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.server import ServeOptions, serve  # noqa: PLC0415
 
         options = ServeOptions(
-            args.host, args.port, args.data_dir, args.durability, args.demo, args.max_connections
-        )
+            args.host, args.port, args.data_dir, args.durability, args.demo,
+            args.max_connections, args.rate_limit,
+        )  # fmt: skip
         return serve(options)
     if args.command == "demo":
         from exchange import demo  # noqa: PLC0415

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from exchange.sequencer import Sequencer
 from gateway import rest
+from gateway.limits import RATE_PER_S
 from gateway.metrics import Metrics
 from gateway.readmodel import ReadModel
 from gateway.ws import MAX_CONNECTIONS, Hub, websocket
@@ -33,10 +34,14 @@ async def json_errors(
 
 
 def build_app(
-    sequencer: Sequencer, read: ReadModel, admin_token: str, max_connections: int = MAX_CONNECTIONS
+    sequencer: Sequencer,
+    read: ReadModel,
+    admin_token: str,
+    max_connections: int = MAX_CONNECTIONS,
+    rate_limit: float = RATE_PER_S,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=rest.MAX_BODY_BYTES)
-    hub = Hub(sequencer, read, max_connections)
+    hub = Hub(sequencer, read, max_connections, rate_limit)
     app["sequencer"] = sequencer
     app["read"] = read
     app["hub"] = hub

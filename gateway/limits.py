@@ -1,7 +1,8 @@
 """Per-connection request rate limiting: a token bucket, and when abuse ends the session.
 
 Each WebSocket connection may send RATE_PER_S requests a second on average, in bursts of
-up to BURST. A request over the limit is answered RATE_LIMITED and not executed; a
+up to BURST (twice the rate; `exchange serve --rate-limit` sets the rate). A request over
+the limit is answered RATE_LIMITED and not executed; a
 connection that is refused REFUSALS_BEFORE_CLOSE times within one window is closed with
 4029.
 """

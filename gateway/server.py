@@ -21,6 +21,7 @@ from exchange.sequencer import Sequencer, SequencerFailedError
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
+from gateway.limits import RATE_PER_S
 from gateway.readmodel import ReadModel
 from gateway.ws import MAX_CONNECTIONS, Hub
 
@@ -35,6 +36,7 @@ class ServeOptions:
     durability: str = "fsync"
     demo: bool = False
     max_connections: int = MAX_CONNECTIONS
+    rate_limit: float = RATE_PER_S
 
 
 def serve(options: ServeOptions) -> int:
@@ -54,7 +56,7 @@ async def _serve(options: ServeOptions) -> int:
     tune_gc()
     sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
 
-    app = build_app(sequencer, read, token, options.max_connections)
+    app = build_app(sequencer, read, token, options.max_connections, options.rate_limit)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)

@@ -41,7 +41,7 @@ from exchange.sequencer import BusyError, Sequenced, Sequencer, SequencerStopped
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
-from gateway.limits import TokenBucket
+from gateway.limits import RATE_PER_S, TokenBucket
 from gateway.readmodel import Published, ReadModel
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Session:
         self._out_bytes = 0
         self._wake = asyncio.Event()
         self._close_after: tuple[int, str] | None = None  # close once the buffer is sent
-        self.bucket = TokenBucket()
+        self.bucket = TokenBucket(hub.rate_limit, 2 * hub.rate_limit)
         self.cancel_on_disconnect = False
         self.placed: set[int] = set()  # orders placed here, for cancel-on-disconnect
 
@@ -139,6 +139,8 @@ class Session:
     # --- receiving ------------------------------------------------------------------------
 
     def handle(self, frame: str) -> None:
+        if self._close_after is not None or self.closed:
+            return  # being closed: nothing more is done for this client
         if not self.bucket.take():
             self.hub.rate_limited += 1
             if self.bucket.abusive:
@@ -336,11 +338,16 @@ class Hub:
     """Sessions by account and by subscription; turns durable events into messages."""
 
     def __init__(
-        self, sequencer: Sequencer, read: ReadModel, max_connections: int = MAX_CONNECTIONS
+        self,
+        sequencer: Sequencer,
+        read: ReadModel,
+        max_connections: int = MAX_CONNECTIONS,
+        rate_limit: float = RATE_PER_S,
     ) -> None:
         self.sequencer = sequencer
         self.read = read
         self.max_connections = max_connections
+        self.rate_limit = rate_limit
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[str, str], set[Session]] = {}
         self.sessions: set[Session] = set()
