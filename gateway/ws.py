@@ -183,7 +183,8 @@ class Session:
 
     def _on_failure(self, future: "asyncio.Future[Sequenced]", req_id: str | int | None) -> None:
         if not future.cancelled() and future.exception() is not None:
-            self.send(wire.error(RejectCode.BUSY, "the exchange stopped"), req_id)
+            message = "the exchange stopped; the outcome is unknown: resend after it restarts"
+            self.send(wire.error(RejectCode.BUSY, message), req_id)
 
     def authed(self, req_id: str | int | None, cid: str = "") -> str | None:
         if self.account is None:
