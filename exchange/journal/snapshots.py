@@ -30,6 +30,7 @@ from pathlib import Path
 
 from exchange.domain.engine import Engine
 from exchange.domain.state import EngineState, decode_state, encode_state, restore_state
+from exchange.journal.storage import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,5 @@ class SnapshotStore:
         return engine, restored_hash
 
     def _sync_directory(self) -> None:
-        if not self.durable:
-            return
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.durable:
+            fsync_directory(self.directory)

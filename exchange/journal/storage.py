@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 SEGMENT_SUFFIX = ".seg"
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make the directory's entries (files created, renamed, deleted) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SegmentStore(Protocol):
     def list_segments(self) -> list[str]:
         """Segment names in order, oldest first."""
@@ -129,10 +138,5 @@ class FileSegmentStore:
             if only_if_dirty and not self._dir_dirty:
                 return
             self._dir_dirty = False
-            if not self.durable:
-                return
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self.durable:
+                fsync_directory(self.directory)
