@@ -48,6 +48,11 @@ class BusyError(Exception):
     """The input queue is full: the command was not taken. Answer BUSY."""
 
 
+class InvalidCommandError(Exception):
+    """The command breaks its own schema (a bound or pattern of commands.py): it was not
+    taken. Journaling it would leave a record no reader could decode."""
+
+
 class SequencerStoppedError(Exception):
     """The sequencer is stopping or has stopped: the command was not taken."""
 
@@ -72,6 +77,8 @@ class Sequenced:
 
 
 Subscriber = Callable[[Sequenced], None]
+_command_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(Command)
 _Item = tuple[Command, "asyncio.Future[Sequenced]", object]
 
 
@@ -137,6 +144,10 @@ class Sequencer:
         comes back in the Sequenced, for subscribers to route the answer."""
         if not self._accepting:
             raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
+        try:  # about 1 µs: the same check the journal's reader will make
+            _command_decoder.decode(_command_encoder.encode(command))
+        except msgspec.ValidationError as problem:
+            raise InvalidCommandError(str(problem)) from None
         future: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((command, future, origin))

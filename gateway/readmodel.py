@@ -7,6 +7,7 @@ read (books, balances, orders) shows exactly what the journal holds. For each co
 also works out which price levels changed and by how much, for market data.
 """
 
+import logging
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from exchange.domain.events import (
 )
 from exchange.domain.money import format_price, tick_size_of
 from exchange.sequencer import Sequenced
+
+log = logging.getLogger(__name__)
 
 # Recent trades kept per instrument for GET /v1/trades (the newest first).
 TRADES_KEPT = 1_000
@@ -67,6 +70,7 @@ class Candle:
     close: int
     volume: int
 
+
 Level = tuple[str, int, int]  # side ("buy" | "sell"), price in ticks, new total
 
 
@@ -102,6 +106,7 @@ class ReadModel:
             for key in account.api_key_hashes
         }
         self.durable_seq = 0
+        self.listener_errors = 0
         self._listeners: list[Listener] = []
         # Orders seen since this server started (those open before come from the replica).
         self.live_orders: dict[int, OrderRecord] = {}
@@ -144,7 +149,11 @@ class ReadModel:
         for symbol in published.levels:
             self.tapes[symbol].seq += 1
         for listener in self._listeners:
-            listener(sequenced, published)
+            try:
+                listener(sequenced, published)
+            except Exception:  # one listener's bug must not silence the others
+                self.listener_errors += 1
+                log.exception("read model listener %r failed at seq %d", listener, sequenced.seq)
 
     def _levels_before(self, sequenced: Sequenced) -> dict[str, set[tuple[str, int]]]:
         """Levels a replace may empty: its order's price before the command."""
@@ -203,9 +212,7 @@ class ReadModel:
     def _end(self, record: OrderRecord, status: str) -> None:
         record.status = status
         del self.live_orders[record.order_id]
-        kept = self.history.setdefault(
-            record.account, deque(maxlen=ORDER_HISTORY_PER_ACCOUNT)
-        )
+        kept = self.history.setdefault(record.account, deque(maxlen=ORDER_HISTORY_PER_ACCOUNT))
         kept.append(record)
 
     def ended_orders(self, account: str) -> list[OrderRecord]:

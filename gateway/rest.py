@@ -24,7 +24,12 @@ from exchange.domain.events import (
     UnitsDeposited,
 )
 from exchange.domain.money import MoneyError, format_cash, parse_cash, parse_price, parse_tick_size
-from exchange.sequencer import BusyError, Sequencer, SequencerStoppedError
+from exchange.sequencer import (
+    BusyError,
+    InvalidCommandError,
+    Sequencer,
+    SequencerStoppedError,
+)
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.readmodel import ReadModel
 
@@ -322,6 +327,8 @@ async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
     sequencer: Sequencer = request.app["sequencer"]
     try:
         done = await sequencer.submit(command)
+    except InvalidCommandError as problem:
+        raise ApiError(400, RejectCode.BAD_REQUEST, str(problem)) from None
     except BusyError:
         raise ApiError(503, RejectCode.BUSY, "the exchange is busy; retry") from None
     except SequencerStoppedError:

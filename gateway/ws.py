@@ -37,7 +37,13 @@ from exchange.domain.events import (
 )
 from exchange.domain.limits import MAX_OPEN_ORDERS_PER_ACCOUNT
 from exchange.domain.money import MoneyError, parse_cash, parse_price
-from exchange.sequencer import BusyError, Sequenced, Sequencer, SequencerStoppedError
+from exchange.sequencer import (
+    BusyError,
+    InvalidCommandError,
+    Sequenced,
+    Sequencer,
+    SequencerStoppedError,
+)
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
@@ -120,7 +126,7 @@ class Session:
     def close_after_sending(self, code: int, reason: str) -> None:
         """Close once what is queued (an error explaining why) has been sent."""
         self._close_after = (code, reason)
-        self.hub.forget(self)
+        self.hub.detach(self)  # no more routing; still counted until the socket closes
         self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -128,6 +134,8 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._out.clear()  # a closed session keeps no buffer
+        self._out_bytes = 0
         self._wake.set()
         self.hub.forget(self)
         task = asyncio.get_running_loop().create_task(
@@ -173,6 +181,9 @@ class Session:
     def submit(self, command: cmd.Command, req_id: str | int | None, cid: str = "") -> None:
         try:
             future = self.hub.sequencer.submit(command, Origin(self, req_id))
+        except InvalidCommandError as problem:
+            self.refuse(req_id, RejectCode.BAD_REQUEST, str(problem), cid)
+            return
         except BusyError:
             self.refuse(req_id, RejectCode.BUSY, "the exchange is busy; retry", cid)
             return
@@ -197,6 +208,12 @@ class Session:
 
 def _auth(s: Session, r: p.Auth) -> None:
     account = s.hub.read.accounts_by_key.get(hash_api_key(r.api_key))
+    if s.account is not None and account != s.account:
+        # Answers in flight belong to the first account: a session never changes hands.
+        s.send(
+            wire.error(RejectCode.BAD_REQUEST, f"already authenticated as {s.account}"), r.req_id
+        )
+        return
     if account is None:
         s.send(wire.error(RejectCode.AUTH_FAILED, "unknown API key"), r.req_id)
         s.close_after_sending(CLOSE_AUTH_FAILED, "authentication failed")
@@ -298,9 +315,12 @@ def _subscribe(s: Session, r: p.Subscribe) -> None:
     if unknown:
         s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {unknown[0]}")
         return
-    s.send({"type": "subscribed", "channels": r.channels, "symbols": r.symbols}, r.req_id)
-    for symbol in r.symbols:
-        for channel in r.channels:
+    channels, symbols = list(dict.fromkeys(r.channels)), list(dict.fromkeys(r.symbols))
+    s.send({"type": "subscribed", "channels": channels, "symbols": symbols}, r.req_id)
+    for symbol in symbols:
+        for channel in channels:
+            if s.closed:
+                return  # a snapshot overflowed its buffer: the session is gone
             s.hub.subscribe(s, channel, symbol)
             if channel == "book":
                 s.send(s.hub.book_snapshot(symbol))
@@ -357,6 +377,9 @@ class Hub:
         self.background: set[asyncio.Task[Any]] = set()
         self.evictions = 0
         self.rate_limited = 0
+        for holder in read.replica.accounts.values():  # orders resting since before a restart
+            for order in holder.open_orders.values():
+                self.order_meta[order.order_id] = (order.client_order_id, order.side)
         read.listen(self.on_durable)
 
     def attach(self, session: Session, account: str) -> None:
@@ -366,12 +389,21 @@ class Hub:
         self.by_account.setdefault(account, set()).add(session)
 
     def subscribe(self, session: Session, channel: str, symbol: str) -> None:
+        if session.closed or session._close_after is not None:
+            return
         session.subscriptions.add((channel, symbol))
         self.subscribers.setdefault((channel, symbol), set()).add(session)
 
     def unsubscribe(self, session: Session, channel: str, symbol: str) -> None:
         session.subscriptions.discard((channel, symbol))
         self.subscribers.get((channel, symbol), set()).discard(session)
+
+    def detach(self, session: Session) -> None:
+        """Stop routing anything to the session (it is being closed)."""
+        if session.account is not None:
+            self.by_account.get(session.account, set()).discard(session)
+        for key in session.subscriptions:
+            self.subscribers.get(key, set()).discard(session)
 
     def forget(self, session: Session) -> None:
         if session in self.sessions and session.cancel_on_disconnect:
@@ -436,7 +468,8 @@ class Hub:
         origin = sequenced.origin if isinstance(sequenced.origin, Origin) else None
         answered = self._answer(origin, sequenced) if origin is not None else None
         for account, message, event in self._private(sequenced.events):
-            for session in self.by_account.get(account, ()):
+            # A copy: sending may evict a slow session, which leaves these sets.
+            for session in tuple(self.by_account.get(account, ())):
                 if session is answered_session(origin) and event is answered:
                     continue
                 session.send(message)
@@ -483,8 +516,9 @@ class Hub:
         meta = self.order_meta
         for event in events:
             if isinstance(event, OrderAccepted):
-                if not event.resent:
-                    meta[event.order_id] = (event.client_order_id, event.side)
+                if event.resent:
+                    continue  # a resend changes nothing: only its sender hears of it
+                meta[event.order_id] = (event.client_order_id, event.side)
                 yield event.account, wire.accepted(event, price), event
             elif isinstance(event, TradeExecuted):
                 for maker, order_id, account, remaining in (
@@ -492,9 +526,11 @@ class Hub:
                     (False, event.taker_order_id, event.taker_account, event.taker_remaining),
                 ):
                     cid, side = meta.get(order_id, ("", ""))
-                    yield account, wire.fill(
-                        event, price, maker=maker, client_order_id=cid, side=side
-                    ), event
+                    yield (
+                        account,
+                        wire.fill(event, price, maker=maker, client_order_id=cid, side=side),
+                        event,
+                    )
                     if remaining == 0:
                         meta.pop(order_id, None)
                         yield account, wire.done(order_id, cid, "filled"), event
@@ -516,7 +552,7 @@ class Hub:
                 seq += 1
                 if trade_subs:
                     text = _encode(wire.trade(trade, seq, read.price)).decode()
-                    for session in list(trade_subs):
+                    for session in tuple(trade_subs):
                         session.send_text(text)  # encoded once, sent to many
             book_subs = self.subscribers.get(("book", symbol), set())
             if levels:
@@ -530,12 +566,12 @@ class Hub:
                         "checksum": read.checksum(symbol),
                     }
                     text = _encode(update).decode()
-                    for session in list(book_subs):
+                    for session in tuple(book_subs):
                         session.send_text(text)
             ticker_subs = self.subscribers.get(("ticker", symbol), set())
             if ticker_subs:
                 text = _encode(self.ticker(symbol)).decode()
-                for session in list(ticker_subs):
+                for session in tuple(ticker_subs):
                     session.send_text(text)
 
 

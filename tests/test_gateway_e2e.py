@@ -1,6 +1,8 @@
 """End to end: the real server on 127.0.0.1, real sockets, the client library."""
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -429,3 +431,32 @@ async def test_order_types_end_as_the_rules_say(
         done = await alice.next_event("done")
         assert done["order_id"] == answer["order_id"]
         assert [done["reason"]] == reasons
+
+
+async def test_an_admin_request_outside_the_schema_is_refused_and_never_journaled(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running(data) as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
+        account, _ = await admin.account("a")
+        for path, body in [
+            ("/v1/admin/deposits", {"account": account, "symbol": "bad sym!", "qty": 5}),
+            ("/v1/admin/deposits", {"account": account, "symbol": "ACME", "qty": 10**12}),
+            ("/v1/admin/instruments/bad%20sym/status", {"status": "trading"}),
+        ]:
+            status, answer = await admin.call("POST", path, body)
+            assert (status, answer["code"]) == (400, "BAD_REQUEST"), (path, answer)
+    done = subprocess.run(
+        [sys.executable, "-m", "exchange", "journal", "verify", str(data)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    async with running(data):  # and the server starts again on it
+        pass
+
+
+async def test_a_session_never_changes_account(market: RunningServer) -> None:
+    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as client:
+        answer = await client.auth(demo_key(market, "bob"))
+        assert (answer["type"], answer["code"]) == ("error", "BAD_REQUEST")
+        assert (await client.auth(demo_key(market, "alice")))["type"] == "authenticated"

@@ -310,3 +310,20 @@ async def test_a_failing_batch_observer_does_not_stop_the_sequencer() -> None:
     assert [a.seq for a in answers] == [1, 2, 3, 4, 5]
     await seq.stop()
     await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_a_command_outside_its_schema_is_never_journaled() -> None:
+    from exchange.domain.commands import DepositUnits
+    from exchange.sequencer import InvalidCommandError
+
+    store = FaultySegmentStore()
+    seq = Sequencer(Engine(), Journal.open(store))
+    with pytest.raises(InvalidCommandError):
+        seq.submit(DepositUnits(account="A1", symbol="bad sym!", qty=5))
+    with pytest.raises(InvalidCommandError):
+        seq.submit(DepositCash(account="A1", amount=-5))
+    task = await started(seq)
+    await seq.submit(CreateAccount(name="fine"))
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert durable_seqs(store) == [1]
