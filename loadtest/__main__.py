@@ -1,0 +1,52 @@
+"""`python -m loadtest run ...` and `python -m loadtest baseline ...`."""
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from pathlib import Path
+
+from loadtest import baseline, harness
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest", description=harness.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="load a running exchange")
+    run.add_argument("--url", default="ws://127.0.0.1:8080/v1/ws")
+    run.add_argument("--admin-token", required=True)
+    run.add_argument("--makers", type=int, default=4)
+    run.add_argument("--takers", type=int, default=4)
+    run.add_argument("--subscribers", type=int, default=4)
+    run.add_argument("--rate", default="2000", help="orders/s offered in all, or max")
+    run.add_argument("--duration", type=float, default=10.0, help="seconds")
+    run.add_argument("--report", type=Path, default=Path("loadtest-report.json"))
+    run.add_argument("--seed", type=int, default=1)
+    base = commands.add_parser("baseline", help="the same clients against a bare echo server")
+    base.add_argument("--clients", type=int, default=8)
+    base.add_argument("--duration", type=float, default=10.0)
+    args = parser.parse_args()
+    if args.command == "run":
+        if not args.url.startswith("ws://127.") and not args.url.startswith("ws://localhost"):
+            sys.exit("the load test only targets this machine (ws://127.x.x.x or localhost)")
+        options = harness.Options(
+            url=args.url, admin_token=args.admin_token, makers=args.makers, takers=args.takers,
+            subscribers=args.subscribers, rate=None if args.rate == "max" else float(args.rate),
+            duration=args.duration, report=args.report, seed=args.seed,
+        )  # fmt: skip
+        report = asyncio.run(harness.run(options))
+    else:
+        report = asyncio.run(baseline.run(args.clients, args.duration, _free_port()))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

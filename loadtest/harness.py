@@ -1,0 +1,259 @@
+"""`python -m loadtest run`: many WebSocket clients against a running exchange.
+
+Makers quote around a moving mid and cancel, takers cross the spread with IOC orders,
+subscribers keep a checked local book. The offered rate is fixed (open loop): each
+order has an intended send time and its latency is measured from it, so queueing is
+never hidden (coordinated omission); `--rate max` runs closed loop instead. Latencies go
+into HdrHistograms; a live line shows progress; a JSON report (and a PNG plot when
+matplotlib is installed) is saved. Everything targets the URL given: run it against
+127.0.0.1 only.
+"""
+
+import asyncio
+import itertools
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+
+from gateway.client import Admin, Client, LocalBook
+
+# Latencies are recorded in microseconds, from 1 µs to 60 s, 3 significant digits.
+HIST_MAX_US = 60_000_000
+# Orders one client may have awaiting an answer at once (closed loop keeps this many).
+MAX_IN_FLIGHT_PER_CLIENT = 64
+PROGRESS_EVERY_S = 1.0
+PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
+SYMBOL = "LOAD"
+MID_TICKS = 10_000  # 100.00 at tick 0.01
+
+
+def histogram() -> HdrHistogram:
+    return HdrHistogram(1, HIST_MAX_US, 3)
+
+
+@dataclass
+class Stats:
+    ack: HdrHistogram = field(default_factory=histogram)
+    fill: HdrHistogram = field(default_factory=histogram)
+    md_lag: HdrHistogram = field(default_factory=histogram)
+    orders: int = 0
+    fills: int = 0
+    md_messages: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    gaps: int = 0
+    bad_checksums: int = 0
+
+
+@dataclass(frozen=True)
+class Options:
+    url: str
+    admin_token: str
+    makers: int = 4
+    takers: int = 4
+    subscribers: int = 4
+    rate: float | None = 2_000.0  # orders/s offered in all; None: closed loop
+    duration: float = 10.0
+    report: Path = Path("loadtest-report.json")
+    seed: int = 1
+
+
+def _price(ticks: int) -> str:
+    return f"{ticks // 100}.{ticks % 100:02d}"
+
+
+async def _setup(options: Options, base_url: str) -> tuple[str, list[str]]:
+    """An instrument of our own and funded accounts; returns (symbol, api keys)."""
+    async with Admin(base_url, options.admin_token) as admin:
+        issuer, _ = await admin.account("loadtest-issuer")
+        symbol = f"{SYMBOL}{random.Random(options.seed).randrange(10**6)}"
+        listing = {"symbol": symbol, "kind": "share", "tick_size": "0.01", "issuer": issuer}
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        await admin.ok("POST", f"/v1/admin/instruments/{symbol}/status", {"status": "trading"})
+        keys = []
+        for n in range(options.makers + options.takers):
+            account, key = await admin.account(f"loadtest-{n}", "100000000.00")
+            await admin.ok("POST", "/v1/admin/deposits",
+                           {"account": account, "symbol": symbol, "qty": 100_000_000})  # fmt: skip
+            keys.append(key)
+        return symbol, keys
+
+
+async def _trader(
+    client: Client, symbol: str, maker: bool, per_client_rate: float | None,
+    deadline: float, stats: Stats, rng: random.Random, mid: list[int],
+) -> None:  # fmt: skip
+    """Send orders at the offered rate (or as fast as answers come), record latencies."""
+    in_flight: set[asyncio.Task[None]] = set()
+    started = time.perf_counter()
+    for n in itertools.count():  # bounded by the deadline
+        intended = started + n / per_client_rate if per_client_rate else time.perf_counter()
+        if intended >= deadline:
+            break
+        delay = intended - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while len(in_flight) >= MAX_IN_FLIGHT_PER_CLIENT:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.get_running_loop().create_task(
+            _one_order(client, symbol, maker, intended, stats, rng, mid)
+        )
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight)
+
+
+async def _one_order(
+    client: Client, symbol: str, maker: bool, intended: float, stats: Stats,
+    rng: random.Random, mid: list[int],
+) -> None:  # fmt: skip
+    if rng.random() < 0.01:
+        mid[0] += rng.choice((-1, 1))  # the mid wanders
+    side = rng.choice(("buy", "sell"))
+    if maker:
+        offset = rng.randint(1, 20)
+        ticks = mid[0] - offset if side == "buy" else mid[0] + offset
+        answer = await client.place(symbol, side, rng.randint(1, 10), _price(ticks))
+    else:
+        ticks = mid[0] + 25 if side == "buy" else mid[0] - 25
+        answer = await client.place(symbol, side, rng.randint(1, 10), _price(ticks), tif="ioc")
+    latency_us = int((time.perf_counter() - intended) * 1e6)
+    stats.ack.record_value(max(1, min(latency_us, HIST_MAX_US)))
+    stats.orders += 1
+    if answer["type"] == "rejected":
+        stats.rejects[answer["code"]] = stats.rejects.get(answer["code"], 0) + 1
+    elif maker and rng.random() < 0.5:
+        await client.cancel(order_id=answer["order_id"])
+
+
+async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
+    """Count fills pushed to a trader (their latency comes from the trade's ts)."""
+    while time.perf_counter() < deadline:  # bounded by the deadline
+        try:
+            event = await client.next_event(
+                "fill", timeout=max(0.01, deadline - time.perf_counter())
+            )
+        except TimeoutError:
+            return
+        stats.fills += 1
+        lag_us = (time.time_ns() - event["ts"]) // 1_000
+        stats.fill.record_value(max(1, min(lag_us, HIST_MAX_US)))
+
+
+async def _subscriber(client: Client, symbol: str, stats: Stats, deadline: float) -> None:
+    book = LocalBook(symbol)
+    await client.subscribe(["book", "trades"], [symbol])
+    while time.perf_counter() < deadline:  # bounded by the deadline
+        try:
+            message = await client.next_event(timeout=max(0.01, deadline - time.perf_counter()))
+        except TimeoutError:
+            break
+        stats.md_messages += 1
+        if message.get("type") == "trade":
+            lag_us = (time.time_ns() - message["ts"]) // 1_000
+            stats.md_lag.record_value(max(1, min(lag_us, HIST_MAX_US)))
+        await client.follow(book, message)
+    stats.gaps += book.gaps
+    stats.bad_checksums += book.bad_checksums
+
+
+async def _progress(stats: Stats, started: float, deadline: float) -> None:
+    while time.perf_counter() < deadline:  # bounded by the deadline
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        elapsed = time.perf_counter() - started
+        p99 = stats.ack.get_value_at_percentile(99.0) / 1000
+        print(
+            f"\r{elapsed:5.1f}s  orders {stats.orders:>8}  {stats.orders / elapsed:>8.0f}/s  "
+            f"fills {stats.fills:>7}  md {stats.md_messages:>8}  ack p99 {p99:7.2f} ms",
+            end="", file=sys.stderr, flush=True,
+        )  # fmt: skip
+    print(file=sys.stderr)
+
+
+def _summary(h: HdrHistogram) -> dict[str, float]:
+    return {f"p{p:g}": h.get_value_at_percentile(p) / 1000 for p in PERCENTILES} | {
+        "count": h.get_total_count()
+    }
+
+
+async def run(options: Options) -> dict[str, Any]:
+    base_url = options.url.replace("ws://", "http://").removesuffix("/v1/ws")
+    symbol, keys = await _setup(options, base_url)
+    stats = Stats()
+    traders = [await Client.connect(options.url, key) for key in keys]
+    watchers = [await Client.connect(options.url) for _ in range(options.subscribers)]
+    rng = random.Random(options.seed)
+    mid = [MID_TICKS]
+    per_client = options.rate / len(traders) if options.rate else None
+    started = time.perf_counter()
+    deadline = started + options.duration
+    try:
+        await asyncio.gather(
+            _progress(stats, started, deadline),
+            *(_subscriber(w, symbol, stats, deadline) for w in watchers),
+            *(_drain_private(t, stats, deadline) for t in traders),
+            *(
+                _trader(t, symbol, i < options.makers, per_client, deadline, stats,
+                        random.Random(rng.random()), mid)
+                for i, t in enumerate(traders)
+            ),
+        )  # fmt: skip
+    finally:
+        for client in traders + watchers:
+            await client.close()
+    elapsed = time.perf_counter() - started
+    report = {
+        "url": options.url,
+        "symbol": symbol,
+        "makers": options.makers,
+        "takers": options.takers,
+        "subscribers": options.subscribers,
+        "offered_rate": options.rate or "max",
+        "duration_s": round(elapsed, 3),
+        "orders": stats.orders,
+        "orders_per_s": round(stats.orders / elapsed, 1),
+        "fills": stats.fills,
+        "fills_per_s": round(stats.fills / elapsed, 1),
+        "md_messages": stats.md_messages,
+        "md_messages_per_s": round(stats.md_messages / elapsed, 1),
+        "ack_ms": _summary(stats.ack),
+        "fill_delivery_ms": _summary(stats.fill),  # trade stamp -> fill received
+        "md_lag_ms": _summary(stats.md_lag),
+        "rejects": stats.rejects,
+        "seq_gaps": stats.gaps,
+        "checksum_mismatches": stats.bad_checksums,
+    }
+    options.report.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    _plot(stats, options.report.with_suffix(".png"))
+    return report
+
+
+def _plot(stats: Stats, path: Path) -> None:
+    try:
+        import matplotlib as mpl  # noqa: PLC0415 - only for the plot
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for name, h in (("order to ack", stats.ack), ("market data lag", stats.md_lag)):
+        if h.get_total_count() == 0:
+            continue
+        ps = [50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99]
+        axes.plot([str(p) for p in ps], [h.get_value_at_percentile(p) / 1000 for p in ps],
+                  marker="o", label=name)  # fmt: skip
+    axes.set_xlabel("percentile")
+    axes.set_ylabel("ms")
+    axes.set_yscale("log")
+    axes.legend()
+    axes.set_title("latency by percentile")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

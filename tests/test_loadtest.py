@@ -1,0 +1,25 @@
+"""The load-test harness runs against the real server and checks what it measures."""
+
+import json
+from pathlib import Path
+
+from loadtest import harness
+from tests.server import ADMIN_TOKEN, running
+
+
+async def test_a_short_open_loop_run_reports_latencies_and_no_gaps(tmp_path: Path) -> None:
+    async with running(tmp_path / "data") as server:
+        report_path = tmp_path / "report.json"
+        options = harness.Options(
+            url=server.ws_url, admin_token=ADMIN_TOKEN, makers=2, takers=2, subscribers=2,
+            rate=300.0, duration=2.0, report=report_path,
+        )  # fmt: skip
+        report = await harness.run(options)
+    assert report["orders"] >= 500
+    assert report["ack_ms"]["count"] == report["orders"]
+    assert report["ack_ms"]["p50"] <= report["ack_ms"]["p99"] <= report["ack_ms"]["p100"]
+    assert report["fills"] > 0
+    assert report["md_messages"] > 0
+    assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
+    assert json.loads(report_path.read_text())["orders"] == report["orders"]
+    assert report_path.with_suffix(".png").stat().st_size > 1_000
