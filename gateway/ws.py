@@ -47,6 +47,7 @@ from exchange.sequencer import (
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
+from gateway.frames import write_text_frames
 from gateway.limits import RATE_PER_S, TokenBucket
 from gateway.readmodel import Published, ReadModel
 
@@ -62,6 +63,8 @@ CLOSE_RATE_LIMITED = 4029
 # upgrade is answered 503 BUSY.
 MAX_CONNECTIONS = 10_000
 HEARTBEAT_SECONDS = 1.0
+# Frames joined into one socket write; bounds the size of one write (and its latency).
+FRAMES_PER_WRITE = 512
 
 _encode = msgspec.json.Encoder().encode
 
@@ -81,7 +84,7 @@ class Session:
         self.account: str | None = None
         self.subscriptions: set[tuple[str, str]] = set()  # (channel, symbol)
         self.closed = False
-        self._out: deque[str] = deque()
+        self._out: deque[bytes] = deque()
         self._out_bytes = 0
         self._wake = asyncio.Event()
         self._close_after: tuple[int, str] | None = None  # close once the buffer is sent
@@ -94,9 +97,9 @@ class Session:
     def send(self, message: dict[str, Any], req_id: str | int | None = None) -> None:
         if req_id is not None:
             message = {**message, "req_id": req_id}
-        self.send_text(_encode(message).decode())
+        self.send_text(_encode(message))
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: bytes) -> None:
         """Queue a frame; past the buffer's bound the client is too slow and is closed."""
         if self.closed:
             return
@@ -114,10 +117,12 @@ class Session:
             await self._wake.wait()
             self._wake.clear()
             while self._out and not self.closed:
-                text = self._out.popleft()
-                self._out_bytes -= len(text)
+                # Everything queued goes out in one write (bounded by FRAMES_PER_WRITE).
+                count = min(len(self._out), FRAMES_PER_WRITE)
+                batch = [self._out.popleft() for _ in range(count)]
+                self._out_bytes -= sum(len(b) for b in batch)
                 try:
-                    await self.ws.send_str(text)
+                    await write_text_frames(self.ws, batch)
                 except ConnectionError:
                     self.closed = True
             if self._close_after is not None and not self.closed:
@@ -551,7 +556,7 @@ class Hub:
             for trade in trades:
                 seq += 1
                 if trade_subs:
-                    text = _encode(wire.trade(trade, seq, read.price)).decode()
+                    text = _encode(wire.trade(trade, seq, read.price))
                     for session in tuple(trade_subs):
                         session.send_text(text)  # encoded once, sent to many
             book_subs = self.subscribers.get(("book", symbol), set())
@@ -565,12 +570,12 @@ class Hub:
                         "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
                         "checksum": read.checksum(symbol),
                     }
-                    text = _encode(update).decode()
+                    text = _encode(update)
                     for session in tuple(book_subs):
                         session.send_text(text)
             ticker_subs = self.subscribers.get(("ticker", symbol), set())
             if ticker_subs:
-                text = _encode(self.ticker(symbol)).decode()
+                text = _encode(self.ticker(symbol))
                 for session in tuple(ticker_subs):
                     session.send_text(text)
 

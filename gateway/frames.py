@@ -1,0 +1,39 @@
+"""Server-to-client WebSocket text frames, written many to one system call.
+
+aiohttp writes every frame with its own `transport.write`, one system call each; a busy
+session has dozens of frames queued per loop tick. This frames them here (unmasked, as a
+server's are; no compression is negotiated) and writes them as one buffer, then waits
+only if the transport is paused. It reaches into aiohttp's WebSocketResponse (the writer's
+transport and the payload writer's flow control), which the dependency range pins.
+"""
+
+import struct
+
+from aiohttp import web
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+_TEXT = 0x81  # FIN + text opcode
+
+
+def text_frame(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return _SHORT.pack(_TEXT, n) + payload
+    if n < 65_536:
+        return _MEDIUM.pack(_TEXT, 126, n) + payload
+    return _LONG.pack(_TEXT, 127, n) + payload
+
+
+async def write_text_frames(ws: web.WebSocketResponse, payloads: list[bytes]) -> None:
+    """Send the payloads as text frames in one write; raises ConnectionResetError when
+    the socket is closing."""
+    writer = ws._writer
+    transport = writer.transport if writer is not None else None
+    if transport is None or transport.is_closing() or ws.closed:
+        raise ConnectionResetError("the WebSocket is closing")
+    transport.write(b"".join(text_frame(p) for p in payloads))
+    payload_writer = ws._payload_writer
+    if payload_writer is not None:
+        await payload_writer.drain()
