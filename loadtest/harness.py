@@ -61,6 +61,7 @@ class Options:
     duration: float = 10.0
     report: Path = Path("loadtest-report.json")
     seed: int = 1
+    processes: int = 1
 
 
 def _price(ticks: int) -> str:
@@ -182,24 +183,35 @@ def _summary(h: HdrHistogram) -> dict[str, float]:
     }
 
 
-async def run(options: Options) -> dict[str, Any]:
-    base_url = options.url.replace("ws://", "http://").removesuffix("/v1/ws")
-    symbol, keys = await _setup(options, base_url)
-    stats = Stats()
-    traders = [await Client.connect(options.url, key) for key in keys]
-    watchers = [await Client.connect(options.url) for _ in range(options.subscribers)]
-    rng = random.Random(options.seed)
+class Share(msgspec.Struct, frozen=True):
+    """One process's part of a run: its traders' keys, subscribers and offered rate."""
+
+    url: str
+    symbol: str
+    keys: list[str]
+    makers: int  # the first `makers` keys quote; the rest take
+    subscribers: int
+    rate: float | None
+    duration: float
+    seed: int
+
+
+async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
+    """Run one share's clients until the deadline; returns the seconds it ran."""
+    traders = [await Client.connect(share.url, key) for key in share.keys]
+    watchers = [await Client.connect(share.url) for _ in range(share.subscribers)]
+    rng = random.Random(share.seed)
     mid = [MID_TICKS]
-    per_client = options.rate / len(traders) if options.rate else None
+    per_client = share.rate / len(traders) if share.rate and traders else None
     started = time.perf_counter()
-    deadline = started + options.duration
+    deadline = started + share.duration
     try:
         await asyncio.gather(
-            _progress(stats, started, deadline),
-            *(_subscriber(w, symbol, stats, deadline) for w in watchers),
+            *([_progress(stats, started, deadline)] if show_progress else []),
+            *(_subscriber(w, share.symbol, stats, deadline) for w in watchers),
             *(_drain_private(t, stats, deadline) for t in traders),
             *(
-                _trader(t, symbol, i < options.makers, per_client, deadline, stats,
+                _trader(t, share.symbol, i < share.makers, per_client, deadline, stats,
                         random.Random(rng.random()), mid)
                 for i, t in enumerate(traders)
             ),
@@ -207,13 +219,44 @@ async def run(options: Options) -> dict[str, Any]:
     finally:
         for client in traders + watchers:
             await client.close()
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def shares(options: Options, symbol: str, keys: list[str]) -> list[Share]:
+    """The run cut into `processes` shares: traders, subscribers and rate spread evenly."""
+    parts = max(1, options.processes)
+    makers, takers = keys[: options.makers], keys[options.makers :]
+    maker_counts, taker_counts = _split(len(makers), parts), _split(len(takers), parts)
+    out = []
+    for i, (m, t, sub) in enumerate(
+        zip(maker_counts, taker_counts, _split(options.subscribers, parts), strict=True)
+    ):
+        own = makers[sum(maker_counts[:i]) :][:m] + takers[sum(taker_counts[:i]) :][:t]
+        rate = options.rate * len(own) / len(keys) if options.rate and keys else None
+        out.append(Share(options.url, symbol, own, m, sub, rate, options.duration,
+                         options.seed + i))  # fmt: skip
+    return out
+
+
+async def run(options: Options) -> dict[str, Any]:
+    base_url = options.url.replace("ws://", "http://").removesuffix("/v1/ws")
+    symbol, keys = await _setup(options, base_url)
+    stats = Stats()
+    if options.processes <= 1:
+        elapsed = await drive(shares(options, symbol, keys)[0], stats, show_progress=True)
+    else:
+        elapsed = await _run_processes(shares(options, symbol, keys), stats)
     report = {
         "url": options.url,
         "symbol": symbol,
         "makers": options.makers,
         "takers": options.takers,
         "subscribers": options.subscribers,
+        "processes": max(1, options.processes),
         "offered_rate": options.rate or "max",
         "duration_s": round(elapsed, 3),
         "orders": stats.orders,
@@ -232,6 +275,70 @@ async def run(options: Options) -> dict[str, Any]:
     options.report.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     _plot(stats, options.report.with_suffix(".png"))
     return report
+
+
+class WorkerResult(msgspec.Struct):
+    """What a worker process reports: counts and its HdrHistograms, encoded."""
+
+    elapsed: float
+    orders: int
+    fills: int
+    md_messages: int
+    rejects: dict[str, int]
+    gaps: int
+    bad_checksums: int
+    ack: str
+    fill: str
+    md_lag: str
+
+    @classmethod
+    def of(cls, stats: Stats, elapsed: float) -> "WorkerResult":
+        return cls(
+            elapsed, stats.orders, stats.fills, stats.md_messages, stats.rejects, stats.gaps,
+            stats.bad_checksums, _encoded(stats.ack), _encoded(stats.fill), _encoded(stats.md_lag),
+        )  # fmt: skip
+
+    def add_to(self, stats: Stats) -> None:
+        stats.orders += self.orders
+        stats.fills += self.fills
+        stats.md_messages += self.md_messages
+        for code, n in self.rejects.items():
+            stats.rejects[code] = stats.rejects.get(code, 0) + n
+        stats.gaps += self.gaps
+        stats.bad_checksums += self.bad_checksums
+        for mine, theirs in (
+            (stats.ack, self.ack),
+            (stats.fill, self.fill),
+            (stats.md_lag, self.md_lag),
+        ):
+            mine.add(HdrHistogram.decode(theirs))
+
+
+def _encoded(h: HdrHistogram) -> str:
+    data = h.encode()
+    return data.decode() if isinstance(data, bytes) else str(data)
+
+
+async def _run_processes(parts: list[Share], stats: Stats) -> float:
+    """One `python -m loadtest.worker` per share, so the client side is not the limit."""
+    started = time.perf_counter()
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loadtest.worker",
+            msgspec.json.encode(part).decode(),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for part in parts
+    ]
+    print(f"running {len(children)} client processes ...", file=sys.stderr, flush=True)
+    outputs = await asyncio.gather(*(child.communicate() for child in children))
+    for child, (stdout, _) in zip(children, outputs, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"a client process failed with {child.returncode}")
+        msgspec.json.decode(stdout, type=WorkerResult).add_to(stats)
+    return time.perf_counter() - started
 
 
 def _plot(stats: Stats, path: Path) -> None:

@@ -23,3 +23,17 @@ async def test_a_short_open_loop_run_reports_latencies_and_no_gaps(tmp_path: Pat
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
     assert json.loads(report_path.read_text())["orders"] == report["orders"]
     assert report_path.with_suffix(".png").stat().st_size > 1_000
+
+
+async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
+    async with running(tmp_path / "data") as server:
+        options = harness.Options(
+            url=server.ws_url, admin_token=ADMIN_TOKEN, makers=2, takers=2, subscribers=2,
+            rate=200.0, duration=2.0, report=tmp_path / "report.json", processes=2,
+        )  # fmt: skip
+        report = await harness.run(options)
+    assert report["processes"] == 2
+    assert report["orders"] >= 300
+    assert report["ack_ms"]["count"] == report["orders"]
+    assert report["md_lag_ms"]["count"] > 0
+    assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
