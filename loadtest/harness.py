@@ -332,13 +332,55 @@ async def _run_processes(parts: list[Share], stats: Stats) -> float:
         )
         for part in parts
     ]
-    print(f"running {len(children)} client processes ...", file=sys.stderr, flush=True)
-    outputs = await asyncio.gather(*(child.communicate() for child in children))
-    for child, (stdout, _) in zip(children, outputs, strict=True):
-        if child.returncode != 0:
-            raise RuntimeError(f"a client process failed with {child.returncode}")
-        msgspec.json.decode(stdout, type=WorkerResult).add_to(stats)
+    progress: list[Progress] = [Progress() for _ in children]
+    results = await asyncio.gather(
+        _show_progress(progress, started, started + parts[0].duration),
+        *(_follow(child, progress, i) for i, child in enumerate(children)),
+    )
+    for result in results[1:]:
+        assert isinstance(result, WorkerResult)
+        result.add_to(stats)
     return time.perf_counter() - started
+
+
+class Progress(msgspec.Struct):
+    """A worker's figures so far, one JSON line a second on its stdout."""
+
+    orders: int = 0
+    fills: int = 0
+    md_messages: int = 0
+    p99_ms: float = 0.0
+
+
+async def _follow(
+    child: asyncio.subprocess.Process, progress: list[Progress], index: int
+) -> WorkerResult:
+    """Read a worker's progress lines, then its result (the last line)."""
+    assert child.stdout is not None
+    result: WorkerResult | None = None
+    async for line in child.stdout:  # until the worker exits
+        if line.startswith(b'{"orders"'):
+            progress[index] = msgspec.json.decode(line, type=Progress)
+        else:
+            result = msgspec.json.decode(line, type=WorkerResult)
+    if await child.wait() != 0 or result is None:
+        raise RuntimeError(f"client process {index} failed with {child.returncode}")
+    return result
+
+
+async def _show_progress(progress: list[Progress], started: float, deadline: float) -> None:
+    while time.perf_counter() < deadline:  # bounded by the deadline
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        elapsed = time.perf_counter() - started
+        orders = sum(p.orders for p in progress)
+        print(
+            f"\r{elapsed:5.1f}s  {len(progress)} processes  orders {orders:>8}  "
+            f"{orders / elapsed:>8.0f}/s  fills {sum(p.fills for p in progress):>7}  "
+            f"md {sum(p.md_messages for p in progress):>8}  "
+            f"ack p99 (worst process) {max(p.p99_ms for p in progress):7.2f} ms",
+            end="", file=sys.stderr, flush=True,
+        )  # fmt: skip
+    print(file=sys.stderr)
 
 
 def _plot(stats: Stats, path: Path) -> None:

@@ -1,23 +1,42 @@
-"""One client process of a multi-process load test: runs its share, prints its result."""
+"""One client process of a multi-process load test: runs its share, reports on stdout.
+
+A progress line (JSON) every second while it runs, then its result as the last line.
+"""
 
 import asyncio
 import sys
+import time
 
 import msgspec
 
-from loadtest.harness import Share, Stats, WorkerResult, drive
+from loadtest.harness import PROGRESS_EVERY_S, Progress, Share, Stats, WorkerResult, drive
+
+
+def _emit(data: msgspec.Struct) -> None:
+    sys.stdout.buffer.write(msgspec.json.encode(data) + b"\n")
+    sys.stdout.flush()
+
+
+async def _report_progress(stats: Stats, deadline: float) -> None:
+    while time.perf_counter() < deadline:  # bounded by the deadline
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        p99 = stats.ack.get_value_at_percentile(99.0) / 1000
+        _emit(Progress(stats.orders, stats.fills, stats.md_messages, p99))
 
 
 async def _main(share: Share) -> WorkerResult:
     stats = Stats()
+    reporter = asyncio.get_running_loop().create_task(
+        _report_progress(stats, time.perf_counter() + share.duration)
+    )
     elapsed = await drive(share, stats, show_progress=False)
+    reporter.cancel()
     return WorkerResult.of(stats, elapsed)
 
 
 def main() -> None:
     share = msgspec.json.decode(sys.argv[1], type=Share)
-    result = asyncio.run(_main(share))
-    sys.stdout.buffer.write(msgspec.json.encode(result))
+    _emit(asyncio.run(_main(share)))
 
 
 if __name__ == "__main__":
