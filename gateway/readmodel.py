@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from exchange.domain.book import Order
+from exchange.domain.book import BookSide, Order
 from exchange.domain.commands import ReplaceOrder
 from exchange.domain.engine import Engine
 from exchange.domain.events import (
@@ -242,15 +242,16 @@ class ReadModel:
     # --- reads ----------------------------------------------------------------------------
 
     def book(self, symbol: str, depth: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        bids, asks = self.replica.book(symbol)
-        return bids[:depth], asks[:depth]
+        """The best `depth` levels a side, best first, without touching the others."""
+        book = self.replica.books[symbol]
+        return _top(book.bids, depth), _top(book.asks, depth)
 
     def checksum(self, symbol: str) -> int:
         """CRC-32 of the ten best asks then the ten best bids, as the contract defines it."""
         bids, asks = self.book(symbol, CHECKSUM_DEPTH)
-        tick_size = self.tick_size(symbol)
-        asks_text = ";".join(f"{format_price(p, tick_size)}:{q}" for p, q in asks)
-        bids_text = ";".join(f"{format_price(p, tick_size)}:{q}" for p, q in bids)
+        price = self.price
+        asks_text = ";".join(f"{price(symbol, p)}:{q}" for p, q in asks)
+        bids_text = ";".join(f"{price(symbol, p)}:{q}" for p, q in bids)
         return zlib.crc32(f"A{asks_text}|B{bids_text}".encode())
 
     def open_order(self, account: str, order_id: int) -> Order | None:
@@ -268,3 +269,9 @@ def _add_to_candles(candles: deque[Candle], trade: TradeExecuted) -> None:
         last.volume += trade.qty
     else:
         candles.append(Candle(start, trade.price, trade.price, trade.price, trade.price, trade.qty))
+
+
+def _top(side: BookSide, depth: int) -> list[tuple[int, int]]:
+    """(price, total) of the best `depth` levels, best first (the side keeps best last)."""
+    sign, levels = side.sign, side.levels
+    return [(key * sign, levels[key * sign].total) for key in reversed(side.keys[-depth:])]
