@@ -34,6 +34,7 @@ def main() -> None:
     base = commands.add_parser("baseline", help="the same clients against a bare echo server")
     base.add_argument("--clients", type=int, default=8)
     base.add_argument("--duration", type=float, default=10.0)
+    base.add_argument("--processes", type=int, default=1, help="client processes")
     args = parser.parse_args()
     if args.command == "run":
         if not args.url.startswith("ws://127.") and not args.url.startswith("ws://localhost"):
@@ -45,7 +46,8 @@ def main() -> None:
         )  # fmt: skip
         report = asyncio.run(harness.run(options))
     else:
-        report = asyncio.run(baseline.run(args.clients, args.duration, _free_port()))
+        port = _free_port()
+        report = asyncio.run(baseline.run(args.clients, args.duration, port, args.processes))
     print(json.dumps(report))
 
 

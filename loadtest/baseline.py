@@ -1,7 +1,9 @@
 """`python -m loadtest baseline`: the same number of clients against a bare echo server.
 
 Each client keeps MAX_IN_FLIGHT requests outstanding (closed loop) for the duration; the
-result is echoed messages a second, the ceiling the framework alone reaches here.
+result is echoed messages a second, the ceiling the framework alone reaches here. With
+`--processes N` the clients are spread over N processes, as `run --processes N` does, so
+the two figures compare like with like.
 """
 
 import asyncio
@@ -30,7 +32,36 @@ async def _client(url: str, deadline: float, counts: list[int]) -> None:
             counts[0] += MAX_IN_FLIGHT
 
 
-async def run(clients: int, duration: float, port: int) -> dict[str, Any]:
+async def clients_in_this_process(url: str, clients: int, duration: float) -> int:
+    counts = [0]
+    started = time.perf_counter()
+    await asyncio.gather(*(_client(url, started + duration, counts) for _ in range(clients)))
+    return counts[0]
+
+
+async def _in_processes(url: str, clients: int, duration: float, processes: int) -> int:
+    shares = [
+        clients // processes + (1 if i < clients % processes else 0) for i in range(processes)
+    ]
+    script = (
+        "import asyncio; from loadtest.baseline import clients_in_this_process as c; "
+        "print(asyncio.run(c({url!r}, {share}, {duration})))"
+    )
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script.format(url=url, share=share, duration=duration),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for share in shares
+    ]
+    outputs = await asyncio.gather(*(child.communicate() for child in children))
+    return sum(int(out.strip() or 0) for out, _ in outputs)
+
+
+async def run(clients: int, duration: float, port: int, processes: int = 1) -> dict[str, Any]:
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loadtest.echo", "--port", str(port), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
@@ -40,9 +71,11 @@ async def run(clients: int, duration: float, port: int) -> dict[str, Any]:
         async with asyncio.timeout(30):
             await server.stdout.readline()  # "echo listening ..."
         url = f"ws://127.0.0.1:{port}/v1/ws"
-        counts = [0]
         started = time.perf_counter()
-        await asyncio.gather(*(_client(url, started + duration, counts) for _ in range(clients)))
+        if processes > 1:
+            messages = await _in_processes(url, clients, duration, processes)
+        else:
+            messages = await clients_in_this_process(url, clients, duration)
         elapsed = time.perf_counter() - started
     finally:
         server.kill()
@@ -50,6 +83,7 @@ async def run(clients: int, duration: float, port: int) -> dict[str, Any]:
             await server.wait()
     return {
         "clients": clients,
-        "messages": counts[0],
-        "messages_per_s": round(counts[0] / elapsed, 1),
+        "processes": processes,
+        "messages": messages,
+        "messages_per_s": round(messages / elapsed, 1),
     }

@@ -37,3 +37,12 @@ async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
     assert report["ack_ms"]["count"] == report["orders"]
     assert report["md_lag_ms"]["count"] > 0
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
+
+
+async def test_the_echo_baseline_counts_round_trips() -> None:
+    from loadtest import baseline
+    from tests.server import free_port
+
+    report = await baseline.run(clients=2, duration=1.0, port=free_port(), processes=2)
+    assert report["processes"] == 2
+    assert report["messages"] > 1_000
