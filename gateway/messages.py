@@ -15,7 +15,6 @@ from exchange.domain.events import (
     Rejected,
     TradeExecuted,
 )
-from exchange.domain.money import format_cash
 
 Message = dict[str, Any]
 PriceFormat = Callable[[str, int], str]
@@ -107,7 +106,3 @@ def trade(e: TradeExecuted, seq: int, price: PriceFormat) -> Message:
 
 def error(code: str, message: str) -> Message:
     return {"type": "error", "code": code, "message": message}
-
-
-def cash(minor_units: int) -> str:
-    return format_cash(minor_units)

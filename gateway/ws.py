@@ -472,10 +472,11 @@ class Hub:
     def on_durable(self, sequenced: Sequenced, published: Published) -> None:
         origin = sequenced.origin if isinstance(sequenced.origin, Origin) else None
         answered = self._answer(origin, sequenced) if origin is not None else None
+        asker = origin.session if origin is not None else None
         for account, message, event in self._private(sequenced.events):
             # A copy: sending may evict a slow session, which leaves these sets.
             for session in tuple(self.by_account.get(account, ())):
-                if session is answered_session(origin) and event is answered:
+                if session is asker and event is answered:
                     continue
                 session.send(message)
         self._market_data(published)
@@ -578,10 +579,6 @@ class Hub:
                 text = _encode(self.ticker(symbol))
                 for session in tuple(ticker_subs):
                     session.send_text(text)
-
-
-def answered_session(origin: Origin | None) -> Session | None:
-    return origin.session if origin is not None else None
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
