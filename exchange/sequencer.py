@@ -114,6 +114,7 @@ class Sequencer:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queue)
         self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(MAX_BATCHES_IN_FLIGHT - 1)
         self._subscribers: list[Subscriber] = []
+        self._batch_ends: list[Callable[[], None]] = []
         self._accepting = True
         self._failure: SequencerFailedError | None = None
         self._journal_broken = False  # after a failed write nothing more is written
@@ -135,9 +136,15 @@ class Sequencer:
 
     # --- the producer side ----------------------------------------------------------------
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Call `subscriber` with every durable record, in sequence order."""
+    def subscribe(
+        self, subscriber: Subscriber, batch_end: Callable[[], None] | None = None
+    ) -> None:
+        """Call `subscriber` with every durable record, in sequence order, and `batch_end`
+        once after the records of each durable batch (to publish what the batch changed
+        in one go: market data, for one)."""
         self._subscribers.append(subscriber)
+        if batch_end is not None:
+            self._batch_ends.append(batch_end)
 
     def submit(self, command: Command, origin: object = None) -> "asyncio.Future[Sequenced]":
         """Queue a command; the future completes once its record is durable. `origin`
@@ -294,6 +301,12 @@ class Sequencer:
                     except Exception:  # a read model's bug must not stop trading
                         self.subscriber_errors += 1
                         log.exception("subscriber %r failed on seq %d", subscriber, sequenced.seq)
+            for batch_end in self._batch_ends:
+                try:
+                    batch_end()
+                except Exception:  # as for subscribers: trading goes on
+                    self.subscriber_errors += 1
+                    log.exception("batch end %r failed", batch_end)
             if batch.snapshot is not None:
                 seq = batch.done[-1][0].seq
                 self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, batch.snapshot))

@@ -8,10 +8,11 @@ messages, checks `seq` and the checksum, and says when it must resubscribe.
 """
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,10 @@ import msgspec
 Message = dict[str, Any]
 # Pushed messages waiting to be read; a client that never reads them loses the oldest.
 EVENT_QUEUE_BOUND = 100_000
+# Levels a side that the book checksum covers (the contract says ten).
+CHECKSUM_DEPTH = 10
+# Pushed messages `next_events` hands over at once.
+EVENTS_PER_READ = 1_000
 # How long a request waits for its answer before it is given up.
 ANSWER_TIMEOUT_S = 10.0
 
@@ -124,11 +129,15 @@ class Client:
         (the new book_snapshot restores it). Returns False when it had to resubscribe."""
         if book.apply(message):
             return True
+        await self.resubscribe(book)
+        return False
+
+    async def resubscribe(self, book: "LocalBook") -> None:
+        """Unsubscribe and subscribe again: the new book_snapshot restores `book`."""
         self.resubscribes += 1
         channels, symbols = ["book", "trades"], [book.symbol]
         await self.request("unsubscribe", channels=channels, symbols=symbols)
         await self.subscribe(channels, symbols)
-        return False
 
     # --- pushed messages ------------------------------------------------------------------
 
@@ -141,6 +150,20 @@ class Client:
                 event = await self.events.get()
                 if kind is None or event.get("type") == kind:
                     return event
+
+    async def next_events(self, timeout: float = ANSWER_TIMEOUT_S) -> list[Message]:
+        """Every pushed message waiting (at most EVENTS_PER_READ), waiting for the first
+        one up to `timeout`: one timer per batch instead of one per message."""
+        events = self.events
+        if events.empty():
+            async with asyncio.timeout(timeout):
+                first = await events.get()
+            batch = [first]
+        else:
+            batch = []
+        while not events.empty() and len(batch) < EVENTS_PER_READ:  # bounded
+            batch.append(events.get_nowait())
+        return batch
 
     async def _read(self) -> None:
         decode = msgspec.json.decode
@@ -165,8 +188,12 @@ class Client:
 
 def book_checksum(bids: Mapping[str, int], asks: Mapping[str, int]) -> int:
     """The contract's CRC-32 over the ten best asks and bids, prices as wire strings."""
-    best_asks = sorted(asks.items(), key=lambda kv: _decimal_key(kv[0]))[:10]
-    best_bids = sorted(bids.items(), key=lambda kv: _decimal_key(kv[0]), reverse=True)[:10]
+    best_asks = sorted(asks.items(), key=lambda kv: price_key(kv[0]))[:CHECKSUM_DEPTH]
+    best_bids = sorted(bids.items(), key=lambda kv: price_key(kv[0]), reverse=True)
+    return _crc(best_asks, best_bids[:CHECKSUM_DEPTH])
+
+
+def _crc(best_asks: Iterable[tuple[str, int]], best_bids: Iterable[tuple[str, int]]) -> int:
     text = (
         "A" + ";".join(f"{p}:{q}" for p, q in best_asks)
         + "|B" + ";".join(f"{p}:{q}" for p, q in best_bids)
@@ -174,9 +201,43 @@ def book_checksum(bids: Mapping[str, int], asks: Mapping[str, int]) -> int:
     return zlib.crc32(text.encode())
 
 
-def _decimal_key(price: str) -> tuple[int, str]:
+def price_key(price: str) -> int:
+    """An exact integer that orders wire prices as numbers (up to 18 decimals)."""
     whole, _, fraction = price.partition(".")
-    return int(whole), fraction.ljust(18, "0")
+    return int(whole) * 10**18 + int(fraction.ljust(18, "0")[:18])
+
+
+class BookSide:
+    """One side's levels by wire price, with the keys kept sorted so the best ten are a
+    slice (sorting the side for every checksum was the load test's largest cost)."""
+
+    def __init__(self, levels: Iterable[tuple[str, int]] = ()) -> None:
+        self.qty: dict[str, int] = {}
+        self._price_of: dict[int, str] = {}
+        self._keys: list[int] = []  # ascending
+        for price, qty in levels:
+            self.set(price, qty)
+
+    def set(self, price: str, qty: int) -> None:
+        """The level's new total; 0 removes it (a level we never had is ignored)."""
+        if qty:
+            if price not in self.qty:
+                key = price_key(price)
+                self._price_of[key] = price
+                bisect.insort(self._keys, key)
+            self.qty[price] = qty
+        elif self.qty.pop(price, None) is not None:
+            key = price_key(price)
+            del self._price_of[key]
+            del self._keys[bisect.bisect_left(self._keys, key)]
+
+    def lowest(self, n: int) -> list[tuple[str, int]]:
+        price_of, qty = self._price_of, self.qty
+        return [(price_of[k], qty[price_of[k]]) for k in self._keys[:n]]
+
+    def highest(self, n: int) -> list[tuple[str, int]]:
+        price_of, qty = self._price_of, self.qty
+        return [(price_of[k], qty[price_of[k]]) for k in reversed(self._keys[-n:])]
 
 
 class LocalBook:
@@ -184,8 +245,8 @@ class LocalBook:
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
-        self.bids: dict[str, int] = {}
-        self.asks: dict[str, int] = {}
+        self.bids = BookSide()
+        self.asks = BookSide()
         self.seq: int | None = None
         self.gaps = 0
         self.bad_checksums = 0
@@ -197,8 +258,8 @@ class LocalBook:
         if message.get("symbol") != self.symbol:
             return True
         if kind == "book_snapshot":
-            self.bids = dict(message["bids"])
-            self.asks = dict(message["asks"])
+            self.bids = BookSide(message["bids"])
+            self.asks = BookSide(message["asks"])
             self.seq = message["seq"]
             return self._checked(message)
         if kind not in {"book_update", "trade"} or self.seq is None:
@@ -211,23 +272,22 @@ class LocalBook:
         if kind == "trade":
             return True
         for side, price, qty in message["changes"]:
-            levels = self.bids if side == "buy" else self.asks
-            if qty:
-                levels[price] = qty
-            else:
-                levels.pop(price, None)
+            (self.bids if side == "buy" else self.asks).set(price, qty)
         return self._checked(message)
 
+    def checksum(self) -> int:
+        return _crc(self.asks.lowest(CHECKSUM_DEPTH), self.bids.highest(CHECKSUM_DEPTH))
+
     def _checked(self, message: Message) -> bool:
-        if book_checksum(self.bids, self.asks) != message["checksum"]:
+        if self.checksum() != message["checksum"]:
             self.bad_checksums += 1
             self.seq = None
             return False
         return True
 
     def levels(self) -> tuple[list[list[Any]], list[list[Any]]]:
-        bids = sorted(self.bids.items(), key=lambda kv: _decimal_key(kv[0]), reverse=True)
-        asks = sorted(self.asks.items(), key=lambda kv: _decimal_key(kv[0]))
+        bids = self.bids.highest(len(self.bids.qty))
+        asks = self.asks.lowest(len(self.asks.qty))
         return [[p, q] for p, q in bids], [[p, q] for p, q in asks]
 
 

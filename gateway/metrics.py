@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 from exchange.domain.events import OrderAccepted, OrderRejected, Rejected, TradeExecuted
 from exchange.sequencer import Sequenced, Sequencer
-from gateway.readmodel import Published, ReadModel
+from gateway.readmodel import ReadModel
 from gateway.ws import Hub
 
 SYNC_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -41,7 +41,7 @@ class Metrics:
         read.listen(self._on_durable)
         sequencer.batch_observers.append(self._on_batch)
 
-    def _on_durable(self, sequenced: Sequenced, _: Published) -> None:
+    def _on_durable(self, sequenced: Sequenced) -> None:
         self.commands.labels(type(sequenced.command).__name__).inc()
         for event in sequenced.events:
             if isinstance(event, TradeExecuted):

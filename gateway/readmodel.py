@@ -3,8 +3,9 @@ level-2 books and trade tapes published from it.
 
 The sequencer's engine runs ahead of the disk, so nothing a client sees may come from it.
 The replica applies each command once its record is durable (in sequence order), so every
-read (books, balances, orders) shows exactly what the journal holds. For each command it
-also works out which price levels changed and by how much, for market data.
+read (books, balances, orders) shows exactly what the journal holds. Market data is
+published once a durable batch: its trades, then one book update per instrument with the
+net change of every level the batch touched (against the book as last published).
 """
 
 import logging
@@ -13,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from exchange.domain.book import BookSide, Order
 from exchange.domain.commands import ReplaceOrder
@@ -78,7 +80,7 @@ Level = tuple[str, int, int]  # side ("buy" | "sell"), price in ticks, new total
 
 @dataclass(slots=True)
 class Published:
-    """What one durable command changed in public market data, per symbol."""
+    """What one durable batch changed in public market data, per symbol."""
 
     trades: dict[str, list[TradeExecuted]] = field(default_factory=dict)
     levels: dict[str, list[Level]] = field(default_factory=dict)
@@ -95,7 +97,9 @@ class Tape:
     candles: deque[Candle] = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))
 
 
-Listener = Callable[[Sequenced, Published], None]
+Listener = Callable[[Sequenced], None]
+MarketDataListener = Callable[[Published], None]
+PublicLevels = dict[tuple[str, int], int]  # (side, price) -> total, as last published
 
 
 class ReadModel:
@@ -111,12 +115,25 @@ class ReadModel:
         self.listener_errors = 0
         self._prices: dict[tuple[str, int], str] = {}
         self._listeners: list[Listener] = []
+        self._market_data_listeners: list[MarketDataListener] = []
         # Orders seen since this server started (those open before come from the replica).
         self.live_orders: dict[int, OrderRecord] = {}
         self.history: dict[str, deque[OrderRecord]] = {}
+        # The books as subscribers last heard of them, and what this batch has touched.
+        self._public: dict[str, PublicLevels] = {
+            symbol: _levels_of(book.bids, "buy") | _levels_of(book.asks, "sell")
+            for symbol, book in self.replica.books.items()
+        }
+        self._touched: dict[str, set[tuple[str, int]]] = {}
+        self._trades: dict[str, list[TradeExecuted]] = {}
 
     def listen(self, listener: Listener) -> None:
+        """Call `listener` with every durable record, after the replica has applied it."""
         self._listeners.append(listener)
+
+    def listen_market_data(self, listener: MarketDataListener) -> None:
+        """Call `listener` once a durable batch with what it changed in market data."""
+        self._market_data_listeners.append(listener)
 
     def tick_size(self, symbol: str) -> Decimal:
         return tick_size_of(self.replica.instruments[symbol].tick)
@@ -136,62 +153,70 @@ class ReadModel:
 
     def __call__(self, sequenced: Sequenced) -> None:
         replica = self.replica
-        touched = self._levels_before(sequenced)
+        self._note_replaced_level(sequenced)
         events = replica.apply(sequenced.command)
         if events != sequenced.events:
             msg = f"replica diverged at seq {sequenced.seq}: {events!r} != {sequenced.events!r}"
             raise RuntimeError(msg)
         self.durable_seq = sequenced.seq
-        published = Published()
         for event in events:
-            self._note(event, touched, published)
+            self._note(event)
+        self._tell(self._listeners, sequenced)
+
+    def end_batch(self) -> None:
+        """Publish the batch's market data: trades each take the next seq, then one
+        book update per instrument carries the net change of every level touched."""
+        touched, self._touched = self._touched, {}
+        trades, self._trades = self._trades, {}
+        if not touched and not trades:
+            return
+        published = Published(trades=trades)
         for symbol, levels in touched.items():
             changes = self._level_changes(symbol, levels)
             if changes:
                 published.levels[symbol] = changes
-        for symbol, trades in published.trades.items():
-            tape = self.tapes[symbol]
-            tape.seq += len(trades)
-            for trade in trades:
-                tape.last = trade.price
-                tape.volume += trade.qty
-                tape.trades.appendleft(trade)
-                _add_to_candles(tape.candles, trade)
+        for symbol, executed in trades.items():
+            self.tapes[symbol].seq += len(executed)
         for symbol in published.levels:
             self.tapes[symbol].seq += 1
-        for listener in self._listeners:
+        self._tell(self._market_data_listeners, published)
+
+    def _tell(self, listeners: list[Callable[[Any], None]], what: object) -> None:
+        for listener in listeners:
             try:
-                listener(sequenced, published)
+                listener(what)
             except Exception:  # one listener's bug must not silence the others
                 self.listener_errors += 1
-                log.exception("read model listener %r failed at seq %d", listener, sequenced.seq)
+                log.exception("read model listener %r failed at seq %d", listener, self.durable_seq)
 
-    def _levels_before(self, sequenced: Sequenced) -> dict[str, set[tuple[str, int]]]:
-        """Levels a replace may empty: its order's price before the command."""
+    def _note_replaced_level(self, sequenced: Sequenced) -> None:
+        """A replace may empty its order's level before the command: note it touched."""
         command = sequenced.command
-        touched: dict[str, set[tuple[str, int]]] = {}
         if isinstance(command, ReplaceOrder):
             account = self.replica.accounts.get(command.account)
             order = account.open_orders.get(command.order_id) if account else None
             if order is not None:
-                touched.setdefault(order.symbol, set()).add((order.side, order.price))
-        return touched
+                self._touched.setdefault(order.symbol, set()).add((order.side, order.price))
 
-    def _note(
-        self, event: Event, touched: dict[str, set[tuple[str, int]]], published: Published
-    ) -> None:
+    def _note(self, event: Event) -> None:
         self._track_order(event)
         if isinstance(event, TradeExecuted):
             maker_side = "sell" if event.aggressor == "buy" else "buy"
-            touched.setdefault(event.symbol, set()).add((maker_side, event.price))
-            published.trades.setdefault(event.symbol, []).append(event)
+            self._touched.setdefault(event.symbol, set()).add((maker_side, event.price))
+            self._trades.setdefault(event.symbol, []).append(event)
+            tape = self.tapes[event.symbol]
+            tape.last = event.price
+            tape.volume += event.qty
+            tape.trades.appendleft(event)
+            _add_to_candles(tape.candles, event)
         elif isinstance(event, OrderAccepted | OrderCancelled | OrderReplaced):
             if event.price:  # a market order never rests
-                touched.setdefault(event.symbol, set()).add((event.side, event.price))
+                self._touched.setdefault(event.symbol, set()).add((event.side, event.price))
         elif isinstance(event, AccountCreated | ApiKeyAdded) and event.api_key_hash:
             self.accounts_by_key[event.api_key_hash] = event.account
         elif isinstance(event, InstrumentListed):
             self.tapes.setdefault(event.symbol, Tape())
+            self._public.setdefault(event.symbol, {})
 
     def _track_order(self, event: Event) -> None:
         live = self.live_orders
@@ -231,12 +256,21 @@ class ReadModel:
         return list(reversed(self.history.get(account, ())))
 
     def _level_changes(self, symbol: str, levels: set[tuple[str, int]]) -> list[Level]:
-        """(side, price, total now) of each touched level, sorted so the update reads well."""
+        """(side, price, total now) of each touched level whose total is not what was last
+        published (a level added and taken again within the batch is no change), sorted
+        so the update reads well; the published book takes the new totals."""
         book = self.replica.books[symbol]
+        public = self._public[symbol]
         changes: list[Level] = []
         for side, price in sorted(levels):
             level = (book.bids if side == "buy" else book.asks).levels.get(price)
-            changes.append((side, price, level.total if level else 0))
+            total = level.total if level else 0
+            if public.get((side, price), 0) != total:
+                changes.append((side, price, total))
+                if total:
+                    public[side, price] = total
+                else:
+                    del public[side, price]
         return changes
 
     # --- reads ----------------------------------------------------------------------------
@@ -269,6 +303,10 @@ def _add_to_candles(candles: deque[Candle], trade: TradeExecuted) -> None:
         last.volume += trade.qty
     else:
         candles.append(Candle(start, trade.price, trade.price, trade.price, trade.price, trade.qty))
+
+
+def _levels_of(side: BookSide, name: str) -> PublicLevels:
+    return {(name, price): level.total for price, level in side.levels.items()}
 
 
 def _top(side: BookSide, depth: int) -> list[tuple[int, int]]:

@@ -52,7 +52,7 @@ async def _serve(options: ServeOptions) -> int:
     sequencer = Sequencer(recovered.engine, recovered.journal, recovered.snapshots)
     read = ReadModel(restore_state(export_state(recovered.engine)))
     read.durable_seq = recovered.journal.last_seq
-    sequencer.subscribe(read)
+    sequencer.subscribe(read, batch_end=read.end_batch)
     tune_gc()
     sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
 

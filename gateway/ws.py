@@ -386,6 +386,7 @@ class Hub:
             for order in holder.open_orders.values():
                 self.order_meta[order.order_id] = (order.client_order_id, order.side)
         read.listen(self.on_durable)
+        read.listen_market_data(self.publish)
 
     def attach(self, session: Session, account: str) -> None:
         if session.account is not None:
@@ -469,7 +470,7 @@ class Hub:
 
     # --- durable events -------------------------------------------------------------------
 
-    def on_durable(self, sequenced: Sequenced, published: Published) -> None:
+    def on_durable(self, sequenced: Sequenced) -> None:
         origin = sequenced.origin if isinstance(sequenced.origin, Origin) else None
         answered = self._answer(origin, sequenced) if origin is not None else None
         asker = origin.session if origin is not None else None
@@ -479,7 +480,6 @@ class Hub:
                 if session is asker and event is answered:
                     continue
                 session.send(message)
-        self._market_data(published)
 
     def _answer(self, origin: Origin, sequenced: Sequenced) -> Event | None:
         """Send the direct answer; returns the event it stood for (not sent again)."""
@@ -546,7 +546,8 @@ class Hub:
             elif isinstance(event, OrderReplaced):
                 yield event.account, wire.replaced(event, price), event
 
-    def _market_data(self, published: Published) -> None:
+    def publish(self, published: Published) -> None:
+        """A durable batch's market data to the subscribers of each channel."""
         read = self.read
         for symbol in published.trades.keys() | published.levels.keys():
             trades = published.trades.get(symbol, [])

@@ -1,11 +1,12 @@
 """`python -m loadtest run ...` and `python -m loadtest baseline ...`."""
 
 import argparse
-import asyncio
 import json
 import socket
 import sys
 from pathlib import Path
+
+import uvloop
 
 from loadtest import baseline, harness
 
@@ -44,10 +45,10 @@ def main() -> None:
             subscribers=args.subscribers, rate=None if args.rate == "max" else float(args.rate),
             duration=args.duration, report=args.report, seed=args.seed, processes=args.processes,
         )  # fmt: skip
-        report = asyncio.run(harness.run(options))
+        report = uvloop.run(harness.run(options))
     else:
         port = _free_port()
-        report = asyncio.run(baseline.run(args.clients, args.duration, port, args.processes))
+        report = uvloop.run(baseline.run(args.clients, args.duration, port, args.processes))
     print(json.dumps(report))
 
 

@@ -44,8 +44,8 @@ async def _in_processes(url: str, clients: int, duration: float, processes: int)
         clients // processes + (1 if i < clients % processes else 0) for i in range(processes)
     ]
     script = (
-        "import asyncio; from loadtest.baseline import clients_in_this_process as c; "
-        "print(asyncio.run(c({url!r}, {share}, {duration})))"
+        "import uvloop; from loadtest.baseline import clients_in_this_process as c; "
+        "print(uvloop.run(c({url!r}, {share}, {duration})))"
     )
     children = [
         await asyncio.create_subprocess_exec(

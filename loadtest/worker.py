@@ -8,6 +8,7 @@ import sys
 import time
 
 import msgspec
+import uvloop
 
 from loadtest.harness import PROGRESS_EVERY_S, Progress, Share, Stats, WorkerResult, drive
 
@@ -36,7 +37,7 @@ async def _main(share: Share) -> WorkerResult:
 
 def main() -> None:
     share = msgspec.json.decode(sys.argv[1], type=Share)
-    _emit(asyncio.run(_main(share)))
+    _emit(uvloop.run(_main(share)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """The client's local book: applies snapshots and updates, catches gaps and bad checksums."""
 
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.client import LocalBook, Message, book_checksum
 
 SNAPSHOT: Message = {
@@ -52,3 +57,35 @@ def test_a_gap_or_a_bad_checksum_asks_for_a_resubscribe() -> None:
     book.apply(SNAPSHOT)
     assert not book.apply(update(11, [["buy", "9.95", 1]], {"9.95": 100}, {}))
     assert book.bad_checksums == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["buy", "sell"]),
+            st.decimals(min_value="0.01", max_value="99.99", places=2).map(str),
+            st.integers(0, 3),
+        ),
+        max_size=200,
+    )
+)
+def test_kept_sorted_book_checksums_as_the_from_scratch_one(
+    changes: list[tuple[str, str, int]],
+) -> None:
+    """The book keeps its levels sorted as they come and go; its checksum and levels are
+    those of the plain dicts sorted from scratch."""
+    book = LocalBook("ACME")
+    book.apply({"type": "book_snapshot", "symbol": "ACME", "seq": 0, "bids": [], "asks": [],
+                "checksum": book_checksum({}, {})})  # fmt: skip
+    bids: dict[str, int] = {}
+    asks: dict[str, int] = {}
+    for seq, (side, price, qty) in enumerate(changes, start=1):
+        plain = bids if side == "buy" else asks
+        if qty:
+            plain[price] = qty
+        else:
+            plain.pop(price, None)
+        assert book.apply(update(seq, [[side, price, qty]], bids, asks))
+    wanted_bids = sorted(bids.items(), key=lambda kv: Decimal(kv[0]), reverse=True)
+    wanted_asks = sorted(asks.items(), key=lambda kv: Decimal(kv[0]))
+    assert book.levels() == ([list(kv) for kv in wanted_bids], [list(kv) for kv in wanted_asks])

@@ -236,6 +236,32 @@ async def test_a_failing_subscriber_does_not_stop_the_others_or_the_answers() ->
     await asyncio.wait_for(task, WAIT_S)
 
 
+async def test_batch_end_follows_the_records_of_each_durable_batch() -> None:
+    store = GatedStore()
+    seq = Sequencer(Engine(), Journal.open(store), max_batch=2)
+    calls: list[object] = []
+
+    def broken_end() -> None:
+        raise RuntimeError("publisher bug")
+
+    seq.subscribe(lambda s: calls.append(s.seq), batch_end=lambda: calls.append("end"))
+    seq.subscribe(lambda s: None, batch_end=broken_end)
+    task = await started(seq)
+    first = [seq.submit(CreateAccount(name=f"a{i}")) for i in range(2)]
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    second = [seq.submit(CreateAccount(name=f"b{i}")) for i in range(2)]
+    assert calls == []  # nothing before the first sync ends
+    store.gate.release()
+    await asyncio.wait_for(asyncio.gather(*first), WAIT_S)
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    store.gate.release()
+    await asyncio.wait_for(asyncio.gather(*second), WAIT_S)
+    assert calls == [1, 2, "end", 3, 4, "end"]
+    assert seq.subscriber_errors == 2  # the broken batch end, once a batch
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
 async def test_origin_comes_back_to_subscribers() -> None:
     seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()))
     origins: list[object] = []
