@@ -12,6 +12,7 @@ import bisect
 import contextlib
 import itertools
 import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,13 +34,19 @@ class ProtocolError(Exception):
     """The server answered something this client cannot use."""
 
 
+def _expire(future: "asyncio.Future[Message]", op: str) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"no answer to {op} in {ANSWER_TIMEOUT_S} s"))
+
+
 class Client:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession):
         self.ws = ws
         self._session = session
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Message]] = {}
-        self.events: asyncio.Queue[Message] = asyncio.Queue(EVENT_QUEUE_BOUND)
+        self.events: deque[Message] = deque()
+        self._event_waiter: asyncio.Future[None] | None = None
         self.dropped_events = 0
         self.resubscribes = 0
         self.close_code: int | None = None
@@ -74,12 +81,18 @@ class Client:
     async def request(self, op: str, **fields: Any) -> Message:
         """Send one request and return its direct answer."""
         req_id = next(self._ids)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
         self._waiting[req_id] = future
-        await self.ws.send_str(msgspec.json.encode({"op": op, "req_id": req_id, **fields}).decode())
+        # A bare timer, not wait_for: its task and callbacks cost more than the request.
+        timer = loop.call_later(ANSWER_TIMEOUT_S, _expire, future, op)
         try:
-            return await asyncio.wait_for(future, ANSWER_TIMEOUT_S)
+            await self.ws.send_str(
+                msgspec.json.encode({"op": op, "req_id": req_id, **fields}).decode()
+            )
+            return await future
         finally:
+            timer.cancel()
             self._waiting.pop(req_id, None)
 
     async def send_raw(self, text: str) -> None:
@@ -147,7 +160,8 @@ class Client:
         """The next pushed message (of type `kind`, skipping others)."""
         async with asyncio.timeout(timeout):
             while True:  # bounded by the timeout
-                event = await self.events.get()
+                await self._pushed()
+                event = self.events.popleft()
                 if kind is None or event.get("type") == kind:
                     return event
 
@@ -155,17 +169,33 @@ class Client:
         """Every pushed message waiting (at most EVENTS_PER_READ), waiting for the first
         one up to `timeout`: one timer per batch instead of one per message."""
         events = self.events
-        if events.empty():
+        if not events:
             async with asyncio.timeout(timeout):
-                first = await events.get()
-            batch = [first]
-        else:
-            batch = []
-        while not events.empty() and len(batch) < EVENTS_PER_READ:  # bounded
-            batch.append(events.get_nowait())
-        return batch
+                await self._pushed()
+        take = min(len(events), EVENTS_PER_READ)
+        return [events.popleft() for _ in range(take)]
+
+    async def _pushed(self) -> None:
+        """Return once a pushed message is waiting; raises ConnectionError once closed."""
+        while not self.events:  # woken by each push, or by the close
+            if self._reader.done():
+                raise ConnectionError(f"closed with {self.close_code}")
+            if self._event_waiter is None or self._event_waiter.done():
+                self._event_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._event_waiter)
+
+    def _wake(self) -> None:
+        waiter = self._event_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _read(self) -> None:
+        try:
+            await self._read_frames()
+        finally:
+            self._wake()  # whoever waits for a push learns of the close
+
+    async def _read_frames(self) -> None:
         decode = msgspec.json.decode
         async for message in self.ws:  # until the socket closes
             if message.type != aiohttp.WSMsgType.TEXT:
@@ -176,10 +206,11 @@ class Client:
             if future is not None and not future.done():
                 future.set_result(data)
                 continue
-            if self.events.full():
-                self.events.get_nowait()
+            if len(self.events) >= EVENT_QUEUE_BOUND:
+                self.events.popleft()
                 self.dropped_events += 1
-            self.events.put_nowait(data)
+            self.events.append(data)
+            self._wake()
         self.close_code = self.ws.close_code
         for future in self._waiting.values():
             if not future.done():
