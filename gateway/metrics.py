@@ -7,7 +7,7 @@ comes from the sequencer after each batch, and gauges are read at scrape time.
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,12 +24,6 @@ class Metrics:
     def __init__(self, sequencer: Sequencer, read: ReadModel, hub: Hub) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.commands = Counter(
-            "exchange_commands", "Durable commands by type", ["type"], registry=r
-        )
-        self.orders = Counter("exchange_orders_accepted", "Orders accepted", registry=r)
-        self.rejects = Counter("exchange_rejects", "Refused commands by code", ["code"], registry=r)
-        self.fills = Counter("exchange_trades", "Trades executed", registry=r)
         self.sync = Histogram(
             "exchange_journal_write_seconds", "Journal write + fsync of one batch",
             buckets=SYNC_BUCKETS, registry=r,
@@ -37,19 +31,12 @@ class Metrics:
         self.batch = Histogram(
             "exchange_batch_records", "Records per journal batch", buckets=BATCH_BUCKETS, registry=r
         )
-        r.register(_Live(sequencer, read, hub))
-        read.listen(self._on_durable)
+        # Plain counts, turned into metrics at scrape time: a prometheus_client label
+        # lookup and increment per record cost 7% of the server under load.
+        self.counts = DurableCounts()
+        r.register(_Live(sequencer, read, hub, self.counts))
+        read.listen(self.counts.add)
         sequencer.batch_observers.append(self._on_batch)
-
-    def _on_durable(self, sequenced: Sequenced) -> None:
-        self.commands.labels(type(sequenced.command).__name__).inc()
-        for event in sequenced.events:
-            if isinstance(event, TradeExecuted):
-                self.fills.inc()
-            elif isinstance(event, OrderAccepted) and not event.resent:
-                self.orders.inc()
-            elif isinstance(event, OrderRejected | Rejected):
-                self.rejects.labels(event.code).inc()
 
     def _on_batch(self, records: int, seconds: float) -> None:
         self.sync.observe(seconds)
@@ -59,13 +46,52 @@ class Metrics:
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")
 
 
+class DurableCounts:
+    """What the durable stream held: commands by type, orders, rejects by code, trades."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, int] = {}
+        self.rejects: dict[str, int] = {}
+        self.orders = 0
+        self.trades = 0
+
+    def add(self, sequenced: Sequenced) -> None:
+        kind = type(sequenced.command).__name__
+        self.commands[kind] = self.commands.get(kind, 0) + 1
+        for event in sequenced.events:
+            if isinstance(event, TradeExecuted):
+                self.trades += 1
+            elif isinstance(event, OrderAccepted):
+                if not event.resent:
+                    self.orders += 1
+            elif isinstance(event, OrderRejected | Rejected):
+                self.rejects[event.code] = self.rejects.get(event.code, 0) + 1
+
+
 class _Live(Collector):
     """Figures read from the live objects at each scrape."""
 
-    def __init__(self, sequencer: Sequencer, read: ReadModel, hub: Hub) -> None:
-        self.sequencer, self.read, self.hub = sequencer, read, hub
+    def __init__(
+        self, sequencer: Sequencer, read: ReadModel, hub: Hub, counts: DurableCounts
+    ) -> None:
+        self.sequencer, self.read, self.hub, self.counts = sequencer, read, hub, counts
 
     def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        commands = CounterMetricFamily(
+            "exchange_commands", "Durable commands by type", labels=["type"]
+        )
+        for kind, n in sorted(counts.commands.items()):
+            commands.add_metric([kind], n)
+        yield commands
+        yield CounterMetricFamily("exchange_orders_accepted", "Orders accepted", counts.orders)
+        rejects = CounterMetricFamily(
+            "exchange_rejects", "Refused commands by code", labels=["code"]
+        )
+        for code, n in sorted(counts.rejects.items()):
+            rejects.add_metric([code], n)
+        yield rejects
+        yield CounterMetricFamily("exchange_trades", "Trades executed", counts.trades)
         yield GaugeMetricFamily(
             "exchange_queue_depth", "Commands waiting", self.sequencer.queue_depth
         )

@@ -29,7 +29,7 @@ from exchange.domain.events import (
     OrderReplaced,
     TradeExecuted,
 )
-from exchange.domain.money import format_price, tick_size_of
+from exchange.domain.money import format_price, parse_price, tick_size_of
 from exchange.sequencer import Sequenced
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 TRADES_KEPT = 1_000
 # Levels on each side that the book checksum covers (the contract says ten).
 CHECKSUM_DEPTH = 10
-# Price strings cached (symbol, ticks) -> "101.25"; cleared when full.
+# Price strings cached (symbol, ticks) -> "101.25" and back; each cleared when full.
 PRICE_STRINGS_CACHED = 100_000
 # Ended orders kept per account for GET /v1/orders?status=all (the newest).
 ORDER_HISTORY_PER_ACCOUNT = 10_000
@@ -114,6 +114,7 @@ class ReadModel:
         self.durable_seq = 0
         self.listener_errors = 0
         self._prices: dict[tuple[str, int], str] = {}
+        self._ticks: dict[tuple[str, str], int] = {}
         self._listeners: list[Listener] = []
         self._market_data_listeners: list[MarketDataListener] = []
         # Orders seen since this server started (those open before come from the replica).
@@ -148,6 +149,18 @@ class ReadModel:
                 self._prices.clear()
             text = self._prices[key] = format_price(ticks, self.tick_size(symbol))
         return text
+
+    def ticks(self, symbol: str, text: str) -> int:
+        """A price string from a client as ticks of `symbol` (raises MoneyError); cached,
+        as orders name the same few prices again and again. Only good prices are kept."""
+        key = (symbol, text)
+        ticks = self._ticks.get(key)
+        if ticks is None:
+            ticks = parse_price(text, self.tick_size(symbol))
+            if len(self._ticks) >= PRICE_STRINGS_CACHED:
+                self._ticks.clear()
+            self._ticks[key] = ticks
+        return ticks
 
     # --- the sequencer's subscriber -------------------------------------------------------
 

@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -36,7 +36,7 @@ from exchange.domain.events import (
     TradeExecuted,
 )
 from exchange.domain.limits import MAX_OPEN_ORDERS_PER_ACCOUNT
-from exchange.domain.money import MoneyError, parse_cash, parse_price
+from exchange.domain.money import MoneyError, parse_cash
 from exchange.sequencer import (
     BusyError,
     InvalidCommandError,
@@ -228,21 +228,15 @@ def _auth(s: Session, r: p.Auth) -> None:
     s.send({"type": "authenticated", "account": account}, r.req_id)
 
 
-def _tick_size(s: Session, symbol: str) -> Decimal | None:
-    instrument = s.hub.read.replica.instruments.get(symbol)
-    return None if instrument is None else s.hub.read.tick_size(symbol)
-
-
 def _place(s: Session, r: p.Place) -> None:
     account = s.authed(r.req_id, r.client_order_id)
     if account is None:
         return
-    tick_size = _tick_size(s, r.symbol)
-    if tick_size is None:
+    if r.symbol not in s.hub.read.replica.instruments:
         s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, "no such instrument", r.client_order_id)
         return
     try:
-        price = 0 if r.price is None else parse_price(r.price, tick_size)
+        price = 0 if r.price is None else s.hub.read.ticks(r.symbol, r.price)
         max_notional = 0 if r.max_notional is None else parse_cash(r.max_notional)
     except MoneyError as problem:
         s.refuse(r.req_id, problem.code, str(problem), r.client_order_id)
@@ -294,7 +288,7 @@ def _replace(s: Session, r: p.Replace) -> None:
         s.refuse(r.req_id, RejectCode.UNKNOWN_ORDER, "no such open order")
         return
     try:
-        price = 0 if r.price is None else parse_price(r.price, s.hub.read.tick_size(order.symbol))
+        price = 0 if r.price is None else s.hub.read.ticks(order.symbol, r.price)
     except MoneyError as problem:
         s.refuse(r.req_id, problem.code, str(problem))
         return
@@ -474,12 +468,17 @@ class Hub:
         origin = sequenced.origin if isinstance(sequenced.origin, Origin) else None
         answered = self._answer(origin, sequenced) if origin is not None else None
         asker = origin.session if origin is not None else None
-        for account, message, event in self._private(sequenced.events):
+        by_account = self.by_account
+        for account, event, make in self._private(sequenced.events):
+            sessions = by_account.get(account)
+            if not sessions:
+                continue  # nobody of that account is connected: build nothing
             # A copy: sending may evict a slow session, which leaves these sets.
-            for session in tuple(self.by_account.get(account, ())):
-                if session is asker and event is answered:
-                    continue
-                session.send(message)
+            to = [s for s in sessions if s is not asker] if event is answered else list(sessions)
+            if to:
+                text = _encode(make())  # encoded once for all the account's sessions
+                for session in to:
+                    session.send_text(text)
 
     def _answer(self, origin: Origin, sequenced: Sequenced) -> Event | None:
         """Send the direct answer; returns the event it stood for (not sent again)."""
@@ -516,8 +515,11 @@ class Hub:
             session.send(message, req_id)
         return first
 
-    def _private(self, events: list[Event]) -> Iterator[tuple[str, dict[str, Any], Event]]:
-        """(account, message, event) for every private message the events make."""
+    def _private(
+        self, events: list[Event]
+    ) -> Iterator[tuple[str, Event, Callable[[], dict[str, Any]]]]:
+        """(account, event, message maker) for every private message the events make; the
+        message is built only if someone is there to receive it."""
         price = self.read.price
         meta = self.order_meta
         for event in events:
@@ -525,7 +527,7 @@ class Hub:
                 if event.resent:
                     continue  # a resend changes nothing: only its sender hears of it
                 meta[event.order_id] = (event.client_order_id, event.side)
-                yield event.account, wire.accepted(event, price), event
+                yield event.account, event, partial(wire.accepted, event, price)
             elif isinstance(event, TradeExecuted):
                 for maker, order_id, account, remaining in (
                     (True, event.maker_order_id, event.maker_account, event.maker_remaining),
@@ -534,17 +536,18 @@ class Hub:
                     cid, side = meta.get(order_id, ("", ""))
                     yield (
                         account,
-                        wire.fill(event, price, maker=maker, client_order_id=cid, side=side),
                         event,
-                    )
+                        partial(wire.fill, event, price, maker=maker, client_order_id=cid,
+                                side=side),
+                    )  # fmt: skip
                     if remaining == 0:
                         meta.pop(order_id, None)
-                        yield account, wire.done(order_id, cid, "filled"), event
+                        yield account, event, partial(wire.done, order_id, cid, "filled")
             elif isinstance(event, OrderCancelled):
                 meta.pop(event.order_id, None)
-                yield event.account, wire.cancelled(event), event
+                yield event.account, event, partial(wire.cancelled, event)
             elif isinstance(event, OrderReplaced):
-                yield event.account, wire.replaced(event, price), event
+                yield event.account, event, partial(wire.replaced, event, price)
 
     def publish(self, published: Published) -> None:
         """A durable batch's market data to the subscribers of each channel."""

@@ -234,14 +234,33 @@ async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Pa
             )
 
 
+async def _metrics(market: RunningServer) -> tuple[str, dict[str, float]]:
+    async with aiohttp.ClientSession() as http, http.get(market.base_url + "/metrics") as reply:
+        assert reply.status == 200
+        text = await reply.text()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return text, values
+
+
 async def test_metrics_in_prometheus_text(market: RunningServer) -> None:
+    _, before = await _metrics(market)
     async with await Client.connect(market.ws_url, demo_key(market, "alice")) as alice:
         await alice.place("ACME", "buy", 1, "10.05")
-        await alice.place("ACME", "buy", 1, "10.001")
-    async with aiohttp.ClientSession() as http, http.get(market.base_url + "/metrics") as reply:
-        text = await reply.text()
-    assert reply.status == 200
-    assert 'exchange_commands_total{type="PlaceOrder"}' in text
+        await alice.place("ACME", "buy", 1, "10.001")  # off tick: refused at the gateway
+        assert (await alice.cancel(order_id="99999999"))["code"] == "UNKNOWN_ORDER"
+    text, after = await _metrics(market)
+
+    def grew(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert grew('exchange_commands_total{type="PlaceOrder"}') == 1
+    assert grew('exchange_commands_total{type="CancelOrder"}') == 1
+    assert grew("exchange_orders_accepted_total") == 1
+    assert sum(grew(k) for k in after if k.startswith("exchange_rejects_total{")) == 1
     assert "exchange_trades_total" in text
     assert "exchange_journal_write_seconds_bucket" in text
     assert "exchange_connected_clients" in text
