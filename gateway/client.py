@@ -131,8 +131,15 @@ class Client:
             fields["price"] = price
         return await self.request("replace", **fields)
 
-    async def subscribe(self, channels: list[str], symbols: list[str]) -> Message:
-        return await self.request("subscribe", channels=channels, symbols=symbols)
+    async def subscribe(
+        self, channels: list[str], symbols: list[str], *, batched: bool = False
+    ) -> Message:
+        """Subscribe; `batched` asks for one frame a durable batch and symbol (unpacked
+        by this client into the usual messages)."""
+        fields: dict[str, Any] = {"channels": channels, "symbols": symbols}
+        if batched:
+            fields["batched"] = True
+        return await self.request("subscribe", **fields)
 
     async def ping(self) -> Message:
         return await self.request("ping")
@@ -206,10 +213,14 @@ class Client:
             if future is not None and not future.done():
                 future.set_result(data)
                 continue
-            if len(self.events) >= EVENT_QUEUE_BOUND:
-                self.events.popleft()
-                self.dropped_events += 1
-            self.events.append(data)
+            # A batched subscriber's frame holds several market-data messages: unpacked
+            # here, so readers see the same messages in either mode.
+            pushed = data["messages"] if data.get("type") == "batch" else (data,)
+            for event in pushed:
+                if len(self.events) >= EVENT_QUEUE_BOUND:
+                    self.events.popleft()
+                    self.dropped_events += 1
+                self.events.append(event)
             self._wake()
         self.close_code = self.ws.close_code
         for future in self._waiting.values():

@@ -73,6 +73,9 @@ class SubscribeOffering(_Request, frozen=True, kw_only=True, tag="subscribe_offe
 class Subscribe(_Request, frozen=True, kw_only=True, tag="subscribe"):
     channels: Channels
     symbols: Symbols
+    # From now on this session gets each durable batch's market data for a symbol as one
+    # "batch" frame (an extension of the contract; see docs/PROTOCOL.md).
+    batched: bool = False
 
 
 class Unsubscribe(_Request, frozen=True, kw_only=True, tag="unsubscribe"):

@@ -67,6 +67,9 @@ HEARTBEAT_SECONDS = 1.0
 FRAMES_PER_WRITE = 512
 
 _encode = msgspec.json.Encoder().encode
+# Public channels in the order a batch's messages go out: its trades, then the book
+# update (whose checksum is over the book after them), then the ticker.
+_MARKET_DATA_CHANNELS = ("trades", "book", "ticker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class Session:
         self.bucket = TokenBucket(hub.rate_limit, 2 * hub.rate_limit)
         self.cancel_on_disconnect = False
         self.placed: set[int] = set()  # orders placed here, for cancel-on-disconnect
+        self.batched = False  # market data as one frame a batch and symbol
 
     # --- sending --------------------------------------------------------------------------
 
@@ -315,7 +319,9 @@ def _subscribe(s: Session, r: p.Subscribe) -> None:
         s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {unknown[0]}")
         return
     channels, symbols = list(dict.fromkeys(r.channels)), list(dict.fromkeys(r.symbols))
-    s.send({"type": "subscribed", "channels": channels, "symbols": symbols}, r.req_id)
+    s.batched = s.batched or r.batched
+    answer = {"type": "subscribed", "channels": channels, "symbols": symbols}
+    s.send(answer | {"batched": True} if s.batched else answer, r.req_id)
     for symbol in symbols:
         for channel in channels:
             if s.closed:
@@ -550,39 +556,58 @@ class Hub:
                 yield event.account, event, partial(wire.replaced, event, price)
 
     def publish(self, published: Published) -> None:
-        """A durable batch's market data to the subscribers of each channel."""
+        """A durable batch's market data to the subscribers of each channel: a frame a
+        message, or to batched sessions one frame a symbol with the messages of the
+        channels they chose. Every message is encoded once, whoever receives it."""
         read = self.read
         for symbol in published.trades.keys() | published.levels.keys():
             trades = published.trades.get(symbol, [])
             levels = published.levels.get(symbol, [])
-            tape = read.tapes[symbol]
-            seq = tape.seq - len(trades) - (1 if levels else 0)
-            trade_subs = self.subscribers.get(("trades", symbol), set())
-            for trade in trades:
-                seq += 1
-                if trade_subs:
-                    text = _encode(wire.trade(trade, seq, read.price))
-                    for session in tuple(trade_subs):
-                        session.send_text(text)  # encoded once, sent to many
-            book_subs = self.subscribers.get(("book", symbol), set())
-            if levels:
-                seq += 1
-                if book_subs:
-                    update = {
-                        "type": "book_update",
-                        "symbol": symbol,
-                        "seq": seq,
-                        "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
-                        "checksum": read.checksum(symbol),
-                    }
-                    text = _encode(update)
-                    for session in tuple(book_subs):
+            seq = read.tapes[symbol].seq - len(trades) - (1 if levels else 0)
+            texts: dict[str, list[bytes]] = {"trades": [], "book": [], "ticker": []}
+            wanted = {c for c in texts if self.subscribers.get((c, symbol))}
+            if not wanted:
+                continue
+            if "trades" in wanted:
+                for n, trade in enumerate(trades, start=1):
+                    texts["trades"].append(_encode(wire.trade(trade, seq + n, read.price)))
+            seq += len(trades)
+            if levels and "book" in wanted:
+                update = {
+                    "type": "book_update",
+                    "symbol": symbol,
+                    "seq": seq + 1,
+                    "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
+                    "checksum": read.checksum(symbol),
+                }
+                texts["book"].append(_encode(update))
+            if "ticker" in wanted:
+                texts["ticker"].append(_encode(self.ticker(symbol)))
+            self._deliver(symbol, texts)
+
+    def _deliver(self, symbol: str, texts: dict[str, list[bytes]]) -> None:
+        batched: dict[Session, list[str]] = {}
+        for channel in _MARKET_DATA_CHANNELS:  # trades before the update, ticker last
+            sessions = self.subscribers.get((channel, symbol))
+            if not sessions or not texts[channel]:
+                continue
+            for session in tuple(sessions):  # a copy: a send may evict the session
+                if session.batched:
+                    batched.setdefault(session, []).append(channel)
+                else:
+                    for text in texts[channel]:
                         session.send_text(text)
-            ticker_subs = self.subscribers.get(("ticker", symbol), set())
-            if ticker_subs:
-                text = _encode(self.ticker(symbol))
-                for session in tuple(ticker_subs):
-                    session.send_text(text)
+        frames: dict[tuple[str, ...], bytes] = {}  # one encoding per choice of channels
+        for session, channels in batched.items():
+            key = tuple(channels)
+            frame = frames.get(key)
+            if frame is None:
+                parts = [text for channel in key for text in texts[channel]]
+                frame = frames[key] = (
+                    b'{"type":"batch","symbol":' + _encode(symbol)
+                    + b',"messages":[' + b",".join(parts) + b"]}"
+                )  # fmt: skip
+            session.send_text(frame)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

@@ -32,6 +32,9 @@ def main() -> None:
     run.add_argument("--report", type=Path, default=Path("loadtest-report.json"))
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--processes", type=int, default=1, help="client processes to spread over")
+    run.add_argument(
+        "--batched-md", action="store_true", help="subscribers take one frame a batch"
+    )
     base = commands.add_parser("baseline", help="the same clients against a bare echo server")
     base.add_argument("--clients", type=int, default=8)
     base.add_argument("--duration", type=float, default=10.0)
@@ -44,6 +47,7 @@ def main() -> None:
             url=args.url, admin_token=args.admin_token, makers=args.makers, takers=args.takers,
             subscribers=args.subscribers, rate=None if args.rate == "max" else float(args.rate),
             duration=args.duration, report=args.report, seed=args.seed, processes=args.processes,
+            batched_md=args.batched_md,
         )  # fmt: skip
         report = uvloop.run(harness.run(options))
     else:

@@ -34,7 +34,9 @@ MID_TICKS = 10_000  # 100.00 at tick 0.01
 
 
 # Distinct latencies a Latencies keeps counted before it folds them into its histogram.
-PENDING_VALUES_BOUND = 4_096
+PENDING_VALUES_BOUND = 16_384
+# The histogram's resolution: 3 significant decimal digits are 2,048 sub-buckets.
+SIGNIFICANT_BITS = 11
 
 
 class Latencies:
@@ -48,6 +50,11 @@ class Latencies:
 
     def record(self, microseconds: int) -> None:
         value = max(1, min(microseconds, HIST_MAX_US))
+        # Down to the histogram's own resolution (3 significant digits are 11 bits), so
+        # the histogram would count it the same, and equal values are counted together.
+        shift = value.bit_length() - SIGNIFICANT_BITS
+        if shift > 0:
+            value = value >> shift << shift
         pending = self._pending
         pending[value] = pending.get(value, 0) + 1
         if len(pending) >= PENDING_VALUES_BOUND:
@@ -88,6 +95,7 @@ class Options:
     report: Path = Path("loadtest-report.json")
     seed: int = 1
     processes: int = 1
+    batched_md: bool = False  # subscribers ask for one market-data frame a batch
 
 
 def _price(ticks: int) -> str:
@@ -127,7 +135,7 @@ async def _trader(
     started = time.perf_counter()
     for n in itertools.count():  # bounded by the deadline
         intended = started + n / per_client_rate if per_client_rate else time.perf_counter()
-        if intended >= deadline:
+        if intended >= deadline or client.ws.closed:
             break
         delay = intended - time.perf_counter()
         if delay > 0:
@@ -149,20 +157,27 @@ async def _one_order(
     if rng.random() < 0.01:
         mid[0] += rng.choice((-1, 1))  # the mid wanders
     side = rng.choice(("buy", "sell"))
-    if maker:
-        offset = rng.randint(1, 20)
-        ticks = mid[0] - offset if side == "buy" else mid[0] + offset
-        answer = await client.place(symbol, side, rng.randint(1, 10), _price(ticks))
-    else:
-        ticks = mid[0] + 25 if side == "buy" else mid[0] - 25
-        answer = await client.place(symbol, side, rng.randint(1, 10), _price(ticks), tif="ioc")
-    latency_us = int((time.perf_counter() - intended) * 1e6)
-    stats.ack.record(latency_us)
-    stats.orders += 1
-    if answer["type"] == "rejected":
-        stats.rejects[answer["code"]] = stats.rejects.get(answer["code"], 0) + 1
-    elif maker and rng.random() < 0.5:
-        await client.cancel(order_id=answer["order_id"])
+    try:
+        if maker:
+            offset = rng.randint(1, 20)
+            ticks = mid[0] - offset if side == "buy" else mid[0] + offset
+            answer = await client.place(symbol, side, rng.randint(1, 10), _price(ticks))
+        else:
+            ticks = mid[0] + 25 if side == "buy" else mid[0] - 25
+            answer = await client.place(
+                symbol, side, rng.randint(1, 10), _price(ticks), tif="ioc"
+            )
+        latency_us = int((time.perf_counter() - intended) * 1e6)
+        stats.ack.record(latency_us)
+        stats.orders += 1
+        if answer["type"] == "rejected":
+            stats.rejects[answer["code"]] = stats.rejects.get(answer["code"], 0) + 1
+        elif maker and rng.random() < 0.5:
+            await client.cancel(order_id=answer["order_id"])
+    except (ConnectionError, TimeoutError) as problem:
+        # Counted, not raised: the report says so and the trader stops (see _trader).
+        name = "CONNECTION_LOST" if isinstance(problem, ConnectionError) else "NO_ANSWER"
+        stats.rejects[name] = stats.rejects.get(name, 0) + 1
 
 
 async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
@@ -180,9 +195,11 @@ async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
                 stats.fill.record(lag_us)
 
 
-async def _subscriber(client: Client, symbol: str, stats: Stats, deadline: float) -> None:
+async def _subscriber(
+    client: Client, symbol: str, stats: Stats, deadline: float, batched: bool
+) -> None:
     book = LocalBook(symbol)
-    await client.subscribe(["book", "trades"], [symbol])
+    await client.subscribe(["book", "trades"], [symbol], batched=batched)
     while time.perf_counter() < deadline:  # bounded by the deadline
         try:
             messages = await client.next_events(timeout=max(0.01, deadline - time.perf_counter()))
@@ -231,6 +248,7 @@ class Share(msgspec.Struct, frozen=True):
     rate: float | None
     duration: float
     seed: int
+    batched_md: bool = False
 
 
 async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
@@ -245,7 +263,7 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
     try:
         await asyncio.gather(
             *([_progress(stats, started, deadline)] if show_progress else []),
-            *(_subscriber(w, share.symbol, stats, deadline) for w in watchers),
+            *(_subscriber(w, share.symbol, stats, deadline, share.batched_md) for w in watchers),
             *(_drain_private(t, stats, deadline) for t in traders),
             *(
                 _trader(t, share.symbol, i < share.makers, per_client, deadline, stats,
@@ -275,7 +293,7 @@ def shares(options: Options, symbol: str, keys: list[str]) -> list[Share]:
         own = makers[sum(maker_counts[:i]) :][:m] + takers[sum(taker_counts[:i]) :][:t]
         rate = options.rate * len(own) / len(keys) if options.rate and keys else None
         out.append(Share(options.url, symbol, own, m, sub, rate, options.duration,
-                         options.seed + i))  # fmt: skip
+                         options.seed + i, options.batched_md))  # fmt: skip
     return out
 
 
@@ -293,6 +311,7 @@ async def run(options: Options) -> dict[str, Any]:
         "makers": options.makers,
         "takers": options.takers,
         "subscribers": options.subscribers,
+        "batched_md": options.batched_md,
         "processes": max(1, options.processes),
         "offered_rate": options.rate or "max",
         "duration_s": round(elapsed, 3),

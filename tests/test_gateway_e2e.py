@@ -200,6 +200,47 @@ async def test_a_subscribers_book_matches_the_rest_book(market: RunningServer) -
         assert list(book.levels()) == [rest["bids"], rest["asks"]]
 
 
+async def test_a_batched_subscriber_gets_one_frame_a_batch_and_the_same_book(
+    market: RunningServer,
+) -> None:
+    """Orders sent together land in shared batches; the batched subscriber gets one frame
+    per batch holding its trades then the update, and keeps the very book REST shows."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(market.ws_url) as raw,
+        await Client.connect(market.ws_url, demo_key(market, "alice")) as alice,
+        await Client.connect(market.ws_url, demo_key(market, "bob")) as bob,
+        Admin(market.base_url, ADMIN_TOKEN) as admin,
+    ):
+        await raw.send_json({"op": "subscribe", "channels": ["book", "trades"],
+                             "symbols": ["ACME"], "batched": True, "req_id": 1})  # fmt: skip
+        assert (await raw.receive_json())["batched"] is True
+        book = LocalBook("ACME")
+        assert book.apply(await raw.receive_json())  # the snapshot
+        for round_ in range(10):
+            await asyncio.gather(*(
+                (alice if i % 2 else bob).place(
+                    "ACME", "sell" if i % 2 else "buy", 3, f"{10 + (i % 5 - 2) / 100:.2f}"
+                )
+                for i in range(round_, round_ + 20)
+            ))  # fmt: skip
+        rest = await admin.ok("GET", "/v1/book/ACME?depth=1000")
+        sizes = []
+        while book.seq != rest["seq"]:  # bounded: frames come up to the REST seq
+            frame = await asyncio.wait_for(raw.receive_json(), 10)
+            if frame["type"] == "heartbeat":
+                continue  # once a second, not market data
+            assert frame["type"] == "batch"
+            assert frame["symbol"] == "ACME"
+            sizes.append(len(frame["messages"]))
+            kinds = [m["type"] for m in frame["messages"]]
+            assert kinds == sorted(kinds, key=["trade", "book_update"].index)
+            for message in frame["messages"]:
+                assert book.apply(message), "gap or checksum mismatch"
+        assert max(sizes) > 1
+        assert list(book.levels()) == [rest["bids"], rest["asks"]]
+
+
 async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with running(data, demo=True) as server:

@@ -3,6 +3,10 @@
 import json
 from pathlib import Path
 
+from hdrh.histogram import HdrHistogram
+from hypothesis import given
+from hypothesis import strategies as st
+
 from loadtest import harness
 from tests.server import ADMIN_TOKEN, running
 
@@ -46,3 +50,17 @@ async def test_the_echo_baseline_counts_round_trips() -> None:
     report = await baseline.run(clients=2, duration=1.0, port=free_port(), processes=2)
     assert report["processes"] == 2
     assert report["messages"] > 1_000
+
+
+@given(st.lists(st.integers(-5, 2 * harness.HIST_MAX_US), min_size=1, max_size=3_000))
+def test_counted_latencies_give_the_histograms_own_percentiles(values: list[int]) -> None:
+    """Rounding to the histogram's resolution and counting first changes no figure."""
+    counted = harness.Latencies()
+    direct = HdrHistogram(1, harness.HIST_MAX_US, 3)
+    for value in values:
+        counted.record(value)
+        direct.record_value(max(1, min(value, harness.HIST_MAX_US)))
+    h = counted.histogram()
+    assert h.get_total_count() == direct.get_total_count()
+    for percentile in (0.0, 50.0, 90.0, 99.0, 99.9, 100.0):
+        assert h.get_value_at_percentile(percentile) == direct.get_value_at_percentile(percentile)
