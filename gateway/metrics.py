@@ -78,19 +78,9 @@ class _Live(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counts = self.counts
-        commands = CounterMetricFamily(
-            "exchange_commands", "Durable commands by type", labels=["type"]
-        )
-        for kind, n in sorted(counts.commands.items()):
-            commands.add_metric([kind], n)
-        yield commands
+        yield _by_label("exchange_commands", "Durable commands by type", "type", counts.commands)
         yield CounterMetricFamily("exchange_orders_accepted", "Orders accepted", counts.orders)
-        rejects = CounterMetricFamily(
-            "exchange_rejects", "Refused commands by code", labels=["code"]
-        )
-        for code, n in sorted(counts.rejects.items()):
-            rejects.add_metric([code], n)
-        yield rejects
+        yield _by_label("exchange_rejects", "Refused commands by code", "code", counts.rejects)
         yield CounterMetricFamily("exchange_trades", "Trades executed", counts.trades)
         yield GaugeMetricFamily(
             "exchange_queue_depth", "Commands waiting", self.sequencer.queue_depth
@@ -105,3 +95,10 @@ class _Live(Collector):
         yield CounterMetricFamily(
             "exchange_rate_limited", "Requests refused RATE_LIMITED", self.hub.rate_limited
         )
+
+
+def _by_label(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, n in sorted(counts.items()):
+        family.add_metric([value], n)
+    return family
