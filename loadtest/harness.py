@@ -14,6 +14,7 @@ import itertools
 import random
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,14 +181,22 @@ async def _one_order(
         stats.rejects[name] = stats.rejects.get(name, 0) + 1
 
 
-async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
-    """Count fills pushed to a trader (their latency comes from the trade's ts)."""
+async def _pushed_until(
+    client: Client, deadline: float
+) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    """(receipt time in ns, messages) for each batch of pushed messages, until the
+    deadline or a quiet spell that outlasts it."""
     while time.perf_counter() < deadline:  # bounded by the deadline
         try:
-            events = await client.next_events(timeout=max(0.01, deadline - time.perf_counter()))
+            messages = await client.next_events(timeout=max(0.01, deadline - time.perf_counter()))
         except TimeoutError:
             return
-        now_ns = time.time_ns()
+        yield time.time_ns(), messages
+
+
+async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
+    """Count fills pushed to a trader (their latency comes from the trade's ts)."""
+    async for now_ns, events in _pushed_until(client, deadline):
         for event in events:
             if event.get("type") == "fill":
                 stats.fills += 1
@@ -200,12 +209,7 @@ async def _subscriber(
 ) -> None:
     book = LocalBook(symbol)
     await client.subscribe(["book", "trades"], [symbol], batched=batched)
-    while time.perf_counter() < deadline:  # bounded by the deadline
-        try:
-            messages = await client.next_events(timeout=max(0.01, deadline - time.perf_counter()))
-        except TimeoutError:
-            break
-        now_ns = time.time_ns()
+    async for now_ns, messages in _pushed_until(client, deadline):
         stats.md_messages += len(messages)
         for message in messages:
             if message.get("type") == "trade":
