@@ -1,13 +1,15 @@
 """The single writer: orders every command, applies it, journals it, then releases it.
 
-One asyncio task owns the engine. It takes a bounded batch from a bounded input queue,
-stamps each command with the next sequence number and the time, applies it, and hands
-the batch's records to a writer task. The writer makes the batch durable in a worker
-thread (one write and one fsync: group commit) and only then completes each command's
-future and publishes its events, in sequence order. While one batch is being synced the
-engine already applies the next; nothing of that next batch is released before its own
-sync. A full input queue is refused at once (Busy); an exception from the engine stops
-everything, and nothing of the command that raised is journaled.
+One asyncio task owns the engine. It takes commands from a bounded input queue, stamps
+each with the next sequence number and the time, applies it, and appends its record to
+the open batch. A writer task takes the whole open batch whenever it is free, makes it
+durable in a worker thread (one write and one fsync: group commit) and only then
+completes each command's future and publishes its events, in sequence order. So while
+one batch is being synced the engine fills the next with everything that arrives
+meanwhile, and a command waits for at most the sync in progress and its own; nothing of
+the next batch is released before its own sync. A full input queue is refused at once
+(Busy); an exception from the engine stops everything, and nothing of the command that
+raised is journaled.
 """
 
 import asyncio
@@ -34,11 +36,10 @@ log = logging.getLogger(__name__)
 # absorb a burst, small enough that a client told BUSY retries against a fresh queue.
 MAX_QUEUE = 10_000
 # Commands per journal write. Bounds the latency one batch adds and the bytes of a write.
+# The engine runs at most one batch ahead of the disk: once the open batch is full, the
+# sequencer waits for the writer to take it, so at most 2 * MAX_BATCH records are applied
+# and not yet durable.
 MAX_BATCH = 4_096
-# Batches handed to the writer and not yet durable: one being synced, one waiting (a third
-# may be applied and waiting for room). More would only let the engine run further ahead
-# of what the disk has confirmed.
-MAX_BATCHES_IN_FLIGHT = 2
 # A snapshot every this many records bounds the replay on restart (about a second's
 # worth of replay on this machine).
 SNAPSHOT_EVERY = 200_000
@@ -86,7 +87,8 @@ _Item = tuple[Command, "asyncio.Future[Sequenced]", object]
 class _Batch:
     payloads: list[bytes]
     done: list[tuple[Sequenced, "asyncio.Future[Sequenced]"]]
-    snapshot: EngineState | None = None
+    # The state exported after record `seq` (within this batch), written once it is durable.
+    snapshot: tuple[int, EngineState] | None = None
 
 
 class Sequencer:
@@ -112,7 +114,10 @@ class Sequencer:
         self.last_snapshot_seq = journal.last_seq
         self._last_ts = _last_timestamp(journal)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queue)
-        self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(MAX_BATCHES_IN_FLIGHT - 1)
+        self._open = _Batch([], [])  # applied, not yet taken by the writer
+        self._work = asyncio.Event()  # the open batch has records (or the loop has ended)
+        self._room = asyncio.Event()  # the writer took the open batch: it may fill again
+        self._sequencing_done = False  # the writer drains the open batch, then returns
         self._subscribers: list[Subscriber] = []
         self._batch_ends: list[Callable[[], None]] = []
         self._accepting = True
@@ -124,8 +129,8 @@ class Sequencer:
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_pending = False  # from the export until the file is written
-        self._in_hand: _Batch | None = None  # applied, waiting for room in _batches
         self._writing: _Batch | None = None  # the batch the writer is making durable
+        self._in_hand: _Item | None = None  # taken from the queue, waiting for room
         # Measurements for metrics and benchmarks.
         self.batches_written = 0
         self.records_written = 0
@@ -183,7 +188,8 @@ class Sequencer:
         clean = False
         try:
             await self._sequence_loop()
-            await self._batches.put(None)
+            self._sequencing_done = True
+            self._work.set()
             await writer
             clean = True
         finally:
@@ -209,13 +215,11 @@ class Sequencer:
         # The batch being written may yet reach the disk: its outcome is unknown, which a
         # client learns by resending with the same client order id after the restart.
         reason = SequencerStoppedError("the sequencer was cancelled; outcome unknown")
-        for batch in (self._writing, self._in_hand):
+        for batch in (self._writing, self._open):
             if batch is not None:
                 _refuse_batch(batch, reason)
-        while not self._batches.empty():  # bounded by MAX_BATCHES_IN_FLIGHT
-            batch = self._batches.get_nowait()
-            if batch is not None:
-                _refuse_batch(batch, reason)
+        if self._in_hand is not None and not self._in_hand[1].done():
+            self._in_hand[1].set_exception(reason)
         self._refuse_queued()
 
     async def _sequence_loop(self) -> None:
@@ -223,9 +227,23 @@ class Sequencer:
         apply = self.engine.apply
         while True:  # ends on the stop sentinel or an engine failure
             item = await queue.get()
-            batch = _Batch([], [])
             stopping = False
             while item is not None:
+                batch = self._open
+                if len(batch.done) >= self.max_batch:
+                    # A full batch the writer has not taken yet: wait, so the engine never
+                    # runs more than one batch ahead of the disk.
+                    self._maybe_snapshot()
+                    self._room.clear()
+                    self._work.set()
+                    self._in_hand = item  # refused by _abandon if cancelled meanwhile
+                    await self._room.wait()
+                    self._in_hand = None
+                    if self._failure is not None:  # the journal broke meanwhile
+                        item[1].set_exception(SequencerStoppedError(str(self._failure)))
+                        stopping = True
+                        break
+                    continue
                 command, future, origin = item
                 # Time never runs backwards in the journal, whatever the wall clock does.
                 ts = self._last_ts = max(self.clock(), self._last_ts)
@@ -240,34 +258,44 @@ class Sequencer:
                 sequenced = Sequenced(self.last_seq, stamped, events, origin)
                 batch.payloads.append(encode_entry(JournalEntry(self.last_seq, stamped, events)))
                 batch.done.append((sequenced, future))
-                if len(batch.done) >= self.max_batch or queue.empty():
+                if queue.empty():
                     break
                 item = queue.get_nowait()
             else:
                 stopping = True
-            if (
-                self.snapshots is not None
-                and not stopping  # after an engine failure the state may be half-applied
-                and not self._snapshot_pending
-                and self.last_seq - self.last_snapshot_seq >= self.snapshot_every
-            ):
-                batch.snapshot = export_state(self.engine)
-                self._snapshot_pending = True
-                self.last_snapshot_seq = self.last_seq
-            if batch.done:
-                self._in_hand = batch  # refused by _abandon if cancelled before handed over
-                await self._batches.put(batch)
-                self._in_hand = None
+            if not stopping:  # after an engine failure the state may be half-applied
+                self._maybe_snapshot()
+            if self._open.done:
+                self._work.set()
             if stopping or self._failure is not None:
                 self._refuse_queued()
                 return
 
+    def _maybe_snapshot(self) -> None:
+        """Export the state into the open batch when a snapshot is due; it is written once
+        the batch is durable."""
+        if (
+            self.snapshots is not None
+            and not self._snapshot_pending
+            and self.last_seq - self.last_snapshot_seq >= self.snapshot_every
+        ):
+            self._open.snapshot = (self.last_seq, export_state(self.engine))
+            self._snapshot_pending = True
+            self.last_snapshot_seq = self.last_seq
+
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:  # ends on the sentinel the run loop sends when it stops
-            batch = await self._batches.get()
-            if batch is None:
-                return
+        while True:  # ends once the sequencing loop has ended and all it applied is written
+            batch = self._open
+            if not batch.done:
+                if self._sequencing_done:
+                    return
+                await self._work.wait()
+                self._work.clear()
+                continue
+            # Everything applied so far goes into this one write and fsync.
+            self._open = _Batch([], [])
+            self._room.set()
             if self._journal_broken:
                 _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
                 continue
@@ -308,8 +336,8 @@ class Sequencer:
                     self.subscriber_errors += 1
                     log.exception("batch end %r failed", batch_end)
             if batch.snapshot is not None:
-                seq = batch.done[-1][0].seq
-                self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, batch.snapshot))
+                seq, state = batch.snapshot
+                self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, state))
 
     # --- snapshots ------------------------------------------------------------------------
 

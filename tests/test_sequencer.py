@@ -97,6 +97,34 @@ async def test_many_commands_share_one_write_and_fsync() -> None:
     assert store.syncs == seq.batches_written
 
 
+async def test_whatever_arrives_during_a_sync_goes_out_in_the_next_single_write() -> None:
+    store = GatedStore()
+    seq = Sequencer(Engine(), Journal.open(store), max_batch=100)
+    task = await started(seq)
+    first = seq.submit(CreateAccount(name="first"))
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    # Three bursts while the first sync is held, each applied before the next arrives.
+    later = []
+    for burst in range(3):
+        later += [seq.submit(CreateAccount(name=f"b{burst}-{i}")) for i in range(5)]
+        for _ in range(50):
+            if seq.last_seq == 1 + 5 * (burst + 1):
+                break
+            await asyncio.sleep(0)
+        assert seq.last_seq == 1 + 5 * (burst + 1)
+    store.gate.release()
+    await asyncio.wait_for(first, WAIT_S)
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    store.gate.release()
+    await asyncio.wait_for(asyncio.gather(*later), WAIT_S)
+    # One write and one fsync for all three bursts, not one a burst.
+    assert (seq.batches_written, store.syncs) == (2, 2)
+    await seq.stop()
+    for _ in range(4):  # the stop may still sync; let it through
+        store.gate.release()
+    await asyncio.wait_for(task, WAIT_S)
+
+
 async def test_nothing_is_released_before_its_own_sync() -> None:
     store = GatedStore()
     seq = Sequencer(Engine(), Journal.open(store), max_batch=2)
