@@ -91,6 +91,14 @@ class _Batch:
     snapshot: tuple[int, EngineState] | None = None
 
 
+@dataclass(slots=True)
+class _Write:
+    """A batch handed to the journal thread, and the seconds its write and sync will take."""
+
+    batch: _Batch
+    seconds: "asyncio.Future[float]"
+
+
 class Sequencer:
     def __init__(
         self,
@@ -284,60 +292,74 @@ class Sequencer:
             self.last_snapshot_seq = self.last_seq
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        writing: _Write | None = None
         while True:  # ends once the sequencing loop has ended and all it applied is written
-            batch = self._open
-            if not batch.done:
-                if self._sequencing_done:
-                    return
-                await self._work.wait()
-                self._work.clear()
+            if writing is None:
+                if not self._open.done:
+                    if self._sequencing_done:
+                        return
+                    await self._work.wait()
+                    self._work.clear()
+                    continue
+                writing = self._start_write()
                 continue
-            # Everything applied so far goes into this one write and fsync.
-            self._open = _Batch([], [])
-            self._room.set()
-            if self._journal_broken:
-                _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
-                continue
-            started = time.perf_counter()
-            self._writing = batch
             try:
-                await loop.run_in_executor(
-                    self._journal_thread, self.journal.write_batch, batch.payloads
-                )
+                write_seconds = await writing.seconds
             except Exception as problem:  # noqa: BLE001 - any write failure is fatal
                 self._fail_journal(problem)
-                _refuse_batch(batch, self._failure or SequencerFailedError(str(problem)))
+                _refuse_batch(writing.batch, self._failure or SequencerFailedError(str(problem)))
+                writing = None
                 continue
+            durable = writing.batch
             self._writing = None
-            write_seconds = time.perf_counter() - started
-            self.sync_seconds_total += write_seconds
-            for observe in self.batch_observers:
+            # The next write starts before this batch is released, so the disk syncs it
+            # while this loop answers and publishes what the last one made durable.
+            writing = self._start_write() if self._open.done else None
+            self._release(durable, write_seconds)
+
+    def _start_write(self) -> "_Write | None":
+        """Hand everything applied so far to the journal thread: one write, one fsync."""
+        batch = self._open
+        self._open = _Batch([], [])
+        self._room.set()
+        if self._journal_broken:
+            _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
+            return None
+        self._writing = batch
+        seconds = asyncio.get_running_loop().run_in_executor(
+            self._journal_thread, _timed_write, self.journal, batch.payloads
+        )
+        return _Write(batch, seconds)
+
+    def _release(self, batch: _Batch, write_seconds: float) -> None:
+        """A durable batch: complete its futures and tell the subscribers, in seq order."""
+        self.sync_seconds_total += write_seconds
+        for observe in self.batch_observers:
+            try:
+                observe(len(batch.done), write_seconds)
+            except Exception:  # metrics must not stop trading
+                log.exception("batch observer %r failed", observe)
+        self.batches_written += 1
+        self.records_written += len(batch.done)
+        for sequenced, future in batch.done:
+            self.durable_seq = sequenced.seq
+            if not future.done():
+                future.set_result(sequenced)
+            for subscriber in self._subscribers:
                 try:
-                    observe(len(batch.done), write_seconds)
-                except Exception:  # metrics must not stop trading
-                    log.exception("batch observer %r failed", observe)
-            self.batches_written += 1
-            self.records_written += len(batch.done)
-            for sequenced, future in batch.done:
-                self.durable_seq = sequenced.seq
-                if not future.done():
-                    future.set_result(sequenced)
-                for subscriber in self._subscribers:
-                    try:
-                        subscriber(sequenced)
-                    except Exception:  # a read model's bug must not stop trading
-                        self.subscriber_errors += 1
-                        log.exception("subscriber %r failed on seq %d", subscriber, sequenced.seq)
-            for batch_end in self._batch_ends:
-                try:
-                    batch_end()
-                except Exception:  # as for subscribers: trading goes on
+                    subscriber(sequenced)
+                except Exception:  # a read model's bug must not stop trading
                     self.subscriber_errors += 1
-                    log.exception("batch end %r failed", batch_end)
-            if batch.snapshot is not None:
-                seq, state = batch.snapshot
-                self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, state))
+                    log.exception("subscriber %r failed on seq %d", subscriber, sequenced.seq)
+        for batch_end in self._batch_ends:
+            try:
+                batch_end()
+            except Exception:  # as for subscribers: trading goes on
+                self.subscriber_errors += 1
+                log.exception("batch end %r failed", batch_end)
+        if batch.snapshot is not None:
+            seq, state = batch.snapshot
+            self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, state))
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -405,6 +427,14 @@ class Sequencer:
             item = self._queue.get_nowait()
             if item is not None and not item[1].done():
                 item[1].set_exception(reason)
+
+
+def _timed_write(journal: Journal, payloads: list[bytes]) -> float:
+    """In the journal thread: write and sync; the seconds it took (the disk's time alone,
+    not the loop's time to notice)."""
+    started = time.perf_counter()
+    journal.write_batch(payloads)
+    return time.perf_counter() - started
 
 
 def _refuse_batch(batch: _Batch, reason: Exception) -> None:

@@ -158,6 +158,37 @@ async def test_nothing_is_released_before_its_own_sync() -> None:
     await asyncio.wait_for(task, WAIT_S)
 
 
+async def test_the_next_write_starts_before_the_last_batch_is_released() -> None:
+    store = GatedStore()
+    seq = Sequencer(Engine(), Journal.open(store))
+    next_sync_started: list[bool] = []
+
+    def subscriber(sequenced: Sequenced) -> None:
+        if sequenced.seq == 1:
+            # This blocks the loop: only a write already handed to the journal thread can
+            # start its sync meanwhile.
+            next_sync_started.append(store.sync_started.acquire(timeout=2))
+
+    seq.subscribe(subscriber)
+    task = await started(seq)
+    first = seq.submit(CreateAccount(name="a"))
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    second = seq.submit(CreateAccount(name="b"))
+    for _ in range(50):
+        if seq.last_seq == 2:
+            break
+        await asyncio.sleep(0)
+    store.gate.release()
+    await asyncio.wait_for(first, WAIT_S)
+    assert next_sync_started == [True]  # the disk syncs seq 2 while seq 1 is published
+    store.gate.release()
+    await asyncio.wait_for(second, WAIT_S)
+    await seq.stop()
+    for _ in range(4):  # the stop may still sync; let it through
+        store.gate.release()
+    await asyncio.wait_for(task, WAIT_S)
+
+
 async def test_a_full_queue_answers_busy_at_once() -> None:
     seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()), max_queue=3)
     accepted = [seq.submit(CreateAccount(name=f"n{i}")) for i in range(3)]
