@@ -2,11 +2,13 @@
 
 aiohttp writes every frame with its own `transport.write`, one system call each; a busy
 session has dozens of frames queued per loop tick. This frames them here (unmasked, as a
-server's are; no compression is negotiated) and writes them as one buffer, then waits
-only if the transport is paused. It reaches into aiohttp's WebSocketResponse (the writer's
-transport and the payload writer's flow control), which the dependency range pins.
+server's are; no compression is negotiated) so they can go as one buffer; the caller
+waits for a drain only when the transport is backed up. It reaches into aiohttp's
+WebSocketResponse (the writer's transport and the payload writer's flow control), which
+the dependency range pins.
 """
 
+import asyncio
 import struct
 
 from aiohttp import web
@@ -26,14 +28,22 @@ def text_frame(payload: bytes) -> bytes:
     return _LONG.pack(_TEXT, 127, n) + payload
 
 
-async def write_text_frames(ws: web.WebSocketResponse, payloads: list[bytes]) -> None:
-    """Send the payloads as text frames in one write; raises ConnectionResetError when
-    the socket is closing."""
+def text_frames(payloads: list[bytes]) -> bytes:
+    """The payloads as consecutive text frames: the bytes of one socket write."""
+    return b"".join(text_frame(p) for p in payloads)
+
+
+def transport_of(ws: web.WebSocketResponse) -> asyncio.Transport | None:
+    """The socket under a prepared WebSocketResponse; None once it is closing."""
     writer = ws._writer
     transport = writer.transport if writer is not None else None
     if transport is None or transport.is_closing() or ws.closed:
-        raise ConnectionResetError("the WebSocket is closing")
-    transport.write(b"".join(text_frame(p) for p in payloads))
+        return None
+    return transport
+
+
+async def drain(ws: web.WebSocketResponse) -> None:
+    """Wait until the socket's buffer has drained below its low-water mark."""
     payload_writer = ws._payload_writer
     if payload_writer is not None:
         await payload_writer.drain()
