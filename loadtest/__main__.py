@@ -35,10 +35,22 @@ def main() -> None:
     run.add_argument(
         "--batched-md", action="store_true", help="subscribers take one frame a batch"
     )
+    run.add_argument(
+        "--in-flight", type=int, default=harness.MAX_IN_FLIGHT_PER_CLIENT,
+        help="orders each trader may await at once (closed loop keeps this many)",
+    )  # fmt: skip
+    run.add_argument(
+        "--nice", type=int, default=harness.CLIENT_NICE,
+        help="niceness added to client processes, so the exchange wins shared cores",
+    )  # fmt: skip
     base = commands.add_parser("baseline", help="the same clients against a bare echo server")
     base.add_argument("--clients", type=int, default=8)
     base.add_argument("--duration", type=float, default=10.0)
     base.add_argument("--processes", type=int, default=1, help="client processes")
+    base.add_argument("--in-flight", type=int, default=baseline.MAX_IN_FLIGHT,
+                      help="requests each client keeps outstanding")  # fmt: skip
+    base.add_argument("--nice", type=int, default=harness.CLIENT_NICE,
+                      help="niceness added to client processes")  # fmt: skip
     args = parser.parse_args()
     if args.command == "run":
         if not args.url.startswith("ws://127.") and not args.url.startswith("ws://localhost"):
@@ -47,12 +59,13 @@ def main() -> None:
             url=args.url, admin_token=args.admin_token, makers=args.makers, takers=args.takers,
             subscribers=args.subscribers, rate=None if args.rate == "max" else float(args.rate),
             duration=args.duration, report=args.report, seed=args.seed, processes=args.processes,
-            batched_md=args.batched_md,
+            batched_md=args.batched_md, in_flight=args.in_flight, nice=args.nice,
         )  # fmt: skip
         report = uvloop.run(harness.run(options))
     else:
         port = _free_port()
-        report = uvloop.run(baseline.run(args.clients, args.duration, port, args.processes))
+        report = uvloop.run(baseline.run(args.clients, args.duration, port, args.processes,
+                                         args.in_flight, args.nice))  # fmt: skip
     print(json.dumps(report))
 
 

@@ -1,9 +1,9 @@
 """`python -m loadtest baseline`: the same number of clients against a bare echo server.
 
-Each client keeps MAX_IN_FLIGHT requests outstanding (closed loop) for the duration; the
-result is echoed messages a second, the ceiling the framework alone reaches here. With
-`--processes N` the clients are spread over N processes, as `run --processes N` does, so
-the two figures compare like with like.
+Each client keeps MAX_IN_FLIGHT requests outstanding (closed loop; `--in-flight`) for the
+duration; the result is echoed messages a second, the ceiling the framework alone reaches
+here. With `--processes N` the clients are spread over N processes (niced by `--nice`),
+as `run --processes N` does, so the two figures compare like with like.
 """
 
 import asyncio
@@ -21,37 +21,44 @@ MAX_IN_FLIGHT = 64
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def _client(url: str, deadline: float, counts: list[int]) -> None:
+async def _client(url: str, deadline: float, counts: list[int], in_flight: int) -> None:
     async with await Client.connect(url) as client:
 
         async def one() -> None:
             await client.request("ping")
 
         while time.perf_counter() < deadline:  # bounded by the deadline
-            await asyncio.gather(*(one() for _ in range(MAX_IN_FLIGHT)))
-            counts[0] += MAX_IN_FLIGHT
+            await asyncio.gather(*(one() for _ in range(in_flight)))
+            counts[0] += in_flight
 
 
-async def clients_in_this_process(url: str, clients: int, duration: float) -> int:
+async def clients_in_this_process(
+    url: str, clients: int, duration: float, in_flight: int = MAX_IN_FLIGHT
+) -> int:
     counts = [0]
     started = time.perf_counter()
-    await asyncio.gather(*(_client(url, started + duration, counts) for _ in range(clients)))
+    deadline = started + duration
+    await asyncio.gather(*(_client(url, deadline, counts, in_flight) for _ in range(clients)))
     return counts[0]
 
 
-async def _in_processes(url: str, clients: int, duration: float, processes: int) -> int:
+async def _in_processes(
+    url: str, clients: int, duration: float, processes: int, in_flight: int, nice: int
+) -> int:
     shares = [
         clients // processes + (1 if i < clients % processes else 0) for i in range(processes)
     ]
     script = (
-        "import uvloop; from loadtest.baseline import clients_in_this_process as c; "
-        "print(uvloop.run(c({url!r}, {share}, {duration})))"
+        "import os, uvloop; from loadtest.baseline import clients_in_this_process as c; "
+        "os.nice({nice}); print(uvloop.run(c({url!r}, {share}, {duration}, {in_flight})))"
     )
     children = [
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            script.format(url=url, share=share, duration=duration),
+            script.format(
+                url=url, share=share, duration=duration, in_flight=in_flight, nice=nice
+            ),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -61,7 +68,10 @@ async def _in_processes(url: str, clients: int, duration: float, processes: int)
     return sum(int(out.strip() or 0) for out, _ in outputs)
 
 
-async def run(clients: int, duration: float, port: int, processes: int = 1) -> dict[str, Any]:
+async def run(
+    clients: int, duration: float, port: int, processes: int = 1,
+    in_flight: int = MAX_IN_FLIGHT, nice: int = 0,
+) -> dict[str, Any]:  # fmt: skip
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loadtest.echo", "--port", str(port), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
@@ -73,9 +83,9 @@ async def run(clients: int, duration: float, port: int, processes: int = 1) -> d
         url = f"ws://127.0.0.1:{port}/v1/ws"
         started = time.perf_counter()
         if processes > 1:
-            messages = await _in_processes(url, clients, duration, processes)
+            messages = await _in_processes(url, clients, duration, processes, in_flight, nice)
         else:
-            messages = await clients_in_this_process(url, clients, duration)
+            messages = await clients_in_this_process(url, clients, duration, in_flight)
         elapsed = time.perf_counter() - started
     finally:
         server.kill()
@@ -84,6 +94,8 @@ async def run(clients: int, duration: float, port: int, processes: int = 1) -> d
     return {
         "clients": clients,
         "processes": processes,
+        "in_flight_per_client": in_flight,
+        "client_nice": nice if processes > 1 else 0,
         "messages": messages,
         "messages_per_s": round(messages / elapsed, 1),
     }

@@ -11,6 +11,7 @@ matplotlib is installed) is saved. Everything targets the URL given: run it agai
 
 import asyncio
 import itertools
+import os
 import random
 import sys
 import time
@@ -26,8 +27,12 @@ from gateway.client import Admin, Client, LocalBook
 
 # Latencies are recorded in microseconds, from 1 µs to 60 s, 3 significant digits.
 HIST_MAX_US = 60_000_000
-# Orders one client may have awaiting an answer at once (closed loop keeps this many).
+# Orders one client may have awaiting an answer at once, by default (closed loop keeps
+# this many); `--in-flight` sets it.
 MAX_IN_FLIGHT_PER_CLIENT = 64
+# Added to the niceness of client processes by default; `--nice 10` lets the exchange
+# under test win cores it shares with them, as if it had its own.
+CLIENT_NICE = 0
 PROGRESS_EVERY_S = 1.0
 PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 SYMBOL = "LOAD"
@@ -82,6 +87,7 @@ class Stats:
     rejects: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
     bad_checksums: int = 0
+    niceness: int = 0  # the client processes' own, as they ran
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class Options:
     seed: int = 1
     processes: int = 1
     batched_md: bool = False  # subscribers ask for one market-data frame a batch
+    in_flight: int = MAX_IN_FLIGHT_PER_CLIENT  # orders a trader may await at once
+    nice: int = CLIENT_NICE  # added to the niceness of client processes
 
 
 def _price(ticks: int) -> str:
@@ -122,12 +130,12 @@ async def _setup(options: Options, base_url: str) -> tuple[str, list[str]]:
 
 async def _trader(
     client: Client, symbol: str, maker: bool, per_client_rate: float | None,
-    deadline: float, stats: Stats, rng: random.Random, mid: list[int],
+    deadline: float, stats: Stats, rng: random.Random, mid: list[int], in_flight_bound: int,
 ) -> None:  # fmt: skip
     """Send orders at the offered rate (or as fast as answers come), record latencies."""
     in_flight: set[asyncio.Task[None]] = set()
     # A semaphore, not asyncio.wait over the tasks: that hooks every task on each turn.
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CLIENT)
+    slots = asyncio.Semaphore(in_flight_bound)
 
     def finished(task: asyncio.Task[None]) -> None:
         in_flight.discard(task)
@@ -253,6 +261,8 @@ class Share(msgspec.Struct, frozen=True):
     duration: float
     seed: int
     batched_md: bool = False
+    in_flight: int = MAX_IN_FLIGHT_PER_CLIENT
+    nice: int = CLIENT_NICE
 
 
 async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
@@ -271,7 +281,7 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
             *(_drain_private(t, stats, deadline) for t in traders),
             *(
                 _trader(t, share.symbol, i < share.makers, per_client, deadline, stats,
-                        random.Random(rng.random()), mid)
+                        random.Random(rng.random()), mid, share.in_flight)
                 for i, t in enumerate(traders)
             ),
         )  # fmt: skip
@@ -297,7 +307,8 @@ def shares(options: Options, symbol: str, keys: list[str]) -> list[Share]:
         own = makers[sum(maker_counts[:i]) :][:m] + takers[sum(taker_counts[:i]) :][:t]
         rate = options.rate * len(own) / len(keys) if options.rate and keys else None
         out.append(Share(options.url, symbol, own, m, sub, rate, options.duration,
-                         options.seed + i, options.batched_md))  # fmt: skip
+                         options.seed + i, options.batched_md, options.in_flight,
+                         options.nice))  # fmt: skip
     return out
 
 
@@ -306,6 +317,7 @@ async def run(options: Options) -> dict[str, Any]:
     symbol, keys = await _setup(options, base_url)
     stats = Stats()
     if options.processes <= 1:
+        stats.niceness = os.nice(0)
         elapsed = await drive(shares(options, symbol, keys)[0], stats, show_progress=True)
     else:
         elapsed = await _run_processes(shares(options, symbol, keys), stats)
@@ -316,6 +328,8 @@ async def run(options: Options) -> dict[str, Any]:
         "takers": options.takers,
         "subscribers": options.subscribers,
         "batched_md": options.batched_md,
+        "in_flight_per_trader": options.in_flight,
+        "client_niceness": stats.niceness,
         "processes": max(1, options.processes),
         "offered_rate": options.rate or "max",
         "duration_s": round(elapsed, 3),
@@ -350,12 +364,14 @@ class WorkerResult(msgspec.Struct):
     ack: str
     fill: str
     md_lag: str
+    niceness: int
 
     @classmethod
     def of(cls, stats: Stats, elapsed: float) -> "WorkerResult":
         return cls(
             elapsed, stats.orders, stats.fills, stats.md_messages, stats.rejects, stats.gaps,
             stats.bad_checksums, _encoded(stats.ack), _encoded(stats.fill), _encoded(stats.md_lag),
+            stats.niceness,
         )  # fmt: skip
 
     def add_to(self, stats: Stats) -> None:
@@ -366,6 +382,7 @@ class WorkerResult(msgspec.Struct):
             stats.rejects[code] = stats.rejects.get(code, 0) + n
         stats.gaps += self.gaps
         stats.bad_checksums += self.bad_checksums
+        stats.niceness = max(stats.niceness, self.niceness)
         for mine, theirs in (
             (stats.ack, self.ack),
             (stats.fill, self.fill),

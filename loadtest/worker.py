@@ -4,6 +4,7 @@ A progress line (JSON) every second while it runs, then its result as the last l
 """
 
 import asyncio
+import os
 import sys
 import time
 
@@ -25,8 +26,8 @@ async def _report_progress(stats: Stats, deadline: float) -> None:
         _emit(Progress(stats.orders, stats.fills, stats.md_messages, p99))
 
 
-async def _main(share: Share) -> WorkerResult:
-    stats = Stats()
+async def _main(share: Share, niceness: int) -> WorkerResult:
+    stats = Stats(niceness=niceness)
     reporter = asyncio.get_running_loop().create_task(
         _report_progress(stats, time.perf_counter() + share.duration)
     )
@@ -37,7 +38,7 @@ async def _main(share: Share) -> WorkerResult:
 
 def main() -> None:
     share = msgspec.json.decode(sys.argv[1], type=Share)
-    _emit(uvloop.run(_main(share)))
+    _emit(uvloop.run(_main(share, os.nice(share.nice))))
 
 
 if __name__ == "__main__":

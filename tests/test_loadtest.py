@@ -1,6 +1,7 @@
 """The load-test harness runs against the real server and checks what it measures."""
 
 import json
+import os
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -34,9 +35,13 @@ async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
         options = harness.Options(
             url=server.ws_url, admin_token=ADMIN_TOKEN, makers=2, takers=2, subscribers=2,
             rate=200.0, duration=2.0, report=tmp_path / "report.json", processes=2,
+            in_flight=4, nice=3,
         )  # fmt: skip
         report = await harness.run(options)
     assert report["processes"] == 2
+    assert report["in_flight_per_trader"] == 4
+    # The workers lowered their own priority, below this process's.
+    assert report["client_niceness"] == min(19, os.nice(0) + 3)
     assert report["orders"] >= 300
     assert report["ack_ms"]["count"] == report["orders"]
     assert report["md_lag_ms"]["count"] > 0
