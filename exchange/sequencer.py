@@ -26,7 +26,7 @@ from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
 from exchange.domain.events import Event
 from exchange.domain.state import EngineState, export_state
-from exchange.journal.journal import Journal
+from exchange.journal.journal import Framed, Journal
 from exchange.journal.records import JournalEntry, decode_entry, encode_entry
 from exchange.journal.snapshots import SnapshotStore
 
@@ -326,8 +326,9 @@ class Sequencer:
             _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
             return None
         self._writing = batch
+        framed = self.journal.frame(batch.payloads)  # here: the thread needs no GIL for it
         seconds = asyncio.get_running_loop().run_in_executor(
-            self._journal_thread, _timed_write, self.journal, batch.payloads
+            self._journal_thread, _timed_write, self.journal, framed
         )
         return _Write(batch, seconds)
 
@@ -429,11 +430,11 @@ class Sequencer:
                 item[1].set_exception(reason)
 
 
-def _timed_write(journal: Journal, payloads: list[bytes]) -> float:
+def _timed_write(journal: Journal, framed: Framed) -> float:
     """In the journal thread: write and sync; the seconds it took (the disk's time alone,
     not the loop's time to notice)."""
     started = time.perf_counter()
-    journal.write_batch(payloads)
+    journal.write_framed(framed)
     return time.perf_counter() - started
 
 

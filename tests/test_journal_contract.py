@@ -167,6 +167,20 @@ def test_synced_batches_read_back_in_order_after_reopen(backend: Backend) -> Non
     assert [r.seq for r in check_layout(backend.store)] == list(range(1, 40))
 
 
+def test_framing_changes_nothing_until_the_framed_batch_is_written(backend: Backend) -> None:
+    journal = Journal.open(backend.store)
+    write(journal, batches_of(1, [3]))
+    framed = journal.frame([b"four", b"five"])  # the sequencer's thread frames...
+    assert (journal.last_seq, read_all(journal)) == (3, expected(1, 3))
+    journal.write_framed(framed)  # ...the journal's thread writes and syncs
+    assert journal.last_seq == 5
+    journal = reopen(backend, journal)
+    assert [(r.seq, bytes(r.payload)) for r in journal.read_from(4)] == [
+        (4, b"four"),
+        (5, b"five"),
+    ]
+
+
 def test_empty_and_large_payloads_round_trip(backend: Backend) -> None:
     payloads = [b"", b"x", bytes(range(256)) * 40, b"", b"\x00" * 1000]
     journal = Journal.open(backend.store)

@@ -89,6 +89,14 @@ class Record:
         self.offset = offset
 
 
+class Framed(msgspec.Struct, frozen=True):
+    """A batch of records framed for one write, and where they leave the journal."""
+
+    data: bytes
+    last_seq: int
+    last_chain: int
+
+
 class Journal:
     """Append-only access to a checked store. Not thread-safe: one writer at a time."""
 
@@ -132,12 +140,10 @@ class Journal:
 
     # --- writing --------------------------------------------------------------------------
 
-    def append(self, payloads: list[bytes]) -> None:
-        """Frame and write records for seqs last_seq+1, ... in one write (not yet durable)."""
-        if not payloads:
-            return
-        if self._active is None or self._active_size >= SEGMENT_TARGET_BYTES:
-            self._roll()
+    def frame(self, payloads: list[bytes]) -> Framed:
+        """The records for seqs last_seq+1, ... as the bytes of one write. Changes nothing:
+        the sequencer frames on its own thread, so the journal's thread holds the GIL for
+        no more than the calls around its write and sync."""
         chain = self.last_chain
         seq = self.last_seq
         parts: list[bytes] = []
@@ -145,19 +151,34 @@ class Journal:
             seq += 1
             record, chain = frame(seq, payload, chain)
             parts.append(record)
-        data = b"".join(parts)
-        self.store.append(data)
-        self._active_size += len(data)
-        self.last_seq = seq
-        self.last_chain = chain
+        return Framed(b"".join(parts), seq, chain)
+
+    def append_framed(self, framed: Framed) -> None:
+        """Write records framed by `frame` since the last append (not yet durable)."""
+        if framed.last_seq == self.last_seq:
+            return
+        if self._active is None or self._active_size >= SEGMENT_TARGET_BYTES:
+            self._roll()
+        self.store.append(framed.data)
+        self._active_size += len(framed.data)
+        self.last_seq = framed.last_seq
+        self.last_chain = framed.last_chain
+
+    def append(self, payloads: list[bytes]) -> None:
+        """Frame and write records for seqs last_seq+1, ... in one write (not yet durable)."""
+        self.append_framed(self.frame(payloads))
 
     def sync(self) -> None:
         self.store.sync()
 
-    def write_batch(self, payloads: list[bytes]) -> None:
+    def write_framed(self, framed: Framed) -> None:
         """Append and make durable: what the sequencer's worker thread runs per batch."""
-        self.append(payloads)
+        self.append_framed(framed)
         self.store.sync()
+
+    def write_batch(self, payloads: list[bytes]) -> None:
+        """Frame, append and make durable in one call."""
+        self.write_framed(self.frame(payloads))
 
     def _roll(self) -> None:
         if self._active is not None:
