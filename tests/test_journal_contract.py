@@ -174,6 +174,8 @@ def test_framing_changes_nothing_until_the_framed_batch_is_written(backend: Back
     assert (journal.last_seq, read_all(journal)) == (3, expected(1, 3))
     journal.write_framed(framed)  # ...the journal's thread writes and syncs
     assert journal.last_seq == 5
+    with pytest.raises(ValueError, match="framed from seq 4"):
+        journal.write_framed(framed)  # stale: written already, never twice
     journal = reopen(backend, journal)
     assert [(r.seq, bytes(r.payload)) for r in journal.read_from(4)] == [
         (4, b"four"),

@@ -93,6 +93,7 @@ class Framed(msgspec.Struct, frozen=True):
     """A batch of records framed for one write, and where they leave the journal."""
 
     data: bytes
+    first_seq: int
     last_seq: int
     last_chain: int
 
@@ -151,10 +152,13 @@ class Journal:
             seq += 1
             record, chain = frame(seq, payload, chain)
             parts.append(record)
-        return Framed(b"".join(parts), seq, chain)
+        return Framed(b"".join(parts), self.last_seq + 1, seq, chain)
 
     def append_framed(self, framed: Framed) -> None:
         """Write records framed by `frame` since the last append (not yet durable)."""
+        if framed.first_seq != self.last_seq + 1:
+            at = self.last_seq
+            raise ValueError(f"framed from seq {framed.first_seq}, the journal is at {at}")
         if framed.last_seq == self.last_seq:
             return
         if self._active is None or self._active_size >= SEGMENT_TARGET_BYTES:
