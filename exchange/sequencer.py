@@ -80,13 +80,15 @@ class Sequenced:
 Subscriber = Callable[[Sequenced], None]
 _command_encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder(Command)
-_Item = tuple[Command, "asyncio.Future[Sequenced]", object]
+_Item = tuple[Command, "asyncio.Future[Sequenced] | None", object]
+# Told (origin, reason) when a posted command (one without a future) is refused.
+Refused = Callable[[object, Exception], None]
 
 
 @dataclass(slots=True)
 class _Batch:
     payloads: list[bytes]
-    done: list[tuple[Sequenced, "asyncio.Future[Sequenced]"]]
+    done: list[tuple[Sequenced, "asyncio.Future[Sequenced] | None"]]
     # The state exported after record `seq` (within this batch), written once it is durable.
     snapshot: tuple[int, EngineState] | None = None
 
@@ -146,6 +148,7 @@ class Sequencer:
         self.subscriber_errors = 0
         # Called with (records, seconds) after each batch is durable: metrics.
         self.batch_observers: list[Callable[[int, float], None]] = []
+        self.on_refused: Refused | None = None  # for commands `post`ed without a future
 
     # --- the producer side ----------------------------------------------------------------
 
@@ -162,18 +165,30 @@ class Sequencer:
     def submit(self, command: Command, origin: object = None) -> "asyncio.Future[Sequenced]":
         """Queue a command; the future completes once its record is durable. `origin`
         comes back in the Sequenced, for subscribers to route the answer."""
+        future: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
+        self._enqueue(command, future, origin)
+        return future
+
+    def post(self, command: Command, origin: object) -> None:
+        """Queue a command whose outcome its origin learns from the subscribers (the
+        gateway's answer to a client), with no future to complete: should it be refused
+        after all (the sequencer stopped or failed), `on_refused` is told. Raises as
+        `submit` does when the command is not taken."""
+        self._enqueue(command, None, origin)
+
+    def _enqueue(
+        self, command: Command, future: "asyncio.Future[Sequenced] | None", origin: object
+    ) -> None:
         if not self._accepting:
             raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
         try:  # about 1 µs: the same check the journal's reader will make
             _command_decoder.decode(_command_encoder.encode(command))
         except msgspec.ValidationError as problem:
             raise InvalidCommandError(str(problem)) from None
-        future: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((command, future, origin))
         except asyncio.QueueFull:
             raise BusyError from None
-        return future
 
     @property
     def queue_depth(self) -> int:
@@ -225,9 +240,9 @@ class Sequencer:
         reason = SequencerStoppedError("the sequencer was cancelled; outcome unknown")
         for batch in (self._writing, self._open):
             if batch is not None:
-                _refuse_batch(batch, reason)
-        if self._in_hand is not None and not self._in_hand[1].done():
-            self._in_hand[1].set_exception(reason)
+                self._refuse_batch(batch, reason)
+        if self._in_hand is not None:
+            self._refuse(self._in_hand[1], self._in_hand[2], reason)
         self._refuse_queued()
 
     async def _sequence_loop(self) -> None:
@@ -248,7 +263,8 @@ class Sequencer:
                     await self._room.wait()
                     self._in_hand = None
                     if self._failure is not None:  # the journal broke meanwhile
-                        item[1].set_exception(SequencerStoppedError(str(self._failure)))
+                        reason = SequencerStoppedError(str(self._failure))
+                        self._refuse(item[1], item[2], reason)
                         stopping = True
                         break
                     continue
@@ -259,7 +275,7 @@ class Sequencer:
                 try:
                     events = apply(stamped)
                 except Exception as bug:  # noqa: BLE001 - any engine exception is fatal
-                    self._fail(command, bug, future)
+                    self._fail(command, bug, future, origin)
                     stopping = True
                     break
                 self.last_seq += 1
@@ -307,7 +323,8 @@ class Sequencer:
                 write_seconds = await writing.seconds
             except Exception as problem:  # noqa: BLE001 - any write failure is fatal
                 self._fail_journal(problem)
-                _refuse_batch(writing.batch, self._failure or SequencerFailedError(str(problem)))
+                failure = self._failure or SequencerFailedError(str(problem))
+                self._refuse_batch(writing.batch, failure)
                 writing = None
                 continue
             durable = writing.batch
@@ -323,7 +340,7 @@ class Sequencer:
         self._open = _Batch([], [])
         self._room.set()
         if self._journal_broken:
-            _refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
+            self._refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
             return None
         self._writing = batch
         framed = self.journal.frame(batch.payloads)  # here: the thread needs no GIL for it
@@ -344,7 +361,7 @@ class Sequencer:
         self.records_written += len(batch.done)
         for sequenced, future in batch.done:
             self.durable_seq = sequenced.seq
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_result(sequenced)
             for subscriber in self._subscribers:
                 try:
@@ -402,14 +419,20 @@ class Sequencer:
 
     # --- failure --------------------------------------------------------------------------
 
-    def _fail(self, command: Command, bug: Exception, future: "asyncio.Future[Sequenced]") -> None:
+    def _fail(
+        self,
+        command: Command,
+        bug: Exception,
+        future: "asyncio.Future[Sequenced] | None",
+        origin: object,
+    ) -> None:
         name = type(command).__name__
         at = self.last_seq + 1
         self._failure = SequencerFailedError(f"engine raised on {name} at seq {at}: {bug!r}")
         self._failure.__cause__ = bug
         self._accepting = False
         log.critical("%s; stopping", self._failure)
-        future.set_exception(self._failure)
+        self._refuse(future, origin, self._failure)
 
     def _fail_journal(self, problem: Exception) -> None:
         self._journal_broken = True
@@ -426,8 +449,25 @@ class Sequencer:
         reason = SequencerStoppedError(str(self._failure or "the sequencer stopped"))
         while not self._queue.empty():  # bounded by the queue's size
             item = self._queue.get_nowait()
-            if item is not None and not item[1].done():
-                item[1].set_exception(reason)
+            if item is not None:
+                self._refuse(item[1], item[2], reason)
+
+    def _refuse_batch(self, batch: _Batch, reason: Exception) -> None:
+        for sequenced, future in batch.done:
+            self._refuse(future, sequenced.origin, reason)
+
+    def _refuse(
+        self, future: "asyncio.Future[Sequenced] | None", origin: object, reason: Exception
+    ) -> None:
+        """Fail a command's future, or tell `on_refused` about a posted one."""
+        if future is not None:
+            if not future.done():
+                future.set_exception(reason)
+        elif self.on_refused is not None:
+            try:
+                self.on_refused(origin, reason)
+            except Exception:  # the refusal of the others must still go out
+                log.exception("on_refused %r failed", self.on_refused)
 
 
 def _timed_write(journal: Journal, framed: Framed) -> float:
@@ -436,12 +476,6 @@ def _timed_write(journal: Journal, framed: Framed) -> float:
     started = time.perf_counter()
     journal.write_framed(framed)
     return time.perf_counter() - started
-
-
-def _refuse_batch(batch: _Batch, reason: Exception) -> None:
-    for _, future in batch.done:
-        if not future.done():
-            future.set_exception(reason)
 
 
 def _last_timestamp(journal: Journal) -> int:

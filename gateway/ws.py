@@ -213,7 +213,7 @@ class Session:
 
     def submit(self, command: cmd.Command, req_id: str | int | None, cid: str = "") -> None:
         try:
-            future = self.hub.sequencer.submit(command, Origin(self, req_id))
+            self.hub.sequencer.post(command, Origin(self, req_id))
         except InvalidCommandError as problem:
             self.refuse(req_id, RejectCode.BAD_REQUEST, str(problem), cid)
             return
@@ -222,13 +222,6 @@ class Session:
             return
         except SequencerStoppedError:
             self.refuse(req_id, RejectCode.BUSY, "the exchange is shutting down", cid)
-            return
-        future.add_done_callback(lambda f: self._on_failure(f, req_id))
-
-    def _on_failure(self, future: "asyncio.Future[Sequenced]", req_id: str | int | None) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            message = "the exchange stopped; the outcome is unknown: resend after it restarts"
-            self.send(wire.error(RejectCode.BUSY, message), req_id)
 
     def authed(self, req_id: str | int | None, cid: str = "") -> str | None:
         if self.account is None:
@@ -412,6 +405,14 @@ class Hub:
                 self.order_meta[order.order_id] = (order.client_order_id, order.side)
         read.listen(self.on_durable)
         read.listen_market_data(self.publish)
+        sequencer.on_refused = self._refused
+
+    def _refused(self, origin: object, reason: Exception) -> None:
+        """A command taken from a client and then refused: the sequencer stopped or failed
+        before it was durable, so it may or may not be in the journal."""
+        if isinstance(origin, Origin):
+            message = "the exchange stopped; the outcome is unknown: resend after it restarts"
+            origin.session.send(wire.error(RejectCode.BUSY, message), origin.req_id)
 
     def write_soon(self, session: Session) -> None:
         """Write the session at the end of this loop turn, with all else queued by then
@@ -465,7 +466,7 @@ class Hub:
         for order_id in sorted(session.placed):  # bounded by the account's open orders
             if self.read.open_order(account, order_id) is not None:
                 with contextlib.suppress(BusyError, SequencerStoppedError):
-                    self.sequencer.submit(cmd.CancelOrder(account=account, order_id=order_id))
+                    self.sequencer.post(cmd.CancelOrder(account=account, order_id=order_id), None)
         session.placed.clear()
 
     # --- market data views ----------------------------------------------------------------

@@ -357,6 +357,23 @@ async def test_cancelling_run_refuses_what_is_not_durable_and_snapshots_nothing(
         seq.submit(CreateAccount(name="late"))
 
 
+async def test_a_posted_command_that_is_refused_is_told_to_on_refused_with_its_origin() -> None:
+    store = GatedStore()
+    seq = Sequencer(Engine(), Journal.open(store), max_batch=1)
+    refused: list[tuple[object, str]] = []
+    seq.on_refused = lambda origin, reason: refused.append((origin, type(reason).__name__))
+    task = await started(seq)
+    for i in range(4):
+        seq.post(CreateAccount(name=f"n{i}"), origin=f"client-{i}")
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    task.cancel()
+    store.gate.release()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT_S)
+    # Every one of them, in order: none is durable (the held sync's result was dropped).
+    assert refused == [(f"client-{i}", "SequencerStoppedError") for i in range(4)]
+
+
 class HalfApplyingEngine(Engine):
     """A bug: it changes state, then raises, on a deposit of 13."""
 
