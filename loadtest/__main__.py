@@ -18,6 +18,17 @@ def _free_port() -> int:
         return port
 
 
+# Niceness a client process may add: lowering one's priority needs no privilege.
+NICE_CHOICES = range(20)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=harness.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,21 +47,21 @@ def main() -> None:
         "--batched-md", action="store_true", help="subscribers take one frame a batch"
     )
     run.add_argument(
-        "--in-flight", type=int, default=harness.MAX_IN_FLIGHT_PER_CLIENT,
+        "--in-flight", type=_at_least_one, default=harness.MAX_IN_FLIGHT_PER_CLIENT,
         help="orders each trader may await at once (closed loop keeps this many)",
     )  # fmt: skip
     run.add_argument(
-        "--nice", type=int, default=harness.CLIENT_NICE,
+        "--nice", type=int, choices=NICE_CHOICES, default=harness.CLIENT_NICE, metavar="0-19",
         help="niceness added to client processes, so the exchange wins shared cores",
     )  # fmt: skip
     base = commands.add_parser("baseline", help="the same clients against a bare echo server")
     base.add_argument("--clients", type=int, default=8)
     base.add_argument("--duration", type=float, default=10.0)
     base.add_argument("--processes", type=int, default=1, help="client processes")
-    base.add_argument("--in-flight", type=int, default=baseline.MAX_IN_FLIGHT,
+    base.add_argument("--in-flight", type=_at_least_one, default=baseline.MAX_IN_FLIGHT,
                       help="requests each client keeps outstanding")  # fmt: skip
-    base.add_argument("--nice", type=int, default=harness.CLIENT_NICE,
-                      help="niceness added to client processes")  # fmt: skip
+    base.add_argument("--nice", type=int, choices=NICE_CHOICES, default=harness.CLIENT_NICE,
+                      metavar="0-19", help="niceness added to client processes")  # fmt: skip
     args = parser.parse_args()
     if args.command == "run":
         if not args.url.startswith("ws://127.") and not args.url.startswith("ws://localhost"):

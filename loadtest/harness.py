@@ -329,7 +329,8 @@ async def run(options: Options) -> dict[str, Any]:
         "subscribers": options.subscribers,
         "batched_md": options.batched_md,
         "in_flight_per_trader": options.in_flight,
-        "client_niceness": stats.niceness,
+        "client_nice": options.nice if options.processes > 1 else 0,  # as asked
+        "client_niceness": stats.niceness,  # as the client processes ran
         "processes": max(1, options.processes),
         "offered_rate": options.rate or "max",
         "duration_s": round(elapsed, 3),

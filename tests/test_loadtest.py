@@ -69,3 +69,19 @@ def test_counted_latencies_give_the_histograms_own_percentiles(values: list[int]
     assert h.get_total_count() == direct.get_total_count()
     for percentile in (0.0, 50.0, 90.0, 99.0, 99.9, 100.0):
         assert h.get_value_at_percentile(percentile) == direct.get_value_at_percentile(percentile)
+
+
+def test_the_command_line_refuses_an_empty_window_and_a_negative_niceness() -> None:
+    import subprocess
+    import sys
+
+    for args, complaint in (
+        (["run", "--admin-token", "t", "--in-flight", "0"], "must be at least 1"),
+        (["baseline", "--nice", "-5"], "invalid choice"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "loadtest", *args],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert complaint in done.stderr
