@@ -56,6 +56,13 @@ async def _serve(options: ServeOptions) -> int:
     tune_gc()
     sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
 
+    # Before the port opens: a client that sees the server up may stop it at once, and a
+    # signal that arrived before the handlers would kill it without a clean shutdown.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
     app = build_app(sequencer, read, token, options.max_connections, options.rate_limit)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -67,10 +74,6 @@ async def _serve(options: ServeOptions) -> int:
         keys = await demo.seed(sequencer, options.data_dir)
     _welcome(options, keys)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({stopping, sequencing}, return_when=asyncio.FIRST_COMPLETED)
 
