@@ -139,7 +139,7 @@ class Sequencer:
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_pending = False  # from the export until the file is written
-        self._writing: _Batch | None = None  # the batch the writer is making durable
+        self._writing: _Write | None = None  # the batch the journal thread is writing
         self._in_hand: _Item | None = None  # taken from the queue, waiting for room
         # Measurements for metrics and benchmarks.
         self.batches_written = 0
@@ -238,9 +238,9 @@ class Sequencer:
         # The batch being written may yet reach the disk: its outcome is unknown, which a
         # client learns by resending with the same client order id after the restart.
         reason = SequencerStoppedError("the sequencer was cancelled; outcome unknown")
-        for batch in (self._writing, self._open):
-            if batch is not None:
-                self._refuse_batch(batch, reason)
+        if self._writing is not None:
+            self._refuse_batch(self._writing.batch, reason)
+        self._refuse_batch(self._open, reason)
         if self._in_hand is not None:
             self._refuse(self._in_hand[1], self._in_hand[2], reason)
         self._refuse_queued()
@@ -308,8 +308,8 @@ class Sequencer:
             self.last_snapshot_seq = self.last_seq
 
     async def _write_loop(self) -> None:
-        writing: _Write | None = None
         while True:  # ends once the sequencing loop has ended and all it applied is written
+            writing = self._writing
             if writing is None:
                 if not self._open.done:
                     if self._sequencing_done:
@@ -317,37 +317,36 @@ class Sequencer:
                     await self._work.wait()
                     self._work.clear()
                     continue
-                writing = self._start_write()
+                self._start_write()
                 continue
             try:
                 write_seconds = await writing.seconds
             except Exception as problem:  # noqa: BLE001 - any write failure is fatal
+                self._writing = None
                 self._fail_journal(problem)
                 failure = self._failure or SequencerFailedError(str(problem))
                 self._refuse_batch(writing.batch, failure)
-                writing = None
                 continue
-            durable = writing.batch
             self._writing = None
             # The next write starts before this batch is released, so the disk syncs it
             # while this loop answers and publishes what the last one made durable.
-            writing = self._start_write() if self._open.done else None
-            self._release(durable, write_seconds)
+            if self._open.done:
+                self._start_write()
+            self._release(writing.batch, write_seconds)
 
-    def _start_write(self) -> "_Write | None":
+    def _start_write(self) -> None:
         """Hand everything applied so far to the journal thread: one write, one fsync."""
         batch = self._open
         self._open = _Batch([], [])
         self._room.set()
         if self._journal_broken:
             self._refuse_batch(batch, self._failure or SequencerFailedError("journal broken"))
-            return None
-        self._writing = batch
+            return
         framed = self.journal.frame(batch.payloads)  # here: the thread needs no GIL for it
         seconds = asyncio.get_running_loop().run_in_executor(
             self._journal_thread, _timed_write, self.journal, framed
         )
-        return _Write(batch, seconds)
+        self._writing = _Write(batch, seconds)
 
     def _release(self, batch: _Batch, write_seconds: float) -> None:
         """A durable batch: complete its futures and tell the subscribers, in seq order."""

@@ -152,7 +152,7 @@ def test_a_crash_loses_no_synced_record(
     mode: CrashMode, script: list[list[int] | None], target: int, seed: int
 ) -> None:
     """Random syncs, and a full segment synced before the journal starts the next one, as
-    the sequencer's write_batch does (every batch is synced)."""
+    the sequencer's journal thread does (every batch is synced)."""
     with mock.patch.object(journal_module, "SEGMENT_TARGET_BYTES", target):
         writer = Writer()
         segments = run_steps(writer, script, sync_before_rollover=True)
