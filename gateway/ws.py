@@ -117,6 +117,9 @@ class Session:
             return
         self._out.append(text)
         self._out_bytes += len(text)
+        self._write_soon()
+
+    def _write_soon(self) -> None:
         if not self._queued:
             self._queued = True
             self.hub.write_soon(self)
@@ -159,9 +162,7 @@ class Session:
         """Close once what is queued (an error explaining why) has been sent."""
         self._close_after = (code, reason)
         self.hub.detach(self)  # no more routing; still counted until the socket closes
-        if not self._queued:
-            self._queued = True
-            self.hub.write_soon(self)
+        self._write_soon()
 
     def close(self, code: int, reason: str) -> None:
         """Close now, dropping what is queued (a slow consumer would never read it)."""
