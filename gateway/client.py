@@ -245,17 +245,30 @@ def _crc(best_asks: Iterable[tuple[str, int]], best_bids: Iterable[tuple[str, in
 
 def price_key(price: str) -> int:
     """An exact integer that orders wire prices as numbers (up to 18 decimals)."""
-    whole, _, fraction = price.partition(".")
-    return int(whole) * 10**18 + int(fraction.ljust(18, "0")[:18])
+    key = _price_keys.get(price)
+    if key is None:
+        whole, _, fraction = price.partition(".")
+        key = int(whole) * 10**18 + int(fraction.ljust(18, "0")[:18])
+        if len(_price_keys) >= PRICE_KEYS_CACHED:
+            _price_keys.clear()
+        _price_keys[price] = key
+    return key
+
+
+# Wire prices already turned into keys: books see the same few prices again and again.
+PRICE_KEYS_CACHED = 100_000
+_price_keys: dict[str, int] = {}
 
 
 class BookSide:
     """One side's levels by wire price, with the keys kept sorted so the best ten are a
-    slice (sorting the side for every checksum was the load test's largest cost)."""
+    slice, and each level's checksum text ("price:qty") kept beside it, so a checksum is
+    a join of ready strings (sorting and formatting per update were the load test's
+    largest costs)."""
 
     def __init__(self, levels: Iterable[tuple[str, int]] = ()) -> None:
         self.qty: dict[str, int] = {}
-        self._price_of: dict[int, str] = {}
+        self._text_of: dict[int, str] = {}  # key -> "price:qty"
         self._keys: list[int] = []  # ascending
         for price, qty in levels:
             self.set(price, qty)
@@ -263,27 +276,39 @@ class BookSide:
     def set(self, price: str, qty: int) -> None:
         """The level's new total; 0 removes it (a level we never had is ignored)."""
         if qty:
-            if price not in self.qty:
-                key = price_key(price)
-                self._price_of[key] = price
+            key = price_key(price)
+            if self.qty.get(price) is None:
                 bisect.insort(self._keys, key)
             self.qty[price] = qty
+            self._text_of[key] = f"{price}:{qty}"
         elif self.qty.pop(price, None) is not None:
             key = price_key(price)
-            del self._price_of[key]
+            del self._text_of[key]
             del self._keys[bisect.bisect_left(self._keys, key)]
 
+    def lowest_text(self, n: int) -> str:
+        text_of = self._text_of
+        return ";".join([text_of[k] for k in self._keys[:n]])
+
+    def highest_text(self, n: int) -> str:
+        text_of = self._text_of
+        return ";".join([text_of[k] for k in reversed(self._keys[-n:])])
+
     def lowest(self, n: int) -> list[tuple[str, int]]:
-        price_of, qty = self._price_of, self.qty
-        return [(price_of[k], qty[price_of[k]]) for k in self._keys[:n]]
+        return [_level(self._text_of[k]) for k in self._keys[:n]]
 
     def highest(self, n: int) -> list[tuple[str, int]]:
-        price_of, qty = self._price_of, self.qty
-        return [(price_of[k], qty[price_of[k]]) for k in reversed(self._keys[-n:])]
+        return [_level(self._text_of[k]) for k in reversed(self._keys[-n:])]
+
+
+def _level(text: str) -> tuple[str, int]:
+    price, _, qty = text.partition(":")
+    return price, int(qty)
 
 
 class LocalBook:
-    """A level-2 book kept from market data, checked message by message."""
+    """A level-2 book kept from market data, checked message by message. `apply` takes a
+    decoded message; the `on_*` methods take its fields (for typed decoders)."""
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -300,28 +325,53 @@ class LocalBook:
         if message.get("symbol") != self.symbol:
             return True
         if kind == "book_snapshot":
-            self.bids = BookSide(message["bids"])
-            self.asks = BookSide(message["asks"])
-            self.seq = message["seq"]
-            return self._checked(message)
-        if kind not in {"book_update", "trade"} or self.seq is None:
-            return True
-        if message["seq"] != self.seq + 1:
+            return self.on_snapshot(
+                message["seq"], message["bids"], message["asks"], message["checksum"]
+            )
+        if kind == "trade":
+            return self.on_trade(message["seq"])
+        if kind == "book_update":
+            return self.on_update(message["seq"], message["changes"], message["checksum"])
+        return True
+
+    def on_snapshot(
+        self, seq: int, bids: Iterable[tuple[str, int]], asks: Iterable[tuple[str, int]],
+        checksum: int,
+    ) -> bool:  # fmt: skip
+        self.bids = BookSide(bids)
+        self.asks = BookSide(asks)
+        self.seq = seq
+        return self._checked(checksum)
+
+    def on_trade(self, seq: int) -> bool:
+        return self.seq is None or self._in_sequence(seq)
+
+    def on_update(self, seq: int, changes: Iterable[tuple[str, str, int]], checksum: int) -> bool:
+        if self.seq is None:
+            return True  # waiting for the snapshot a resubscribe brings
+        if not self._in_sequence(seq):
+            return False
+        bids, asks = self.bids, self.asks
+        for side, price, qty in changes:
+            (bids if side == "buy" else asks).set(price, qty)
+        return self._checked(checksum)
+
+    def _in_sequence(self, seq: int) -> bool:
+        if self.seq is None or seq != self.seq + 1:
             self.gaps += 1
             self.seq = None
             return False
-        self.seq = message["seq"]
-        if kind == "trade":
-            return True
-        for side, price, qty in message["changes"]:
-            (self.bids if side == "buy" else self.asks).set(price, qty)
-        return self._checked(message)
+        self.seq = seq
+        return True
 
     def checksum(self) -> int:
-        return _crc(self.asks.lowest(CHECKSUM_DEPTH), self.bids.highest(CHECKSUM_DEPTH))
+        text = (
+            f"A{self.asks.lowest_text(CHECKSUM_DEPTH)}|B{self.bids.highest_text(CHECKSUM_DEPTH)}"
+        )
+        return zlib.crc32(text.encode())
 
-    def _checked(self, message: Message) -> bool:
-        if self.checksum() != message["checksum"]:
+    def _checked(self, checksum: int) -> bool:
+        if self.checksum() != checksum:
             self.bad_checksums += 1
             self.seq = None
             return False

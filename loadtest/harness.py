@@ -23,7 +23,8 @@ from typing import Any
 import msgspec
 from hdrh.histogram import HdrHistogram
 
-from gateway.client import Admin, Client, LocalBook
+from gateway.client import Admin, Client
+from loadtest.feed import Feed
 
 # Latencies are recorded in microseconds, from 1 µs to 60 s, 3 significant digits.
 HIST_MAX_US = 60_000_000
@@ -55,14 +56,19 @@ class Latencies:
         self._pending: dict[int, int] = {}
 
     def record(self, microseconds: int) -> None:
-        value = max(1, min(microseconds, HIST_MAX_US))
-        # Down to the histogram's own resolution (3 significant digits are 11 bits), so
-        # the histogram would count it the same, and equal values are counted together.
-        shift = value.bit_length() - SIGNIFICANT_BITS
-        if shift > 0:
-            value = value >> shift << shift
+        value = _rounded(microseconds)
         pending = self._pending
         pending[value] = pending.get(value, 0) + 1
+        if len(pending) >= PENDING_VALUES_BOUND:
+            self._fold()
+
+    def record_lags(self, now_ns: int, counts: dict[int, int]) -> None:
+        """Record `now_ns - ts` (in µs) `n` times for each `ts: n` of `counts`: the lags
+        of one market-data frame's trades, in one call."""
+        pending = self._pending
+        for ts, count in counts.items():
+            value = _rounded((now_ns - ts) // 1_000)
+            pending[value] = pending.get(value, 0) + count
         if len(pending) >= PENDING_VALUES_BOUND:
             self._fold()
 
@@ -74,6 +80,14 @@ class Latencies:
         for value, count in self._pending.items():
             self._histogram.record_value(value, count)
         self._pending.clear()
+
+
+def _rounded(microseconds: int) -> int:
+    """Clamped to the histogram's range and cut to its resolution (3 significant digits
+    are 11 bits): the histogram counts it the same, and equal values count together."""
+    value = max(1, min(microseconds, HIST_MAX_US))
+    shift = value.bit_length() - SIGNIFICANT_BITS
+    return value >> shift << shift if shift > 0 else value
 
 
 @dataclass
@@ -212,21 +226,11 @@ async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
                 stats.fill.record(lag_us)
 
 
-async def _subscriber(
-    client: Client, symbol: str, stats: Stats, deadline: float, batched: bool
-) -> None:
-    book = LocalBook(symbol)
-    await client.subscribe(["book", "trades"], [symbol], batched=batched)
-    async for now_ns, messages in _pushed_until(client, deadline):
-        stats.md_messages += len(messages)
-        for message in messages:
-            if message.get("type") == "trade":
-                lag_us = (now_ns - message["ts"]) // 1_000
-                stats.md_lag.record(lag_us)
-            if not book.apply(message):
-                await client.resubscribe(book)
-    stats.gaps += book.gaps
-    stats.bad_checksums += book.bad_checksums
+async def _subscriber(feed: Feed, url: str, stats: Stats, deadline: float) -> None:
+    await feed.run(url, deadline)
+    stats.md_messages += feed.messages
+    stats.gaps += feed.book.gaps
+    stats.bad_checksums += feed.book.bad_checksums
 
 
 async def _progress(stats: Stats, started: float, deadline: float) -> None:
@@ -268,7 +272,10 @@ class Share(msgspec.Struct, frozen=True):
 async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
     """Run one share's clients until the deadline; returns the seconds it ran."""
     traders = [await Client.connect(share.url, key) for key in share.keys]
-    watchers = [await Client.connect(share.url) for _ in range(share.subscribers)]
+    feeds = [
+        Feed(share.symbol, stats.md_lag.record_lags, batched=share.batched_md)
+        for _ in range(share.subscribers)
+    ]
     rng = random.Random(share.seed)
     mid = [MID_TICKS]
     per_client = share.rate / len(traders) if share.rate and traders else None
@@ -277,7 +284,7 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
     try:
         await asyncio.gather(
             *([_progress(stats, started, deadline)] if show_progress else []),
-            *(_subscriber(w, share.symbol, stats, deadline, share.batched_md) for w in watchers),
+            *(_subscriber(feed, share.url, stats, deadline) for feed in feeds),
             *(_drain_private(t, stats, deadline) for t in traders),
             *(
                 _trader(t, share.symbol, i < share.makers, per_client, deadline, stats,
@@ -286,7 +293,7 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
             ),
         )  # fmt: skip
     finally:
-        for client in traders + watchers:
+        for client in traders:
             await client.close()
     return time.perf_counter() - started
 
