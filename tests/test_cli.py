@@ -124,3 +124,13 @@ async def test_a_record_that_does_not_decode_is_named_not_a_traceback(data_dir: 
     assert done.returncode == 1
     assert "does not decode" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_serve_refuses_a_negative_or_endless_gather_window() -> None:
+    for value in ("-1", "inf", "nan"):
+        done = subprocess.run(
+            [sys.executable, "-m", "exchange", "serve", "--gather-ms", value],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert "must be a finite number >= 0" in done.stderr

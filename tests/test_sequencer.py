@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,58 @@ async def test_the_next_write_starts_before_the_last_batch_is_released() -> None
     for _ in range(4):  # the stop may still sync; let it through
         store.gate.release()
     await asyncio.wait_for(task, WAIT_S)
+
+
+class TimedStore(FaultySegmentStore):
+    """A store that notes the loop-clock time (monotonic) each sync starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sync_times: list[float] = []
+
+    def sync(self) -> None:
+        self.sync_times.append(time.monotonic())
+        super().sync()
+
+
+async def test_under_sustained_load_writes_start_a_gather_window_apart() -> None:
+    store = TimedStore()
+    seq = Sequencer(Engine(), Journal.open(store), gather_seconds=0.2)
+    task = await started(seq)
+    asked = time.monotonic()
+    await asyncio.wait_for(seq.submit(CreateAccount(name="a")), WAIT_S)
+    await asyncio.wait_for(seq.submit(CreateAccount(name="b")), WAIT_S)
+    # The first came after a quiet spell: written at once (the window is no delay then).
+    # The second waited until the window since the first write had passed.
+    assert store.sync_times[0] - asked < 0.2
+    assert store.sync_times[1] - store.sync_times[0] >= 0.2
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_a_batch_big_enough_is_written_without_waiting_for_the_window() -> None:
+    store = TimedStore()
+    # A window far longer than the test's own bound: only the size rule can let it pass.
+    seq = Sequencer(Engine(), Journal.open(store), gather_seconds=3 * WAIT_S, gather_enough=4)
+    task = await started(seq)
+    await asyncio.wait_for(seq.submit(CreateAccount(name="first")), WAIT_S)
+    burst = [seq.submit(CreateAccount(name=f"n{i}")) for i in range(4)]
+    await asyncio.wait_for(asyncio.gather(*burst), WAIT_S)
+    assert len(store.sync_times) == 2
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_stopping_writes_what_is_gathering_at_once() -> None:
+    store = TimedStore()
+    seq = Sequencer(Engine(), Journal.open(store), gather_seconds=3 * WAIT_S)
+    task = await started(seq)
+    await asyncio.wait_for(seq.submit(CreateAccount(name="first")), WAIT_S)
+    waiting = seq.submit(CreateAccount(name="held by the window"))
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert (await waiting).seq == 2
+    assert durable_seqs(store) == [1, 2]
 
 
 async def test_a_full_queue_answers_busy_at_once() -> None:
