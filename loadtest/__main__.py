@@ -43,9 +43,7 @@ def main() -> None:
     run.add_argument("--report", type=Path, default=Path("loadtest-report.json"))
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--processes", type=int, default=1, help="client processes to spread over")
-    run.add_argument(
-        "--batched-md", action="store_true", help="subscribers take one frame a batch"
-    )
+    run.add_argument("--batched-md", action="store_true", help="subscribers take one frame a batch")
     run.add_argument(
         "--in-flight", type=_at_least_one, default=harness.MAX_IN_FLIGHT_PER_CLIENT,
         help="orders each trader may await at once (closed loop keeps this many)",

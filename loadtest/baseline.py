@@ -1,7 +1,8 @@
 """`python -m loadtest baseline`: the same number of clients against a bare echo server.
 
 Each client keeps MAX_IN_FLIGHT requests outstanding (closed loop; `--in-flight`) for the
-duration; the result is echoed messages a second, the ceiling the framework alone reaches
+duration, with the load test's own client loop (`loadtest.trader.Pinger`, the traders'
+loop sending pings); the result is echoed messages a second, the ceiling the framework alone reaches
 here. With `--processes N` the clients are spread over N processes (niced by `--nice`),
 as `run --processes N` does, so the two figures compare like with like.
 """
@@ -15,31 +16,32 @@ from typing import Any
 
 import aiohttp
 
-from gateway.client import Client
+from loadtest.trader import Pinger, Tally, connect
 
 MAX_IN_FLIGHT = 64
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def _client(url: str, deadline: float, counts: list[int], in_flight: int) -> None:
-    async with await Client.connect(url) as client:
+async def _client(url: str, deadline: float, tally: Tally, in_flight: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        ws = await connect(session, url)
+        try:
+            await Pinger(ws, in_flight, None, _ignore, _ignore, tally).run(deadline)
+        finally:
+            await ws.close()
 
-        async def one() -> None:
-            await client.request("ping")
 
-        while time.perf_counter() < deadline:  # bounded by the deadline
-            await asyncio.gather(*(one() for _ in range(in_flight)))
-            counts[0] += in_flight
+def _ignore(_: int) -> None:
+    """The baseline counts answers; their latencies are not its question."""
 
 
 async def clients_in_this_process(
     url: str, clients: int, duration: float, in_flight: int = MAX_IN_FLIGHT
 ) -> int:
-    counts = [0]
-    started = time.perf_counter()
-    deadline = started + duration
-    await asyncio.gather(*(_client(url, deadline, counts, in_flight) for _ in range(clients)))
-    return counts[0]
+    tally = Tally()
+    deadline = time.perf_counter() + duration
+    await asyncio.gather(*(_client(url, deadline, tally, in_flight) for _ in range(clients)))
+    return tally.orders
 
 
 async def _in_processes(
@@ -56,9 +58,7 @@ async def _in_processes(
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            script.format(
-                url=url, share=share, duration=duration, in_flight=in_flight, nice=nice
-            ),
+            script.format(url=url, share=share, duration=duration, in_flight=in_flight, nice=nice),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )

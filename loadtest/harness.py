@@ -10,21 +10,21 @@ matplotlib is installed) is saved. Everything targets the URL given: run it agai
 """
 
 import asyncio
-import itertools
 import os
 import random
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 from hdrh.histogram import HdrHistogram
 
-from gateway.client import Admin, Client
+from gateway.client import Admin
 from loadtest.feed import Feed
+from loadtest.trader import Orders, Tally, Trader, connect
 
 # Latencies are recorded in microseconds, from 1 µs to 60 s, 3 significant digits.
 HIST_MAX_US = 60_000_000
@@ -91,14 +91,11 @@ def _rounded(microseconds: int) -> int:
 
 
 @dataclass
-class Stats:
+class Stats(Tally):
     ack: Latencies = field(default_factory=Latencies)
     fill: Latencies = field(default_factory=Latencies)
     md_lag: Latencies = field(default_factory=Latencies)
-    orders: int = 0
-    fills: int = 0
     md_messages: int = 0
-    rejects: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
     bad_checksums: int = 0
     niceness: int = 0  # the client processes' own, as they ran
@@ -140,90 +137,6 @@ async def _setup(options: Options, base_url: str) -> tuple[str, list[str]]:
                            {"account": account, "symbol": symbol, "qty": 100_000_000})  # fmt: skip
             keys.append(key)
         return symbol, keys
-
-
-async def _trader(
-    client: Client, symbol: str, maker: bool, per_client_rate: float | None,
-    deadline: float, stats: Stats, rng: random.Random, mid: list[int], in_flight_bound: int,
-) -> None:  # fmt: skip
-    """Send orders at the offered rate (or as fast as answers come), record latencies."""
-    in_flight: set[asyncio.Task[None]] = set()
-    # A semaphore, not asyncio.wait over the tasks: that hooks every task on each turn.
-    slots = asyncio.Semaphore(in_flight_bound)
-
-    def finished(task: asyncio.Task[None]) -> None:
-        in_flight.discard(task)
-        slots.release()
-
-    started = time.perf_counter()
-    for n in itertools.count():  # bounded by the deadline
-        intended = started + n / per_client_rate if per_client_rate else time.perf_counter()
-        if intended >= deadline or client.ws.closed:
-            break
-        delay = intended - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await slots.acquire()
-        task = asyncio.get_running_loop().create_task(
-            _one_order(client, symbol, maker, intended, stats, rng, mid)
-        )
-        in_flight.add(task)
-        task.add_done_callback(finished)
-    if in_flight:
-        await asyncio.wait(in_flight)
-
-
-async def _one_order(
-    client: Client, symbol: str, maker: bool, intended: float, stats: Stats,
-    rng: random.Random, mid: list[int],
-) -> None:  # fmt: skip
-    if rng.random() < 0.01:
-        mid[0] += rng.choice((-1, 1))  # the mid wanders
-    side = rng.choice(("buy", "sell"))
-    try:
-        if maker:
-            offset = rng.randint(1, 20)
-            ticks = mid[0] - offset if side == "buy" else mid[0] + offset
-            answer = await client.place(symbol, side, rng.randint(1, 10), _price(ticks))
-        else:
-            ticks = mid[0] + 25 if side == "buy" else mid[0] - 25
-            answer = await client.place(
-                symbol, side, rng.randint(1, 10), _price(ticks), tif="ioc"
-            )
-        latency_us = int((time.perf_counter() - intended) * 1e6)
-        stats.ack.record(latency_us)
-        stats.orders += 1
-        if answer["type"] == "rejected":
-            stats.rejects[answer["code"]] = stats.rejects.get(answer["code"], 0) + 1
-        elif maker and rng.random() < 0.5:
-            await client.cancel(order_id=answer["order_id"])
-    except (ConnectionError, TimeoutError) as problem:
-        # Counted, not raised: the report says so and the trader stops (see _trader).
-        name = "CONNECTION_LOST" if isinstance(problem, ConnectionError) else "NO_ANSWER"
-        stats.rejects[name] = stats.rejects.get(name, 0) + 1
-
-
-async def _pushed_until(
-    client: Client, deadline: float
-) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
-    """(receipt time in ns, messages) for each batch of pushed messages, until the
-    deadline or a quiet spell that outlasts it."""
-    while time.perf_counter() < deadline:  # bounded by the deadline
-        try:
-            messages = await client.next_events(timeout=max(0.01, deadline - time.perf_counter()))
-        except TimeoutError:
-            return
-        yield time.time_ns(), messages
-
-
-async def _drain_private(client: Client, stats: Stats, deadline: float) -> None:
-    """Count fills pushed to a trader (their latency comes from the trade's ts)."""
-    async for now_ns, events in _pushed_until(client, deadline):
-        for event in events:
-            if event.get("type") == "fill":
-                stats.fills += 1
-                lag_us = (now_ns - event["ts"]) // 1_000
-                stats.fill.record(lag_us)
 
 
 async def _subscriber(feed: Feed, url: str, stats: Stats, deadline: float) -> None:
@@ -271,30 +184,31 @@ class Share(msgspec.Struct, frozen=True):
 
 async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
     """Run one share's clients until the deadline; returns the seconds it ran."""
-    traders = [await Client.connect(share.url, key) for key in share.keys]
-    feeds = [
-        Feed(share.symbol, stats.md_lag.record_lags, batched=share.batched_md)
-        for _ in range(share.subscribers)
-    ]
     rng = random.Random(share.seed)
     mid = [MID_TICKS]
-    per_client = share.rate / len(traders) if share.rate and traders else None
-    started = time.perf_counter()
-    deadline = started + share.duration
-    try:
-        await asyncio.gather(
-            *([_progress(stats, started, deadline)] if show_progress else []),
-            *(_subscriber(feed, share.url, stats, deadline) for feed in feeds),
-            *(_drain_private(t, stats, deadline) for t in traders),
-            *(
-                _trader(t, share.symbol, i < share.makers, per_client, deadline, stats,
-                        random.Random(rng.random()), mid, share.in_flight)
-                for i, t in enumerate(traders)
-            ),
-        )  # fmt: skip
-    finally:
-        for client in traders:
-            await client.close()
+    per_client = share.rate / len(share.keys) if share.rate and share.keys else None
+    async with aiohttp.ClientSession() as session:
+        sockets = [await connect(session, share.url, key) for key in share.keys]
+        traders = [
+            Trader(ws, Orders(share.symbol, i < share.makers, random.Random(rng.random()), mid),
+                   share.in_flight, per_client, stats.ack.record, stats.fill.record, stats)
+            for i, ws in enumerate(sockets)
+        ]  # fmt: skip
+        feeds = [
+            Feed(share.symbol, stats.md_lag.record_lags, batched=share.batched_md)
+            for _ in range(share.subscribers)
+        ]
+        started = time.perf_counter()
+        deadline = started + share.duration
+        try:
+            await asyncio.gather(
+                *([_progress(stats, started, deadline)] if show_progress else []),
+                *(_subscriber(feed, share.url, stats, deadline) for feed in feeds),
+                *(trader.run(deadline) for trader in traders),
+            )
+        finally:
+            for ws in sockets:
+                await ws.close()
     return time.perf_counter() - started
 
 

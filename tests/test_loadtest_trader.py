@@ -1,0 +1,85 @@
+"""The load test's trader loop against small real WebSocket servers on 127.0.0.1: the
+window of requests in flight, the makers' cancels, and what is counted when answers
+never come."""
+
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+
+from loadtest.trader import Orders, Pinger, Tally, Trader, connect
+from tests.server import free_port
+
+Handler = Callable[[web.WebSocketResponse, dict[str, object]], Awaitable[None]]
+
+
+@asynccontextmanager
+async def ws_server(handle: Handler) -> AsyncIterator[str]:
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:  # until the client closes
+            await handle(ws, json.loads(message.data))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/ws", endpoint)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"ws://127.0.0.1:{port}/v1/ws"
+    finally:
+        await runner.cleanup()
+
+
+def no_record(_: int) -> None:
+    pass
+
+
+async def test_a_maker_cancels_about_half_and_only_places_count_as_orders() -> None:
+    seen: list[str] = []
+
+    async def exchange(ws: web.WebSocketResponse, request: dict[str, object]) -> None:
+        seen.append(str(request["op"]))
+        if request["op"] == "place":
+            answer = {"type": "accepted", "order_id": str(len(seen)), "req_id": request["req_id"]}
+        else:
+            answer = {"type": "done", "reason": "cancelled", "req_id": request["req_id"]}
+        await ws.send_str(json.dumps(answer))
+
+    tally = Tally()
+    async with ws_server(exchange) as url, aiohttp.ClientSession() as session:
+        ws = await connect(session, url)
+        orders = Orders("ACME", maker=True, rng=random.Random(7), mid=[10_000])
+        trader = Trader(ws, orders, 3, None, no_record, no_record, tally)
+        await trader.run(time.perf_counter() + 0.3)
+        await ws.close()
+    places, cancels = seen.count("place"), seen.count("cancel")
+    assert tally.orders == places > 10
+    assert 0 < cancels < places  # about half the accepted orders are cancelled
+    assert tally.rejects == {}
+
+
+async def test_no_more_than_the_window_is_sent_and_the_unanswered_are_counted() -> None:
+    received: list[object] = []
+
+    async def silent_then_gone(ws: web.WebSocketResponse, request: dict[str, object]) -> None:
+        received.append(request["req_id"])
+        if len(received) == 4:
+            await ws.close()  # nothing was answered
+
+    tally = Tally()
+    async with ws_server(silent_then_gone) as url, aiohttp.ClientSession() as session:
+        ws = await connect(session, url)
+        # With 4 in flight and no answer, the pinger sends 4 and waits; the close ends it
+        # long before its deadline, and the 4 are lost, not waited for.
+        await Pinger(ws, 4, None, no_record, no_record, tally).run(time.perf_counter() + 30)
+    assert received == [1, 2, 3, 4]
+    assert tally.orders == 0
+    assert tally.rejects == {"CONNECTION_LOST": 4}
