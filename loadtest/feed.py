@@ -60,6 +60,9 @@ _decode_frame = msgspec.json.Decoder(Frame).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.encode
 
+# Trades' timestamps are cut to this before their lags are counted, so a frame's trades
+# make a few distinct lags, not one each: a lag is over-stated by less than this.
+LAG_QUANTUM_NS = 100_000
 # Called with (receipt time in ns, {trade ts: trades with it}) for each frame's trades.
 LagSink = Callable[[int, dict[int, int]], None]
 
@@ -124,19 +127,31 @@ class Feed:
     def _on_messages(self, messages: list[Trade | BookUpdate | Ticker], now_ns: int) -> bool:
         self.messages += len(messages)
         book = self.book
-        lags: dict[int, int] = {}
+        lags: dict[int, int] = {}  # trade ts, cut to LAG_QUANTUM_NS -> trades
         ok = True
+        # The trades' seqs are checked here, inline (the book checks the updates'): at
+        # half a million messages a second a call per trade was a tenth of the client.
+        seq = book.seq
         for message in messages:
-            if isinstance(message, Trade):
-                ts = message.ts
-                lags[ts] = lags.get(ts, 0) + 1
-                ok = book.on_trade(message.seq)
-            elif isinstance(message, BookUpdate):
+            if type(message) is Trade:
+                if seq is not None:
+                    seq += 1
+                    if message.seq != seq:
+                        book.seq = seq - 1
+                        ok = book.on_trade(message.seq)  # counts the gap
+                        break
+                quantum = message.ts // LAG_QUANTUM_NS
+                lags[quantum] = lags.get(quantum, 0) + 1
+            elif type(message) is BookUpdate:
+                book.seq = seq
                 ok = book.on_update(message.seq, message.changes, message.checksum)
-            if not ok:
-                break
+                if not ok:
+                    break
+                seq = book.seq
+        else:
+            book.seq = seq
         if lags:
-            self._record_lag(now_ns, lags)
+            self._record_lag(now_ns, {q * LAG_QUANTUM_NS: n for q, n in lags.items()})
         return ok
 
     async def _subscribe(self, *, batched: bool) -> None:
