@@ -204,7 +204,7 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
             await asyncio.gather(
                 *([_progress(stats, started, deadline)] if show_progress else []),
                 *(_subscriber(feed, share.url, stats, deadline) for feed in feeds),
-                *(trader.run(deadline) for trader in traders),
+                *(trader.run(deadline, started) for trader in traders),
             )
         finally:
             for ws in sockets:

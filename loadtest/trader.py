@@ -127,11 +127,13 @@ class Pipe:
         del reply, kind
         self._slots_used -= 1
 
-    async def run(self, deadline: float) -> None:
-        """Send until `deadline` (perf_counter), then wait a grace for what is awaited."""
+    async def run(self, deadline: float, started: float | None = None) -> None:
+        """Send until `deadline` (perf_counter), then wait a grace for what is awaited.
+        Sends are timed from `started` (now by default): pipes of a process given the same
+        start and rate send at the same instants, woken by one turn of the loop."""
         reader = asyncio.get_running_loop().create_task(self._read())
         try:
-            await self._send_until(deadline)
+            await self._send_until(time.perf_counter() if started is None else started, deadline)
             grace_ends = time.perf_counter() + ANSWER_GRACE_S
             while self._waiting and not self._closed:  # bounded by the grace
                 await self._send_follow_ups()  # a cancel still holds its order's slot
@@ -146,8 +148,7 @@ class Pipe:
             if lost:
                 self.tally.reject("CONNECTION_LOST" if self._closed else "NO_ANSWER", lost)
 
-    async def _send_until(self, deadline: float) -> None:
-        started = time.perf_counter()
+    async def _send_until(self, started: float, deadline: float) -> None:
         interval = 1 / self.rate if self.rate else 0.0
         n = 0
         ws, waiting, follow_ups = self.ws, self._waiting, self._follow_ups
