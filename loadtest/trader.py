@@ -116,6 +116,9 @@ class Pipe:
         self._slots_used = 0  # an order holds its slot until its cancel is answered
         self._follow_ups: deque[bytes] = deque()  # cancels to send before new orders
         self._wake: asyncio.Future[None] | None = None
+        # The sender waits for room (any answer may free it), not just for the clock:
+        # waking it for every answer while it waits for the clock cost a timer each.
+        self._wanting_room = False
         self._closed = False
 
     def request(self, req_id: int) -> bytes:
@@ -135,6 +138,7 @@ class Pipe:
         try:
             await self._send_until(time.perf_counter() if started is None else started, deadline)
             grace_ends = time.perf_counter() + ANSWER_GRACE_S
+            self._wanting_room = True  # now every answer may be the last awaited
             while self._waiting and not self._closed:  # bounded by the grace
                 await self._send_follow_ups()  # a cancel still holds its order's slot
                 if time.perf_counter() >= grace_ends:
@@ -160,7 +164,9 @@ class Pipe:
             if intended >= deadline:
                 return
             if self._slots_used >= self.in_flight:
+                self._wanting_room = True
                 await self._sleep_until(deadline)  # woken by an answer
+                self._wanting_room = False
                 continue
             if intended > now:
                 await self._sleep_until(intended)
@@ -215,7 +221,8 @@ class Pipe:
             if kind != FOLLOW_UP:
                 self.record_ack(int((time.perf_counter() - intended) * 1e6))
             self.on_answer(reply, kind)
-            self._wake_sender()
+            if self._wanting_room or self._follow_ups:
+                self._wake_sender()
         elif reply.type == "fill":
             self.tally.fills += 1
             self.record_fill((time.time_ns() - reply.ts) // 1_000)
