@@ -257,6 +257,9 @@ async def run(options: Options) -> dict[str, Any]:
         "duration_s": round(elapsed, 3),
         "orders": stats.orders,
         "orders_per_s": round(stats.orders / elapsed, 1),
+        "cancels": stats.cancels,
+        # Every command the exchange journaled and answered: places and cancels.
+        "commands_per_s": round((stats.orders + stats.cancels) / elapsed, 1),
         "fills": stats.fills,
         "fills_per_s": round(stats.fills / elapsed, 1),
         "md_messages": stats.md_messages,
@@ -278,6 +281,7 @@ class WorkerResult(msgspec.Struct):
 
     elapsed: float
     orders: int
+    cancels: int
     fills: int
     md_messages: int
     rejects: dict[str, int]
@@ -291,13 +295,14 @@ class WorkerResult(msgspec.Struct):
     @classmethod
     def of(cls, stats: Stats, elapsed: float) -> "WorkerResult":
         return cls(
-            elapsed, stats.orders, stats.fills, stats.md_messages, stats.rejects, stats.gaps,
-            stats.bad_checksums, _encoded(stats.ack), _encoded(stats.fill), _encoded(stats.md_lag),
-            stats.niceness,
+            elapsed, stats.orders, stats.cancels, stats.fills, stats.md_messages, stats.rejects,
+            stats.gaps, stats.bad_checksums, _encoded(stats.ack), _encoded(stats.fill),
+            _encoded(stats.md_lag), stats.niceness,
         )  # fmt: skip
 
     def add_to(self, stats: Stats) -> None:
         stats.orders += self.orders
+        stats.cancels += self.cancels
         stats.fills += self.fills
         stats.md_messages += self.md_messages
         for code, n in self.rejects.items():

@@ -49,6 +49,7 @@ class Tally:
     """What one trader saw; the harness adds them up."""
 
     orders: int = 0  # places answered
+    cancels: int = 0  # makers' cancels answered
     fills: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
 
@@ -253,6 +254,7 @@ class Trader(Pipe):
 
     def on_answer(self, reply: Reply, kind: int) -> None:
         if kind == FOLLOW_UP:
+            self.tally.cancels += 1
             self._slots_used -= 1
             return
         self.tally.orders += 1

@@ -43,6 +43,9 @@ async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
     # The workers lowered their own priority, below this process's.
     assert report["client_niceness"] == min(19, os.nice(0) + 3)
     assert report["orders"] >= 300
+    # Half the makers' accepted orders are cancelled: counted apart from the orders.
+    assert 0 < report["cancels"] < report["orders"]
+    assert report["commands_per_s"] > report["orders_per_s"]
     assert report["ack_ms"]["count"] == report["orders"]
     assert report["md_lag_ms"]["count"] > 0
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)

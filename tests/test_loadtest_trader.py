@@ -63,6 +63,7 @@ async def test_a_maker_cancels_about_half_and_only_places_count_as_orders() -> N
     places, cancels = seen.count("place"), seen.count("cancel")
     assert tally.orders == places > 10
     assert 0 < cancels < places  # about half the accepted orders are cancelled
+    assert tally.cancels == cancels
     assert tally.rejects == {}
 
 
