@@ -137,7 +137,12 @@ class Pipe:
         start and rate send at the same instants, woken by one turn of the loop."""
         reader = asyncio.get_running_loop().create_task(self._read())
         try:
-            await self._send_until(time.perf_counter() if started is None else started, deadline)
+            try:
+                await self._send_until(
+                    time.perf_counter() if started is None else started, deadline
+                )
+            except ConnectionError:  # the socket closed under a send: counted below
+                self._closed = True
             grace_ends = time.perf_counter() + ANSWER_GRACE_S
             self._wanting_room = True  # now every answer may be the last awaited
             while self._waiting and not self._closed:  # bounded by the grace
@@ -258,7 +263,7 @@ class Trader(Pipe):
             self._slots_used -= 1
             return
         self.tally.orders += 1
-        if reply.type == "rejected":
+        if reply.type in {"rejected", "error"}:  # an error: BUSY, RATE_LIMITED, ...
             self.tally.reject(reply.code or "UNKNOWN")
         elif reply.type == "accepted" and reply.order_id and self.orders.cancels_after_accept():
             req_id = self.next_req_id()

@@ -84,3 +84,20 @@ async def test_no_more_than_the_window_is_sent_and_the_unanswered_are_counted() 
     assert received == [1, 2, 3, 4]
     assert tally.orders == 0
     assert tally.rejects == {"CONNECTION_LOST": 4}
+
+
+async def test_an_error_answer_counts_as_a_reject_by_its_code() -> None:
+    async def busy(ws: web.WebSocketResponse, request: dict[str, object]) -> None:
+        answer = {"type": "error", "code": "RATE_LIMITED", "req_id": request["req_id"]}
+        await ws.send_str(json.dumps(answer))
+
+    tally = Tally()
+    async with ws_server(busy) as url, aiohttp.ClientSession() as session:
+        ws = await connect(session, url)
+        orders = Orders("ACME", maker=False, rng=random.Random(1), mid=[10_000])
+        await Trader(ws, orders, 2, None, no_record, no_record, tally).run(
+            time.perf_counter() + 0.2
+        )
+        await ws.close()
+    assert tally.orders > 0
+    assert tally.rejects == {"RATE_LIMITED": tally.orders}
