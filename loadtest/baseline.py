@@ -2,13 +2,15 @@
 
 Each client keeps MAX_IN_FLIGHT requests outstanding (closed loop; `--in-flight`) for the
 duration, with the load test's own client loop (`loadtest.trader.Pinger`, the traders'
-loop sending pings); the result is echoed messages a second, the ceiling the framework alone reaches
-here. With `--processes N` the clients are spread over N processes (niced by `--nice`),
-as `run --processes N` does, so the two figures compare like with like.
+loop sending pings); the result is echoed messages a second, the ceiling the framework
+alone reaches here. With `--processes N` the clients are spread over N processes, as
+`run --processes N` does, so the two figures compare like with like; `--nice` lowers the
+priority of the processes the clients run in (this one, with a single process).
 """
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +87,7 @@ async def run(
         if processes > 1:
             messages = await _in_processes(url, clients, duration, processes, in_flight, nice)
         else:
+            os.nice(nice)  # after the echo server started: only the clients yield
             messages = await clients_in_this_process(url, clients, duration, in_flight)
         elapsed = time.perf_counter() - started
     finally:
@@ -95,7 +98,7 @@ async def run(
         "clients": clients,
         "processes": processes,
         "in_flight_per_client": in_flight,
-        "client_nice": nice if processes > 1 else 0,
+        "client_nice": nice,
         "messages": messages,
         "messages_per_s": round(messages / elapsed, 1),
     }

@@ -238,7 +238,7 @@ async def run(options: Options) -> dict[str, Any]:
     symbol, keys = await _setup(options, base_url)
     stats = Stats()
     if options.processes <= 1:
-        stats.niceness = os.nice(0)
+        stats.niceness = os.nice(options.nice)  # this process is the client: for good
         elapsed = await drive(shares(options, symbol, keys)[0], stats, show_progress=True)
     else:
         elapsed = await _run_processes(shares(options, symbol, keys), stats)
@@ -250,7 +250,7 @@ async def run(options: Options) -> dict[str, Any]:
         "subscribers": options.subscribers,
         "batched_md": options.batched_md,
         "in_flight_per_trader": options.in_flight,
-        "client_nice": options.nice if options.processes > 1 else 0,  # as asked
+        "client_nice": options.nice,  # as asked
         "client_niceness": stats.niceness,  # as the client processes ran
         "processes": max(1, options.processes),
         "offered_rate": options.rate or "max",

@@ -51,6 +51,28 @@ async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
 
 
+async def test_a_single_process_run_lowers_its_own_priority_when_asked(tmp_path: Path) -> None:
+    import asyncio
+    import sys
+
+    report_path = tmp_path / "report.json"
+    async with running(tmp_path / "data") as server:
+        # In a child process: the run nices the process it runs in, for good.
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loadtest", "run", "--url", server.ws_url,
+            "--admin-token", ADMIN_TOKEN, "--makers", "1", "--takers", "1",
+            "--subscribers", "1", "--rate", "100", "--duration", "1", "--nice", "2",
+            "--report", str(report_path), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await asyncio.wait_for(child.wait(), 60) == 0
+    report = json.loads(report_path.read_text())
+    assert report["processes"] == 1
+    assert report["client_nice"] == 2
+    assert report["client_niceness"] == min(19, os.nice(0) + 2)
+    assert report["orders"] > 0
+
+
 async def test_the_echo_baseline_counts_round_trips() -> None:
     from loadtest import baseline
     from tests.server import free_port
