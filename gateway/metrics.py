@@ -59,13 +59,15 @@ class DurableCounts:
         kind = type(sequenced.command).__name__
         self.commands[kind] = self.commands.get(kind, 0) + 1
         for event in sequenced.events:
-            if isinstance(event, TradeExecuted):
+            event_type = type(event)  # exact types: a dispatch, not a chain of isinstance
+            if event_type is TradeExecuted:
                 self.trades += 1
-            elif isinstance(event, OrderAccepted):
-                if not event.resent:
+            elif event_type is OrderAccepted:
+                if not event.resent:  # type: ignore[union-attr]
                     self.orders += 1
-            elif isinstance(event, OrderRejected | Rejected):
-                self.rejects[event.code] = self.rejects.get(event.code, 0) + 1
+            elif event_type is OrderRejected or event_type is Rejected:
+                code = event.code  # type: ignore[union-attr]
+                self.rejects[code] = self.rejects.get(code, 0) + 1
 
 
 class _Live(Collector):

@@ -209,54 +209,74 @@ class ReadModel:
             account = self.replica.accounts.get(command.account)
             order = account.open_orders.get(command.order_id) if account else None
             if order is not None:
-                self._touched.setdefault(order.symbol, set()).add((order.side, order.price))
+                self._touch(order.symbol, order.side, order.price)
 
     def _note(self, event: Event) -> None:
-        self._track_order(event)
-        if isinstance(event, TradeExecuted):
-            maker_side = "sell" if event.aggressor == "buy" else "buy"
-            self._touched.setdefault(event.symbol, set()).add((maker_side, event.price))
-            self._trades.setdefault(event.symbol, []).append(event)
-            tape = self.tapes[event.symbol]
-            tape.last = event.price
-            tape.volume += event.qty
-            tape.trades.appendleft(event)
-            _add_to_candles(tape.candles, event)
-        elif isinstance(event, OrderAccepted | OrderCancelled | OrderReplaced):
-            if event.price:  # a market order never rests
-                self._touched.setdefault(event.symbol, set()).add((event.side, event.price))
+        """What the event changes in the order records, the tapes and the levels this batch
+        touched (dispatched on the event's type: most records are orders and trades)."""
+        kind = type(event)
+        if kind is TradeExecuted:
+            self._note_trade(event)  # type: ignore[arg-type]
+        elif kind is OrderAccepted:
+            accepted: OrderAccepted = event  # type: ignore[assignment]
+            if not accepted.resent:
+                self.live_orders[accepted.order_id] = OrderRecord(
+                    accepted.order_id, accepted.account, accepted.client_order_id,
+                    accepted.symbol, accepted.side, accepted.type, accepted.tif, accepted.price,
+                    accepted.qty, accepted.remaining, "open", accepted.ts,
+                )  # fmt: skip
+            if accepted.price:  # a market order never rests
+                self._touch(accepted.symbol, accepted.side, accepted.price)
+        elif kind is OrderCancelled:
+            cancelled: OrderCancelled = event  # type: ignore[assignment]
+            record = self.live_orders.get(cancelled.order_id)
+            if record is not None:
+                record.remaining = cancelled.remaining
+                self._end(record, cancelled.reason)
+            if cancelled.price:
+                self._touch(cancelled.symbol, cancelled.side, cancelled.price)
+        elif kind is OrderReplaced:
+            replaced: OrderReplaced = event  # type: ignore[assignment]
+            record = self.live_orders.get(replaced.order_id)
+            if record is not None:
+                record.price, record.qty = replaced.price, replaced.qty
+                record.remaining = replaced.remaining
+            if replaced.price:
+                self._touch(replaced.symbol, replaced.side, replaced.price)
         elif isinstance(event, AccountCreated | ApiKeyAdded) and event.api_key_hash:
             self.accounts_by_key[event.api_key_hash] = event.account
         elif isinstance(event, InstrumentListed):
             self.tapes.setdefault(event.symbol, Tape())
             self._public.setdefault(event.symbol, {})
 
-    def _track_order(self, event: Event) -> None:
+    def _note_trade(self, trade: TradeExecuted) -> None:
         live = self.live_orders
-        if isinstance(event, OrderAccepted) and not event.resent:
-            live[event.order_id] = OrderRecord(
-                event.order_id, event.account, event.client_order_id, event.symbol, event.side,
-                event.type, event.tif, event.price, event.qty, event.remaining, "open", event.ts,
-            )  # fmt: skip
-        elif isinstance(event, TradeExecuted):
-            for order_id, remaining in (
-                (event.maker_order_id, event.maker_remaining),
-                (event.taker_order_id, event.taker_remaining),
-            ):
-                record = live.get(order_id)
-                if record is not None:
-                    record.remaining = remaining
-                    if remaining == 0:
-                        self._end(record, "filled")
-        elif isinstance(event, OrderCancelled):
-            record = live.get(event.order_id)
+        for order_id, remaining in (
+            (trade.maker_order_id, trade.maker_remaining),
+            (trade.taker_order_id, trade.taker_remaining),
+        ):
+            record = live.get(order_id)
             if record is not None:
-                record.remaining = event.remaining
-                self._end(record, event.reason)
-        elif isinstance(event, OrderReplaced):
-            record = live.get(event.order_id)
-            if record is not None:
-                record.price, record.qty, record.remaining = event.price, event.qty, event.remaining
+                record.remaining = remaining
+                if remaining == 0:
+                    self._end(record, "filled")
+        symbol = trade.symbol
+        self._touch(symbol, "sell" if trade.aggressor == "buy" else "buy", trade.price)
+        trades = self._trades.get(symbol)
+        if trades is None:
+            trades = self._trades[symbol] = []
+        trades.append(trade)
+        tape = self.tapes[symbol]
+        tape.last = trade.price
+        tape.volume += trade.qty
+        tape.trades.appendleft(trade)
+        _add_to_candles(tape.candles, trade)
+
+    def _touch(self, symbol: str, side: str, price: int) -> None:
+        touched = self._touched.get(symbol)
+        if touched is None:
+            touched = self._touched[symbol] = set()
+        touched.add((side, price))
 
     def _end(self, record: OrderRecord, status: str) -> None:
         record.status = status

@@ -18,9 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import msgspec
@@ -513,17 +511,56 @@ class Hub:
         origin = sequenced.origin if isinstance(sequenced.origin, Origin) else None
         answered = self._answer(origin, sequenced) if origin is not None else None
         asker = origin.session if origin is not None else None
-        by_account = self.by_account
-        for account, event, make in self._private(sequenced.events):
-            sessions = by_account.get(account)
-            if not sessions:
-                continue  # nobody of that account is connected: build nothing
-            # A copy: sending may evict a slow session, which leaves these sets.
-            to = [s for s in sessions if s is not asker] if event is answered else list(sessions)
-            if to:
-                text = _encode(make())  # encoded once for all the account's sessions
-                for session in to:
-                    session.send_text(text)
+        # Every private message the events make, built only if one of the account's
+        # sessions is there to receive it (and encoded once for all of them); the event
+        # answered directly is not sent again to the session that asked.
+        meta, price = self.order_meta, self.read.price
+        for event in sequenced.events:
+            kind = type(event)
+            if kind is TradeExecuted:
+                trade: TradeExecuted = event  # type: ignore[assignment]
+                for maker, order_id, account, remaining in (
+                    (True, trade.maker_order_id, trade.maker_account, trade.maker_remaining),
+                    (False, trade.taker_order_id, trade.taker_account, trade.taker_remaining),
+                ):
+                    cid, side = meta.get(order_id, ("", ""))
+                    if remaining == 0:
+                        meta.pop(order_id, None)
+                    to = self._recipients(account, asker, answered=False)
+                    if to:
+                        fill = wire.fill(trade, price, maker=maker, client_order_id=cid, side=side)
+                        _send_all(to, _encode(fill))
+                        if remaining == 0:
+                            _send_all(to, _encode(wire.done(order_id, cid, "filled")))
+            elif kind is OrderAccepted:
+                accepted: OrderAccepted = event  # type: ignore[assignment]
+                if accepted.resent:
+                    continue  # a resend changes nothing: only its sender hears of it
+                meta[accepted.order_id] = (accepted.client_order_id, accepted.side)
+                to = self._recipients(accepted.account, asker, answered=event is answered)
+                if to:
+                    _send_all(to, _encode(wire.accepted(accepted, price)))
+            elif kind is OrderCancelled:
+                cancelled: OrderCancelled = event  # type: ignore[assignment]
+                meta.pop(cancelled.order_id, None)
+                to = self._recipients(cancelled.account, asker, answered=event is answered)
+                if to:
+                    _send_all(to, _encode(wire.cancelled(cancelled)))
+            elif kind is OrderReplaced:
+                replaced: OrderReplaced = event  # type: ignore[assignment]
+                to = self._recipients(replaced.account, asker, answered=event is answered)
+                if to:
+                    _send_all(to, _encode(wire.replaced(replaced, price)))
+
+    def _recipients(
+        self, account: str, asker: "Session | None", *, answered: bool
+    ) -> list[Session]:
+        """The account's sessions to tell, as a list (sending may evict a slow one, which
+        leaves the set); not the one that asked, if it had this event as its answer."""
+        sessions = self.by_account.get(account)
+        if not sessions:
+            return []
+        return [s for s in sessions if s is not asker] if answered else list(sessions)
 
     def _answer(self, origin: Origin, sequenced: Sequenced) -> Event | None:
         """Send the direct answer; returns the event it stood for (not sent again)."""
@@ -559,40 +596,6 @@ class Hub:
             }
             session.send(message, req_id)
         return first
-
-    def _private(
-        self, events: list[Event]
-    ) -> Iterator[tuple[str, Event, Callable[[], dict[str, Any]]]]:
-        """(account, event, message maker) for every private message the events make; the
-        message is built only if someone is there to receive it."""
-        price = self.read.price
-        meta = self.order_meta
-        for event in events:
-            if isinstance(event, OrderAccepted):
-                if event.resent:
-                    continue  # a resend changes nothing: only its sender hears of it
-                meta[event.order_id] = (event.client_order_id, event.side)
-                yield event.account, event, partial(wire.accepted, event, price)
-            elif isinstance(event, TradeExecuted):
-                for maker, order_id, account, remaining in (
-                    (True, event.maker_order_id, event.maker_account, event.maker_remaining),
-                    (False, event.taker_order_id, event.taker_account, event.taker_remaining),
-                ):
-                    cid, side = meta.get(order_id, ("", ""))
-                    yield (
-                        account,
-                        event,
-                        partial(wire.fill, event, price, maker=maker, client_order_id=cid,
-                                side=side),
-                    )  # fmt: skip
-                    if remaining == 0:
-                        meta.pop(order_id, None)
-                        yield account, event, partial(wire.done, order_id, cid, "filled")
-            elif isinstance(event, OrderCancelled):
-                meta.pop(event.order_id, None)
-                yield event.account, event, partial(wire.cancelled, event)
-            elif isinstance(event, OrderReplaced):
-                yield event.account, event, partial(wire.replaced, event, price)
 
     def publish(self, published: Published) -> None:
         """A durable batch's market data to the subscribers of each channel: a frame a
@@ -647,6 +650,11 @@ class Hub:
                     + b',"messages":[' + b",".join(parts) + b"]}"
                 )  # fmt: skip
             session.send_text(frame)
+
+
+def _send_all(sessions: list[Session], text: bytes) -> None:
+    for session in sessions:
+        session.send_text(text)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

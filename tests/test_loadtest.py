@@ -110,3 +110,17 @@ def test_the_command_line_refuses_an_empty_window_and_a_negative_niceness() -> N
         )  # fmt: skip
         assert done.returncode == 2
         assert complaint in done.stderr
+
+
+def test_the_gateway_benchmark_runs_and_sends_what_the_records_make() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_gateway", "--ops", "2000", "--batch", "20"],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    # 2,000 records make answers, fills and market data for the connected sessions.
+    assert "2000 records, batches of 20" in done.stdout
+    sent = float(done.stdout.split("(")[1].split()[0])
+    assert sent > 50
