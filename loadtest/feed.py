@@ -80,6 +80,9 @@ class Feed:
         self._record_lag = record_lag
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._req_ids = 0
+        # The close code when the exchange closed this subscriber before the run's end
+        # (4008: too slow to read its market data); None while it followed to the end.
+        self.closed_with: int | None = None
 
     async def run(self, url: str, deadline: float) -> None:
         """Subscribe and follow the book until `deadline` (a perf_counter time)."""
@@ -93,7 +96,8 @@ class Feed:
                 async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
                     await self._follow(ws)
             except TimeoutError:
-                pass  # the run is over
+                return  # the run is over
+            self.closed_with = ws.close_code or 1006  # closed before the end of the run
 
     async def _follow(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:  # until the deadline or the socket closes

@@ -144,6 +144,8 @@ async def _subscriber(feed: Feed, url: str, stats: Stats, deadline: float) -> No
     stats.md_messages += feed.messages
     stats.gaps += feed.book.gaps
     stats.bad_checksums += feed.book.bad_checksums
+    if feed.closed_with is not None:  # its market data stopped: the report must say so
+        stats.reject(f"SUBSCRIBER_CLOSED_{feed.closed_with}")
 
 
 async def _progress(stats: Stats, started: float, deadline: float) -> None:

@@ -1,14 +1,17 @@
 """The load test's subscriber: typed frames checked as the contract says (seq, checksum)."""
 
 import json
+import time
 
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.client import ProtocolError, book_checksum
 from loadtest import harness
 from loadtest.feed import Feed
+from tests.scripted_ws import ws_server
 
 NOW_NS = 5_000_000_000
 
@@ -104,3 +107,14 @@ def test_lags_counted_per_timestamp_are_those_recorded_one_by_one(
     assert a.get_total_count() == b.get_total_count()
     for percentile in (0.0, 50.0, 99.0, 100.0):
         assert a.get_value_at_percentile(percentile) == b.get_value_at_percentile(percentile)
+
+
+async def test_a_subscriber_closed_by_the_exchange_says_so() -> None:
+    async def evict(ws: web.WebSocketResponse, request: dict[str, object]) -> None:
+        await ws.send_str(json.dumps({"type": "subscribed", "req_id": request["req_id"]}))
+        await ws.close(code=4008, message=b"slow consumer")
+
+    feed = Feed("ACME", Lags())
+    async with ws_server(evict) as url:
+        await feed.run(url, time.perf_counter() + 30)  # returns at the close, not the end
+    assert feed.closed_with == 4008

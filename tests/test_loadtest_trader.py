@@ -5,37 +5,12 @@ never come."""
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import aiohttp
 from aiohttp import web
 
 from loadtest.trader import Orders, Pinger, Tally, Trader, connect
-from tests.server import free_port
-
-Handler = Callable[[web.WebSocketResponse, dict[str, object]], Awaitable[None]]
-
-
-@asynccontextmanager
-async def ws_server(handle: Handler) -> AsyncIterator[str]:
-    async def endpoint(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:  # until the client closes
-            await handle(ws, json.loads(message.data))
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/v1/ws", endpoint)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"ws://127.0.0.1:{port}/v1/ws"
-    finally:
-        await runner.cleanup()
+from tests.scripted_ws import ws_server
 
 
 def no_record(_: int) -> None:
