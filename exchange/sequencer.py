@@ -19,9 +19,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from exchange import forked_snapshot
 from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
 from exchange.domain.events import Event
@@ -93,6 +96,8 @@ class _Batch:
     done: list[tuple[Sequenced, "asyncio.Future[Sequenced] | None"]]
     # The state exported after record `seq` (within this batch), written once it is durable.
     snapshot: tuple[int, EngineState] | None = None
+    # Or (seq, pid) of the forked child writing that snapshot, put in place once durable.
+    forked: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -116,10 +121,13 @@ class Sequencer:
         snapshot_every: int = SNAPSHOT_EVERY,
         gather_seconds: float = 0.0,
         gather_enough: int = GATHER_ENOUGH,
+        fork_snapshots: bool = False,
     ) -> None:
         """`gather_seconds`: under sustained load, journal writes start at least this far
         apart unless the open batch holds `gather_enough` records; fewer, larger batches
-        cost less CPU each (the first command after a quiet spell is written at once)."""
+        cost less CPU each (the first command after a quiet spell is written at once).
+        `fork_snapshots`: a forked child exports and writes each snapshot, instead of an
+        export on the event loop (exchange.forked_snapshot; where the OS can fork)."""
         self.engine = engine
         self.journal = journal
         self.snapshots = snapshots
@@ -128,6 +136,7 @@ class Sequencer:
         self.snapshot_every = snapshot_every
         self.gather_seconds = gather_seconds
         self.gather_enough = gather_enough
+        self.fork_snapshots = fork_snapshots and forked_snapshot.available()
         self.last_seq = journal.last_seq
         self.durable_seq = journal.last_seq
         self.last_snapshot_seq = journal.last_seq
@@ -313,7 +322,11 @@ class Sequencer:
             and not self._snapshot_pending
             and self.last_seq - self.last_snapshot_seq >= self.snapshot_every
         ):
-            self._open.snapshot = (self.last_seq, export_state(self.engine))
+            if self.fork_snapshots:
+                pid = forked_snapshot.start(self.engine, self.snapshots, self.last_seq)
+                self._open.forked = (self.last_seq, pid)
+            else:
+                self._open.snapshot = (self.last_seq, export_state(self.engine))
             self._snapshot_pending = True
             self.last_snapshot_seq = self.last_seq
 
@@ -396,15 +409,24 @@ class Sequencer:
                 log.exception("batch end %r failed", batch_end)
         if batch.snapshot is not None:
             seq, state = batch.snapshot
-            self._snapshot_task = asyncio.create_task(self._write_snapshot(seq, state))
+            self._snapshot_task = asyncio.create_task(
+                self._in_snapshot_thread(self._store_snapshot, seq, state)
+            )
+        elif batch.forked is not None:
+            seq, pid = batch.forked
+            self._snapshot_task = asyncio.create_task(
+                self._in_snapshot_thread(self._commit_forked, seq, pid)
+            )
 
     # --- snapshots ------------------------------------------------------------------------
 
-    async def _write_snapshot(self, seq: int, state: EngineState) -> None:
-        assert self.snapshots is not None
-        loop = asyncio.get_running_loop()
+    async def _in_snapshot_thread(
+        self, store: Callable[[int, Any], None], seq: int, what: object
+    ) -> None:
         try:
-            await loop.run_in_executor(self._snapshot_thread, self._store_snapshot, seq, state)
+            await asyncio.get_running_loop().run_in_executor(
+                self._snapshot_thread, store, seq, what
+            )
         except Exception:  # the journal still holds everything; the next one tries again
             log.exception("snapshot at seq %d failed", seq)
         finally:
@@ -415,7 +437,26 @@ class Sequencer:
         """In the snapshot thread: write, then prune snapshots and covered segments."""
         assert self.snapshots is not None
         started = time.perf_counter()
-        path = self.snapshots.write(seq, state)
+        self._prune_after(seq, self.snapshots.write(seq, state), started)
+
+    def _commit_forked(self, seq: int, pid: int) -> None:
+        """In the snapshot thread: wait for the child, put its file in place, prune."""
+        assert self.snapshots is not None
+        started = time.perf_counter()
+        if not forked_snapshot.finish(pid):
+            self.snapshots.pending_path(seq, pid).unlink(missing_ok=True)
+            msg = f"the forked snapshot child {pid} failed"
+            raise RuntimeError(msg)
+        self._prune_after(seq, self.snapshots.commit(seq, pid), started)
+
+    def _discard_forked(self, seq: int, pid: int) -> None:
+        """In the snapshot thread: a forked snapshot whose records never became durable."""
+        assert self.snapshots is not None
+        forked_snapshot.finish(pid)
+        self.snapshots.pending_path(seq, pid).unlink(missing_ok=True)
+
+    def _prune_after(self, seq: int, path: Path, started: float) -> None:
+        assert self.snapshots is not None
         oldest_kept = self.snapshots.prune()
         pruned: list[str] = []
         if oldest_kept is not None:
@@ -474,6 +515,9 @@ class Sequencer:
     def _refuse_batch(self, batch: _Batch, reason: Exception) -> None:
         for sequenced, future in batch.done:
             self._refuse(future, sequenced.origin, reason)
+        if batch.forked is not None:  # its snapshot must never be put in place
+            self._snapshot_thread.submit(self._discard_forked, *batch.forked)
+            batch.forked = None
 
     def _refuse(
         self, future: "asyncio.Future[Sequenced] | None", origin: object, reason: Exception

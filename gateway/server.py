@@ -57,7 +57,7 @@ async def _serve(options: ServeOptions) -> int:
     recovered = recover(options.data_dir, durable=options.durability == "fsync")
     sequencer = Sequencer(
         recovered.engine, recovered.journal, recovered.snapshots,
-        gather_seconds=options.gather_ms / 1_000,
+        gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
     )  # fmt: skip
     read = ReadModel(restore_state(export_state(recovered.engine)))
     read.durable_seq = recovered.journal.last_seq

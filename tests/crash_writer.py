@@ -105,6 +105,7 @@ async def run(data_dir: Path, ack_file: Path, seed: int, total: int) -> None:
         recovered.snapshots,
         clock=stream_clock(commands, start),
         snapshot_every=SNAPSHOT_EVERY,
+        fork_snapshots=True,  # as the server: a kill may find a snapshot child at work
     )
     runner = asyncio.create_task(sequencer.run(), name="sequencer")
     outstanding: deque[asyncio.Future[Sequenced]] = deque()

@@ -410,6 +410,43 @@ async def test_cancelling_run_refuses_what_is_not_durable_and_snapshots_nothing(
         seq.submit(CreateAccount(name="late"))
 
 
+async def test_a_forked_snapshot_of_records_never_durable_is_never_put_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exchange import forked_snapshot
+    from exchange.journal.snapshots import SnapshotStore
+
+    forks: list[int] = []
+    real_start = forked_snapshot.start
+
+    def start(engine: Engine, store: SnapshotStore, seq: int) -> int:
+        forks.append(seq)
+        return real_start(engine, store, seq)
+
+    monkeypatch.setattr(forked_snapshot, "start", start)
+    store = GatedStore()
+    snapshots = SnapshotStore(tmp_path)
+    seq = Sequencer(Engine(), Journal.open(store), snapshots, max_batch=1, snapshot_every=2,
+                    fork_snapshots=True)  # fmt: skip
+    task = await started(seq)
+    futures = [seq.submit(CreateAccount(name=f"n{i}")) for i in range(6)]
+    await asyncio.to_thread(store.sync_started.acquire, timeout=WAIT_S)
+    for _ in range(50):  # the engine runs ahead while the first sync is held: a fork
+        if forks:
+            break
+        await asyncio.sleep(0)
+    assert forks == [2]
+    task.cancel()
+    store.gate.release()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT_S)
+    assert all(future.done() for future in futures)
+    # The child wrote its file, but seq 2 never became durable: nothing is in place, and
+    # the run waited for the child and removed what it wrote.
+    assert snapshots.seqs() == []
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_a_posted_command_that_is_refused_is_told_to_on_refused_with_its_origin() -> None:
     store = GatedStore()
     seq = Sequencer(Engine(), Journal.open(store), max_batch=1)

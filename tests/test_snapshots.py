@@ -256,6 +256,7 @@ async def run_sequencer(
     *,
     with_snapshots: bool,
     snapshot_every: int = 300,
+    fork_snapshots: bool = False,
 ) -> tuple[str, int]:
     """Recover, sequence `commands` to durability, stop; (live state hash, last seq)."""
     recovered = recover(data_dir)
@@ -267,6 +268,7 @@ async def run_sequencer(
         clock=clock,
         max_batch=64,  # several batches, so snapshots are taken along the way
         snapshot_every=snapshot_every,
+        fork_snapshots=fork_snapshots,
     )
     task = asyncio.create_task(sequencer.run())
     futures = [sequencer.submit(command) for command in commands]
@@ -277,7 +279,9 @@ async def run_sequencer(
     return sequencer.engine.state_hash(), sequencer.durable_seq
 
 
-async def write_data_dir(data_dir: Path, *, snapshotted: int, unsnapshotted: int) -> Written:
+async def write_data_dir(
+    data_dir: Path, *, snapshotted: int, unsnapshotted: int, fork_snapshots: bool = False
+) -> Written:
     """`snapshotted` commands through a sequencer that takes snapshots (and one as it
     stops), then `unsnapshotted` more through one that takes none: recovery then has a
     snapshot to start from and records to replay after it."""
@@ -285,7 +289,7 @@ async def write_data_dir(data_dir: Path, *, snapshotted: int, unsnapshotted: int
     split = len(commands) - unsnapshotted
     clock = itertools.count(START_TS, 1_000).__next__
     live_hash, last_seq = await run_sequencer(
-        data_dir, commands[:split], clock, with_snapshots=True
+        data_dir, commands[:split], clock, with_snapshots=True, fork_snapshots=fork_snapshots
     )
     if unsnapshotted:
         live_hash, last_seq = await run_sequencer(
@@ -311,8 +315,15 @@ def journal_segments(data_dir: Path) -> list[str]:
     return FileSegmentStore(data_dir / JOURNAL_DIR).list_segments()
 
 
-async def test_snapshot_plus_replay_reaches_the_state_of_a_full_replay(tmp_path: Path) -> None:
-    written = await write_data_dir(tmp_path, snapshotted=1_500, unsnapshotted=400)
+@pytest.mark.parametrize("forked", [False, True], ids=["exported on the loop", "forked"])
+async def test_snapshot_plus_replay_reaches_the_state_of_a_full_replay(
+    tmp_path: Path, forked: bool
+) -> None:
+    # Forked: each snapshot is the child's copy of the state at its seq, though the parent
+    # went on applying commands while the child exported and wrote it.
+    written = await write_data_dir(
+        tmp_path, snapshotted=1_500, unsnapshotted=400, fork_snapshots=forked
+    )
     snapshots = snapshot_store(tmp_path).seqs()
     assert len(snapshots) == KEEP_SNAPSHOTS, f"expected pruned periodic snapshots: {snapshots}"
     newest = snapshots[0]

@@ -66,21 +66,37 @@ class SnapshotStore:
 
     def write(self, seq: int, state: EngineState) -> Path:
         """Write atomically; returns the path. Runs in a worker thread in the server."""
+        self.write_pending(seq, state, os.getpid())
+        return self.commit(seq, os.getpid())
+
+    def write_pending(self, seq: int, state: EngineState, writer: int) -> Path:
+        """Write the snapshot to a temporary file of its own (named by `writer`, a pid),
+        synced but not in place: the server's forked snapshot child does this while
+        record `seq` may not be durable yet."""
         payload = encode_state(state)
         digest = hashlib.sha256(payload).digest()
         covered = _COVERED.pack(MAGIC, VERSION, 0, seq, digest, len(payload))
         crc = zlib.crc32(payload, zlib.crc32(covered))
-        final = self.path(seq)
-        temporary = final.with_suffix(".tmp")
+        temporary = self.pending_path(seq, writer)
         with temporary.open("wb") as f:
             f.write(covered + struct.pack("<I", crc))
             f.write(payload)
             f.flush()
             if self.durable:
                 os.fsync(f.fileno())
-        temporary.replace(final)
+        return temporary
+
+    def commit(self, seq: int, writer: int) -> Path:
+        """Put `writer`'s pending snapshot in place (once record `seq` is durable)."""
+        final = self.path(seq)
+        self.pending_path(seq, writer).replace(final)
         self._sync_directory()
         return final
+
+    def pending_path(self, seq: int, writer: int) -> Path:
+        """A writer's own temporary file: a writer left over from a crashed run can never
+        share it with the next run's (prune deletes every leftover one)."""
+        return self.path(seq).with_suffix(f".{writer}.tmp")
 
     def prune(self) -> int | None:
         """Delete all but the newest KEEP_SNAPSHOTS; returns the oldest kept seq."""
