@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--gather-ms", type=_non_negative, metavar="MS",
-        help="under sustained load, journal writes start at least this far apart, so "
-        "more commands share one fsync (default 2; 0: write whenever the disk is free)",
+        help="journal writes start at least this far apart (unless 256 commands wait), "
+        "so more commands share one fsync (default 2; 0: write whenever the disk is free)",
     )  # fmt: skip
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")

@@ -123,9 +123,9 @@ class Sequencer:
         gather_enough: int = GATHER_ENOUGH,
         fork_snapshots: bool = False,
     ) -> None:
-        """`gather_seconds`: under sustained load, journal writes start at least this far
-        apart unless the open batch holds `gather_enough` records; fewer, larger batches
-        cost less CPU each (the first command after a quiet spell is written at once).
+        """`gather_seconds`: journal writes start at least this far apart unless the open
+        batch holds `gather_enough` records or is full; fewer, larger batches cost less
+        CPU each (a command after a quiet spell is written at once).
         `fork_snapshots`: a forked child exports and writes each snapshot, instead of an
         export on the event loop (exchange.forked_snapshot; where the OS can fork)."""
         self.engine = engine
@@ -144,6 +144,8 @@ class Sequencer:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(max_queue)
         self._open = _Batch([], [])  # applied, not yet taken by the writer
         self._work = asyncio.Event()  # the open batch has records (or the loop has ended)
+        # The open batch need gather no longer: it is big enough, full, or the loop ended.
+        self._enough = asyncio.Event()
         self._room = asyncio.Event()  # the writer took the open batch: it may fill again
         self._sequencing_done = False  # the writer drains the open batch, then returns
         self._subscribers: list[Subscriber] = []
@@ -232,6 +234,7 @@ class Sequencer:
             await self._sequence_loop()
             self._sequencing_done = True
             self._work.set()
+            self._enough.set()
             await writer
             clean = True
         finally:
@@ -273,6 +276,7 @@ class Sequencer:
             while item is not None:
                 batch = self._open
                 if len(batch.done) >= self.max_batch:
+                    self._enough.set()
                     # A full batch the writer has not taken yet: wait, so the engine never
                     # runs more than one batch ahead of the disk.
                     self._maybe_snapshot()
@@ -301,6 +305,8 @@ class Sequencer:
                 sequenced = Sequenced(self.last_seq, stamped, events, origin)
                 batch.payloads.append(encode_entry(JournalEntry(self.last_seq, stamped, events)))
                 batch.done.append((sequenced, future))
+                if len(batch.done) == self.gather_enough:
+                    self._enough.set()
                 if queue.empty():
                     break
                 item = queue.get_nowait()
@@ -322,13 +328,23 @@ class Sequencer:
             and not self._snapshot_pending
             and self.last_seq - self.last_snapshot_seq >= self.snapshot_every
         ):
-            if self.fork_snapshots:
-                pid = forked_snapshot.start(self.engine, self.snapshots, self.last_seq)
+            pid = self._fork_snapshot() if self.fork_snapshots else None
+            if pid is not None:
                 self._open.forked = (self.last_seq, pid)
             else:
                 self._open.snapshot = (self.last_seq, export_state(self.engine))
             self._snapshot_pending = True
             self.last_snapshot_seq = self.last_seq
+
+    def _fork_snapshot(self) -> int | None:
+        """The pid of a child writing the snapshot at the last seq, or None when the OS
+        would not fork now (then the state is exported here, as without forking)."""
+        assert self.snapshots is not None
+        try:
+            return forked_snapshot.start(self.engine, self.snapshots, self.last_seq)
+        except OSError:
+            log.exception("could not fork a snapshot child; exporting on the loop instead")
+            return None
 
     async def _write_loop(self) -> None:
         while True:  # ends once the sequencing loop has ended and all it applied is written
@@ -342,7 +358,9 @@ class Sequencer:
                     continue
                 hold = self._hold_for()
                 if hold > 0:
-                    await asyncio.sleep(hold)
+                    # Until the window has passed, or the batch is big enough (or full).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._enough.wait(), hold)
                 self._start_write()
                 continue
             try:
@@ -369,6 +387,7 @@ class Sequencer:
     def _start_write(self) -> None:
         """Hand everything applied so far to the journal thread: one write, one fsync."""
         self._last_write_start = asyncio.get_running_loop().time()
+        self._enough.clear()
         batch = self._open
         self._open = _Batch([], [])
         self._room.set()
@@ -443,17 +462,23 @@ class Sequencer:
         """In the snapshot thread: wait for the child, put its file in place, prune."""
         assert self.snapshots is not None
         started = time.perf_counter()
-        if not forked_snapshot.finish(pid):
+        try:
+            forked_snapshot.finish(pid)
+        except forked_snapshot.ChildFailedError:
             self.snapshots.pending_path(seq, pid).unlink(missing_ok=True)
-            msg = f"the forked snapshot child {pid} failed"
-            raise RuntimeError(msg)
+            raise
         self._prune_after(seq, self.snapshots.commit(seq, pid), started)
 
     def _discard_forked(self, seq: int, pid: int) -> None:
         """In the snapshot thread: a forked snapshot whose records never became durable."""
         assert self.snapshots is not None
-        forked_snapshot.finish(pid)
-        self.snapshots.pending_path(seq, pid).unlink(missing_ok=True)
+        try:
+            forked_snapshot.finish(pid)
+        except forked_snapshot.ChildFailedError:
+            log.exception("discarded snapshot child for seq %d", seq)
+        finally:
+            self.snapshots.pending_path(seq, pid).unlink(missing_ok=True)
+            self._snapshot_pending = False
 
     def _prune_after(self, seq: int, path: Path, started: float) -> None:
         assert self.snapshots is not None

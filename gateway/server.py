@@ -27,9 +27,9 @@ from gateway.ws import MAX_CONNECTIONS, Hub
 
 log = logging.getLogger(__name__)
 
-# The shortest time between journal writes under sustained load (`--gather-ms`). At half
-# the peak rate it halved the batches (~650 to ~400 a second) and cut the server's CPU by
-# ~10%; it never delays the first command after a quiet spell.
+# The shortest time between the starts of two journal writes (`--gather-ms`), unless a
+# batch is big enough. At half the peak rate it halved the batches (~650 to ~400 a second)
+# and cut the server's CPU by ~10%; it never delays the first command after a quiet spell.
 GATHER_MS = 2.0
 
 

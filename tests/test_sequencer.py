@@ -230,6 +230,28 @@ async def test_a_batch_big_enough_is_written_without_waiting_for_the_window() ->
     await asyncio.wait_for(task, WAIT_S)
 
 
+@pytest.mark.parametrize("limit", ["gather_enough", "max_batch"])
+async def test_a_batch_that_grows_big_enough_while_held_is_written_at_once(limit: str) -> None:
+    store = TimedStore()
+    # A window far longer than the test's own bound: only the batch's size can end it.
+    enough, most = (4, 1_000) if limit == "gather_enough" else (1_000, 4)
+    seq = Sequencer(Engine(), Journal.open(store), gather_seconds=3 * WAIT_S,
+                    gather_enough=enough, max_batch=most)  # fmt: skip
+    task = await started(seq)
+    await asyncio.wait_for(seq.submit(CreateAccount(name="first")), WAIT_S)
+    held = [seq.submit(CreateAccount(name="held"))]
+    for _ in range(5):  # the writer is now holding that one batch for the window
+        await asyncio.sleep(0)
+    assert not held[0].done()
+    # Three more make it big enough; a fourth (after a full batch of 4) must wait for room.
+    held += [seq.submit(CreateAccount(name=f"n{i}")) for i in range(4)]
+    await asyncio.wait_for(asyncio.gather(*held[:4]), WAIT_S)
+    assert len(store.sync_times) == 2
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert (await held[4]).seq == 6
+
+
 async def test_stopping_writes_what_is_gathering_at_once() -> None:
     store = TimedStore()
     seq = Sequencer(Engine(), Journal.open(store), gather_seconds=3 * WAIT_S)

@@ -337,6 +337,23 @@ async def test_snapshot_plus_replay_reaches_the_state_of_a_full_replay(
     assert state_hash == full_hash == written.live_hash
 
 
+async def test_when_the_os_cannot_fork_the_snapshot_is_exported_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from exchange import forked_snapshot
+
+    def cannot_fork(*_: object) -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forked_snapshot, "start", cannot_fork)
+    written = await write_data_dir(tmp_path, snapshotted=1_000, unsnapshotted=0,
+                                   fork_snapshots=True)  # fmt: skip
+    assert len(snapshot_store(tmp_path).seqs()) == KEEP_SNAPSHOTS
+    assert recovered_hash(tmp_path)[0] == written.live_hash
+
+
 @pytest.mark.parametrize(
     "how", ["a flipped payload byte", "a truncated payload", "a wrong state hash in the header"]
 )
