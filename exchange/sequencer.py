@@ -380,7 +380,11 @@ class Sequencer:
 
     def _hold_for(self) -> float:
         """Seconds the open batch should still gather before it is written."""
-        if self._sequencing_done or len(self._open.done) >= self.gather_enough:
+        if (
+            self._sequencing_done
+            or self._enough.is_set()
+            or len(self._open.done) >= self.gather_enough
+        ):
             return 0.0
         return self._last_write_start + self.gather_seconds - asyncio.get_running_loop().time()
 
