@@ -4,7 +4,8 @@
 pushes (fills, dones, market data, heartbeats) lands in a bounded queue read with
 `next_event`. `LocalBook` keeps a level-2 book from `book_snapshot` and `book_update`
 messages, checks `seq` and the checksum, and says when it must resubscribe.
-`Admin` wraps the REST admin calls. Tests and the load test use all three.
+`Admin` wraps the REST admin calls. Tests use all three; the load test, `Admin` and
+`LocalBook`.
 """
 
 import asyncio
@@ -24,8 +25,6 @@ Message = dict[str, Any]
 EVENT_QUEUE_BOUND = 100_000
 # Levels a side that the book checksum covers (the contract says ten).
 CHECKSUM_DEPTH = 10
-# Pushed messages `next_events` hands over at once.
-EVENTS_PER_READ = 1_000
 # How long a request waits for its answer before it is given up.
 ANSWER_TIMEOUT_S = 10.0
 
@@ -171,16 +170,6 @@ class Client:
                 event = self.events.popleft()
                 if kind is None or event.get("type") == kind:
                     return event
-
-    async def next_events(self, timeout: float = ANSWER_TIMEOUT_S) -> list[Message]:
-        """Every pushed message waiting (at most EVENTS_PER_READ), waiting for the first
-        one up to `timeout`: one timer per batch instead of one per message."""
-        events = self.events
-        if not events:
-            async with asyncio.timeout(timeout):
-                await self._pushed()
-        take = min(len(events), EVENTS_PER_READ)
-        return [events.popleft() for _ in range(take)]
 
     async def _pushed(self) -> None:
         """Return once a pushed message is waiting; raises ConnectionError once closed."""
