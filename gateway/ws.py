@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -449,13 +450,11 @@ class Hub:
             self.subscribers.get(key, set()).discard(session)
 
     def forget(self, session: Session) -> None:
+        """The session is gone: cancel its orders if it asked, stop routing, uncount it."""
         if session in self.sessions and session.cancel_on_disconnect:
             self._cancel_placed(session)
         self.sessions.discard(session)
-        if session.account is not None:
-            self.by_account.get(session.account, set()).discard(session)
-        for key in session.subscriptions:
-            self.subscribers.get(key, set()).discard(session)
+        self.detach(session)
 
     def _cancel_placed(self, session: Session) -> None:
         """Cancel-on-disconnect: every order this session placed that is still open."""
@@ -537,20 +536,26 @@ class Hub:
                 if accepted.resent:
                     continue  # a resend changes nothing: only its sender hears of it
                 meta[accepted.order_id] = (accepted.client_order_id, accepted.side)
-                to = self._recipients(accepted.account, asker, answered=event is answered)
-                if to:
-                    _send_all(to, _encode(wire.accepted(accepted, price)))
+                self._tell(accepted.account, asker, event is answered,
+                           wire.accepted, accepted, price)  # fmt: skip
             elif kind is OrderCancelled:
                 cancelled: OrderCancelled = event  # type: ignore[assignment]
                 meta.pop(cancelled.order_id, None)
-                to = self._recipients(cancelled.account, asker, answered=event is answered)
-                if to:
-                    _send_all(to, _encode(wire.cancelled(cancelled)))
+                self._tell(cancelled.account, asker, event is answered, wire.cancelled, cancelled)
             elif kind is OrderReplaced:
                 replaced: OrderReplaced = event  # type: ignore[assignment]
-                to = self._recipients(replaced.account, asker, answered=event is answered)
-                if to:
-                    _send_all(to, _encode(wire.replaced(replaced, price)))
+                self._tell(replaced.account, asker, event is answered,
+                           wire.replaced, replaced, price)  # fmt: skip
+
+    def _tell(
+        self, account: str, asker: "Session | None", answered: bool,
+        make: Callable[..., dict[str, Any]], *args: Any,
+    ) -> None:  # fmt: skip
+        """`make(*args)`, built only if a session of `account` is there to receive it, and
+        encoded once for all of them."""
+        to = self._recipients(account, asker, answered=answered)
+        if to:
+            _send_all(to, _encode(make(*args)))
 
     def _recipients(
         self, account: str, asker: "Session | None", *, answered: bool
