@@ -536,18 +536,19 @@ class Hub:
                 if accepted.resent:
                     continue  # a resend changes nothing: only its sender hears of it
                 meta[accepted.order_id] = (accepted.client_order_id, accepted.side)
-                self._tell(accepted.account, asker, event is answered,
-                           wire.accepted, accepted, price)  # fmt: skip
+                self._tell_account(accepted.account, asker, event is answered,
+                                   wire.accepted, accepted, price)  # fmt: skip
             elif kind is OrderCancelled:
                 cancelled: OrderCancelled = event  # type: ignore[assignment]
                 meta.pop(cancelled.order_id, None)
-                self._tell(cancelled.account, asker, event is answered, wire.cancelled, cancelled)
+                self._tell_account(cancelled.account, asker, event is answered,
+                                   wire.cancelled, cancelled)  # fmt: skip
             elif kind is OrderReplaced:
                 replaced: OrderReplaced = event  # type: ignore[assignment]
-                self._tell(replaced.account, asker, event is answered,
-                           wire.replaced, replaced, price)  # fmt: skip
+                self._tell_account(replaced.account, asker, event is answered,
+                                   wire.replaced, replaced, price)  # fmt: skip
 
-    def _tell(
+    def _tell_account(
         self, account: str, asker: "Session | None", answered: bool,
         make: Callable[..., dict[str, Any]], *args: Any,
     ) -> None:  # fmt: skip
