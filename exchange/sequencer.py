@@ -305,7 +305,7 @@ class Sequencer:
                 sequenced = Sequenced(self.last_seq, stamped, events, origin)
                 batch.payloads.append(encode_entry(JournalEntry(self.last_seq, stamped, events)))
                 batch.done.append((sequenced, future))
-                if len(batch.done) == self.gather_enough:
+                if len(batch.done) >= self.gather_enough:
                     self._enough.set()
                 if queue.empty():
                     break
@@ -321,8 +321,8 @@ class Sequencer:
                 return
 
     def _maybe_snapshot(self) -> None:
-        """Export the state into the open batch when a snapshot is due; it is written once
-        the batch is durable."""
+        """When a snapshot is due, fork a child to write it (or export the state here) and
+        note it in the open batch: it is put in place once that batch is durable."""
         if (
             self.snapshots is not None
             and not self._snapshot_pending
@@ -380,11 +380,7 @@ class Sequencer:
 
     def _hold_for(self) -> float:
         """Seconds the open batch should still gather before it is written."""
-        if (
-            self._sequencing_done
-            or self._enough.is_set()
-            or len(self._open.done) >= self.gather_enough
-        ):
+        if self._sequencing_done or self._enough.is_set():
             return 0.0
         return self._last_write_start + self.gather_seconds - asyncio.get_running_loop().time()
 
