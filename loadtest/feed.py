@@ -18,9 +18,7 @@ import aiohttp
 import msgspec
 
 from gateway.client import LocalBook, ProtocolError
-
-# Frames larger than this end the connection (a batch of a few thousand trades fits).
-MAX_FRAME_BYTES = 16 * 1024 * 1024
+from loadtest.trader import connect
 
 
 class Trade(msgspec.Struct, tag="trade"):
@@ -86,10 +84,7 @@ class Feed:
 
     async def run(self, url: str, deadline: float) -> None:
         """Subscribe and follow the book until `deadline` (a perf_counter time)."""
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(url, max_msg_size=MAX_FRAME_BYTES) as ws,
-        ):
+        async with aiohttp.ClientSession() as session, await connect(session, url) as ws:
             self._ws = ws
             await self._subscribe(batched=self.batched)
             try:

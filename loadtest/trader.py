@@ -23,7 +23,7 @@ import msgspec
 
 # How long, after the sending stops, the answers still awaited are waited for.
 ANSWER_GRACE_S = 10.0
-# Frames larger than this end the connection.
+# Frames larger than this end the connection (a batch of a few thousand trades fits).
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 _encode = msgspec.json.encode
