@@ -233,7 +233,7 @@ class Result:
     state_hash: str
 
 
-def _setup_engine() -> tuple[Engine, int]:
+def setup_engine() -> tuple[Engine, int]:
     """A fresh engine after set-up, and the ts of the first benchmark command."""
     engine = Engine()
     setup = build_setup()
@@ -262,7 +262,7 @@ def _timed_loop(engine: Engine, cmds: Sequence[Command]) -> tuple[float, int, li
 
 def run(ops: int, seed: int, *, profile: bool = False, gc_mode: str = "tuned") -> Result:
     """Set up, generate, then time `Engine.apply` over the stream; count events afterwards."""
-    engine, first_ts = _setup_engine()
+    engine, first_ts = setup_engine()
     first_trade = engine.next_trade
     stream = build_stream(ops, seed, first_ts)
 

@@ -25,7 +25,7 @@ from exchange.runtime import tune_gc
 from exchange.sequencer import Sequenced
 from gateway.readmodel import ReadModel
 from gateway.ws import Hub, Origin, Session
-from loadtest.bench_engine import N_ACCOUNTS, SYMBOL, _setup_engine, account_id, build_stream
+from loadtest.bench_engine import N_ACCOUNTS, SYMBOL, account_id, build_stream, setup_engine
 
 # Accounts with a connected session (the load test's traders); the others' orders are
 # answered to nobody, as for clients that left.
@@ -54,13 +54,13 @@ class CountingSession(Session):
 
 def _records(ops: int, seed: int) -> list[tuple[int, Command, list[Event]]]:
     """The stream's records as the sequencer would release them: (seq, command, events)."""
-    engine, first_ts = _setup_engine()
+    engine, first_ts = setup_engine()
     commands = build_stream(ops, seed, first_ts).commands
     return [(seq, c, engine.apply(c)) for seq, c in enumerate(commands, start=1)]
 
 
 def _hub() -> tuple[ReadModel, Hub, dict[str, CountingSession]]:
-    engine, _ = _setup_engine()
+    engine, _ = setup_engine()
     read = ReadModel(engine)
     hub = Hub(_Sequencer(), read)  # type: ignore[arg-type]
     sessions: dict[str, CountingSession] = {}
