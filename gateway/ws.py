@@ -61,6 +61,10 @@ SEND_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_AUTH_FAILED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RATE_LIMITED = 4029
+# After the server's close frame: how long a client has to answer it, and to read what was
+# queued before it. A client that does neither is cut off (the socket aborted).
+CLOSE_REPLY_TIMEOUT_S = 5.0
+CLOSE_LINGER_S = 10.0
 # Open WebSockets at once by default (`exchange serve --max-connections`); past it an
 # upgrade is answered 503 BUSY.
 MAX_CONNECTIONS = 10_000
@@ -98,6 +102,9 @@ class Session:
         self.cancel_on_disconnect = False
         self.placed: set[int] = set()  # orders placed here, for cancel-on-disconnect
         self.batched = False  # market data as one frame a batch and symbol
+        # The task reading this client's frames, while it reads: it does the closing.
+        self.reader: asyncio.Task[Any] | None = None
+        self.closing_with: tuple[int, str] | None = None  # the server's close code, reason
 
     # --- sending --------------------------------------------------------------------------
 
@@ -171,9 +178,16 @@ class Session:
         self._out.clear()  # a closed session keeps no buffer
         self._out_bytes = 0
         self.hub.forget(self)
-        task = asyncio.get_running_loop().create_task(
-            self.ws.close(code=code, message=reason.encode())
-        )
+        self.closing_with = (code, reason)
+        if self.reader is not None:
+            # The reader closes: aiohttp's close() from another task, while the reader
+            # waits for a frame, shuts the socket at once, and frames the client still
+            # sends then make the kernel reset the connection, dropping the close frame
+            # it has not read. From the reader, close() reads on (ignoring what comes)
+            # until the client's close reply, or its timeout.
+            self.reader.cancel()
+            return
+        task = asyncio.get_running_loop().create_task(close_within_linger(self.ws, code, reason))
         self.hub.background.add(task)
         task.add_done_callback(self.hub.background.discard)
 
@@ -668,7 +682,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if len(hub.sessions) >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
-    ws = web.WebSocketResponse(max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0)
+    ws = web.WebSocketResponse(
+        max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0, timeout=CLOSE_REPLY_TIMEOUT_S
+    )
     await ws.prepare(request)
     session = Session(ws, hub)
     hub.sessions.add(session)
@@ -682,6 +698,38 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         hub.attach(session, account)
         session.cancel_on_disconnect = request.query.get("cancel_on_disconnect") in {"1", "true"}
     try:
+        await _read_frames(ws, session)
+    finally:
+        session.closed = True
+        hub.forget(session)
+        if session._draining is not None:
+            session._draining.cancel()
+    if session.closing_with is not None:
+        await close_within_linger(ws, *session.closing_with)
+    elif ws.close_code is None:
+        await close_within_linger(ws, WSCloseCode.GOING_AWAY, "")
+    return ws
+
+
+async def close_within_linger(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    """Send the close frame after what is queued, read on (ignoring it) until the
+    client's reply, then close the socket; past CLOSE_LINGER_S, abort it."""
+    try:
+        async with asyncio.timeout(CLOSE_LINGER_S):
+            await ws.close(code=code, message=reason.encode())
+    except TimeoutError:
+        writer = ws._writer  # aiohttp gives no public way to the socket
+        if writer is not None and writer.transport is not None:
+            writer.transport.abort()
+
+
+async def _read_frames(ws: web.WebSocketResponse, session: Session) -> None:
+    """Hand each frame to the session until the client closes, or the session is closed
+    by the server (which cancels this reader: `Session.close`)."""
+    task = asyncio.current_task()
+    assert task is not None
+    session.reader = task
+    try:
         async for message in ws:  # ends when the client or the server closes
             if message.type == WSMsgType.TEXT:
                 session.handle(message.data)
@@ -689,11 +737,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 session.send(wire.error(RejectCode.BAD_REQUEST, "send text frames of JSON"))
             elif message.type == WSMsgType.ERROR:
                 break
+    except asyncio.CancelledError:
+        # Only the session's own cancel is taken back; any other (the server stopping)
+        # goes on.
+        if session.closing_with is None or task.cancelling() > 1:
+            raise
+        task.uncancel()
     finally:
-        session.closed = True
-        hub.forget(session)
-        if session._draining is not None:
-            session._draining.cancel()
-    if ws.close_code is None:
-        await ws.close(code=WSCloseCode.GOING_AWAY)
-    return ws
+        session.reader = None
