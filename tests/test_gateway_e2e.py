@@ -205,10 +205,12 @@ async def test_a_batched_subscriber_gets_one_frame_a_batch_and_the_same_book(
     market: RunningServer,
 ) -> None:
     """Orders sent together land in shared batches; the batched subscriber gets one frame
-    per batch holding its trades then the update, and keeps the very book REST shows."""
+    per batch holding its trades then the update, and keeps the very book REST shows. The
+    client library unpacks the same frames into the same messages."""
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(market.ws_url) as raw,
+        await Client.connect(market.ws_url) as library,
         await Client.connect(market.ws_url, demo_key(market, "alice")) as alice,
         await Client.connect(market.ws_url, demo_key(market, "bob")) as bob,
         Admin(market.base_url, ADMIN_TOKEN) as admin,
@@ -218,6 +220,10 @@ async def test_a_batched_subscriber_gets_one_frame_a_batch_and_the_same_book(
         assert (await raw.receive_json())["batched"] is True
         book = LocalBook("ACME")
         assert book.apply(await raw.receive_json())  # the snapshot
+        assert (await library.subscribe(["book", "trades"], ["ACME"], batched=True))["batched"]
+        library_book = LocalBook("ACME")
+        assert library_book.apply(await library.next_event("book_snapshot"))
+        assert library_book.seq == book.seq  # no trading between the two subscriptions
         for round_ in range(10):
             await asyncio.gather(*(
                 (alice if i % 2 else bob).place(
@@ -227,6 +233,7 @@ async def test_a_batched_subscriber_gets_one_frame_a_batch_and_the_same_book(
             ))  # fmt: skip
         rest = await admin.ok("GET", "/v1/book/ACME?depth=1000")
         sizes = []
+        messages = []
         while book.seq != rest["seq"]:  # bounded: frames come up to the REST seq
             frame = await asyncio.wait_for(raw.receive_json(), 10)
             if frame["type"] == "heartbeat":
@@ -238,8 +245,18 @@ async def test_a_batched_subscriber_gets_one_frame_a_batch_and_the_same_book(
             assert kinds == sorted(kinds, key=["trade", "book_update"].index)
             for message in frame["messages"]:
                 assert book.apply(message), "gap or checksum mismatch"
+            messages.extend(frame["messages"])
         assert max(sizes) > 1
         assert list(book.levels()) == [rest["bids"], rest["asks"]]
+        unpacked = []
+        async with asyncio.timeout(10):  # heartbeats go on: the seq alone is no bound
+            while library_book.seq != rest["seq"]:  # messages come up to the REST seq
+                message = await library.next_event()
+                if message["type"] != "heartbeat":
+                    assert library_book.apply(message), "gap or checksum mismatch"
+                    unpacked.append(message)
+        assert unpacked == messages
+        assert library.dropped_events == 0
 
 
 async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Path) -> None:
