@@ -7,11 +7,18 @@ exchange, the bottleneck (three quarters of the client CPU with 100 of them). He
 frame is decoded by msgspec straight into the few fields a subscriber checks, every
 message's seq is checked, every `book_update` is applied and its checksum compared, and
 the lag of the trades of one frame is counted per distinct timestamp.
+
+The subscribers of a process get the same frames, so they share the checking (`Peers`):
+those that start from the same book follow one `Chain`, whose book checks each frame
+once; every other subscriber of the chain compares the frame it got with the one checked
+at the same point (a string comparison) and takes that outcome, or counts a divergence.
 """
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -63,19 +70,137 @@ _encode = msgspec.json.encode
 LAG_QUANTUM_NS = 100_000
 # Called with (receipt time in ns, {trade ts: trades with it}) for each frame's trades.
 LagSink = Callable[[int, dict[int, int]], None]
+# Chains a process's subscribers may still join (each started by a snapshot no chain
+# matched); past this the oldest is no longer offered (its followers keep it).
+JOINABLE_CHAINS = 64
+
+Messages = list[Trade | BookUpdate | Ticker]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What checking one frame found: whether the book is still good, and what to count."""
+
+    ok: bool
+    messages: int
+    gaps: int
+    bad_checksums: int
+    lags: dict[int, int]  # trade ts (cut to LAG_QUANTUM_NS) -> trades with it
+
+
+def check(book: LocalBook, messages: Messages) -> Outcome:
+    """Apply one frame's messages to `book`: every seq checked, every update applied and
+    its checksum compared, the trades' lags counted per timestamp."""
+    gaps, bad = book.gaps, book.bad_checksums
+    lags: dict[int, int] = {}  # trade ts, cut to LAG_QUANTUM_NS -> trades
+    ok = True
+    # The trades' seqs are checked here, inline (the book checks the updates'): at half a
+    # million messages a second a call per trade was a tenth of the client.
+    seq = book.seq
+    for message in messages:
+        if type(message) is Trade:
+            if seq is not None:
+                seq += 1
+                if message.seq != seq:
+                    book.seq = seq - 1
+                    ok = book.on_trade(message.seq)  # counts the gap
+                    break
+            quantum = message.ts // LAG_QUANTUM_NS
+            lags[quantum] = lags.get(quantum, 0) + 1
+        elif type(message) is BookUpdate:
+            book.seq = seq
+            ok = book.on_update(message.seq, message.changes, message.checksum)
+            if not ok:
+                break
+            seq = book.seq
+    else:
+        book.seq = seq
+    return Outcome(
+        ok, len(messages), book.gaps - gaps, book.bad_checksums - bad,
+        {q * LAG_QUANTUM_NS: n for q, n in lags.items()},
+    )  # fmt: skip
+
+
+class Step:
+    """One market-data frame of a chain, as the first of its followers checked it."""
+
+    __slots__ = ("next", "outcome", "text")
+
+    def __init__(self, text: str, outcome: Outcome) -> None:
+        self.text = text
+        self.outcome = outcome
+        self.next: Step | None = None
+
+
+class Chain:
+    """Subscribers that started from the same book, following it frame by frame. A frame
+    is checked once, on the chain's book, by the follower that gets it first; a follower
+    that gets the very same text at the same point takes that outcome. Only the newest
+    step is held here: older ones live while a follower still stands on them."""
+
+    def __init__(self, book: LocalBook, start: Step) -> None:
+        self.book = book  # as of `last`
+        self.last = start
+
+    def extend(self, text: str, messages: Messages) -> Step:
+        step = Step(text, check(self.book, messages))
+        self.last.next = step
+        self.last = step
+        return step
+
+
+class Peers:
+    """The subscribers of one client process to one symbol. A hundred subscribers get the
+    same frames; checking each frame once per chain instead of once per subscriber is
+    what lets them fit in a process, while each still checks that every frame it got is
+    the one its peers got at the same point, in order (any other frame is counted as a
+    divergence and the subscriber resubscribes on its own)."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self._joinable: deque[Chain] = deque(maxlen=JOINABLE_CHAINS)
+
+    def join(self, snapshot: "BookSnapshot") -> tuple[Chain, Step, bool]:
+        """The chain whose book is this snapshot's (a new one if none is): the chain, the
+        step to stand on, and whether the snapshot checked out."""
+        bids, asks = dict(snapshot.bids), dict(snapshot.asks)
+        for chain in self._joinable:
+            book = chain.book
+            if (
+                book.seq == snapshot.seq and book.bids.qty == bids and book.asks.qty == asks
+                and book.checksum() == snapshot.checksum
+            ):  # fmt: skip
+                return chain, chain.last, True
+        book = LocalBook(self.symbol)
+        ok = book.on_snapshot(snapshot.seq, snapshot.bids, snapshot.asks, snapshot.checksum)
+        chain = Chain(book, Step("", Outcome(ok, 1, 0, int(not ok), {})))
+        if ok:
+            self._joinable.append(chain)
+        return chain, chain.last, ok
 
 
 class Feed:
-    """One subscriber: its socket, its book, and what it saw (`messages`, and the book's
-    `gaps` and `bad_checksums`). The symbol subscribed to is the only one it gets, so
-    messages carry no symbol worth checking except the snapshot's."""
+    """One subscriber: its socket, its book, and what it saw (`messages`, `gaps`,
+    `bad_checksums`, `divergences`). The symbol subscribed to is the only one it gets, so
+    messages carry no symbol worth checking except the snapshot's. With `peers` it
+    follows a chain shared with the other subscribers of its process; without, it keeps
+    a book of its own."""
 
-    def __init__(self, symbol: str, record_lag: LagSink, *, batched: bool = True) -> None:
-        self.book = LocalBook(symbol)
+    def __init__(
+        self, symbol: str, record_lag: LagSink, *, batched: bool = True,
+        peers: Peers | None = None,
+    ) -> None:  # fmt: skip
+        self.book = LocalBook(symbol)  # its own book, when it follows no chain
         self.batched = batched
+        self.peers = peers
         self.messages = 0
+        self.gaps = 0
+        self.bad_checksums = 0
+        self.divergences = 0  # frames unlike those its peers got at the same point
         self.resubscribes = 0
         self._record_lag = record_lag
+        self._chain: Chain | None = None
+        self._at: Step | None = None  # the last step of the chain it has taken
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._req_ids = 0
         # The close code when the exchange closed this subscriber before the run's end
@@ -103,7 +228,14 @@ class Feed:
 
     def on_frame(self, data: str, now_ns: int) -> bool:
         """Check and apply one frame received at `now_ns`; False when the book can no
-        longer be trusted (a gap or a bad checksum) and must be resubscribed."""
+        longer be trusted (a gap, a bad checksum, a divergence from its peers) and must
+        be resubscribed."""
+        at = self._at
+        if at is not None:
+            step = at.next
+            if step is not None and step.text == data:  # a peer checked it: same outcome
+                self._at = step
+                return self._count(step.outcome, now_ns)
         try:
             frame = _decode_frame(data)
         except msgspec.ValidationError:
@@ -111,47 +243,50 @@ class Feed:
             if answer.get("type") in {"error", "rejected"}:
                 raise ProtocolError(f"the exchange refused a subscriber: {answer}") from None
             return True
-        if isinstance(frame, Batch):
-            return self._on_messages(frame.messages, now_ns)
-        if isinstance(frame, BookSnapshot):
-            self.messages += 1
-            book = self.book
-            if frame.symbol != book.symbol:
-                return True
-            return book.on_snapshot(frame.seq, frame.bids, frame.asks, frame.checksum)
         if isinstance(frame, Heartbeat):
             return True
-        return self._on_messages([frame], now_ns)
+        if isinstance(frame, BookSnapshot):
+            return self._on_snapshot(frame)
+        messages = frame.messages if isinstance(frame, Batch) else [frame]
+        if at is None:
+            return self._count(check(self.book, messages), now_ns)
+        if at.next is None:  # the first of the chain here: it checks for all
+            assert self._chain is not None
+            self._at = self._chain.extend(data, messages)
+            return self._count(self._at.outcome, now_ns)
+        self.divergences += 1  # not the frame its peers got after the same one
+        self._distrust()
+        return False
 
-    def _on_messages(self, messages: list[Trade | BookUpdate | Ticker], now_ns: int) -> bool:
-        self.messages += len(messages)
-        book = self.book
-        lags: dict[int, int] = {}  # trade ts, cut to LAG_QUANTUM_NS -> trades
-        ok = True
-        # The trades' seqs are checked here, inline (the book checks the updates'): at
-        # half a million messages a second a call per trade was a tenth of the client.
-        seq = book.seq
-        for message in messages:
-            if type(message) is Trade:
-                if seq is not None:
-                    seq += 1
-                    if message.seq != seq:
-                        book.seq = seq - 1
-                        ok = book.on_trade(message.seq)  # counts the gap
-                        break
-                quantum = message.ts // LAG_QUANTUM_NS
-                lags[quantum] = lags.get(quantum, 0) + 1
-            elif type(message) is BookUpdate:
-                book.seq = seq
-                ok = book.on_update(message.seq, message.changes, message.checksum)
-                if not ok:
-                    break
-                seq = book.seq
+    def _on_snapshot(self, frame: BookSnapshot) -> bool:
+        self.messages += 1
+        if frame.symbol != self.book.symbol:
+            return True
+        if self.peers is None:
+            ok = self.book.on_snapshot(frame.seq, frame.bids, frame.asks, frame.checksum)
         else:
-            book.seq = seq
-        if lags:
-            self._record_lag(now_ns, {q * LAG_QUANTUM_NS: n for q, n in lags.items()})
+            self._chain, self._at, ok = self.peers.join(frame)
+        if not ok:
+            self.bad_checksums += 1
+            self._distrust()
         return ok
+
+    def _count(self, outcome: Outcome, now_ns: int) -> bool:
+        self.messages += outcome.messages
+        if outcome.lags:
+            self._record_lag(now_ns, outcome.lags)
+        if outcome.ok:
+            return True
+        self.gaps += outcome.gaps
+        self.bad_checksums += outcome.bad_checksums
+        self._distrust()
+        return False
+
+    def _distrust(self) -> None:
+        """Off any chain, on a book of its own that ignores what comes until the next
+        snapshot (the one the resubscription brings)."""
+        self._chain = self._at = None
+        self.book = LocalBook(self.book.symbol)
 
     async def _subscribe(self, *, batched: bool) -> None:
         assert self._ws is not None

@@ -23,7 +23,7 @@ import msgspec
 from hdrh.histogram import HdrHistogram
 
 from gateway.client import Admin
-from loadtest.feed import Feed
+from loadtest.feed import Feed, Peers
 from loadtest.trader import Orders, Tally, Trader, connect
 
 # Latencies are recorded in microseconds, from 1 µs to 60 s, 3 significant digits.
@@ -98,6 +98,7 @@ class Stats(Tally):
     md_messages: int = 0
     gaps: int = 0
     bad_checksums: int = 0
+    divergences: int = 0  # md frames unlike those the subscriber's peers got
     niceness: int = 0  # the client processes' own, as they ran
 
 
@@ -142,8 +143,9 @@ async def _setup(options: Options, base_url: str) -> tuple[str, list[str]]:
 async def _subscriber(feed: Feed, url: str, stats: Stats, deadline: float) -> None:
     await feed.run(url, deadline)
     stats.md_messages += feed.messages
-    stats.gaps += feed.book.gaps
-    stats.bad_checksums += feed.book.bad_checksums
+    stats.gaps += feed.gaps
+    stats.bad_checksums += feed.bad_checksums
+    stats.divergences += feed.divergences
     if feed.closed_with is not None:  # its market data stopped: the report must say so
         stats.reject(f"SUBSCRIBER_CLOSED_{feed.closed_with}")
 
@@ -196,8 +198,9 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
                    share.in_flight, per_client, stats.ack.record, stats.fill.record, stats)
             for i, ws in enumerate(sockets)
         ]  # fmt: skip
+        peers = Peers(share.symbol)  # the process's subscribers check each frame once
         feeds = [
-            Feed(share.symbol, stats.md_lag.record_lags, batched=share.batched_md)
+            Feed(share.symbol, stats.md_lag.record_lags, batched=share.batched_md, peers=peers)
             for _ in range(share.subscribers)
         ]
         started = time.perf_counter()
@@ -272,6 +275,7 @@ async def run(options: Options) -> dict[str, Any]:
         "rejects": stats.rejects,
         "seq_gaps": stats.gaps,
         "checksum_mismatches": stats.bad_checksums,
+        "md_divergences": stats.divergences,
     }
     options.report.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     _plot(stats, options.report.with_suffix(".png"))
@@ -289,6 +293,7 @@ class WorkerResult(msgspec.Struct):
     rejects: dict[str, int]
     gaps: int
     bad_checksums: int
+    divergences: int
     ack: str
     fill: str
     md_lag: str
@@ -298,8 +303,8 @@ class WorkerResult(msgspec.Struct):
     def of(cls, stats: Stats, elapsed: float) -> "WorkerResult":
         return cls(
             elapsed, stats.orders, stats.cancels, stats.fills, stats.md_messages, stats.rejects,
-            stats.gaps, stats.bad_checksums, _encoded(stats.ack), _encoded(stats.fill),
-            _encoded(stats.md_lag), stats.niceness,
+            stats.gaps, stats.bad_checksums, stats.divergences, _encoded(stats.ack),
+            _encoded(stats.fill), _encoded(stats.md_lag), stats.niceness,
         )  # fmt: skip
 
     def add_to(self, stats: Stats) -> None:
@@ -311,6 +316,7 @@ class WorkerResult(msgspec.Struct):
             stats.rejects[code] = stats.rejects.get(code, 0) + n
         stats.gaps += self.gaps
         stats.bad_checksums += self.bad_checksums
+        stats.divergences += self.divergences
         stats.niceness = max(stats.niceness, self.niceness)
         for mine, theirs in (
             (stats.ack, self.ack),

@@ -8,9 +8,10 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.client import ProtocolError, book_checksum
+from gateway.client import LocalBook, ProtocolError, book_checksum
+from loadtest import feed as feed_module
 from loadtest import harness
-from loadtest.feed import Feed
+from loadtest.feed import Feed, Peers
 from tests.scripted_ws import ws_server
 
 NOW_NS = 5_000_000_000
@@ -70,20 +71,20 @@ def test_a_batch_in_sequence_is_applied_and_its_trades_lags_counted() -> None:
     # Single-message frames (an unbatched subscriber) are checked the same way.
     assert feed.on_frame(frame(trade(14, ts)), NOW_NS)
     assert feed.on_frame(frame({"type": "heartbeat", "seqs": {"ACME": 14}}), NOW_NS)
-    assert (feed.book.gaps, feed.book.bad_checksums) == (0, 0)
+    assert (feed.gaps, feed.bad_checksums) == (0, 0)
 
 
 def test_a_gap_or_a_bad_checksum_fails_the_frame_until_a_new_snapshot() -> None:
     feed = Feed("ACME", Lags())
     feed.on_frame(snapshot(10), NOW_NS)
     assert not feed.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
-    assert feed.book.gaps == 1
+    assert feed.gaps == 1
     # Until the resubscription's snapshot, what the old subscription delivers is ignored.
     assert feed.on_frame(batch(trade(13, NOW_NS)), NOW_NS)
     assert feed.on_frame(snapshot(20), NOW_NS)
     assert not feed.on_frame(batch(update(21, AFTER_TRADE + 1)), NOW_NS)
-    assert feed.book.bad_checksums == 1
-    assert feed.book.gaps == 1
+    assert feed.bad_checksums == 1
+    assert feed.gaps == 1
 
 
 def test_a_refused_subscription_is_an_error_not_silence() -> None:
@@ -118,3 +119,103 @@ async def test_a_subscriber_closed_by_the_exchange_says_so() -> None:
     async with ws_server(evict) as url:
         await feed.run(url, time.perf_counter() + 30)  # returns at the close, not the end
     assert feed.closed_with == 4008
+
+
+def stream(plan: list[str]) -> list[str]:
+    """Frames as the exchange would send them, one per step of `plan`, with the faults
+    the plan asks for: "trade", "update", "fill" (a trade and its update in one frame),
+    "gap" (a seq skipped), "bad" (a wrong checksum), "snapshot" (as after a resubscribe)."""
+    seq, ask, frames = 10, 7, [snapshot(10)]
+
+    def next_update() -> dict[str, object]:
+        nonlocal seq, ask
+        seq, ask = seq + 1, ask - 1 if ask > 1 else 9
+        return {"type": "book_update", "symbol": "ACME", "seq": seq,
+                "changes": [["sell", "10.05", ask]],
+                "checksum": book_checksum({"9.95": 100}, {"10.05": ask})}  # fmt: skip
+
+    for step in plan:
+        ts = NOW_NS - 1_000_000 * (seq % 7)
+        if step in {"trade", "fill"}:
+            seq += 1
+            messages = [trade(seq, ts)] + ([next_update()] if step == "fill" else [])
+            frames.append(batch(*messages))
+        elif step == "update":
+            frames.append(batch(next_update()))
+        elif step == "gap":
+            seq += 2
+            frames.append(batch(trade(seq, ts)))
+        elif step == "bad":
+            seq += 1
+            frames.append(batch(update(seq, 12345)))
+        else:
+            frames.append(frame({
+                "type": "book_snapshot", "symbol": "ACME", "seq": seq,
+                "bids": [["9.95", 100]], "asks": [["10.05", ask]],
+                "checksum": book_checksum({"9.95": 100}, {"10.05": ask}),
+            }))  # fmt: skip
+    return frames
+
+
+STEPS = st.sampled_from(("trade", "update", "fill", "fill", "gap", "bad", "snapshot"))
+
+
+@given(st.lists(STEPS, max_size=40), st.lists(st.integers(0, 40), max_size=5))
+def test_subscribers_sharing_their_checks_see_what_each_would_alone(
+    plan: list[str], heartbeats_at: list[int]
+) -> None:
+    frames = stream(plan)
+    peers = Peers("ACME")
+    shared = [Feed("ACME", Lags(), peers=peers) for _ in range(3)]
+    alone = [Feed("ACME", Lags()) for _ in range(2)]
+    for i, text in enumerate(frames):
+        answers = set()
+        for n, feed in enumerate(shared + alone):
+            if n == 1 and i in heartbeats_at:  # heartbeats fall between frames as they may
+                assert feed.on_frame(frame({"type": "heartbeat", "seqs": {}}), NOW_NS)
+            answers.add(feed.on_frame(text, NOW_NS))
+        assert len(answers) == 1, f"frame {i} judged differently"
+    first = alone[0]
+    for feed in shared + alone:
+        assert (feed.messages, feed.gaps, feed.bad_checksums, feed.divergences) == (
+            first.messages, first.gaps, first.bad_checksums, 0,
+        )  # fmt: skip
+        assert feed._record_lag.seen == first._record_lag.seen  # type: ignore[attr-defined]
+    # The first fault is always found (every feed starts from a good snapshot).
+    assert (first.gaps + first.bad_checksums > 0) == any(s in {"gap", "bad"} for s in plan)
+
+
+def test_a_frame_is_checked_once_for_all_the_subscribers_sharing_a_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[int] = []
+    real_check = feed_module.check
+
+    def counting(book: LocalBook, messages: feed_module.Messages) -> feed_module.Outcome:
+        checked.append(len(messages))
+        return real_check(book, messages)
+
+    monkeypatch.setattr(feed_module, "check", counting)
+    peers = Peers("ACME")
+    feeds = [Feed("ACME", Lags(), peers=peers) for _ in range(3)]
+    frames = stream(["trade", "fill", "update", "trade"])
+    for text in frames:
+        for feed in feeds:
+            assert feed.on_frame(text, NOW_NS)
+    assert len(checked) == len(frames) - 1  # every frame but the snapshot, once
+    assert [feed.messages for feed in feeds] == [1 + 1 + 2 + 1 + 1] * 3
+
+
+def test_a_subscriber_sent_another_frame_than_its_peers_counts_a_divergence() -> None:
+    peers = Peers("ACME")
+    a, b = Feed("ACME", Lags(), peers=peers), Feed("ACME", Lags(), peers=peers)
+    for feed in (a, b):
+        assert feed.on_frame(snapshot(10), NOW_NS)
+    assert a.on_frame(batch(trade(11, NOW_NS)), NOW_NS)
+    # b gets a frame just as valid on its own, but not the one a got after the same one.
+    assert not b.on_frame(batch(trade(11, NOW_NS - 1)), NOW_NS)
+    assert (b.divergences, a.divergences) == (1, 0)
+    # b then waits for its resubscription's snapshot; a goes on.
+    assert b.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
+    assert a.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
+    assert (a.gaps, b.gaps) == (0, 0)
