@@ -7,6 +7,7 @@ import base64
 import os
 import struct
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 OP_TEXT = 0x1
 OP_CLOSE = 0x8
@@ -40,7 +41,10 @@ class RawWebSocket:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, host: str, port: int, path: str = "/v1/ws") -> "RawWebSocket":
+    async def connect(cls, url: str) -> "RawWebSocket":
+        """Open ws://HOST:PORT/PATH and upgrade, by hand."""
+        parts = urlsplit(url)
+        host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
         reader, writer = await asyncio.open_connection(host, port)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(

@@ -24,6 +24,15 @@ async def ws_server(handle: Handler) -> AsyncIterator[str]:
             await handle(ws, json.loads(message.data))
         return ws
 
+    async with serving(endpoint) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serving(
+    endpoint: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve `endpoint` at ws://127.0.0.1:PORT/v1/ws (yielded) until the block ends."""
     app = web.Application()
     app.router.add_get("/v1/ws", endpoint)
     runner = web.AppRunner(app)

@@ -379,7 +379,7 @@ async def test_a_flooding_client_still_gets_its_4029_close_frame_while_it_writes
     # client had not read yet. The server must read (and ignore) them until the client
     # closes in turn.
     server = await start(tmp_path / "data", extra=("--rate-limit", "50"))
-    ws = await RawWebSocket.connect("127.0.0.1", server.port)
+    ws = await RawWebSocket.connect(server.ws_url)
     try:
         await ws.send_text(['{"op":"ping"}'] * 1_200)  # burst 100, 999 refusals, the close
         refused = 0

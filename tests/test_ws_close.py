@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway import ws as gateway_ws
 from tests.raw_ws import OP_CLOSE, RawWebSocket
-from tests.server import free_port
+from tests.scripted_ws import serving
 
 LINGER_S = 0.3
 # Only a bound on a failing test: the reply timeout below is far longer.
@@ -29,24 +29,18 @@ async def test_a_client_that_never_answers_the_close_frame_is_cut_off_after_the_
         closed.set()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/v1/ws", endpoint)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    client = await RawWebSocket.connect("127.0.0.1", port)
-    try:
-        async with asyncio.timeout(TEST_BOUND_S):
-            frame = await client.next_frame()
-            assert (frame.opcode, frame.close_code) == (OP_CLOSE, 4008)
-            # No reply: the server gives up on its own and the socket ends.
-            await closed.wait()
-            try:
-                rest = await client.reader.read()
-            except ConnectionResetError:  # an aborted socket may reset
-                rest = b""
-            assert rest == b""
-    finally:
-        client.close()
-        await runner.cleanup()
+    async with serving(endpoint) as url:
+        client = await RawWebSocket.connect(url)
+        try:
+            async with asyncio.timeout(TEST_BOUND_S):
+                frame = await client.next_frame()
+                assert (frame.opcode, frame.close_code) == (OP_CLOSE, 4008)
+                # No reply: the server gives up on its own and the socket ends.
+                await closed.wait()
+                try:
+                    rest = await client.reader.read()
+                except ConnectionResetError:  # an aborted socket may reset
+                    rest = b""
+                assert rest == b""
+        finally:
+            client.close()
