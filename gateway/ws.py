@@ -178,18 +178,17 @@ class Session:
         self._out.clear()  # a closed session keeps no buffer
         self._out_bytes = 0
         self.hub.forget(self)
+        # The reader closes (websocket() after _read_frames): aiohttp's close() from
+        # another task, while the reader waits for a frame, shuts the socket at once, and
+        # frames the client still sends then make the kernel reset the connection,
+        # dropping the close frame it has not read. From the reader, close() reads on
+        # (ignoring what comes) until the client's close reply, or its timeout.
         self.closing_with = (code, reason)
-        if self.reader is not None:
-            # The reader closes: aiohttp's close() from another task, while the reader
-            # waits for a frame, shuts the socket at once, and frames the client still
-            # sends then make the kernel reset the connection, dropping the close frame
-            # it has not read. From the reader, close() reads on (ignoring what comes)
-            # until the client's close reply, or its timeout.
-            self.reader.cancel()
-            return
-        task = asyncio.get_running_loop().create_task(close_within_linger(self.ws, code, reason))
-        self.hub.background.add(task)
-        task.add_done_callback(self.hub.background.discard)
+        reader = self.reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()  # out of its wait for a frame
+        # From inside the reader (a request's answer overflowed the buffer), the reader
+        # sees `closing_with` once this frame is handled.
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -410,7 +409,6 @@ class Hub:
         self.sessions: set[Session] = set()
         # Client order id and side of every order not yet done, for fills and dones.
         self.order_meta: dict[int, tuple[str, str]] = {}
-        self.background: set[asyncio.Task[Any]] = set()
         self._to_write: list[Session] = []  # sessions with frames queued this loop turn
         self.evictions = 0
         self.rate_limited = 0
@@ -714,18 +712,23 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 async def close_within_linger(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     """Send the close frame after what is queued, read on (ignoring it) until the
     client's reply, then close the socket; past CLOSE_LINGER_S, abort it."""
+    writer = ws._writer  # aiohttp gives no public way to the socket
+    transport = writer.transport if writer is not None else None
     try:
         async with asyncio.timeout(CLOSE_LINGER_S):
             await ws.close(code=code, message=reason.encode())
     except TimeoutError:
-        writer = ws._writer  # aiohttp gives no public way to the socket
-        if writer is not None and writer.transport is not None:
-            writer.transport.abort()
+        pass
+    # Past its reply timeout aiohttp closes the socket after its buffer: a client that
+    # reads nothing would hold it open for ever.
+    if transport is not None and (not transport.is_closing() or transport.get_write_buffer_size()):
+        transport.abort()
 
 
 async def _read_frames(ws: web.WebSocketResponse, session: Session) -> None:
     """Hand each frame to the session until the client closes, or the session is closed
-    by the server (which cancels this reader: `Session.close`)."""
+    by the server (`Session.close` cancels this reader, or, when called from it, leaves
+    `closing_with` for it to see)."""
     task = asyncio.current_task()
     assert task is not None
     session.reader = task
@@ -737,6 +740,8 @@ async def _read_frames(ws: web.WebSocketResponse, session: Session) -> None:
                 session.send(wire.error(RejectCode.BAD_REQUEST, "send text frames of JSON"))
             elif message.type == WSMsgType.ERROR:
                 break
+            if session.closing_with is not None:
+                break  # closed by the server while handling this frame
     except asyncio.CancelledError:
         # Only the session's own cancel is taken back; any other (the server stopping)
         # goes on.

@@ -121,14 +121,22 @@ def check(book: LocalBook, messages: Messages) -> Outcome:
     )  # fmt: skip
 
 
+def _first_seq(messages: Messages) -> int | None:
+    for message in messages:  # bounded by the frame
+        if type(message) is Trade or type(message) is BookUpdate:
+            return message.seq
+    return None
+
+
 class Step:
     """One market-data frame of a chain, as the first of its followers checked it."""
 
-    __slots__ = ("next", "outcome", "text")
+    __slots__ = ("next", "outcome", "seq", "text")
 
-    def __init__(self, text: str, outcome: Outcome) -> None:
+    def __init__(self, text: str, outcome: Outcome, seq: int | None) -> None:
         self.text = text
         self.outcome = outcome
+        self.seq = seq  # the chain's book's after it (None once the book broke)
         self.next: Step | None = None
 
 
@@ -143,7 +151,8 @@ class Chain:
         self.last = start
 
     def extend(self, text: str, messages: Messages) -> Step:
-        step = Step(text, check(self.book, messages))
+        outcome = check(self.book, messages)
+        step = Step(text, outcome, self.book.seq)
         self.last.next = step
         self.last = step
         return step
@@ -153,8 +162,11 @@ class Peers:
     """The subscribers of one client process to one symbol. A hundred subscribers get the
     same frames; checking each frame once per chain instead of once per subscriber is
     what lets them fit in a process, while each still checks that every frame it got is
-    the one its peers got at the same point, in order (any other frame is counted as a
-    divergence and the subscriber resubscribes on its own)."""
+    the one its peers got at the same point, in order. A frame unlike its peers' that
+    does not follow on from the subscriber's last seq is its own gap (and never becomes a
+    step); one that does follow on counts as a divergence. Either way that subscriber
+    resubscribes on its own; when the chain's book itself breaks on a frame some peers
+    got, the others leave it quietly and resubscribe."""
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -173,7 +185,7 @@ class Peers:
                 return chain, chain.last, True
         book = LocalBook(self.symbol)
         ok = book.on_snapshot(snapshot.seq, snapshot.bids, snapshot.asks, snapshot.checksum)
-        chain = Chain(book, Step("", Outcome(ok, 1, 0, int(not ok), {})))
+        chain = Chain(book, Step("", Outcome(ok, 1, 0, int(not ok), {}), book.seq))
         if ok:
             self._joinable.append(chain)
         return chain, chain.last, ok
@@ -217,6 +229,8 @@ class Feed:
                     await self._follow(ws)
             except TimeoutError:
                 return  # the run is over
+            finally:
+                self._chain = self._at = None  # its peers' later steps are not its to hold
             self.closed_with = ws.close_code or 1006  # closed before the end of the run
 
     async def _follow(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -250,11 +264,24 @@ class Feed:
         messages = frame.messages if isinstance(frame, Batch) else [frame]
         if at is None:
             return self._count(check(self.book, messages), now_ns)
-        if at.next is None:  # the first of the chain here: it checks for all
+        step = at.next
+        if step is not None and not step.outcome.ok:
+            self._distrust()  # the chain's book broke on a frame its peers got, not this
+            return False
+        first = _first_seq(messages)
+        if first is not None and at.seq is not None and first != at.seq + 1:
+            return self._own_gap(len(messages))  # what alone it would find first
+        if step is None:  # the first of the chain here: it checks for all
             assert self._chain is not None
             self._at = self._chain.extend(data, messages)
             return self._count(self._at.outcome, now_ns)
-        self.divergences += 1  # not the frame its peers got after the same one
+        self.divergences += 1  # in sequence, but not the frame its peers got
+        self._distrust()
+        return False
+
+    def _own_gap(self, messages: int) -> bool:
+        self.messages += messages
+        self.gaps += 1
         self._distrust()
         return False
 

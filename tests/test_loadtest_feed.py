@@ -1,6 +1,7 @@
 """The load test's subscriber: typed frames checked as the contract says (seq, checksum)."""
 
 import json
+import sys
 import time
 
 import pytest
@@ -219,3 +220,56 @@ def test_a_subscriber_sent_another_frame_than_its_peers_counts_a_divergence() ->
     assert b.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
     assert a.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
     assert (a.gaps, b.gaps) == (0, 0)
+
+
+def test_a_frame_lost_by_one_subscriber_is_its_gap_and_leaves_its_peers_alone() -> None:
+    peers = Peers("ACME")
+    healthy, lossy = Feed("ACME", Lags(), peers=peers), Feed("ACME", Lags(), peers=peers)
+    lone = Feed("ACME", Lags())
+    for feed in (healthy, lossy, lone):
+        assert feed.on_frame(snapshot(10), NOW_NS)
+    # The lossy one never got seq 11 and is first past the chain's end with seq 12: its
+    # frame must not become the chain's next step.
+    assert not lossy.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
+    assert not lone.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
+    assert (lossy.gaps, lossy.divergences, lossy.messages) == (1, 0, lone.messages)
+    assert healthy.on_frame(batch(trade(11, NOW_NS)), NOW_NS)
+    assert healthy.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
+    # A peer that lost a frame the chain already has finds the same gap.
+    late = Feed("ACME", Lags(), peers=peers)
+    assert late.on_frame(snapshot(12), NOW_NS)  # joins where the chain stands
+    assert late.on_frame(batch(trade(13, NOW_NS)), NOW_NS)
+    assert healthy.on_frame(batch(trade(13, NOW_NS)), NOW_NS)
+    assert not late.on_frame(batch(trade(15, NOW_NS)), NOW_NS)
+    assert (late.gaps, late.divergences, healthy.gaps) == (1, 0, 0)
+
+
+def test_when_a_peers_frame_breaks_the_chain_the_others_resubscribe_without_a_fault() -> None:
+    peers = Peers("ACME")
+    faulty, healthy = Feed("ACME", Lags(), peers=peers), Feed("ACME", Lags(), peers=peers)
+    for feed in (faulty, healthy):
+        assert feed.on_frame(snapshot(10), NOW_NS)
+    # In sequence at first, then a bad checksum: the chain's book is spoilt by it.
+    assert not faulty.on_frame(batch(trade(11, NOW_NS), update(12, AFTER_TRADE + 1)), NOW_NS)
+    assert faulty.bad_checksums == 1
+    assert not healthy.on_frame(batch(trade(11, NOW_NS), update(12, AFTER_TRADE)), NOW_NS)
+    assert (healthy.gaps, healthy.bad_checksums, healthy.divergences) == (0, 0, 0)
+
+
+async def test_a_subscriber_closed_early_no_longer_holds_its_peers_steps() -> None:
+    async def evict(ws: web.WebSocketResponse, request: dict[str, object]) -> None:
+        await ws.send_str(json.dumps({"type": "subscribed", "req_id": request["req_id"]}))
+        await ws.send_str(snapshot(10))
+        await ws.close(code=4008, message=b"slow consumer")
+
+    peers = Peers("ACME")
+    evicted, live = Feed("ACME", Lags(), peers=peers), Feed("ACME", Lags(), peers=peers)
+    async with ws_server(evict) as url:
+        await evicted.run(url, time.perf_counter() + 30)
+    assert evicted.closed_with == 4008
+    assert live.on_frame(snapshot(10), NOW_NS)
+    step = live._at
+    for seq in range(11, 111):  # the live peer follows on, as for the rest of a run
+        assert live.on_frame(batch(trade(seq, NOW_NS)), NOW_NS)
+    assert step is not None
+    assert sys.getrefcount(step) == 2  # only this test's name: no one stands on it

@@ -1,18 +1,22 @@
-"""The server's side of a close: a client that never answers the close frame is cut off
-once the linger bound runs out, instead of holding its connection open."""
+"""The server's side of a close: a client that never answers the close frame, or never
+reads, is cut off once the linger bound runs out instead of holding its connection open;
+a session closed while its reader handles a frame still closes cleanly."""
 
 import asyncio
+import struct
 
 import pytest
 from aiohttp import web
 
 from gateway import ws as gateway_ws
-from tests.raw_ws import OP_CLOSE, RawWebSocket
+from tests.raw_ws import OP_CLOSE, OP_TEXT, RawWebSocket, masked_frame
 from tests.scripted_ws import serving
 
 LINGER_S = 0.3
 # Only a bound on a failing test: the reply timeout below is far longer.
 TEST_BOUND_S = 20.0
+# Bytes queued for a client that never reads: far more than a loopback socket takes.
+BIG_WRITE = 32 << 20
 
 
 async def test_a_client_that_never_answers_the_close_frame_is_cut_off_after_the_linger(
@@ -44,3 +48,95 @@ async def test_a_client_that_never_answers_the_close_frame_is_cut_off_after_the_
                 assert rest == b""
         finally:
             client.close()
+
+
+async def test_the_linger_aborts_a_socket_still_holding_data_after_the_reply_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reply timeout ends aiohttp's close() first; it then closes the socket after its
+    # buffer, which a client that reads nothing never lets drain.
+    monkeypatch.setattr(gateway_ws, "CLOSE_LINGER_S", 1.0)
+    after_close: list[tuple[bool, int]] = []
+    closed = asyncio.Event()
+
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(timeout=0.2)
+        await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        transport.set_write_buffer_limits(high=BIG_WRITE * 2)  # not paused: no drain wait
+        header = b"\x81\x7f" + BIG_WRITE.to_bytes(8, "big")
+        transport.write(header + b"x" * BIG_WRITE)  # far more than the socket takes
+        await gateway_ws.close_within_linger(ws, 4008, "slow consumer")
+        after_close.append((transport.is_closing(), transport.get_write_buffer_size()))
+        closed.set()
+        return ws
+
+    async with serving(endpoint) as url:
+        client = await RawWebSocket.connect(url)  # and never reads
+        try:
+            async with asyncio.timeout(TEST_BOUND_S):
+                await closed.wait()
+        finally:
+            client.close()
+    assert after_close == [(True, 0)]  # aborted: nothing left queued for the socket
+
+
+class _StubHub:
+    """What a Session needs of its hub to close itself."""
+
+    rate_limit = 100.0
+    evictions = 0
+
+    def forget(self, session: object) -> None:
+        pass
+
+    def detach(self, session: object) -> None:
+        pass
+
+
+class _ClosingSession(gateway_ws.Session):
+    """Closes itself while handling a frame, as a request whose answer overflows the
+    send buffer does (Session.send_text -> close 4008)."""
+
+    def handle(self, frame: str) -> None:
+        self.close(4008, "slow consumer")
+
+
+async def test_a_session_closed_from_inside_its_reader_closes_without_a_pending_cancel() -> None:
+    ended: list[str] = []
+    done = asyncio.Event()
+
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(timeout=1.0)
+        await ws.prepare(request)
+        session = _ClosingSession(ws, _StubHub())  # type: ignore[arg-type]
+        try:
+            await gateway_ws._read_frames(ws, session)
+            assert session.closing_with is not None
+            await gateway_ws.close_within_linger(ws, *session.closing_with)
+            await asyncio.sleep(0)  # where a pending cancel would strike
+            ended.append("returned")
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        finally:
+            done.set()
+        return ws
+
+    async with serving(endpoint) as url:
+        client = await RawWebSocket.connect(url)
+        try:
+            # A request that gets the session closed, and the client's own close, at once.
+            client.writer.write(masked_frame(OP_TEXT, b'{"op":"ping"}')
+                                + masked_frame(OP_CLOSE, struct.pack("!H", 1000)))  # fmt: skip
+            await client.writer.drain()
+            async with asyncio.timeout(TEST_BOUND_S):
+                frame = await client.next_frame()
+                while frame.opcode != OP_CLOSE:  # bounded by what the server sends
+                    frame = await client.next_frame()
+                assert frame.close_code == 4008
+                await done.wait()
+        finally:
+            client.close()
+    assert ended == ["returned"]
