@@ -167,8 +167,9 @@ class Sequencer:
         self.records_written = 0
         self.sync_seconds_total = 0.0
         self.subscriber_errors = 0
-        # Called with (records, seconds) after each batch is durable: metrics.
-        self.batch_observers: list[Callable[[int, float], None]] = []
+        # Called after each batch is durable with (records, seconds its write and sync
+        # took, seconds since its first command was sequenced): metrics.
+        self.batch_observers: list[Callable[[int, float, float], None]] = []
         self.on_refused: Refused | None = None  # for commands `post`ed without a future
 
     # --- the producer side ----------------------------------------------------------------
@@ -403,9 +404,11 @@ class Sequencer:
     def _release(self, batch: _Batch, write_seconds: float) -> None:
         """A durable batch: complete its futures and tell the subscribers, in seq order."""
         self.sync_seconds_total += write_seconds
+        # By the journal's clock: the oldest command's stamp is when it was sequenced.
+        waited = (self.clock() - batch.done[0][0].command.ts) / 1e9 if batch.done else 0.0
         for observe in self.batch_observers:
             try:
-                observe(len(batch.done), write_seconds)
+                observe(len(batch.done), write_seconds, waited)
             except Exception:  # metrics must not stop trading
                 log.exception("batch observer %r failed", observe)
         self.batches_written += 1

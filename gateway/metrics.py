@@ -18,6 +18,7 @@ from gateway.ws import Hub
 
 SYNC_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024, 4096)
+WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
 
 
 class Metrics:
@@ -31,6 +32,12 @@ class Metrics:
         self.batch = Histogram(
             "exchange_batch_records", "Records per journal batch", buckets=BATCH_BUCKETS, registry=r
         )
+        self.wait = Histogram(
+            "exchange_batch_wait_seconds",
+            "From the sequencing of a batch's first command to the batch's release "
+            "(the longest a command of it waited in the server for its durable answer)",
+            buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
         # Plain counts, turned into metrics at scrape time: a prometheus_client label
         # lookup and increment per record cost 7% of the server under load.
         self.counts = DurableCounts()
@@ -38,9 +45,10 @@ class Metrics:
         read.listen(self.counts.add)
         sequencer.batch_observers.append(self._on_batch)
 
-    def _on_batch(self, records: int, seconds: float) -> None:
+    def _on_batch(self, records: int, seconds: float, waited: float) -> None:
         self.sync.observe(seconds)
         self.batch.observe(records)
+        self.wait.observe(waited)
 
     async def handler(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")

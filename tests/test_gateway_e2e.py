@@ -322,6 +322,7 @@ async def test_metrics_in_prometheus_text(market: RunningServer) -> None:
     assert sum(grew(k) for k in after if k.startswith("exchange_rejects_total{")) == 1
     assert "exchange_trades_total" in text
     assert "exchange_journal_write_seconds_bucket" in text
+    assert grew("exchange_batch_wait_seconds_count") >= 1  # the place and the cancel
     assert "exchange_connected_clients" in text
 
 

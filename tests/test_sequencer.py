@@ -510,10 +510,22 @@ async def test_an_engine_failure_never_snapshots_the_half_applied_state(tmp_path
     assert snapshots.seqs() == []
 
 
+async def test_batch_observers_hear_how_long_the_batch_waited_since_its_first_stamp() -> None:
+    stamps = iter([5_000_000_000, 5_250_000_000])  # the stamp, then the release
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()), clock=lambda: next(stamps))
+    heard: list[tuple[int, float]] = []
+    seq.batch_observers.append(lambda records, _, waited: heard.append((records, waited)))
+    task = await started(seq)
+    await asyncio.wait_for(seq.submit(CreateAccount(name="a")), WAIT_S)
+    await seq.stop()
+    await asyncio.wait_for(task, WAIT_S)
+    assert heard == [(1, 0.25)]
+
+
 async def test_a_failing_batch_observer_does_not_stop_the_sequencer() -> None:
     seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()))
 
-    def broken(records: int, seconds: float) -> None:
+    def broken(records: int, seconds: float, waited: float) -> None:
         raise ValueError("metrics bug")
 
     seq.batch_observers.append(broken)
