@@ -11,7 +11,8 @@ the lag of the trades of one frame is counted per distinct timestamp.
 The subscribers of a process get the same frames, so they share the checking (`Peers`):
 those that start from the same book follow one `Chain`, whose book checks each frame
 once; every other subscriber of the chain compares the frame it got with the one checked
-at the same point (a string comparison) and takes that outcome, or counts a divergence.
+at the same point (a string comparison) and takes that outcome; any other frame is its
+own gap when it skips seqs, a divergence when it does not.
 """
 
 import asyncio
