@@ -1,4 +1,5 @@
-"""`python -m loadtest run ...` and `python -m loadtest baseline ...`."""
+"""`python -m loadtest run ...`, `python -m loadtest baseline ...` and
+`python -m loadtest targets ...`."""
 
 import argparse
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import uvloop
 
-from loadtest import baseline, harness
+from loadtest import baseline, harness, targets
 
 
 def _free_port() -> int:
@@ -27,6 +28,10 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _local(url: str) -> bool:
+    return url.startswith(("ws://127.", "ws://localhost"))
 
 
 def main() -> None:
@@ -60,10 +65,28 @@ def main() -> None:
                       help="requests each client keeps outstanding")  # fmt: skip
     base.add_argument("--nice", type=int, choices=NICE_CHOICES, default=harness.CLIENT_NICE,
                       metavar="0-19", help="niceness added to client processes")  # fmt: skip
+    goals = commands.add_parser("targets", help="baseline, peak, half peak, 100 subscribers")
+    goals.add_argument("--url", default="ws://127.0.0.1:8080/v1/ws")
+    goals.add_argument("--admin-token", required=True)
+    goals.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
+    goals.add_argument("--processes", type=int, default=1, help="client processes")
+    goals.add_argument("--nice", type=int, choices=NICE_CHOICES, default=10, metavar="0-19",
+                       help="niceness added to client processes (default 10)")  # fmt: skip
+    goals.add_argument("--md-subscribers", type=_at_least_one, default=targets.MD_SUBSCRIBERS)
+    goals.add_argument("--report-dir", type=Path, default=Path("."),
+                       help="where each phase's report and plot go")  # fmt: skip
     args = parser.parse_args()
+    if args.command in {"run", "targets"} and not _local(args.url):
+        sys.exit("the load test only targets this machine (ws://127.x.x.x or localhost)")
+    if args.command == "targets":
+        plan = targets.Plan(
+            url=args.url, admin_token=args.admin_token, duration=args.duration,
+            processes=args.processes, nice=args.nice, report_dir=args.report_dir,
+            md_subscribers=args.md_subscribers,
+        )  # fmt: skip
+        print(json.dumps(uvloop.run(targets.check(plan))))
+        return
     if args.command == "run":
-        if not args.url.startswith("ws://127.") and not args.url.startswith("ws://localhost"):
-            sys.exit("the load test only targets this machine (ws://127.x.x.x or localhost)")
         options = harness.Options(
             url=args.url, admin_token=args.admin_token, makers=args.makers, takers=args.takers,
             subscribers=args.subscribers, rate=None if args.rate == "max" else float(args.rate),

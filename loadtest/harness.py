@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 from hdrh.histogram import HdrHistogram
 
-from gateway.client import Admin
+from gateway.client import Admin, ProtocolError
 from loadtest.feed import Feed, Peers
 from loadtest.trader import Orders, Tally, Trader, connect
 
@@ -37,6 +37,8 @@ CLIENT_NICE = 0
 PROGRESS_EVERY_S = 1.0
 PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 SYMBOL = "LOAD"
+# Names tried for the run's instrument before giving up (earlier runs' stay listed).
+SYMBOL_ATTEMPTS = 100
 MID_TICKS = 10_000  # 100.00 at tick 0.01
 
 
@@ -123,13 +125,24 @@ def _price(ticks: int) -> str:
     return f"{ticks // 100}.{ticks % 100:02d}"
 
 
+async def _list_new_instrument(admin: Admin, issuer: str, rng: random.Random) -> str:
+    """A symbol this exchange has not listed yet (an earlier run's stays listed)."""
+    for _ in range(SYMBOL_ATTEMPTS):  # bounded: a million names, a few taken
+        symbol = f"{SYMBOL}{rng.randrange(10**6)}"
+        listing = {"symbol": symbol, "kind": "share", "tick_size": "0.01", "issuer": issuer}
+        status, answer = await admin.call("POST", "/v1/admin/instruments", listing)
+        if status < 400:
+            return symbol
+        if answer.get("code") != "DUPLICATE_SYMBOL":
+            raise ProtocolError(f"POST /v1/admin/instruments -> {status} {answer}")
+    raise ProtocolError(f"no free symbol in {SYMBOL_ATTEMPTS} tries")
+
+
 async def _setup(options: Options, base_url: str) -> tuple[str, list[str]]:
     """An instrument of our own and funded accounts; returns (symbol, api keys)."""
     async with Admin(base_url, options.admin_token) as admin:
         issuer, _ = await admin.account("loadtest-issuer")
-        symbol = f"{SYMBOL}{random.Random(options.seed).randrange(10**6)}"
-        listing = {"symbol": symbol, "kind": "share", "tick_size": "0.01", "issuer": issuer}
-        await admin.ok("POST", "/v1/admin/instruments", listing)
+        symbol = await _list_new_instrument(admin, issuer, random.Random(options.seed))
         await admin.ok("POST", f"/v1/admin/instruments/{symbol}/status", {"status": "trading"})
         keys = []
         for n in range(options.makers + options.takers):

@@ -89,8 +89,10 @@ async def stop(server: RunningServer) -> int:
 
 
 @contextlib.asynccontextmanager
-async def running(data_dir: Path, *, demo: bool = False) -> AsyncIterator[RunningServer]:
-    server = await start(data_dir, demo=demo)
+async def running(
+    data_dir: Path, *, demo: bool = False, extra: tuple[str, ...] = ()
+) -> AsyncIterator[RunningServer]:
+    server = await start(data_dir, demo=demo, extra=extra)
     try:
         yield server
     finally:

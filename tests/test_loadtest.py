@@ -124,3 +124,19 @@ def test_the_gateway_benchmark_runs_and_sends_what_the_records_make() -> None:
     assert "2000 records, batches of 20" in done.stdout
     sent = float(done.stdout.split("(")[1].split()[0])
     assert sent > 50
+
+
+async def test_a_second_run_against_the_same_exchange_lists_an_instrument_of_its_own(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path / "data") as server:
+        symbols = []
+        for n in range(2):  # the same seed: the first name it tries is taken the second time
+            options = harness.Options(
+                url=server.ws_url, admin_token=ADMIN_TOKEN, makers=1, takers=1, subscribers=1,
+                rate=100.0, duration=0.5, report=tmp_path / f"report{n}.json",
+            )  # fmt: skip
+            report = await harness.run(options)
+            assert report["orders"] > 0
+            symbols.append(report["symbol"])
+    assert symbols[0] != symbols[1]
