@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from exchange.domain.book import BookSide, Order
 from exchange.domain.commands import ReplaceOrder
 from exchange.domain.engine import Engine
@@ -47,9 +49,13 @@ CANDLES_KEPT = 1_440
 MINUTE_NS = 60_000_000_000
 
 
-@dataclass(slots=True)
-class OrderRecord:
-    """An order as REST shows it, kept from its events (open ones, and recent ended ones)."""
+class OrderRecord(msgspec.Struct, gc=False):
+    """An order as REST shows it, kept from its events (open ones, and recent ended ones).
+
+    Strings and integers only, so it can be in no reference cycle: out of the cyclic
+    collector's sight (gc=False). Tracked, the records of a busy hour crowded the young
+    generation (old records dying offset the new ones in its count) and made single
+    young collections take 10-65 ms."""
 
     order_id: int
     account: str
