@@ -54,6 +54,7 @@ async def _in_processes(
     ]
     script = (
         "import os, uvloop; from loadtest.baseline import clients_in_this_process as c; "
+        "from exchange.runtime import tune_gc; tune_gc(); "
         "os.nice({nice}); print(uvloop.run(c({url!r}, {share}, {duration}, {in_flight})))"
     )
     children = [
