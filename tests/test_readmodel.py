@@ -147,8 +147,9 @@ def test_order_records_stay_out_of_the_cyclic_collectors_sight() -> None:
     # Tracked, a busy hour's records filled the young generation and made single young
     # collections take tens of milliseconds; they hold only strings and integers.
     feed = _market()
+    commands = mixed_stream(seed=3, count=STREAM_LENGTH)
     for start in range(0, STREAM_LENGTH, 50):
-        feed.batch(mixed_stream(seed=3, count=STREAM_LENGTH)[start : start + 50])
+        feed.batch(commands[start : start + 50])
     records = [*feed.read.live_orders.values()]
     records += [r for kept in feed.read.history.values() for r in kept]
     assert len(records) > 50
