@@ -22,8 +22,8 @@ def frame(message: dict[str, object]) -> str:
     return json.dumps(message)
 
 
-def snapshot(seq: int) -> str:
-    bids, asks = {"9.95": 100}, {"10.05": 7}
+def snapshot(seq: int, ask: int = 7) -> str:
+    bids, asks = {"9.95": 100}, {"10.05": ask}
     return frame({
         "type": "book_snapshot", "symbol": "ACME", "seq": seq,
         "bids": list(bids.items()), "asks": list(asks.items()),
@@ -36,9 +36,9 @@ def trade(seq: int, ts: int) -> dict[str, object]:
             "price": "10.05", "qty": 1, "aggressor": "buy", "ts": ts}  # fmt: skip
 
 
-def update(seq: int, checksum: int) -> dict[str, object]:
+def update(seq: int, checksum: int, ask: int = 6) -> dict[str, object]:
     return {"type": "book_update", "symbol": "ACME", "seq": seq,
-            "changes": [["sell", "10.05", 6]], "checksum": checksum}  # fmt: skip
+            "changes": [["sell", "10.05", ask]], "checksum": checksum}  # fmt: skip
 
 
 AFTER_TRADE = book_checksum({"9.95": 100}, {"10.05": 6})
@@ -131,9 +131,7 @@ def stream(plan: list[str]) -> list[str]:
     def next_update() -> dict[str, object]:
         nonlocal seq, ask
         seq, ask = seq + 1, ask - 1 if ask > 1 else 9
-        return {"type": "book_update", "symbol": "ACME", "seq": seq,
-                "changes": [["sell", "10.05", ask]],
-                "checksum": book_checksum({"9.95": 100}, {"10.05": ask})}  # fmt: skip
+        return update(seq, book_checksum({"9.95": 100}, {"10.05": ask}), ask)
 
     for step in plan:
         ts = NOW_NS - 1_000_000 * (seq % 7)
@@ -150,11 +148,7 @@ def stream(plan: list[str]) -> list[str]:
             seq += 1
             frames.append(batch(update(seq, 12345)))
         else:
-            frames.append(frame({
-                "type": "book_snapshot", "symbol": "ACME", "seq": seq,
-                "bids": [["9.95", 100]], "asks": [["10.05", ask]],
-                "checksum": book_checksum({"9.95": 100}, {"10.05": ask}),
-            }))  # fmt: skip
+            frames.append(snapshot(seq, ask))
     return frames
 
 
