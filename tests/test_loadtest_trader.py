@@ -10,11 +10,25 @@ import aiohttp
 from aiohttp import web
 
 from loadtest.trader import Orders, Pinger, Tally, Trader, connect
-from tests.scripted_ws import ws_server
+from tests.scripted_ws import Handler, ws_server
 
 
 def no_record(_: int) -> None:
     pass
+
+
+async def trade_against(
+    exchange: Handler, *, maker: bool, seed: int, window: int, seconds: float
+) -> Tally:
+    """One trader against the scripted `exchange` for `seconds`; what it counted."""
+    tally = Tally()
+    async with ws_server(exchange) as url, aiohttp.ClientSession() as session:
+        ws = await connect(session, url)
+        orders = Orders("ACME", maker=maker, rng=random.Random(seed), mid=[10_000])
+        trader = Trader(ws, orders, window, None, no_record, no_record, tally)
+        await trader.run(time.perf_counter() + seconds)
+        await ws.close()
+    return tally
 
 
 async def test_a_maker_cancels_about_half_and_only_places_count_as_orders() -> None:
@@ -28,13 +42,7 @@ async def test_a_maker_cancels_about_half_and_only_places_count_as_orders() -> N
             answer = {"type": "done", "reason": "cancelled", "req_id": request["req_id"]}
         await ws.send_str(json.dumps(answer))
 
-    tally = Tally()
-    async with ws_server(exchange) as url, aiohttp.ClientSession() as session:
-        ws = await connect(session, url)
-        orders = Orders("ACME", maker=True, rng=random.Random(7), mid=[10_000])
-        trader = Trader(ws, orders, 3, None, no_record, no_record, tally)
-        await trader.run(time.perf_counter() + 0.3)
-        await ws.close()
+    tally = await trade_against(exchange, maker=True, seed=7, window=3, seconds=0.3)
     places, cancels = seen.count("place"), seen.count("cancel")
     assert tally.orders == places > 10
     assert 0 < cancels < places  # about half the accepted orders are cancelled
@@ -66,13 +74,6 @@ async def test_an_error_answer_counts_as_a_reject_by_its_code() -> None:
         answer = {"type": "error", "code": "RATE_LIMITED", "req_id": request["req_id"]}
         await ws.send_str(json.dumps(answer))
 
-    tally = Tally()
-    async with ws_server(busy) as url, aiohttp.ClientSession() as session:
-        ws = await connect(session, url)
-        orders = Orders("ACME", maker=False, rng=random.Random(1), mid=[10_000])
-        await Trader(ws, orders, 2, None, no_record, no_record, tally).run(
-            time.perf_counter() + 0.2
-        )
-        await ws.close()
+    tally = await trade_against(busy, maker=False, seed=1, window=2, seconds=0.2)
     assert tally.orders > 0
     assert tally.rejects == {"RATE_LIMITED": tally.orders}
