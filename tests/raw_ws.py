@@ -41,16 +41,21 @@ class RawWebSocket:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, url: str) -> "RawWebSocket":
-        """Open ws://HOST:PORT/PATH and upgrade, by hand."""
+    async def connect(
+        cls, url: str, *, headers: dict[str, str] | None = None, early: list[str] | None = None
+    ) -> "RawWebSocket":
+        """Open ws://HOST:PORT/PATH and upgrade, by hand; `early` text frames go in the same
+        write as the upgrade request, before the server has answered it."""
         parts = urlsplit(url)
         host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
         reader, writer = await asyncio.open_connection(host, port)
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{extra}"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            + b"".join(masked_frame(OP_TEXT, text.encode()) for text in early or ())
         )
         status = await reader.readuntil(b"\r\n\r\n")
         if not status.startswith(b"HTTP/1.1 101"):

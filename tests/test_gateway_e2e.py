@@ -1,6 +1,7 @@
 """End to end: the real server on 127.0.0.1, real sockets, the client library."""
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,8 +71,6 @@ async def market(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def demo_key(server: RunningServer, name: str) -> str:
-    import json
-
     keys = json.loads((server.data_dir / "demo-keys.json").read_text())
     return str(keys[name]["api_key"])
 
@@ -120,6 +119,33 @@ async def test_order_entry_needs_authentication(market: RunningServer) -> None:
         answer = await client.place("ACME", "buy", 1, "9.00")
         assert answer["code"] == "NOT_AUTHENTICATED"
         assert (await client.ping())["type"] == "pong"  # the socket stays usable
+
+
+async def test_frames_sent_with_the_upgrade_wait_for_the_header_authentication(
+    market: RunningServer,
+) -> None:
+    # The frames reach the server with the upgrade request, so the parser finds them before
+    # the handler has checked the Authorization header; they must be handled after it.
+    place = (
+        '{"op":"place","req_id":2,"symbol":"ACME","side":"buy","qty":1,"price":"9.00",'
+        '"client_order_id":"early-1"}'
+    )
+    ws = await RawWebSocket.connect(
+        market.ws_url,
+        headers={"Authorization": f"Bearer {demo_key(market, 'alice')}"},
+        early=['{"op":"ping","req_id":1}', place],
+    )
+    try:
+        answers: list[tuple[int, str]] = []
+        while len(answers) < 2:  # bounded: the two answers, then whatever follows
+            frame = await ws.next_frame()
+            assert frame.opcode == OP_TEXT, frame
+            message = json.loads(frame.payload)
+            if "req_id" in message:
+                answers.append((message["req_id"], message["type"]))
+        assert answers == [(1, "pong"), (2, "accepted")]
+    finally:
+        ws.close()
 
 
 async def test_a_wrong_key_closes_with_4001(market: RunningServer) -> None:
