@@ -151,3 +151,34 @@ async def test_a_session_closed_while_handling_a_frame_closes_without_a_pending_
         finally:
             client.close()
     assert ended == ["returned"]
+
+
+class _FailingSession(gateway_ws.Session):
+    """Fails on every frame, as a bug in a request handler would."""
+
+    def handle(self, frame: str) -> None:
+        raise RuntimeError("a bug")
+
+
+async def test_a_session_that_fails_on_a_frame_is_closed_with_1011() -> None:
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = DispatchingResponse(timeout=1.0)
+        session = _FailingSession(ws, _StubHub())  # type: ignore[arg-type]
+        ws.on_text = session.receive
+        await ws.prepare(request)
+        session.start()
+        await gateway_ws._read_frames(ws, session)
+        assert session.closing_with is not None
+        await gateway_ws.close_within_linger(ws, *session.closing_with)
+        return ws
+
+    async with serving(endpoint) as url:
+        client = await RawWebSocket.connect(url)
+        try:
+            await client.send_text(['{"op":"ping"}'])
+            async with asyncio.timeout(TEST_BOUND_S):
+                frame = await client.next_frame()
+            assert (frame.opcode, frame.close_code) == (OP_CLOSE, 1011)
+            await client.send_close()
+        finally:
+            client.close()
