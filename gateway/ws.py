@@ -52,7 +52,6 @@ from gateway.auth import bearer, hash_api_key
 from gateway.frames import drain, text_frames, transport_of
 from gateway.limits import RATE_PER_S, TokenBucket
 from gateway.readmodel import Published, ReadModel
-from gateway.receive import DispatchingResponse
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +71,6 @@ MAX_CONNECTIONS = 10_000
 HEARTBEAT_SECONDS = 1.0
 # Frames joined into one socket write; bounds the size of one write (and its latency).
 FRAMES_PER_WRITE = 512
-# Frames a client may send before its connection is ready (the upgrade and any header
-# authentication done); they are handled once it is. Past this the client is closed 4029.
-EARLY_FRAMES = 1_000
 
 _encode = msgspec.json.Encoder().encode
 # Public channels in the order a batch's messages go out: its trades, then the book
@@ -109,8 +105,6 @@ class Session:
         # The task reading this client's frames, while it reads: it does the closing.
         self.reader: asyncio.Task[Any] | None = None
         self.closing_with: tuple[int, str] | None = None  # the server's close code, reason
-        # Frames that came before `start()` (bounded by EARLY_FRAMES); None once started.
-        self._early: list[str] | None = []
 
     # --- sending --------------------------------------------------------------------------
 
@@ -199,25 +193,12 @@ class Session:
     # --- receiving ------------------------------------------------------------------------
 
     def receive(self, frame: str) -> None:
-        """A text frame from the client, as the socket's parser finds it."""
-        early = self._early
-        if early is not None:
-            if len(early) >= EARLY_FRAMES:
-                self.close(CLOSE_RATE_LIMITED, "too many frames before the connection was ready")
-            elif not self.closed:
-                early.append(frame)
-            return
+        """A text frame from the client."""
         try:
             self.handle(frame)
         except Exception:  # a bug of ours: this client is cut off, the others go on
             log.exception("session of %s failed on a frame", self.account)
             self.close(WSCloseCode.INTERNAL_ERROR, "internal error")
-
-    def start(self) -> None:
-        """The connection is ready: handle what came early, then each frame as it comes."""
-        early, self._early = self._early, None
-        for frame in early or ():  # bounded by EARLY_FRAMES
-            self.receive(frame)
 
     def handle(self, frame: str) -> None:
         if self._close_after is not None or self.closed:
@@ -707,12 +688,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if len(hub.sessions) >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
-    ws = DispatchingResponse(
+    ws = web.WebSocketResponse(
         max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0, timeout=CLOSE_REPLY_TIMEOUT_S
     )
-    session = Session(ws, hub)
-    ws.on_text = session.receive
     await ws.prepare(request)
+    session = Session(ws, hub)
     hub.sessions.add(session)
     token = bearer(request.headers.get("Authorization"))
     if token:
@@ -723,7 +703,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             return ws
         hub.attach(session, account)
         session.cancel_on_disconnect = request.query.get("cancel_on_disconnect") in {"1", "true"}
-    session.start()
     try:
         await _read_frames(ws, session)
     finally:
@@ -755,17 +734,12 @@ async def close_within_linger(ws: web.WebSocketResponse, code: int, reason: str)
 
 
 async def _read_frames(ws: web.WebSocketResponse, session: Session) -> None:
-    """Read the socket until the client closes, or the session is closed by the server
-    (`Session.close` cancels this reader, or, when called from it, leaves `closing_with`
-    for it to see). Text frames reach the session as they are parsed (gateway.receive);
-    this loop sees the others (and, on an aiohttp without the dispatching queue, hands
-    the text frames to the session itself)."""
+    """Hand each frame to the session until the client closes, or the session is closed
+    by the server (`Session.close` cancels this reader, or, when called from it, leaves
+    `closing_with` for it to see)."""
     task = asyncio.current_task()
     assert task is not None
     session.reader = task
-    if session.closing_with is not None:  # closed by a frame that came early
-        session.reader = None
-        return
     try:
         async for message in ws:  # ends when the client or the server closes
             if message.type == WSMsgType.TEXT:

@@ -9,7 +9,6 @@ import pytest
 from aiohttp import web
 
 from gateway import ws as gateway_ws
-from gateway.receive import DispatchingResponse
 from tests.raw_ws import OP_CLOSE, OP_TEXT, RawWebSocket, masked_frame
 from tests.scripted_ws import serving
 
@@ -104,24 +103,14 @@ class _ClosingSession(gateway_ws.Session):
         self.close(4008, "slow consumer")
 
 
-@pytest.mark.parametrize(
-    "response", [web.WebSocketResponse, DispatchingResponse], ids=["read-loop", "dispatched"]
-)
-async def test_a_session_closed_while_handling_a_frame_closes_without_a_pending_cancel(
-    response: type[web.WebSocketResponse],
-) -> None:
-    """Handled by the reading task (a plain response) or inside the parser's callback
-    (DispatchingResponse), a frame that closes its session ends the reader cleanly."""
+async def test_a_session_closed_from_inside_its_reader_closes_without_a_pending_cancel() -> None:
     ended: list[str] = []
     done = asyncio.Event()
 
     async def endpoint(request: web.Request) -> web.WebSocketResponse:
-        ws = response(timeout=1.0)
-        session = _ClosingSession(ws, _StubHub())  # type: ignore[arg-type]
-        if isinstance(ws, DispatchingResponse):
-            ws.on_text = session.receive
+        ws = web.WebSocketResponse(timeout=1.0)
         await ws.prepare(request)
-        session.start()
+        session = _ClosingSession(ws, _StubHub())  # type: ignore[arg-type]
         try:
             await gateway_ws._read_frames(ws, session)
             assert session.closing_with is not None
@@ -162,11 +151,9 @@ class _FailingSession(gateway_ws.Session):
 
 async def test_a_session_that_fails_on_a_frame_is_closed_with_1011() -> None:
     async def endpoint(request: web.Request) -> web.WebSocketResponse:
-        ws = DispatchingResponse(timeout=1.0)
-        session = _FailingSession(ws, _StubHub())  # type: ignore[arg-type]
-        ws.on_text = session.receive
+        ws = web.WebSocketResponse(timeout=1.0)
         await ws.prepare(request)
-        session.start()
+        session = _FailingSession(ws, _StubHub())  # type: ignore[arg-type]
         await gateway_ws._read_frames(ws, session)
         assert session.closing_with is not None
         await gateway_ws.close_within_linger(ws, *session.closing_with)
