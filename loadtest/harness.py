@@ -95,7 +95,8 @@ def _rounded(microseconds: int) -> int:
 @dataclass
 class Stats(Tally):
     ack: Latencies = field(default_factory=Latencies)
-    fill: Latencies = field(default_factory=Latencies)
+    fill: Latencies = field(default_factory=Latencies)  # trade stamp -> fill received
+    order_fill: Latencies = field(default_factory=Latencies)  # order sent -> taker fill
     md_lag: Latencies = field(default_factory=Latencies)
     md_messages: int = 0
     gaps: int = 0
@@ -208,7 +209,8 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
         sockets = [await connect(session, share.url, key) for key in share.keys]
         traders = [
             Trader(ws, Orders(share.symbol, i < share.makers, random.Random(rng.random()), mid),
-                   share.in_flight, per_client, stats.ack.record, stats.fill.record, stats)
+                   share.in_flight, per_client, stats.ack.record, stats.fill.record, stats,
+                   stats.order_fill.record)
             for i, ws in enumerate(sockets)
         ]  # fmt: skip
         peers = Peers(share.symbol)  # the process's subscribers check each frame once
@@ -283,6 +285,8 @@ async def run(options: Options) -> dict[str, Any]:
         "md_messages": stats.md_messages,
         "md_messages_per_s": round(stats.md_messages / elapsed, 1),
         "ack_ms": _summary(stats.ack),
+        # Intended send -> each fill an order gets on arrival (as taker).
+        "order_to_fill_ms": _summary(stats.order_fill),
         "fill_delivery_ms": _summary(stats.fill),  # trade stamp -> fill received
         "md_lag_ms": _summary(stats.md_lag),
         "rejects": stats.rejects,
@@ -309,6 +313,7 @@ class WorkerResult(msgspec.Struct):
     divergences: int
     ack: str
     fill: str
+    order_fill: str
     md_lag: str
     niceness: int
 
@@ -317,7 +322,8 @@ class WorkerResult(msgspec.Struct):
         return cls(
             elapsed, stats.orders, stats.cancels, stats.fills, stats.md_messages, stats.rejects,
             stats.gaps, stats.bad_checksums, stats.divergences, _encoded(stats.ack),
-            _encoded(stats.fill), _encoded(stats.md_lag), stats.niceness,
+            _encoded(stats.fill), _encoded(stats.order_fill), _encoded(stats.md_lag),
+            stats.niceness,
         )  # fmt: skip
 
     def add_to(self, stats: Stats) -> None:
@@ -334,6 +340,7 @@ class WorkerResult(msgspec.Struct):
         for mine, theirs in (
             (stats.ack, self.ack),
             (stats.fill, self.fill),
+            (stats.order_fill, self.order_fill),
             (stats.md_lag, self.md_lag),
         ):
             mine.histogram().add(HdrHistogram.decode(theirs))
@@ -417,7 +424,11 @@ def _plot(stats: Stats, path: Path) -> None:
     except ImportError:
         return
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    for name, latencies in (("order to ack", stats.ack), ("market data lag", stats.md_lag)):
+    for name, latencies in (
+        ("order to ack", stats.ack),
+        ("order to fill (taker)", stats.order_fill),
+        ("market data lag", stats.md_lag),
+    ):
         h = latencies.histogram()
         if h.get_total_count() == 0:
             continue

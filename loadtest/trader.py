@@ -25,6 +25,9 @@ import msgspec
 ANSWER_GRACE_S = 10.0
 # Frames larger than this end the connection (a batch of a few thousand trades fits).
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Accepted orders whose intended send time is kept for their taker fills, the latest
+# first: those fills follow the acceptance at once, in the same durable batch.
+ORDERS_AWAITING_FILLS = 1_024
 
 _encode = msgspec.json.encode
 
@@ -37,6 +40,8 @@ class Reply(msgspec.Struct):
     order_id: str | None = None
     code: str | None = None
     ts: int = 0
+    liquidity: str = ""  # a fill's: "taker" when the order traded on arrival
+    remaining: int = 0
 
 
 _decode_reply = msgspec.json.Decoder(Reply).decode
@@ -104,16 +109,23 @@ class Pipe:
     def __init__(
         self, ws: aiohttp.ClientWebSocketResponse, in_flight: int, rate: float | None,
         record_ack: Record, record_fill: Record, tally: Tally,
+        record_order_fill: Record | None = None,
     ) -> None:  # fmt: skip
+        """`record_ack`: order to answer; `record_fill`: trade to fill received (every
+        fill); `record_order_fill`: order to fill, for the fills an order gets as it
+        arrives (liquidity "taker"), all from the order's intended send time."""
         self.ws = ws
         self.in_flight = in_flight
         self.rate = rate
         self.record_ack = record_ack
         self.record_fill = record_fill
+        self.record_order_fill = record_order_fill
         self.tally = tally
         self._req_ids = 0
         # req_id -> (intended send time, kind): what awaits an answer.
         self._waiting: dict[int, tuple[float, int]] = {}
+        # order_id -> intended send time, for its taker fills (ORDERS_AWAITING_FILLS).
+        self._sent_at: dict[str, float] = {}
         self._slots_used = 0  # an order holds its slot until its cancel is answered
         self._follow_ups: deque[bytes] = deque()  # cancels to send before new orders
         self._wake: asyncio.Future[None] | None = None
@@ -226,12 +238,26 @@ class Pipe:
             intended, kind = entry
             if kind != FOLLOW_UP:
                 self.record_ack(int((time.perf_counter() - intended) * 1e6))
+                if reply.order_id and self.record_order_fill and reply.type == "accepted":
+                    self._await_fills(reply.order_id, intended)
             self.on_answer(reply, kind)
             if self._wanting_room or self._follow_ups:
                 self._wake_sender()
         elif reply.type == "fill":
             self.tally.fills += 1
             self.record_fill((time.time_ns() - reply.ts) // 1_000)
+            if reply.liquidity == "taker" and reply.order_id in self._sent_at:
+                assert self.record_order_fill is not None  # nothing is kept without it
+                intended = self._sent_at[reply.order_id]
+                self.record_order_fill(int((time.perf_counter() - intended) * 1e6))
+                if reply.remaining == 0:
+                    del self._sent_at[reply.order_id]
+
+    def _await_fills(self, order_id: str, intended: float) -> None:
+        sent_at = self._sent_at
+        sent_at[order_id] = intended
+        if len(sent_at) > ORDERS_AWAITING_FILLS:
+            del sent_at[next(iter(sent_at))]  # the oldest: its fills came long ago
 
     def _wake_sender(self) -> None:
         wake = self._wake
@@ -250,8 +276,9 @@ class Trader(Pipe):
     def __init__(
         self, ws: aiohttp.ClientWebSocketResponse, orders: Orders, in_flight: int,
         rate: float | None, record_ack: Record, record_fill: Record, tally: Tally,
+        record_order_fill: Record | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(ws, in_flight, rate, record_ack, record_fill, tally)
+        super().__init__(ws, in_flight, rate, record_ack, record_fill, tally, record_order_fill)
         self.orders = orders
 
     def request(self, req_id: int) -> bytes:

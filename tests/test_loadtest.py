@@ -24,6 +24,9 @@ async def test_a_short_open_loop_run_reports_latencies_and_no_gaps(tmp_path: Pat
     assert report["ack_ms"]["count"] == report["orders"]
     assert report["ack_ms"]["p50"] <= report["ack_ms"]["p99"] <= report["ack_ms"]["p100"]
     assert report["fills"] > 0
+    # Takers cross the spread: their fills, timed from the order, are a share of all fills.
+    assert 0 < report["order_to_fill_ms"]["count"] < report["fills"]
+    assert report["order_to_fill_ms"]["p50"] <= report["order_to_fill_ms"]["p100"]
     assert report["md_messages"] > 0
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
     assert json.loads(report_path.read_text())["orders"] == report["orders"]
@@ -47,6 +50,7 @@ async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
     assert 0 < report["cancels"] < report["orders"]
     assert report["commands_per_s"] > report["orders_per_s"]
     assert report["ack_ms"]["count"] == report["orders"]
+    assert report["order_to_fill_ms"]["count"] > 0  # gathered from the worker processes
     assert report["md_lag_ms"]["count"] > 0
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
 

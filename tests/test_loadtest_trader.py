@@ -7,8 +7,10 @@ import random
 import time
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from loadtest import trader as trader_module
 from loadtest.trader import Orders, Pinger, Tally, Trader, connect
 from tests.scripted_ws import Handler, ws_server
 
@@ -77,3 +79,56 @@ async def test_an_error_answer_counts_as_a_reject_by_its_code() -> None:
     tally = await trade_against(busy, maker=False, seed=1, window=2, seconds=0.2)
     assert tally.orders > 0
     assert tally.rejects == {"RATE_LIMITED": tally.orders}
+
+
+async def test_order_to_fill_is_timed_for_taker_fills_only_and_kept_for_recent_orders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each place is answered `accepted`, then, for every other one, a taker fill of all
+    of it; a maker fill of an older order follows each. Only the taker fills are timed
+    from their order's send, no later than the fill arrived, and the orders kept waiting
+    for fills stay within the bound."""
+    monkeypatch.setattr(trader_module, "ORDERS_AWAITING_FILLS", 4)
+    places = 0
+    order_fills: list[int] = []
+    sent_at_sizes: list[int] = []
+
+    async def exchange(ws: web.WebSocketResponse, request: dict[str, object]) -> None:
+        nonlocal places
+        if request["op"] != "place":
+            await ws.send_str(json.dumps({"type": "done", "req_id": request["req_id"]}))
+            return
+        places += 1
+        order_id = str(places)
+        await ws.send_str(json.dumps(
+            {"type": "accepted", "order_id": order_id, "req_id": request["req_id"]}
+        ))  # fmt: skip
+        if places % 2:
+            fill = {"type": "fill", "order_id": order_id, "liquidity": "taker", "remaining": 0,
+                    "ts": time.time_ns()}  # fmt: skip
+            await ws.send_str(json.dumps(fill))
+        await ws.send_str(json.dumps(
+            {"type": "fill", "order_id": "1", "liquidity": "maker", "ts": time.time_ns()}
+        ))  # fmt: skip
+
+    tally = Tally()
+    async with ws_server(exchange) as url, aiohttp.ClientSession() as session:
+        ws = await connect(session, url)
+        orders = Orders("ACME", maker=False, rng=random.Random(3), mid=[10_000])
+        trader = Trader(ws, orders, 2, None, no_record, no_record, tally, order_fills.append)
+        original = trader._await_fills
+
+        def await_fills(order_id: str, intended: float) -> None:
+            original(order_id, intended)
+            sent_at_sizes.append(len(trader._sent_at))
+
+        trader._await_fills = await_fills  # type: ignore[method-assign]
+        started = time.perf_counter()
+        await trader.run(started + 0.3)
+        elapsed_us = (time.perf_counter() - started) * 1e6
+        await ws.close()
+    assert places > 10
+    assert len(order_fills) == (places + 1) // 2  # the taker fills, not the maker ones
+    assert all(0 <= us <= elapsed_us for us in order_fills)
+    assert max(sent_at_sizes) <= 4
+    assert tally.fills == places + (places + 1) // 2
