@@ -122,10 +122,6 @@ class Options:
     nice: int = CLIENT_NICE  # added to the niceness of client processes
 
 
-def _price(ticks: int) -> str:
-    return f"{ticks // 100}.{ticks % 100:02d}"
-
-
 async def _list_new_instrument(admin: Admin, issuer: str, rng: random.Random) -> str:
     """A symbol this exchange has not listed yet (an earlier run's stays listed)."""
     for _ in range(SYMBOL_ATTEMPTS):  # bounded: a million names, a few taken
