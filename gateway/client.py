@@ -225,11 +225,14 @@ def book_checksum(bids: Mapping[str, int], asks: Mapping[str, int]) -> int:
 
 
 def _crc(best_asks: Iterable[tuple[str, int]], best_bids: Iterable[tuple[str, int]]) -> int:
-    text = (
-        "A" + ";".join(f"{p}:{q}" for p, q in best_asks)
-        + "|B" + ";".join(f"{p}:{q}" for p, q in best_bids)
-    )  # fmt: skip
-    return zlib.crc32(text.encode())
+    return _crc_of_texts(
+        ";".join(f"{p}:{q}" for p, q in best_asks), ";".join(f"{p}:{q}" for p, q in best_bids)
+    )
+
+
+def _crc_of_texts(asks_text: str, bids_text: str) -> int:
+    """The contract's CRC-32, from the best asks' and bids' "price:qty;..." texts."""
+    return zlib.crc32(f"A{asks_text}|B{bids_text}".encode())
 
 
 def price_key(price: str) -> int:
@@ -354,10 +357,9 @@ class LocalBook:
         return True
 
     def checksum(self) -> int:
-        text = (
-            f"A{self.asks.lowest_text(CHECKSUM_DEPTH)}|B{self.bids.highest_text(CHECKSUM_DEPTH)}"
+        return _crc_of_texts(
+            self.asks.lowest_text(CHECKSUM_DEPTH), self.bids.highest_text(CHECKSUM_DEPTH)
         )
-        return zlib.crc32(text.encode())
 
     def _checked(self, checksum: int) -> bool:
         if self.checksum() != checksum:
