@@ -33,6 +33,15 @@ class ProtocolError(Exception):
     """The server answered something this client cannot use."""
 
 
+class RefusedError(ProtocolError):
+    """A REST call answered with an error status; `payload` holds its code and message."""
+
+    def __init__(self, method: str, path: str, status: int, payload: Message) -> None:
+        super().__init__(f"{method} {path} -> {status} {payload}")
+        self.status = status
+        self.payload = payload
+
+
 def _expire(future: "asyncio.Future[Message]", op: str) -> None:
     if not future.done():
         future.set_exception(TimeoutError(f"no answer to {op} in {ANSWER_TIMEOUT_S} s"))
@@ -407,7 +416,7 @@ class Admin:
     ) -> Message:
         status, payload = await self.call(method, path, body, token)
         if status >= 400:
-            raise ProtocolError(f"{method} {path} -> {status} {payload}")
+            raise RefusedError(method, path, status, payload)
         return payload
 
     async def account(self, name: str, cash: str = "0") -> tuple[str, str]:

@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 from hdrh.histogram import HdrHistogram
 
-from gateway.client import Admin, ProtocolError
+from gateway.client import Admin, ProtocolError, RefusedError
 from loadtest.feed import Feed, Peers
 from loadtest.trader import Orders, Tally, Trader, connect
 
@@ -127,11 +127,13 @@ async def _list_new_instrument(admin: Admin, issuer: str, rng: random.Random) ->
     for _ in range(SYMBOL_ATTEMPTS):  # bounded: a million names, a few taken
         symbol = f"{SYMBOL}{rng.randrange(10**6)}"
         listing = {"symbol": symbol, "kind": "share", "tick_size": "0.01", "issuer": issuer}
-        status, answer = await admin.call("POST", "/v1/admin/instruments", listing)
-        if status < 400:
-            return symbol
-        if answer.get("code") != "DUPLICATE_SYMBOL":
-            raise ProtocolError(f"POST /v1/admin/instruments -> {status} {answer}")
+        try:
+            await admin.ok("POST", "/v1/admin/instruments", listing)
+        except RefusedError as refused:
+            if refused.payload.get("code") != "DUPLICATE_SYMBOL":
+                raise
+            continue
+        return symbol
     raise ProtocolError(f"no free symbol in {SYMBOL_ATTEMPTS} tries")
 
 
