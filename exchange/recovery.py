@@ -7,6 +7,7 @@ with it, or recovery refuses (the build or the journal is not what wrote it).
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import msgspec
 
 from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
-from exchange.journal.journal import Journal
+from exchange.journal.journal import DurablePoint, Journal
 from exchange.journal.records import decode_entry
 from exchange.journal.snapshots import SnapshotStore
 from exchange.journal.storage import FileSegmentStore
@@ -51,40 +52,49 @@ class Recovered:
 
 
 def recover(
-    data_dir: Path, *, durable: bool = True, use_snapshots: bool = True, repair: bool = True
+    data_dir: Path,
+    *,
+    durable: bool = True,
+    use_snapshots: bool = True,
+    repair: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Recovered:
     """The engine as the data directory acknowledged it, and the journal ready to append.
     With repair=False nothing on disk changes (a torn tail is left and not replayed).
 
-    The journal is checked and replayed in one pass over the disk. A snapshot past the
-    journal's end (only possible when a torn tail was cut below it) is dropped and the
-    pass made once more from an older one."""
+    The journal is checked and replayed in one pass over the disk. Every snapshot was
+    put in place only once its record was durable, so the newest snapshot's seq is a
+    point the journal must reach: one that ends before it lost acknowledged records, and
+    is refused (JournalCorruptError), never cut; the snapshot is never deleted for it.
+    `clock` paces the journal's durable watermark."""
     started = time.perf_counter()
     # Without repair nothing on disk may change, not even a directory created.
     snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR, durable=durable, create=repair)
     journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable, create=repair)
-    max_seq: int | None = None
-    for _ in range(2):  # a second pass only after dropping a snapshot past the end
-        loaded = snapshots.load_newest(max_seq) if use_snapshots else None
-        engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
-        replayer = Replayer(engine, snapshot_seq + 1)
-        with gc_paused():  # 7% of a replay went to rescanning objects that all live on
-            journal = Journal.open(
-                journal_store, repair=repair, visit=replayer, visit_from=snapshot_seq + 1
-            )
-        if snapshot_seq <= journal.last_seq:
-            break
-        journal.close()
-        max_seq = journal.last_seq
-        if repair:
-            snapshots.discard_after(max_seq)
+    loaded = snapshots.load_newest() if use_snapshots else None
+    engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
+    replayer = Replayer(engine, snapshot_seq + 1)
+    with gc_paused():  # 7% of a replay went to rescanning objects that all live on
+        journal = Journal.open(
+            journal_store, repair=repair, visit=replayer, visit_from=snapshot_seq + 1,
+            durable=_newest_snapshot(snapshots), clock=clock,
+        )  # fmt: skip
     if journal.first_seq > snapshot_seq + 1:
+        journal.store.close()
         raise RecoveryError(_gap_message(snapshot_seq, journal.first_seq))
     recovered = Recovered(
         engine, journal, snapshots, snapshot_seq, replayer.count, time.perf_counter() - started
     )
     log.info("%s", recovered.summary())
     return recovered
+
+
+def _newest_snapshot(snapshots: SnapshotStore) -> DurablePoint | None:
+    """The newest snapshot's seq, usable or not: its record was durable when it was made."""
+    seqs = snapshots.seqs()
+    if not seqs:
+        return None
+    return DurablePoint(seqs[0], f"snapshot {snapshots.path(seqs[0])} was taken at seq {seqs[0]}")
 
 
 def _gap_message(snapshot_seq: int, first_seq: int) -> str:

@@ -357,8 +357,7 @@ class Sequencer:
                 if not self._open.done:
                     if self._sequencing_done:
                         return
-                    await self._work.wait()
-                    self._work.clear()
+                    await self._wait_for_work()
                     continue
                 hold = self._hold_for()
                 if hold > 0:
@@ -381,6 +380,26 @@ class Sequencer:
             if self._open.done and self._hold_for() <= 0:
                 self._start_write()
             self._release(writing.batch, write_seconds)
+
+    async def _wait_for_work(self) -> None:
+        """Until there is a batch to write. Meanwhile, once it is due, bring the durable
+        watermark up to the last sync, so it trails by at most MARK_EVERY_S even when the
+        writes stop (it is written in the journal thread, which owns the store)."""
+        due = None if self._journal_broken else self.journal.mark_due_in()
+        if due is None:
+            await self._work.wait()
+            self._work.clear()
+            return
+        try:
+            await asyncio.wait_for(self._work.wait(), due)
+        except TimeoutError:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._journal_thread, self.journal.write_mark)
+            except Exception as problem:  # noqa: BLE001 - like a failed journal write
+                self._fail_journal(problem)
+            return
+        self._work.clear()
 
     def _hold_for(self) -> float:
         """Seconds the open batch should still gather before it is written."""

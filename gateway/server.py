@@ -14,8 +14,10 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
+from exchange.datadir import DataDirError, claim
 from exchange.domain.state import export_state, restore_state
-from exchange.recovery import recover
+from exchange.journal.journal import JournalCorruptError
+from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.runtime import tune_gc
 from exchange.sequencer import Sequencer, SequencerFailedError
 from gateway import demo
@@ -46,13 +48,27 @@ class ServeOptions:
 
 
 def serve(options: ServeOptions) -> int:
+    """Run until stopped; the exit status. Problems a person must fix (the data directory
+    in use or unwritable, a journal that lost acknowledged records) are one line on stderr
+    and status 2, before the port opens."""
     import uvloop  # noqa: PLC0415 - only the server needs it
 
-    return uvloop.run(_serve(options))
+    try:
+        lock = claim(options.data_dir, (JOURNAL_DIR, SNAPSHOT_DIR))
+    except DataDirError as problem:
+        print(f"exchange: {problem}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return uvloop.run(_serve(options))
+    except (JournalCorruptError, RecoveryError) as problem:
+        line = f"exchange: cannot recover {options.data_dir}: {problem}"
+        print(line, file=sys.stderr, flush=True)
+        return 2
+    finally:
+        lock.release()
 
 
 async def _serve(options: ServeOptions) -> int:
-    options.data_dir.mkdir(parents=True, exist_ok=True)
     token = admin_token(options.data_dir)
     recovered = recover(options.data_dir, durable=options.durability == "fsync")
     sequencer = Sequencer(

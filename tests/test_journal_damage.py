@@ -22,7 +22,7 @@ from exchange.journal.journal import (
     segment_name,
 )
 from exchange.journal.records import RECORD_HEADER_SIZE, frame
-from exchange.journal.storage import FileSegmentStore
+from exchange.journal.storage import MARK_FILE, FileSegmentStore
 
 PAYLOAD_BYTES = 100
 RECORD_BYTES = RECORD_HEADER_SIZE + PAYLOAD_BYTES
@@ -90,11 +90,17 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Files:
     monkeypatch.setattr(journal_module, "SEGMENT_TARGET_BYTES", SEGMENT_TARGET_BYTES)
     directory = tmp_path / "journal"
     journal = Journal.open(FileSegmentStore(directory))
-    for seq in range(1, LAST_SEQ + 1):
+    for seq in range(1, LAST_SEQ):
         journal.write_batch([payload_for(seq)])
-    journal.close()
+    journal.close()  # the watermark names seq LAST_SEQ - 1
+    # The last write, then a crash: synced, but the watermark was not due (the clock
+    # stands still), so a cut inside it may be a torn write.
+    journal = Journal.open(FileSegmentStore(directory), clock=lambda: 0.0)
+    journal.write_batch([payload_for(LAST_SEQ)])
+    journal.store.close()
     built = Files(directory)
-    assert sorted(p.name for p in directory.iterdir()) == [built.name(i) for i in range(SEGMENTS)]
+    segments = sorted(p.name for p in directory.iterdir() if p.name != MARK_FILE)
+    assert segments == [built.name(i) for i in range(SEGMENTS)]
     assert all(built.path(i).stat().st_size == record_offset(5) for i in range(SEGMENTS))
     return built
 

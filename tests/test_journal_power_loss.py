@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from exchange.journal import journal as journal_module
+from exchange.journal import watermark
 from exchange.journal.faulty import CrashMode, FaultySegmentStore
 from exchange.journal.journal import (
     SEGMENT_HEADER_SIZE,
@@ -60,9 +61,14 @@ class Writer:
     store: FaultySegmentStore = field(default_factory=FaultySegmentStore)
     appended: list[bytes] = field(default_factory=list)
     synced_seq: int = 0
+    # 0: the durable watermark is written after every sync (the most it can ever claim)
+    mark_every_s: float = journal_module.MARK_EVERY_S
 
     def __post_init__(self) -> None:
-        self.journal = Journal.open(self.store)
+        self.journal = self.open()
+
+    def open(self) -> Journal:
+        return Journal.open(self.store, mark_every_s=self.mark_every_s)
 
     def append(self, sizes: list[int]) -> None:
         first = len(self.appended) + 1
@@ -80,9 +86,11 @@ class Writer:
         return size >= journal_module.SEGMENT_TARGET_BYTES
 
     def crash_and_reopen(self, mode: CrashMode, rng: random.Random) -> Journal:
-        self.journal.close()
-        self.store.crash(mode, rng)
-        self.journal = Journal.open(self.store)  # must not raise, whatever the crash did
+        marked = watermark.decode(self.store.read_mark())
+        assert marked is not None
+        assert marked.seq <= self.synced_seq, "the watermark claims a record never synced"
+        self.store.crash(mode, rng)  # a crash: the journal is not closed
+        self.journal = self.open()  # must not raise, whatever the crash did
         return self.journal
 
 
@@ -147,14 +155,17 @@ def run_steps(writer: Writer, script: list[list[int] | None], *, sync_before_rol
 
 @pytest.mark.parametrize("mode", CRASH_MODES)
 @crash_settings
-@given(script=steps, target=segment_targets, seed=st.integers(0, 2**32 - 1))
+@given(
+    script=steps, target=segment_targets, seed=st.integers(0, 2**32 - 1), eager=st.booleans()
+)
 def test_a_crash_loses_no_synced_record(
-    mode: CrashMode, script: list[list[int] | None], target: int, seed: int
+    mode: CrashMode, script: list[list[int] | None], target: int, seed: int, eager: bool
 ) -> None:
     """Random syncs, and a full segment synced before the journal starts the next one, as
-    the sequencer's journal thread does (every batch is synced)."""
+    the sequencer's journal thread does (every batch is synced). With `eager` marks the
+    watermark names every sync's last record, so a crash right after it must still open."""
     with mock.patch.object(journal_module, "SEGMENT_TARGET_BYTES", target):
-        writer = Writer()
+        writer = Writer(mark_every_s=0.0 if eager else journal_module.MARK_EVERY_S)
         segments = run_steps(writer, script, sync_before_rollover=True)
         unsynced = len(writer.appended) - writer.synced_seq
         new_segment = bool(writer.store.volatile.keys() - writer.store.durable.keys())
@@ -168,14 +179,16 @@ def test_a_crash_loses_no_synced_record(
 
 @pytest.mark.parametrize("mode", CRASH_MODES)
 @crash_settings
-@given(script=steps, target=segment_targets, seed=st.integers(0, 2**32 - 1))
+@given(
+    script=steps, target=segment_targets, seed=st.integers(0, 2**32 - 1), eager=st.booleans()
+)
 def test_a_crash_loses_no_synced_record_whatever_the_sync_schedule(
-    mode: CrashMode, script: list[list[int] | None], target: int, seed: int
+    mode: CrashMode, script: list[list[int] | None], target: int, seed: int, eager: bool
 ) -> None:
     """The same rule with syncs wherever they fall: the journal syncs a segment before it
     starts the next one, so no schedule can leave an older segment torn."""
     with mock.patch.object(journal_module, "SEGMENT_TARGET_BYTES", target):
-        writer = Writer()
+        writer = Writer(mark_every_s=0.0 if eager else journal_module.MARK_EVERY_S)
         run_steps(writer, script, sync_before_rollover=False)
         writer.crash_and_reopen(mode, random.Random(seed))
         check_after_crash(writer)

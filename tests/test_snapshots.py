@@ -22,8 +22,9 @@ from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
 from exchange.domain.state import export_state
 from exchange.journal import journal as journal_module
+from exchange.journal.journal import JournalCorruptError
 from exchange.journal.snapshots import KEEP_SNAPSHOTS, SnapshotStore
-from exchange.journal.storage import FileSegmentStore
+from exchange.journal.storage import MARK_FILE, FileSegmentStore
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.sequencer import Sequencer
 from tests.streams import START_TS, mixed_stream
@@ -188,20 +189,6 @@ def test_all_snapshots_corrupt_loads_nothing(
 
 def test_no_snapshot_loads_nothing(tmp_path: Path) -> None:
     assert SnapshotStore(tmp_path).load_newest() is None
-
-
-def test_snapshots_past_the_journal_end_are_not_loaded(
-    tmp_path: Path, engines: dict[int, Engine]
-) -> None:
-    store = SnapshotStore(tmp_path)
-    for n in (100, 300, 500):
-        store.write(n, export_state(engines[n]))
-    loaded = store.load_newest(max_seq=499)
-    assert loaded is not None
-    assert loaded[1] == 300
-    assert store.seqs() == [500, 300, 100], "loading deletes nothing"
-    assert store.discard_after(300) == [500]
-    assert store.seqs() == [300, 100]
 
 
 def test_prune_keeps_the_newest_two_and_removes_stale_temp_files(
@@ -380,24 +367,28 @@ async def test_with_every_snapshot_corrupt_recovery_replays_the_whole_journal(
     assert recovered_hash(tmp_path) == (written.live_hash, 0, written.last_seq)
 
 
-async def test_a_snapshot_past_a_torn_journal_tail_is_discarded(tmp_path: Path) -> None:
+async def test_a_journal_cut_below_the_newest_snapshot_is_refused_and_the_snapshot_kept(
+    tmp_path: Path,
+) -> None:
+    """The snapshot was put in place only after its record was durable: a journal that no
+    longer reaches it lost acknowledged records, whatever the cut looks like."""
     written = await write_data_dir(tmp_path, snapshotted=800, unsnapshotted=0)
     store = snapshot_store(tmp_path)
     newest, older = store.seqs()
     assert newest == written.last_seq, "the sequencer snapshots as it stops"
+    (tmp_path / JOURNAL_DIR / MARK_FILE).unlink()  # only the snapshot says how far it went
     segment = tmp_path / JOURNAL_DIR / journal_segments(tmp_path)[-1]
-    with segment.open("r+b") as f:  # the last record was never made durable whole
-        f.truncate(segment.stat().st_size - 5)
+    size = segment.stat().st_size
+    with segment.open("r+b") as f:
+        f.truncate(size - 5)
 
-    recovered = recover(tmp_path)
-    try:
-        assert recovered.journal.last_seq == written.last_seq - 1
-        assert recovered.snapshot_seq == older
-        assert store.seqs() == [older], "a snapshot of a lost record is deleted"
-        state_hash = recovered.engine.state_hash()
-    finally:
-        recovered.journal.close()
-    assert state_hash == recovered_hash(tmp_path, use_snapshots=False)[0]
+    with pytest.raises(JournalCorruptError) as refusal:
+        recover(tmp_path)
+
+    assert refusal.value.segment == segment.name
+    assert f"snapshot {store.path(newest)} was taken at seq {newest}" in str(refusal.value)
+    assert store.seqs() == [newest, older], "no snapshot is deleted"
+    assert segment.stat().st_size == size - 5, "nothing is cut"
 
 
 async def test_the_older_snapshot_covers_every_pruned_segment(

@@ -18,6 +18,7 @@ class FaultySegmentStore:
         self.volatile: dict[str, bytearray] = {}
         self._unsynced_names: set[str] = set()
         self.syncs = 0
+        self.mark = bytearray()  # write_mark syncs, so the watermark is always durable
 
     def list_segments(self) -> list[str]:
         return sorted(self.durable.keys() | self.volatile.keys())
@@ -51,6 +52,14 @@ class FaultySegmentStore:
         self.durable.pop(name, None)
         self.volatile.pop(name, None)
 
+    def read_mark(self) -> bytes:
+        return bytes(self.mark)
+
+    def write_mark(self, offset: int, data: bytes) -> None:
+        if len(self.mark) < offset + len(data):
+            self.mark.extend(bytes(offset + len(data) - len(self.mark)))
+        self.mark[offset : offset + len(data)] = data
+
     def close(self) -> None:
         """Closing writes nothing back: only sync makes bytes durable."""
 
@@ -58,6 +67,7 @@ class FaultySegmentStore:
         """A new store holding only what is durable now: this one after a total loss."""
         copy = FaultySegmentStore()
         copy.durable = {name: bytearray(data) for name, data in self.durable.items()}
+        copy.mark = bytearray(self.mark)
         return copy
 
     def crash(self, mode: CrashMode, rng: random.Random) -> None:

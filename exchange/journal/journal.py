@@ -3,8 +3,10 @@
 Opening scans every segment and checks each record's length, CRC, sequence number and
 chain. A torn tail (a crash during the last write: the newest segment ends in a partial
 or damaged record with no intact record after it) is cut off and logged; it was never
-acknowledged. Anything else that is wrong is refused with JournalCorruptError naming the
-segment and offset: nothing is ever skipped silently.
+acknowledged. A tail is taken for torn only past every point known durable: the durable
+watermark (watermark.py) and the newest snapshot's seq (given by recovery); a journal
+that ends before either lost acknowledged records. Anything else that is wrong is refused
+with JournalCorruptError naming the segment and offset: nothing is ever skipped silently.
 
 A segment starts with a header:
 
@@ -21,11 +23,13 @@ then records (see records.py) with consecutive sequence numbers.
 
 import logging
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 
 import msgspec
 
+from exchange.journal import watermark
 from exchange.journal.records import (
     CHAIN_SEED,
     CRC_START,
@@ -37,7 +41,8 @@ from exchange.journal.records import (
     frame,
     record_crc,
 )
-from exchange.journal.storage import SEGMENT_SUFFIX, SegmentStore
+from exchange.journal.storage import MARK_FILE, SEGMENT_SUFFIX, SegmentStore
+from exchange.journal.watermark import NOTHING_DURABLE, Mark
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,17 @@ SEGMENT_TARGET_BYTES = 64 * 1024 * 1024
 # How many sequence numbers past a damaged record a scan looks for an intact one, to
 # tell damage (intact records follow) from a torn tail (nothing intact follows).
 LOOKAHEAD_RECORDS = 64
+# The watermark trails the newest sync by at most this long while writes go on (and is
+# brought up to date within it once they stop): an extra small fsync a second at most,
+# against a window in which a cut of synced records could pass for a torn tail.
+MARK_EVERY_S = 1.0
+
+
+class DurablePoint(msgspec.Struct, frozen=True):
+    """A seq known durable from outside the segments, and what says so (for messages)."""
+
+    seq: int
+    source: str
 
 
 class JournalCorruptError(Exception):
@@ -108,6 +124,9 @@ class Journal:
         repair: bool = True,
         visit: Visitor | None = None,
         visit_from: int = 1,
+        durable: DurablePoint | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        mark_every_s: float = MARK_EVERY_S,
     ) -> None:
         self.store = store
         self.repair = repair
@@ -120,6 +139,16 @@ class Journal:
         self._active_size = 0
         self._active: str | None = None
         self._torn_segment: str | None = None  # left in place when not repairing
+        # What must survive: the watermark's record, and `durable` (the newest snapshot).
+        self._known_durable = durable or DurablePoint(0, "")
+        self._mark_on_disk: Mark | None = None
+        # The newest record a sync made durable, and the newest the watermark names.
+        self.durable_mark = NOTHING_DURABLE
+        self.marked = NOTHING_DURABLE
+        self._mark_writes = 0
+        self._marked_at = 0.0
+        self._clock = clock
+        self._mark_every_s = mark_every_s
 
     @classmethod
     def open(
@@ -129,14 +158,28 @@ class Journal:
         repair: bool = True,
         visit: Visitor | None = None,
         visit_from: int = 1,
+        durable: DurablePoint | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        mark_every_s: float = MARK_EVERY_S,
     ) -> "Journal":
         """Check every segment, cut a torn tail, and get ready to append after it.
         With repair=False nothing is changed: a torn tail is only measured (for verify).
         `visit(seq, payload)` is called for every sound record from `visit_from` on, as
         the check reaches it: recovery replays in the same pass that reads the disk. An
-        exception from it stops the open."""
-        journal = cls(store, repair=repair, visit=visit, visit_from=visit_from)
+        exception from it stops the open. `durable` is a seq known durable from outside
+        (the newest snapshot's): a journal ending before it, or before the watermark, is
+        refused rather than cut. After a repairing open everything kept is synced and the
+        watermark names its last record."""
+        journal = cls(
+            store, repair=repair, visit=visit, visit_from=visit_from, durable=durable,
+            clock=clock, mark_every_s=mark_every_s,
+        )  # fmt: skip
         journal._scan()
+        if repair:
+            if journal._active is not None:
+                store.sync()  # what an earlier process wrote may sit in the page cache only
+                journal._now_durable()
+            journal.write_mark()
         return journal
 
     # --- writing --------------------------------------------------------------------------
@@ -173,12 +216,39 @@ class Journal:
         self.append_framed(self.frame(payloads))
 
     def sync(self) -> None:
+        """Make every record appended so far durable (and the watermark, once due)."""
         self.store.sync()
+        self._now_durable()
+        if self.mark_due_in() == 0.0:
+            self.write_mark()
 
     def write_framed(self, framed: Framed) -> None:
         """Append and make durable: what the sequencer's worker thread runs per batch."""
         self.append_framed(framed)
-        self.store.sync()
+        self.sync()
+
+    # --- the durable watermark ------------------------------------------------------------
+
+    def mark_due_in(self) -> float | None:
+        """Seconds until the watermark should be written (0.0: now); None when it already
+        names the newest durable record."""
+        if self.durable_mark.seq <= self.marked.seq:
+            return None
+        return max(0.0, self._marked_at + self._mark_every_s - self._clock())
+
+    def write_mark(self) -> None:
+        """Record in the watermark the newest record a sync made durable. Call it only
+        from the thread that writes (it shares the store)."""
+        mark = self.durable_mark
+        self.store.write_mark(watermark.slot_offset(self._mark_writes), watermark.encode(mark))
+        self._mark_writes += 1
+        self.marked = mark
+        self._marked_at = self._clock()
+
+    def _now_durable(self) -> None:
+        if self._active is not None:
+            segment = _first_seq_of(self._active)
+            self.durable_mark = Mark(self.last_seq, segment, self._active_size, self.last_chain)
 
     def write_batch(self, payloads: list[bytes]) -> None:
         """Frame, append and make durable in one call."""
@@ -230,12 +300,20 @@ class Journal:
         return deleted
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store, first bringing the watermark up to date (a clean stop)."""
+        try:
+            if self.repair and self.mark_due_in() is not None:
+                self.write_mark()
+        except OSError:  # the journal may have broken: its records stand as they are
+            log.exception("journal: could not bring the durable watermark up to date")
+        finally:
+            self.store.close()
 
     # --- checking on open -----------------------------------------------------------------
 
     def _scan(self) -> None:
         names = self.store.list_segments()
+        self._read_mark(names)
         expected_seq: int | None = None
         chain = CHAIN_SEED
         for i, name in enumerate(names):
@@ -243,6 +321,8 @@ class Journal:
             data = self.store.read(name)
             header = self._check_header(name, data, is_last, expected_seq, chain)
             if header is None:  # a torn, never-acknowledged newest segment
+                wanted = _first_seq_of(name) if expected_seq is None else expected_seq
+                self._refuse_if_durable(name, 0, wanted, f"segment header torn at seq {wanted}")
                 self.truncated_bytes = len(data)
                 self._torn_segment = name
                 if self.repair:
@@ -259,6 +339,37 @@ class Journal:
             self._active, self._active_size = name, size
         self.last_seq = (expected_seq or self.first_seq) - 1
         self.last_chain = chain
+        if self.last_seq < self._known_durable.seq:
+            where = self._active or (names[-1] if names else MARK_FILE)
+            what = f"the journal ends at seq {self.last_seq}"
+            self._refuse_if_durable(where, self._active_size, self.last_seq + 1, what)
+
+    def _read_mark(self, names: list[str]) -> None:
+        """Take the watermark's seq as known durable (a journal from a build before the
+        watermark has none: it is written after this open)."""
+        mark = watermark.decode(self.store.read_mark())
+        self._mark_on_disk = mark
+        if mark is None:
+            if names:
+                log.warning("journal: no durable watermark (%s) yet; one is written now", MARK_FILE)
+            return
+        self.marked = mark
+        if mark.seq >= self._known_durable.seq:  # the same seq: name the journal's own mark
+            source = (
+                f"the durable watermark ({MARK_FILE}) says seq {mark.seq} was durable, ending "
+                f"at offset {mark.end} of {segment_name(mark.segment)}"
+            )
+            self._known_durable = DurablePoint(mark.seq, source)
+
+    def _refuse_if_durable(self, name: str, offset: int, lost_from: int, what: str) -> None:
+        """Refuse a cut that would lose seq `lost_from` on, if that was known durable."""
+        known = self._known_durable
+        if lost_from <= known.seq:
+            msg = (
+                f"{what}, but {known.source}: acknowledged records {lost_from}..{known.seq} "
+                "are missing, which no torn write explains (nothing was cut)"
+            )
+            raise JournalCorruptError(name, offset, msg)
 
     def _check_header(
         self, name: str, data: bytes, is_last: bool, expected_seq: int | None, chain: int
@@ -288,6 +399,8 @@ class Journal:
         view = memoryview(data)
         unpack, crc32 = RECORD_HEADER.unpack_from, zlib.crc32
         visit, visit_from = self._visit, self._visit_from
+        mark = self._mark_on_disk
+        mark_seq = mark.seq if mark is not None else -1
         while offset < end:  # each turn moves past one record, or stops
             # The fast path checks what _record_problem checks, on the bytes as stored:
             # the CRC covers bytes 8..end of the record, the chain its bytes 0..4.
@@ -309,6 +422,9 @@ class Journal:
                             # Intact bytes that this build cannot read: another format.
                             msg = f"record {seq} does not decode: {undecodable}"
                             raise JournalCorruptError(name, offset, msg) from None
+                    if seq == mark_seq and mark is not None and record_chain != mark.chain:
+                        msg = f"record {seq} is not the one the durable watermark names"
+                        raise JournalCorruptError(name, offset, msg)
                     chain = record_chain
                     seq += 1
                     offset = stop
@@ -321,6 +437,7 @@ class Journal:
                 raise JournalCorruptError(
                     name, offset, f"{problem}, but an intact record follows at offset {found}"
                 )
+            self._refuse_if_durable(name, offset, seq, f"{problem} at seq {seq}")
             self.truncated_bytes = end - offset
             if self.repair:
                 self.store.truncate(name, offset)

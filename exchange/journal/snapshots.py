@@ -110,25 +110,11 @@ class SnapshotStore:
         kept = seqs[:KEEP_SNAPSHOTS]
         return kept[-1] if kept else None
 
-    def discard_after(self, seq: int) -> list[int]:
-        """Delete snapshots past `seq`: once the journal's torn tail is cut, new records
-        will take those numbers, and such a snapshot would describe a different history."""
-        stale = [s for s in self.seqs() if s > seq]
-        for s in stale:
-            self.path(s).unlink()
-            log.warning("snapshot at seq %d is past the journal's end %d: deleted", s, seq)
-        if stale:
-            self._sync_directory()
-        return stale
-
-    def load_newest(self, max_seq: int | None = None) -> tuple[Engine, int, str] | None:
+    def load_newest(self) -> tuple[Engine, int, str] | None:
         """(engine, seq, state hash) from the newest snapshot that checks out, or None.
-        Snapshots past `max_seq` (the journal's end) are skipped: the journal is the truth,
-        and a record it lost (a torn tail) must not live on in a snapshot."""
+        A snapshot is never deleted here: one that fails its checks is left for a person
+        to look at, and its seq still bounds what the journal must hold (recovery.py)."""
         for seq in self.seqs():
-            if max_seq is not None and seq > max_seq:
-                log.warning("snapshot at seq %d is past the journal's end %d", seq, max_seq)
-                continue
             try:
                 engine, state_hash = self._load(seq)
             except (OSError, ValueError, KeyError) as problem:

@@ -3,7 +3,8 @@
 A store holds named segments, in name order; bytes are only ever appended to the
 newest one. `sync` makes everything appended so far durable; until then a crash may
 drop or tear it. The journal needs nothing else, so a replicated or a fault-injecting
-store fits behind the same five calls (tests/test_journal_contract.py checks both).
+store fits behind the same few calls (tests/test_journal_contract.py checks both). Beside
+the segments a store keeps the durable watermark's few bytes (exchange.journal.watermark).
 """
 
 import logging
@@ -15,6 +16,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".seg"
+MARK_FILE = "durable.mark"
 
 
 def fsync_directory(directory: Path) -> None:
@@ -55,6 +57,15 @@ class SegmentStore(Protocol):
         """Remove a segment (pruning what a snapshot covers), durably."""
         ...
 
+    def read_mark(self) -> bytes:
+        """The watermark's bytes as stored (b"" when none was ever written)."""
+        ...
+
+    def write_mark(self, offset: int, data: bytes) -> None:
+        """Write the watermark's bytes at `offset` and make them durable (a store that
+        does not sync keeps no watermark: it promises nothing durable)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -69,6 +80,7 @@ class FileSegmentStore:
         elif not directory.is_dir():
             raise FileNotFoundError(f"no journal directory {directory}")
         self._fd: int | None = None
+        self._mark_fd: int | None = None
         self._dir_dirty = False
         # The journal thread syncs while the snapshot thread may delete old segments: a
         # sync must not return while another thread's directory fsync is still running.
@@ -109,6 +121,10 @@ class FileSegmentStore:
     def sync(self) -> None:
         if not self.durable:
             return
+        if self._fd is None:
+            # Bytes an earlier process wrote to the newest segment may still be only in
+            # the page cache: "everything so far" includes them.
+            self.open_last()
         if self._fd is not None:
             os.fdatasync(self._fd)
         self._sync_directory(only_if_dirty=True)
@@ -125,8 +141,31 @@ class FileSegmentStore:
         (self.directory / name).unlink()
         self._sync_directory()
 
+    def read_mark(self) -> bytes:
+        try:
+            return (self.directory / MARK_FILE).read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def write_mark(self, offset: int, data: bytes) -> None:
+        if not self.durable:
+            return
+        if self._mark_fd is None:
+            path = self.directory / MARK_FILE
+            created = not path.exists()
+            self._mark_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if created:
+                with self._dir_lock:
+                    self._dir_dirty = True
+        os.pwrite(self._mark_fd, data, offset)
+        os.fdatasync(self._mark_fd)
+        self._sync_directory(only_if_dirty=True)
+
     def close(self) -> None:
         self._close_fd()
+        if self._mark_fd is not None:
+            os.close(self._mark_fd)
+            self._mark_fd = None
 
     def _close_fd(self) -> None:
         if self._fd is not None:
