@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,15 +14,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the exchange: WebSocket and REST on one port")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8080)
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
     serve.add_argument(
-        "--max-connections", type=int, default=10_000, help="open WebSockets at most"
+        "--max-connections", type=_positive_int, default=10_000, help="open WebSockets at most"
     )
     serve.add_argument(
-        "--rate-limit", type=float, default=2_000.0,
+        "--rate-limit", type=_positive, default=2_000.0,
         help="requests a second per WebSocket connection (bursts of twice as many)",
     )  # fmt: skip
     serve.add_argument(
@@ -38,15 +39,54 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("dir", type=Path, help="the data directory (or its journal/)")
     inspect = journal_commands.add_parser("inspect", help="print records as JSON, one a line")
     inspect.add_argument("dir", type=Path, help="the data directory (or its journal/)")
-    inspect.add_argument("--from", dest="from_seq", type=int, default=1, metavar="SEQ")
-    inspect.add_argument("--limit", type=int, default=1_000, metavar="N")
+    inspect.add_argument("--from", dest="from_seq", type=_whole, default=1, metavar="SEQ")
+    inspect.add_argument("--limit", type=_positive_int, default=1_000, metavar="N")
     return parser
 
 
+# The highest TCP port; 0 asks the OS for a free one.
+MAX_PORT = 65_535
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    return value
+
+
 def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):  # also refuses NaN
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+    return value
+
+
+def _whole(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _whole(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0..{MAX_PORT}, not {text}")
     return value
 
 

@@ -92,7 +92,19 @@ async def _serve(options: ServeOptions) -> int:
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as problem:  # the port is taken, or the address is not this machine's
+        await sequencer.stop()
+        await sequencing
+        await runner.cleanup()
+        where = f"{options.host}:{options.port}"
+        print(
+            f"exchange: cannot listen on {where}: {problem.strerror or problem}; stop what "
+            "uses it or pass another --port",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return 2
 
     keys = demo.saved_keys(options.data_dir)
     if options.demo and not read.replica.accounts:

@@ -2,15 +2,22 @@
 `python -m loadtest targets ...`."""
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import uvloop
 
 from exchange.runtime import tune_gc
+from gateway.client import RefusedError
 from loadtest import baseline, harness, targets
+
+# HTTP statuses with which the exchange refuses an admin token.
+TOKEN_REFUSED = (401, 403)
 
 
 def _free_port() -> int:
@@ -33,6 +40,30 @@ def _at_least_one(text: str) -> int:
 
 def _local(url: str) -> bool:
     return url.startswith(("ws://127.", "ws://localhost"))
+
+
+@contextlib.contextmanager
+def _one_line_errors(url: str) -> Iterator[None]:
+    """A person's mistake (no exchange there, a wrong token) ends the run with one line
+    saying what to do, not a traceback."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as problem:
+        refused = isinstance(problem.os_error, ConnectionRefusedError)
+        reason = "connection refused" if refused else str(problem.os_error)
+        sys.exit(
+            f"loadtest: cannot reach the exchange at {url} ({reason}): is it running? "
+            "`make run` or `exchange serve` starts one"
+        )
+    except RefusedError as refused:
+        if refused.status in TOKEN_REFUSED:
+            sys.exit(
+                f"loadtest: the exchange refused the admin token ({refused.status}): pass the "
+                "server's, from $EXCHANGE_ADMIN_TOKEN or DATA_DIR/admin-token"
+            )
+        sys.exit(f"loadtest: the exchange refused the run's set-up: {refused}")
+    except targets.PhaseError as failed:
+        sys.exit(f"loadtest: {failed} (its own message is above)")
 
 
 def main() -> None:
@@ -85,7 +116,8 @@ def main() -> None:
             processes=args.processes, nice=args.nice, report_dir=args.report_dir,
             md_subscribers=args.md_subscribers,
         )  # fmt: skip
-        print(json.dumps(uvloop.run(targets.check(plan))))
+        with _one_line_errors(args.url):
+            print(json.dumps(uvloop.run(targets.check(plan))))
         return
     # The clients' own collections must not pass for the exchange's latency (workers and
     # the baseline's client processes do the same).
@@ -97,7 +129,8 @@ def main() -> None:
             duration=args.duration, report=args.report, seed=args.seed, processes=args.processes,
             batched_md=args.batched_md, in_flight=args.in_flight, nice=args.nice,
         )  # fmt: skip
-        report = uvloop.run(harness.run(options))
+        with _one_line_errors(args.url):
+            report = uvloop.run(harness.run(options))
     else:
         port = _free_port()
         report = uvloop.run(baseline.run(args.clients, args.duration, port, args.processes,
