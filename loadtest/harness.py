@@ -103,6 +103,11 @@ class Stats(Tally):
     bad_checksums: int = 0
     divergences: int = 0  # md frames unlike those the subscriber's peers got
     niceness: int = 0  # the client processes' own, as they ran
+    feeds: list[Feed] = field(default_factory=list)  # running: their messages count live
+
+    def md_so_far(self) -> int:
+        """Market-data messages received so far, those of running subscribers included."""
+        return self.md_messages + sum(feed.messages for feed in self.feeds)
 
 
 @dataclass(frozen=True)
@@ -122,10 +127,12 @@ class Options:
     nice: int = CLIENT_NICE  # added to the niceness of client processes
 
 
-async def _list_new_instrument(admin: Admin, issuer: str, rng: random.Random) -> str:
-    """A symbol this exchange has not listed yet (an earlier run's stays listed)."""
+async def _list_new_instrument(admin: Admin, rng: random.Random) -> tuple[str, str]:
+    """A symbol this exchange has not listed yet (an earlier run's stays listed), and its
+    issuer's account, named after it; (symbol, issuer)."""
     for _ in range(SYMBOL_ATTEMPTS):  # bounded: a million names, a few taken
         symbol = f"{SYMBOL}{rng.randrange(10**6)}"
+        issuer, _ = await admin.account(f"{symbol}-issuer")
         listing = {"symbol": symbol, "kind": "share", "tick_size": "0.01", "issuer": issuer}
         try:
             await admin.ok("POST", "/v1/admin/instruments", listing)
@@ -133,28 +140,48 @@ async def _list_new_instrument(admin: Admin, issuer: str, rng: random.Random) ->
             if refused.payload.get("code") != "DUPLICATE_SYMBOL":
                 raise
             continue
-        return symbol
+        return symbol, issuer
     raise ProtocolError(f"no free symbol in {SYMBOL_ATTEMPTS} tries")
 
 
-async def _setup(options: Options, base_url: str) -> tuple[str, list[str]]:
-    """An instrument of our own and funded accounts; returns (symbol, api keys)."""
+@dataclass(frozen=True)
+class Setup:
+    """What a run created on the exchange: its instrument, and its accounts by name (each
+    name starts with the symbol, so a person can tell whose they are)."""
+
+    symbol: str
+    accounts: dict[str, str]  # name -> account id
+    keys: list[str]  # the traders' API keys, makers first
+
+
+async def _setup(options: Options, base_url: str) -> Setup:
+    """An instrument of our own and funded accounts, all named after the run's symbol."""
     async with Admin(base_url, options.admin_token) as admin:
-        issuer, _ = await admin.account("loadtest-issuer")
-        symbol = await _list_new_instrument(admin, issuer, random.Random(options.seed))
+        symbol, issuer = await _list_new_instrument(admin, random.Random(options.seed))
+        accounts = {f"{symbol}-issuer": issuer}
         await admin.ok("POST", f"/v1/admin/instruments/{symbol}/status", {"status": "trading"})
         keys = []
         for n in range(options.makers + options.takers):
-            account, key = await admin.account(f"loadtest-{n}", "100000000.00")
+            role = "maker" if n < options.makers else "taker"
+            name = f"{symbol}-{role}-{n}"
+            account, key = await admin.account(name, "100000000.00")
             await admin.ok("POST", "/v1/admin/deposits",
                            {"account": account, "symbol": symbol, "qty": 100_000_000})  # fmt: skip
+            accounts[name] = account
             keys.append(key)
-        return symbol, keys
+        return Setup(symbol, accounts, keys)
+
+
+async def _halt(base_url: str, admin_token: str, symbol: str) -> str:
+    """Halt the run's instrument once the run is over, so nothing trades on it after the
+    run; its orders, trades and accounts stay for a person to read. The status reached."""
+    async with Admin(base_url, admin_token) as admin:
+        await admin.ok("POST", f"/v1/admin/instruments/{symbol}/status", {"status": "halted"})
+    return "halted"
 
 
 async def _subscriber(feed: Feed, url: str, stats: Stats, deadline: float) -> None:
     await feed.run(url, deadline)
-    stats.md_messages += feed.messages
     stats.gaps += feed.gaps
     stats.bad_checksums += feed.bad_checksums
     stats.divergences += feed.divergences
@@ -169,7 +196,7 @@ async def _progress(stats: Stats, started: float, deadline: float) -> None:
         p99 = stats.ack.histogram().get_value_at_percentile(99.0) / 1000
         print(
             f"\r{elapsed:5.1f}s  orders {stats.orders:>8}  {stats.orders / elapsed:>8.0f}/s  "
-            f"fills {stats.fills:>7}  md {stats.md_messages:>8}  ack p99 {p99:7.2f} ms",
+            f"fills {stats.fills:>7}  md {stats.md_so_far():>8}  ack p99 {p99:7.2f} ms",
             end="", file=sys.stderr, flush=True,
         )  # fmt: skip
     print(file=sys.stderr)
@@ -218,6 +245,7 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
         ]
         started = time.perf_counter()
         deadline = started + share.duration
+        stats.feeds = feeds
         try:
             await asyncio.gather(
                 *([_progress(stats, started, deadline)] if show_progress else []),
@@ -225,6 +253,8 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
                 *(trader.run(deadline, started) for trader in traders),
             )
         finally:
+            stats.md_messages = stats.md_so_far()
+            stats.feeds = []
             for ws in sockets:
                 await ws.close()
     return time.perf_counter() - started
@@ -253,16 +283,22 @@ def shares(options: Options, symbol: str, keys: list[str]) -> list[Share]:
 
 async def run(options: Options) -> dict[str, Any]:
     base_url = options.url.replace("ws://", "http://").removesuffix("/v1/ws")
-    symbol, keys = await _setup(options, base_url)
+    setup = await _setup(options, base_url)
+    symbol, keys = setup.symbol, setup.keys
     stats = Stats()
-    if options.processes <= 1:
-        stats.niceness = os.nice(options.nice)  # this process is the client: for good
-        elapsed = await drive(shares(options, symbol, keys)[0], stats, show_progress=True)
-    else:
-        elapsed = await _run_processes(shares(options, symbol, keys), stats)
+    try:
+        if options.processes <= 1:
+            stats.niceness = os.nice(options.nice)  # this process is the client: for good
+            elapsed = await drive(shares(options, symbol, keys)[0], stats, show_progress=True)
+        else:
+            elapsed = await _run_processes(shares(options, symbol, keys), stats)
+    finally:
+        status = await _halt(base_url, options.admin_token, symbol)
     report = {
         "url": options.url,
         "symbol": symbol,
+        "symbol_status_after": status,
+        "accounts": setup.accounts,
         "makers": options.makers,
         "takers": options.takers,
         "subscribers": options.subscribers,
@@ -294,7 +330,35 @@ async def run(options: Options) -> dict[str, Any]:
     }
     options.report.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     _plot(stats, options.report.with_suffix(".png"))
+    print(summary_table(report), file=sys.stderr, flush=True)
     return report
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """A few lines a person reads at a glance; the JSON report has everything."""
+    symbol, accounts = report["symbol"], len(report["accounts"])
+    rejects = ", ".join(f"{code} {n:,}" for code, n in sorted(report["rejects"].items()))
+    status = report["symbol_status_after"]
+    rates = f"{report['orders_per_s']:,.0f}/s, offered {report['offered_rate']}"
+    md = f"{report['md_messages']:,} messages, {report['seq_gaps']} gaps"
+    rows = [
+        ("symbol", f"{symbol}, {status} after the run; {accounts} accounts named {symbol}-*"),
+        ("orders", f"{report['orders']:,} ({rates})"),
+        ("fills", f"{report['fills']:,} ({report['fills_per_s']:,.0f}/s)"),
+        ("market data", f"{md}, {report['checksum_mismatches']} bad checksums"),
+        ("rejects", rejects or "none"),
+    ]
+    for label, key in LATENCY_ROWS:
+        ms = report[key]
+        figures = f"p50 {ms['p50']:.2f}  p99 {ms['p99']:.2f}  p99.9 {ms['p99.9']:.2f}"
+        rows.append((f"{label} ms", f"{figures}  max {ms['p100']:.2f}"))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+# The latencies the summary table shows: (label, the report's key).
+LATENCY_ROWS = (("order to ack", "ack_ms"), ("order to fill", "order_to_fill_ms"),
+                ("md lag", "md_lag_ms"))  # fmt: skip
 
 
 class WorkerResult(msgspec.Struct):

@@ -24,7 +24,7 @@ async def _report_progress(stats: Stats, deadline: float) -> None:
     while time.perf_counter() < deadline:  # bounded by the deadline
         await asyncio.sleep(PROGRESS_EVERY_S)
         p99 = stats.ack.histogram().get_value_at_percentile(99.0) / 1000
-        _emit(Progress(stats.orders, stats.fills, stats.md_messages, p99))
+        _emit(Progress(stats.orders, stats.fills, stats.md_so_far(), p99))
 
 
 async def _main(share: Share, niceness: int) -> WorkerResult:

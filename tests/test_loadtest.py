@@ -4,12 +4,19 @@ import json
 import os
 from pathlib import Path
 
+import aiohttp
 from hdrh.histogram import HdrHistogram
 from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtest import harness
+from loadtest.feed import Feed
 from tests.server import ADMIN_TOKEN, running
+
+
+def status_of(instruments: dict[str, list[dict[str, str]]], symbol: str) -> str:
+    (status,) = (i["status"] for i in instruments["instruments"] if i["symbol"] == symbol)
+    return status
 
 
 async def test_a_short_open_loop_run_reports_latencies_and_no_gaps(tmp_path: Path) -> None:
@@ -20,6 +27,11 @@ async def test_a_short_open_loop_run_reports_latencies_and_no_gaps(tmp_path: Pat
             rate=300.0, duration=2.0, report=report_path,
         )  # fmt: skip
         report = await harness.run(options)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{server.base_url}/v1/instruments") as answer,
+        ):
+            instruments_after = await answer.json()
     assert report["orders"] >= 500
     assert report["ack_ms"]["count"] == report["orders"]
     assert report["ack_ms"]["p50"] <= report["ack_ms"]["p99"] <= report["ack_ms"]["p100"]
@@ -31,6 +43,14 @@ async def test_a_short_open_loop_run_reports_latencies_and_no_gaps(tmp_path: Pat
     assert (report["seq_gaps"], report["checksum_mismatches"]) == (0, 0)
     assert json.loads(report_path.read_text())["orders"] == report["orders"]
     assert report_path.with_suffix(".png").stat().st_size > 1_000
+    # What the run leaves on the exchange is named after it, listed, and halted.
+    symbol = report["symbol"]
+    assert report["symbol_status_after"] == "halted"
+    assert sorted(report["accounts"]) == sorted(
+        [f"{symbol}-issuer", f"{symbol}-maker-0", f"{symbol}-maker-1",
+         f"{symbol}-taker-2", f"{symbol}-taker-3"]
+    )  # fmt: skip
+    assert status_of(instruments_after, symbol) == "halted"
 
 
 async def test_the_clients_can_run_in_several_processes(tmp_path: Path) -> None:
@@ -144,3 +164,32 @@ async def test_a_second_run_against_the_same_exchange_lists_an_instrument_of_its
             assert report["orders"] > 0
             symbols.append(report["symbol"])
     assert symbols[0] != symbols[1]
+
+
+def test_the_live_line_counts_the_market_data_of_running_subscribers() -> None:
+    """Subscribers hand their counts over when they stop; until then the live line must
+    still see what they received (it showed `md 0` for the whole run)."""
+    stats = harness.Stats()
+    feeds = [Feed("X", lambda _now, _counts: None) for _ in range(2)]
+    stats.feeds = feeds
+    feeds[0].messages, feeds[1].messages = 7, 5
+    assert stats.md_so_far() == 12
+
+
+def test_the_summary_table_names_the_run_and_its_figures() -> None:
+    figures = {"p50": 1.0, "p99": 2.0, "p99.9": 3.0, "p100": 4.0, "count": 10}
+    report = {
+        "symbol": "LOAD7", "symbol_status_after": "halted",
+        "accounts": {"LOAD7-issuer": "A1", "LOAD7-maker-0": "A2"},
+        "orders": 12_345, "orders_per_s": 1234.5, "offered_rate": "max", "fills": 10,
+        "fills_per_s": 1.0, "md_messages": 99, "seq_gaps": 0, "checksum_mismatches": 0,
+        "rejects": {"BUSY": 3}, "ack_ms": figures, "order_to_fill_ms": figures,
+        "md_lag_ms": figures,
+    }  # fmt: skip
+    lines = harness.summary_table(report).splitlines()
+    assert lines[0].split() == ["symbol", "LOAD7,", "halted", "after", "the", "run;", "2",
+                                "accounts", "named", "LOAD7-*"]  # fmt: skip
+    assert "12,345 (1,234/s, offered max)" in lines[1]
+    assert lines[4].split() == ["rejects", "BUSY", "3"]
+    assert lines[5].split() == ["order", "to", "ack", "ms", "p50", "1.00", "p99", "2.00",
+                                "p99.9", "3.00", "max", "4.00"]  # fmt: skip
