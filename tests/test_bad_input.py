@@ -14,10 +14,12 @@ import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 import pytest_asyncio
+import yarl
 
 from gateway.client import Client
 from tests.raw_ws import OP_BINARY, OP_CLOSE, OP_TEXT, RawWebSocket
@@ -638,6 +640,87 @@ async def test_fuzzed_frames_never_fail_the_server_and_others_are_served_through
         assert set(counts.closes) <= ALLOWED_CLOSES, counts.closes
         async with aiohttp.ClientSession() as http, http.get(market.base_url + "/healthz") as ok:
             assert ok.status == 200
+    finally:
+        assert await stop(market) == 0, market.log()
+    assert market.tracebacks == 0, market.log()
+
+
+# (method, path, query, body, who): valid requests, the REST fuzz's starting points.
+REST_SEEDS: list[tuple[str, str, dict[str, str], dict[str, Any] | None, str]] = [
+    ("GET", "/v1/book/ACME", {"depth": "10"}, None, ""),
+    ("GET", "/v1/trades/ACME", {"limit": "5"}, None, ""),
+    ("GET", "/v1/candles/ACME", {"interval": "1m", "limit": "5"}, None, ""),
+    ("GET", "/v1/orders", {"status": "all", "limit": "5"}, None, "alice"),
+    ("GET", "/v1/orders/1", {}, None, "alice"),
+    ("GET", "/v1/account", {}, None, "alice"),
+    ("POST", "/v1/admin/accounts", {}, {"name": "n", "cash": "1.00"}, "admin"),
+    ("POST", "/v1/admin/deposits", {}, {"account": "A3", "cash": "1.00"}, "admin"),
+    ("POST", "/v1/admin/deposits", {}, {"account": "A3", "symbol": "ACME", "qty": 1}, "admin"),
+    ("POST", "/v1/admin/instruments", {},
+     {"symbol": "FZ", "kind": "share", "tick_size": "0.01", "issuer": "A1"}, "admin"),
+    ("POST", "/v1/admin/offerings", {},
+     {"symbol": "FZ", "price": "1.00", "qty": 10, "closes_at": 0}, "admin"),
+    ("POST", "/v1/admin/offerings/1/close", {}, None, "admin"),
+    ("POST", "/v1/admin/instruments/FZ/status", {}, {"status": "halted"}, "admin"),
+]  # fmt: skip
+REST_FUZZ_REQUESTS = 3_000
+
+
+def url_text(rng: random.Random) -> str:
+    """A nasty value as it would sit in a URL, percent-encoded."""
+    value = nasty(rng)
+    text = value if isinstance(value, str) else json.dumps(value)
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+def mutate_request(
+    rng: random.Random, seed: tuple[str, str, dict[str, str], dict[str, Any] | None, str]
+) -> tuple[str, str, bytes | None, str | None, str]:
+    """(method, encoded path and query, body, content type, who) of one mutated request."""
+    method, path, query, body, who = seed
+    segments = path.split("/")
+    query = dict(query)
+    roll = rng.random()
+    if roll < 0.3 and len(segments) > 3:
+        segments[rng.randrange(3, len(segments))] = url_text(rng)
+    elif roll < 0.6:
+        query[rng.choice([*query, "depth", "limit", "status", "x"])] = url_text(rng)
+    data = None if body is None else json.dumps(body).encode()
+    if body is not None and rng.random() < 0.8:
+        data = mutate(rng, body)[1]
+    content_type = "application/json" if rng.random() < 0.9 else rng.choice((None, "text/plain"))
+    target = "/".join(segments)
+    if query:
+        target += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    return method, target, data, content_type, who
+
+
+@pytest.mark.slow
+async def test_fuzzed_rest_requests_never_get_a_server_error(tmp_path: Path) -> None:
+    rng = random.Random(FUZZ_SEED)
+    market = await start(tmp_path / "data", demo=True, durability="none")
+    statuses: dict[int, int] = {}
+    try:
+        tokens = {"admin": ADMIN_TOKEN, "alice": demo_key(market, "alice"), "": None}
+        async with (
+            asyncio.timeout(FUZZ_TIME_BOUND_S),
+            aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as http,
+        ):
+            for _ in range(REST_FUZZ_REQUESTS):  # bounded by the count
+                method, target, data, content_type, who = mutate_request(
+                    rng, rng.choice(REST_SEEDS)
+                )
+                headers = {"Authorization": f"Bearer {tokens[who]}"} if tokens[who] else {}
+                if content_type is not None:
+                    headers["Content-Type"] = content_type
+                url = yarl.URL(market.base_url + target, encoded=True)
+                async with http.request(method, url, data=data, headers=headers) as response:
+                    text = await response.text(errors="replace")
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+                    assert response.status < 500, (method, target, data, text)
+                    assert response.content_type == "application/json", (target, text)
+        assert sum(statuses.values()) == REST_FUZZ_REQUESTS
+        assert market.tracebacks == 0, market.log()
     finally:
         assert await stop(market) == 0, market.log()
     assert market.tracebacks == 0, market.log()
