@@ -404,6 +404,8 @@ class Admin:
         self, method: str, path: str, body: Any = None, token: str | None = None
     ) -> tuple[int, Message]:
         headers = {"Authorization": f"Bearer {token if token is not None else self.admin_token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         data = None if body is None else msgspec.json.encode(body)
         async with self._session.request(
             method, self.base_url + path, data=data, headers=headers

@@ -4,22 +4,29 @@ Each request is a tagged msgspec Struct (`op`), unknown fields forbidden. Prices
 stay decimal strings here; they become integers only against the instrument's tick.
 """
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
 from exchange.domain.codes import RejectCode
 from exchange.domain.limits import MAX_ID_LENGTH, MAX_QTY
+from exchange.domain.text import VisibleId
 
 # A frame larger than this is refused with close code 1009 (aiohttp's max_msg_size).
 MAX_FRAME_BYTES = 64 * 1024
 # Symbols one subscribe may name; channels are three.
 MAX_SUBSCRIBE_SYMBOLS = 100
 
-ReqId = Annotated[str, Meta(max_length=MAX_ID_LENGTH)] | int | None
+# A req_id is echoed, never read: any string up to 64 characters, or an int64.
+ReqId = (
+    Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
+    | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+    | None
+)
 Qty = Annotated[int, Meta(gt=0, le=MAX_QTY)]
-Id = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
+Id = VisibleId
 Channel = Literal["book", "trades", "ticker"]
 Channels = Annotated[list[Channel], Meta(max_length=3)]
 Symbols = Annotated[
@@ -96,16 +103,51 @@ class _JustReqId(msgspec.Struct):
     req_id: ReqId = None
 
 
-request_decoder = msgspec.json.Decoder(Request)
+T = TypeVar("T")
+request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
 _req_id_decoder = msgspec.json.Decoder(_JustReqId)
+
+
+def decode(decoder: msgspec.json.Decoder[T], data: str | bytes) -> T:
+    """`decoder.decode(data)`, with every way the input can be bad raised as
+    msgspec.DecodeError: msgspec raises RecursionError for arrays or objects nested deeper
+    than the interpreter's stack allows (it skips unknown values recursively, so even a
+    ping can carry them), and UnicodeDecodeError for bytes that are not UTF-8."""
+    try:
+        return decoder.decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise msgspec.DecodeError("not UTF-8 text") from None
+
+
+def decode_request(frame: str | bytes) -> Request:
+    """A frame as a request; raises msgspec.DecodeError (see `decode`)."""
+    return decode(request_decoder, frame)
 
 
 def req_id_of(frame: str | bytes) -> str | int | None:
     """The req_id of a frame that failed to decode as a request, if it has a usable one."""
     try:
-        return _req_id_decoder.decode(frame).req_id
+        return decode(_req_id_decoder, frame).req_id
     except msgspec.DecodeError:
         return None
+
+
+# msgspec's words for a string that fails a pattern, which quote the whole regex.
+_PATTERN_FAILED = re.compile(r"Expected `str` matching regex .* - at (`[^`]*`)\Z", re.DOTALL)
+
+
+def describe(error: msgspec.DecodeError) -> str:
+    """The error's message for a client: msgspec's, except that a failed pattern says which
+    rule failed instead of quoting the regex (which holds control characters)."""
+    text = str(error)
+    failed = _PATTERN_FAILED.match(text)
+    if failed is None:
+        return text
+    if "[A-Z0-9][A-Z0-9._-]" in text:
+        return f"a symbol is 1-16 of A-Z 0-9 . _ - (a letter or digit first) - at {failed[1]}"
+    return f"control or invisible characters are not allowed - at {failed[1]}"
 
 
 def code_for(error: msgspec.DecodeError) -> RejectCode:

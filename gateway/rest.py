@@ -5,10 +5,11 @@ sequencer, answered once durable. Every error is JSON `{"code":..,"message":..}`
 4xx status (503 while recovering or when the exchange is busy).
 """
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from msgspec import Meta
 
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
@@ -23,13 +24,22 @@ from exchange.domain.events import (
     Rejected,
     UnitsDeposited,
 )
+from exchange.domain.limits import MAX_ENTITY_ID, MAX_OFFERING_QTY, MAX_QTY, MAX_TIMESTAMP
 from exchange.domain.money import MoneyError, format_cash, parse_cash, parse_price, parse_tick_size
+from exchange.domain.text import (
+    SymbolAtEdge,
+    VisibleId,
+    VisibleName,
+    is_symbol,
+    parse_bounded_int,
+)
 from exchange.sequencer import (
     BusyError,
     InvalidCommandError,
     Sequencer,
     SequencerStoppedError,
 )
+from gateway import protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.readmodel import ReadModel
 
@@ -78,9 +88,10 @@ def _int_query(request: web.Request, name: str, default: int, bound: int) -> int
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not 0 < int(text) <= bound:
+    value = parse_bounded_int(text, 1, bound)
+    if value is None:
         raise ApiError(400, RejectCode.BAD_REQUEST, f"{name} must be 1..{bound}")
-    return int(text)
+    return value
 
 
 def _account(request: web.Request) -> str:
@@ -253,9 +264,9 @@ async def order(request: web.Request) -> web.Response:
     account_id = _account(request)
     text = request.match_info["order_id"]
     read = _read(request)
-    order_id = int(text) if text.isdigit() and len(text) < 19 else -1
-    found: Any = read.open_order(account_id, order_id)
-    if found is None:
+    order_id = parse_bounded_int(text, 0, MAX_ENTITY_ID)
+    found: Any = read.open_order(account_id, order_id) if order_id is not None else None
+    if found is None and order_id is not None:
         found = next((o for o in read.ended_orders(account_id) if o.order_id == order_id), None)
     if found is None:
         raise ApiError(404, RejectCode.UNKNOWN_ORDER, "no such order")
@@ -281,45 +292,65 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
 # --- admin writes ----------------------------------------------------------------------------
 
 
+# Every admin body is decoded by one of these, so a bad field is refused here (400) with
+# its code, before a command is built: ints bounded, text visible, symbols in the pattern.
 class NewAccount(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
+    name: VisibleName
     cash: str = "0"
 
 
 class Deposit(msgspec.Struct, forbid_unknown_fields=True):
-    account: str
+    account: VisibleId
     cash: str | None = None
-    symbol: str | None = None
-    qty: int | None = None
+    symbol: SymbolAtEdge | None = None
+    qty: Annotated[int, Meta(gt=0, le=MAX_QTY)] | None = None
 
 
 class NewInstrument(msgspec.Struct, forbid_unknown_fields=True):
-    symbol: str
+    symbol: SymbolAtEdge
     kind: cmd.InstrumentKind
     tick_size: str
-    issuer: str
+    issuer: VisibleId
 
 
 class NewOffering(msgspec.Struct, forbid_unknown_fields=True):
-    symbol: str
+    symbol: SymbolAtEdge
     price: str
-    qty: int
-    closes_at: int = 0
+    qty: Annotated[int, Meta(gt=0, le=MAX_OFFERING_QTY)]
+    closes_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] = 0
 
 
 class NewStatus(msgspec.Struct, forbid_unknown_fields=True):
     status: cmd.TradingStatus
 
 
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    kind: msgspec.json.Decoder(kind)
+    for kind in (NewAccount, Deposit, NewInstrument, NewOffering, NewStatus)
+}
+
+
+def _code_for(problem: msgspec.DecodeError) -> RejectCode:
+    """The code of a body that did not decode: the field at fault's, else BAD_REQUEST."""
+    text = str(problem)
+    if "`$.symbol`" in text:
+        return RejectCode.BAD_SYMBOL
+    return protocol.code_for(problem)
+
+
 async def _body(request: web.Request, kind: type[T]) -> T:
     _admin(request)
+    if request.content_type != "application/json":
+        message = "send the body as Content-Type: application/json"
+        raise ApiError(415, RejectCode.BAD_REQUEST, message)
     data = await request.read()
     if len(data) > MAX_BODY_BYTES:
         raise ApiError(413, RejectCode.BAD_REQUEST, "body too large")
     try:
-        return msgspec.json.decode(data, type=kind)
+        body: T = protocol.decode(_DECODERS[kind], data)
     except msgspec.DecodeError as problem:
-        raise ApiError(400, RejectCode.BAD_REQUEST, str(problem)) from None
+        raise ApiError(400, _code_for(problem), protocol.describe(problem)) from None
+    return body
 
 
 async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
@@ -353,7 +384,7 @@ async def create_account(request: web.Request) -> web.Response:
     body = await _body(request, NewAccount)
     cash = _money(parse_cash, body.cash) if body.cash not in {"0", "0.00"} else 0
     api_key = new_api_key()
-    command = cmd.CreateAccount(name=body.name[:128], api_key_hash=hash_api_key(api_key))
+    command = cmd.CreateAccount(name=body.name, api_key_hash=hash_api_key(api_key))
     events = await execute(request, command)
     created = events[0]
     assert isinstance(created, AccountCreated)
@@ -373,8 +404,6 @@ async def deposit(request: web.Request) -> web.Response:
         assert isinstance(done, CashDeposited)
         return _json({"account": done.account, "cash": format_cash(done.balance)})
     if body.cash is None and body.symbol is not None and body.qty is not None:
-        if body.qty <= 0:
-            raise ApiError(400, RejectCode.BAD_QTY, "qty must be positive")
         command = cmd.DepositUnits(account=body.account, symbol=body.symbol, qty=body.qty)
         units = (await execute(request, command))[0]
         assert isinstance(units, UnitsDeposited)
@@ -411,14 +440,15 @@ async def open_offering(request: web.Request) -> web.Response:
 async def close_offering(request: web.Request) -> web.Response:
     _admin(request)
     text = request.match_info["offering_id"]
-    if not text.isdigit() or len(text) > 18:
+    offering_id = parse_bounded_int(text, 0, MAX_ENTITY_ID)
+    if offering_id is None:
         raise ApiError(404, RejectCode.UNKNOWN_OFFERING, "no such offering")
-    events = await execute(request, cmd.CloseOffering(offering_id=int(text)))
+    events = await execute(request, cmd.CloseOffering(offering_id=offering_id))
     closed = next(e for e in events if isinstance(e, OfferingClosed))
     read = _read(request)
     return _json(
         {
-            "offering_id": text,
+            "offering_id": str(offering_id),
             "symbol": closed.symbol,
             "issued": closed.issued,
             "proceeds": format_cash(closed.proceeds),
@@ -430,7 +460,10 @@ async def close_offering(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/instruments/{symbol}/status")
 async def set_status(request: web.Request) -> web.Response:
     body = await _body(request, NewStatus)
-    command = cmd.SetInstrumentStatus(symbol=request.match_info["symbol"][:16], status=body.status)
+    symbol = request.match_info["symbol"]
+    if not is_symbol(symbol):
+        raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
+    command = cmd.SetInstrumentStatus(symbol=symbol, status=body.status)
     changed = (await execute(request, command))[0]
     assert isinstance(changed, InstrumentStatusChanged)
     return _json({"symbol": changed.symbol, "status": changed.status})

@@ -37,8 +37,9 @@ from exchange.domain.events import (
     Rejected,
     TradeExecuted,
 )
-from exchange.domain.limits import MAX_OPEN_ORDERS_PER_ACCOUNT
+from exchange.domain.limits import MAX_ENTITY_ID, MAX_OPEN_ORDERS_PER_ACCOUNT
 from exchange.domain.money import MoneyError, parse_cash
+from exchange.domain.text import parse_bounded_int
 from exchange.sequencer import (
     BusyError,
     InvalidCommandError,
@@ -211,7 +212,7 @@ class Session:
                 self.refuse(p.req_id_of(frame), RejectCode.RATE_LIMITED, "slow down")
             return
         try:
-            request = p.request_decoder.decode(frame)
+            request = p.decode_request(frame)
         except msgspec.DecodeError as problem:
             self._refuse_frame(frame, problem)
             return
@@ -221,10 +222,11 @@ class Session:
     def _refuse_frame(self, frame: str, problem: msgspec.DecodeError) -> None:
         req_id = p.req_id_of(frame)
         code = p.code_for(problem)
+        message = p.describe(problem)
         if code == RejectCode.BAD_REQUEST:
-            self.send(wire.error(code, str(problem)), req_id)
+            self.send(wire.error(code, message), req_id)
         else:
-            self.send({"type": "rejected", "code": code, "message": str(problem)}, req_id)
+            self.send({"type": "rejected", "code": code, "message": message}, req_id)
 
     def refuse(self, req_id: str | int | None, code: str, message: str, cid: str = "") -> None:
         self.send(
@@ -295,7 +297,8 @@ def _place(s: Session, r: p.Place) -> None:
 
 
 def _order_id(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() and len(text) < 19 else None
+    """An order or offering id as the int it names; None for text that names none."""
+    return None if text is None else parse_bounded_int(text, 0, MAX_ENTITY_ID)
 
 
 def _cancel(s: Session, r: p.Cancel) -> None:

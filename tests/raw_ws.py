@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 OP_TEXT = 0x1
+OP_BINARY = 0x2
 OP_CLOSE = 0x8
 # A frame longer than this is not expected from the exchange in these tests.
 MAX_TEST_FRAME = 1 << 20
@@ -21,8 +22,10 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     if len(payload) < 126:
         header = struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload))
-    else:
+    elif len(payload) < 65_536:
         header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, len(payload))
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, len(payload))
     return header + mask + body
 
 
@@ -65,6 +68,11 @@ class RawWebSocket:
     async def send_text(self, texts: list[str]) -> None:
         """All of `texts` in one write, as a client flooding the server would."""
         self.writer.write(b"".join(masked_frame(OP_TEXT, t.encode()) for t in texts))
+        await self.writer.drain()
+
+    async def send_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        """Frames of any opcode and payload (not UTF-8, say), in one write."""
+        self.writer.write(b"".join(masked_frame(opcode, payload) for opcode, payload in frames))
         await self.writer.drain()
 
     async def send_close(self, code: int = 1000) -> None:

@@ -32,6 +32,8 @@ class RunningServer:
     data_dir: Path
     output: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_LINES_KEPT))
     drain: "asyncio.Task[None] | None" = None
+    # Tracebacks the server printed, counted over its whole output (not only the lines kept).
+    tracebacks: int = 0
 
     @property
     def base_url(self) -> str:
@@ -43,6 +45,11 @@ class RunningServer:
 
     def log(self) -> str:
         return "\n".join(self.output)
+
+    def keep(self, line: str) -> None:
+        self.output.append(line)
+        if line.startswith("Traceback"):
+            self.tracebacks += 1
 
 
 async def start(
@@ -63,7 +70,7 @@ async def start(
             line = (await process.stdout.readline()).decode()
             if not line:
                 raise RuntimeError(f"the server exited while starting:\n{server.log()}")
-            server.output.append(line.rstrip())
+            server.keep(line.rstrip())
             if line.startswith("exchange listening"):
                 break
     server.drain = asyncio.get_running_loop().create_task(_drain(server))
@@ -73,7 +80,7 @@ async def start(
 async def _drain(server: RunningServer) -> None:
     assert server.process.stdout is not None
     async for line in server.process.stdout:  # until the process closes its output
-        server.output.append(line.decode().rstrip())
+        server.keep(line.decode().rstrip())
 
 
 async def stop(server: RunningServer) -> int:

@@ -37,6 +37,9 @@ def test_any_exact_multiple_of_the_tick_is_accepted(text: str, ticks: int) -> No
         (" 1", "BAD_PRICE"),
         ("1,5", "BAD_PRICE"),
         ("", "BAD_PRICE"),
+        ("\uff11.\uff10\uff10", "BAD_PRICE"),  # fullwidth 1.00: Decimal() takes it
+        ("\u0661.\u0660\u0660", "BAD_PRICE"),  # Arabic-Indic 1.00
+        ("1.0\u0660", "BAD_PRICE"),
         ("10000000.01", "BAD_PRICE"),
         (12.5, "BAD_PRICE"),
         (12, "BAD_PRICE"),

@@ -26,5 +26,9 @@ MAX_NAME_LENGTH = 128
 MAX_CLIENT_ORDER_IDS_PER_ACCOUNT = 100_000
 # A symbol: 1 to 16 of A-Z, 0-9, ".", "_" and "-", starting with a letter or digit.
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{0,15}$"
+# Timestamps (ns since the epoch) and entity ids (orders, offerings, trades) a client may
+# name: int64, as the journal and every client language hold them (ns reach 2262).
+MAX_TIMESTAMP = 2**63 - 1
+MAX_ENTITY_ID = 2**63 - 1
 # Units one offering may issue.
 MAX_OFFERING_QTY = MAX_QTY

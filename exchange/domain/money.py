@@ -10,8 +10,10 @@ from decimal import Decimal
 from exchange.domain.codes import RejectCode
 from exchange.domain.limits import CASH_DECIMALS, MAX_CASH, MAX_PRICE_TICKS, MAX_TICK
 
-# Plain decimal notation only: no sign, exponent, NaN, Infinity, spaces or separators.
-_DECIMAL = re.compile(r"\d{1,20}(?:\.\d{1,20})?")
+# Plain decimal notation only: no sign, exponent, NaN, Infinity, spaces or separators, and
+# ASCII digits only ([0-9], not \d: \d and Decimal() also take fullwidth and Arabic-Indic
+# digits, U+FF11 and U+0661).
+_DECIMAL = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
 CASH_UNIT = Decimal(1).scaleb(-CASH_DECIMALS)
 
 
