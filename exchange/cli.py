@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.limits import ACCOUNT_RATE_PER_S, RATE_PER_S
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
@@ -21,8 +23,13 @@ def _parser() -> argparse.ArgumentParser:
         "--max-connections", type=int, default=10_000, help="open WebSockets at most"
     )
     serve.add_argument(
-        "--rate-limit", type=float, default=2_000.0,
+        "--rate-limit", type=float, default=RATE_PER_S,
         help="requests a second per WebSocket connection (bursts of twice as many)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--account-rate-limit", type=float, metavar="N",
+        help="requests a second of all the WebSocket connections of one account together "
+        f"(bursts of twice as many; default {ACCOUNT_RATE_PER_S:.0f}, never below --rate-limit)",
     )  # fmt: skip
     serve.add_argument(
         "--gather-ms", type=_non_negative, metavar="MS",
@@ -62,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = ServeOptions(
             args.host, args.port, args.data_dir, args.durability, args.demo,
             args.max_connections, args.rate_limit,
+            account_rate_limit=args.account_rate_limit,
         )  # fmt: skip
         if args.gather_ms is not None:
             options = dataclasses.replace(options, gather_ms=args.gather_ms)

@@ -39,9 +39,10 @@ def build_app(
     admin_token: str,
     max_connections: int = MAX_CONNECTIONS,
     rate_limit: float = RATE_PER_S,
+    account_rate_limit: float | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=rest.MAX_BODY_BYTES)
-    hub = Hub(sequencer, read, max_connections, rate_limit)
+    hub = Hub(sequencer, read, max_connections, rate_limit, account_rate_limit)
     app["sequencer"] = sequencer
     app["read"] = read
     app["hub"] = hub

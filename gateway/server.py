@@ -43,6 +43,8 @@ class ServeOptions:
     max_connections: int = MAX_CONNECTIONS
     rate_limit: float = RATE_PER_S
     gather_ms: float = GATHER_MS
+    # None: gateway.limits.account_rate's default (ACCOUNT_RATE_PER_S, at least rate_limit)
+    account_rate_limit: float | None = None
 
 
 def serve(options: ServeOptions) -> int:
@@ -72,7 +74,10 @@ async def _serve(options: ServeOptions) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    app = build_app(sequencer, read, token, options.max_connections, options.rate_limit)
+    app = build_app(
+        sequencer, read, token, options.max_connections, options.rate_limit,
+        options.account_rate_limit,
+    )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)
