@@ -17,6 +17,8 @@ _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _TEXT = 0x81  # FIN + text opcode
+_CLOSE = 0x88  # FIN + close opcode
+_CLOSE_CODE = struct.Struct("!H")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -26,6 +28,13 @@ def text_frame(payload: bytes) -> bytes:
     if n < 65_536:
         return _MEDIUM.pack(_TEXT, 126, n) + payload
     return _LONG.pack(_TEXT, 127, n) + payload
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """A close frame: its code and reason (at most 123 bytes, as a control frame's
+    payload is at most 125)."""
+    payload = _CLOSE_CODE.pack(code) + reason[:123]
+    return _SHORT.pack(_CLOSE, len(payload)) + payload
 
 
 def text_frames(payloads: list[bytes]) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
@@ -49,7 +50,7 @@ from exchange.sequencer import (
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
-from gateway.frames import drain, text_frames, transport_of
+from gateway.frames import close_frame, drain, text_frames, transport_of
 from gateway.limits import RATE_PER_S, Refusals, TokenBucket, account_rate
 from gateway.readmodel import Published, ReadModel
 
@@ -70,6 +71,9 @@ CLOSE_LINGER_S = 10.0
 # disk stalls; a request still unanswered then is settled by resending it with its
 # client_order_id after reconnecting.
 CLOSE_ANSWERS_WAIT_S = 5.0
+# While a connection closed for a frame past the size bound is still open for reading:
+# how often to look whether the client has closed its end (it has nothing else to tell).
+CLOSE_POLL_S = 0.05
 # Open WebSockets at once by default (`exchange serve --max-connections`); past it an
 # upgrade is answered 503 BUSY.
 MAX_CONNECTIONS = 10_000
@@ -752,6 +756,51 @@ class Hub:
             session.send_text(frame)
 
 
+class ExchangeWebSocket(web.WebSocketResponse):
+    """aiohttp's WebSocketResponse, with a clean close for a frame past max_msg_size.
+
+    aiohttp answers such a frame with a 1009 close frame and closes the socket at once,
+    while the rest of the frame (and whatever follows) is still arriving: the kernel then
+    resets the connection, and the reset drops the close frame before the client reads
+    it (it sees 1006). Here the close frame is followed by a FIN instead, the socket stays
+    open for reading (aiohttp's protocol has stopped parsing and discards what comes)
+    until the client closes its end, or CLOSE_LINGER_S passes and the socket is aborted.
+    It overrides close(), which aiohttp's receive() calls with 1009 on that frame; the
+    test of it (tests/test_ws_close.py) fails should aiohttp change that path.
+    """
+
+    _transport: asyncio.Transport | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        self._transport = request.transport
+        return await super().prepare(request)
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        transport = self._transport
+        if (
+            code != WSCloseCode.MESSAGE_TOO_BIG
+            or self.closed
+            or transport is None
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
+            return await super().close(code=code, message=message, drain=drain)
+        transport.write(close_frame(code, message))
+        transport.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_LINGER_S):
+                while not transport.is_closing():  # bounded by the timeout
+                    await asyncio.sleep(CLOSE_POLL_S)
+        if not transport.is_closing():
+            transport.abort()
+        # aiohttp's own bookkeeping (closed, heartbeat stopped); the socket is gone, so
+        # its close frame goes nowhere.
+        await super().close(code=code, message=message, drain=False)
+        return True
+
+
 def _send_all(sessions: list[Session], text: bytes) -> None:
     for session in sessions:
         session.send_text(text)
@@ -762,7 +811,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if len(hub.sessions) >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
-    ws = web.WebSocketResponse(
+    ws = ExchangeWebSocket(
         max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0, timeout=CLOSE_REPLY_TIMEOUT_S
     )
     await ws.prepare(request)

@@ -239,3 +239,60 @@ async def test_a_rate_limit_close_waits_for_missing_answers_only_up_to_its_bound
     monkeypatch.setattr(gateway_ws, "CLOSE_ANSWERS_WAIT_S", 0.2)
     frames = await _closed_by_rate(answer_after=None)  # the answer never comes
     assert frames == [(OP_CLOSE, struct.pack("!H", gateway_ws.CLOSE_RATE_LIMITED))]
+
+
+class _Recorder(asyncio.Protocol):
+    """A bare TCP client that notes what it receives and how the connection ends: the
+    server's FIN (`eof`) or the connection lost (a reset shows as its error)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.got = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.got.set()
+
+    def eof_received(self) -> bool:
+        if not self.ended.done():
+            self.ended.set_result("eof")
+        return True  # still open for writing: the client's close reply
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(f"lost: {exc!r}")
+
+
+async def test_a_frame_past_the_size_bound_closes_with_1009_and_no_reset() -> None:
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = gateway_ws.ExchangeWebSocket(max_msg_size=1024, timeout=1.0)
+        await ws.prepare(request)
+        async for _ in ws:  # until aiohttp meets the frame past the bound
+            pass
+        return ws
+
+    async with serving(endpoint) as url:
+        host, port = url.removeprefix("ws://").split("/")[0].split(":")
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_connection(_Recorder, host, int(port))
+        try:
+            async with asyncio.timeout(TEST_BOUND_S):
+                transport.write(
+                    f"GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                while b"\r\n\r\n" not in client.data:  # bounded by the timeout
+                    client.got.clear()
+                    await client.got.wait()
+                del client.data[: client.data.index(b"\r\n\r\n") + 4]
+                # A megabyte against a bound of a kilobyte: most of it is still arriving
+                # when the server gives up on the frame.
+                transport.write(masked_frame(OP_TEXT, b"x" * (1 << 20)))
+                ended = await client.ended
+            assert ended == "eof"  # a FIN after the close frame, not a reset
+            assert bytes(client.data[:4]) == b"\x88\x02" + struct.pack("!H", 1009)
+            transport.write(masked_frame(OP_CLOSE, struct.pack("!H", 1009)))
+        finally:
+            transport.close()
