@@ -32,6 +32,15 @@ def _parser() -> argparse.ArgumentParser:
         f"(bursts of twice as many; default {ACCOUNT_RATE_PER_S:.0f}, never below --rate-limit)",
     )  # fmt: skip
     serve.add_argument(
+        "--header-timeout", type=_non_negative, metavar="S",
+        help="seconds a new connection has to send its first request's headers (default 5)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-half-open", type=int, metavar="N",
+        help="connections at once still sending their first request (default 512); past "
+        "it new ones are closed at once",
+    )  # fmt: skip
+    serve.add_argument(
         "--gather-ms", type=_non_negative, metavar="MS",
         help="journal writes start at least this far apart (unless 256 commands wait), "
         "so more commands share one fsync (default 2; 0: write whenever the disk is free)",
@@ -71,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_connections, args.rate_limit,
             account_rate_limit=args.account_rate_limit,
         )  # fmt: skip
+        if args.header_timeout is not None:
+            options = dataclasses.replace(options, header_timeout=args.header_timeout)
+        if args.max_half_open is not None:
+            options = dataclasses.replace(options, max_half_open=args.max_half_open)
         if args.gather_ms is not None:
             options = dataclasses.replace(options, gather_ms=args.gather_ms)
         return serve(options)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from exchange.sequencer import Sequencer
 from gateway import rest
+from gateway.halfopen import HalfOpenGuard
 from gateway.limits import RATE_PER_S
 from gateway.metrics import Metrics
 from gateway.readmodel import ReadModel
@@ -40,8 +41,10 @@ def build_app(
     max_connections: int = MAX_CONNECTIONS,
     rate_limit: float = RATE_PER_S,
     account_rate_limit: float | None = None,
+    guard: HalfOpenGuard | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=rest.MAX_BODY_BYTES)
+    middlewares = [json_errors] if guard is None else [guard.middleware(), json_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=rest.MAX_BODY_BYTES)
     hub = Hub(sequencer, read, max_connections, rate_limit, account_rate_limit)
     app["sequencer"] = sequencer
     app["read"] = read

@@ -21,6 +21,7 @@ from exchange.sequencer import Sequencer, SequencerFailedError
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
+from gateway.halfopen import HEADER_TIMEOUT_S, MAX_HALF_OPEN, HalfOpenGuard, listen
 from gateway.limits import RATE_PER_S
 from gateway.readmodel import ReadModel
 from gateway.ws import MAX_CONNECTIONS, Hub
@@ -45,6 +46,8 @@ class ServeOptions:
     gather_ms: float = GATHER_MS
     # None: gateway.limits.account_rate's default (ACCOUNT_RATE_PER_S, at least rate_limit)
     account_rate_limit: float | None = None
+    header_timeout: float = HEADER_TIMEOUT_S
+    max_half_open: int = MAX_HALF_OPEN
 
 
 def serve(options: ServeOptions) -> int:
@@ -74,14 +77,14 @@ async def _serve(options: ServeOptions) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
     app = build_app(
         sequencer, read, token, options.max_connections, options.rate_limit,
-        options.account_rate_limit,
+        options.account_rate_limit, guard,
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port)
-    await site.start()
+    listener = await listen(runner, guard, options.host, options.port)
 
     keys = demo.saved_keys(options.data_dir)
     if options.demo and not read.replica.accounts:
@@ -94,7 +97,7 @@ async def _serve(options: ServeOptions) -> int:
     hub: Hub = app["hub"]
     for session in list(hub.sessions):
         session.close(WSCloseCode.GOING_AWAY, "server shutting down")
-    await site.stop()
+    listener.close()  # no new connections; runner.cleanup() closes the open ones
     await sequencer.stop()
     status = 0
     try:
