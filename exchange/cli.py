@@ -8,6 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.limits import (
+    ACCOUNT_RATE_PER_S,
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_HALF_OPEN,
+    RATE_PER_S,
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
@@ -19,11 +27,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
     serve.add_argument(
-        "--max-connections", type=_positive_int, default=10_000, help="open WebSockets at most"
-    )
+        "--max-connections", type=_positive_int, default=MAX_CONNECTIONS,
+        help="open WebSockets at most",
+    )  # fmt: skip
     serve.add_argument(
-        "--rate-limit", type=_positive, default=2_000.0,
+        "--rate-limit", type=_positive, default=RATE_PER_S,
         help="requests a second per WebSocket connection (bursts of twice as many)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--account-rate-limit", type=_positive, metavar="N",
+        help="requests a second of all the WebSocket connections of one account together "
+        f"(bursts of twice as many; default {ACCOUNT_RATE_PER_S:.0f}, never below --rate-limit)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--header-timeout", type=_positive, metavar="S",
+        help="seconds a new connection has to send its first request's headers "
+        f"(default {HEADER_TIMEOUT_S:g})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-half-open", type=_positive_int, metavar="N",
+        help=f"connections at once still sending their first request (default {MAX_HALF_OPEN}); "
+        "past it new ones are closed at once",
     )  # fmt: skip
     serve.add_argument(
         "--gather-ms", type=_non_negative, metavar="MS",
@@ -102,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = ServeOptions(
             args.host, args.port, args.data_dir, args.durability, args.demo,
             args.max_connections, args.rate_limit,
+            account_rate_limit=args.account_rate_limit,
         )  # fmt: skip
+        if args.header_timeout is not None:
+            options = dataclasses.replace(options, header_timeout=args.header_timeout)
+        if args.max_half_open is not None:
+            options = dataclasses.replace(options, max_half_open=args.max_half_open)
         if args.gather_ms is not None:
             options = dataclasses.replace(options, gather_ms=args.gather_ms)
         return serve(options)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -48,6 +48,27 @@ MAX_BATCH = 4_096
 SNAPSHOT_EVERY = 200_000
 # A batch this large is written as soon as the disk is free, whatever the gather window.
 GATHER_ENOUGH = 256
+
+
+class WindowClock(Protocol):
+    """The clock of the gather window: what time it is, and a wait that ends when an
+    event is set or when some seconds have passed on this clock. Tests inject one they
+    move by hand, so what the window does is checked without reading the wall clock."""
+
+    def now(self) -> float: ...
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The running loop's monotonic clock and its timers (the default)."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
 
 
 class BusyError(Exception):
@@ -123,10 +144,12 @@ class Sequencer:
         gather_seconds: float = 0.0,
         gather_enough: int = GATHER_ENOUGH,
         fork_snapshots: bool = False,
+        window_clock: WindowClock | None = None,
     ) -> None:
         """`gather_seconds`: journal writes start at least this far apart unless the open
         batch holds `gather_enough` records or is full; fewer, larger batches cost less
-        CPU each (a command after a quiet spell is written at once).
+        CPU each (a command after a quiet spell is written at once), timed by
+        `window_clock` (the loop's clock by default).
         `fork_snapshots`: a forked child exports and writes each snapshot, instead of an
         export on the event loop (exchange.forked_snapshot; where the OS can fork)."""
         self.engine = engine
@@ -137,6 +160,7 @@ class Sequencer:
         self.snapshot_every = snapshot_every
         self.gather_seconds = gather_seconds
         self.gather_enough = gather_enough
+        self.window_clock: WindowClock = window_clock or LoopClock()
         self.fork_snapshots = fork_snapshots and forked_snapshot.available()
         self.last_seq = journal.last_seq
         self.durable_seq = journal.last_seq
@@ -362,8 +386,7 @@ class Sequencer:
                 hold = self._hold_for()
                 if hold > 0:
                     # Until the window has passed, or the batch is big enough (or full).
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._enough.wait(), hold)
+                    await self.window_clock.wait(self._enough, hold)
                 self._start_write()
                 continue
             try:
@@ -405,11 +428,11 @@ class Sequencer:
         """Seconds the open batch should still gather before it is written."""
         if self._sequencing_done or self._enough.is_set():
             return 0.0
-        return self._last_write_start + self.gather_seconds - asyncio.get_running_loop().time()
+        return self._last_write_start + self.gather_seconds - self.window_clock.now()
 
     def _start_write(self) -> None:
         """Hand everything applied so far to the journal thread: one write, one fsync."""
-        self._last_write_start = asyncio.get_running_loop().time()
+        self._last_write_start = self.window_clock.now()
         self._enough.clear()
         batch = self._open
         self._open = _Batch([], [])

@@ -9,10 +9,11 @@ from aiohttp import web
 
 from exchange.sequencer import Sequencer
 from gateway import rest
-from gateway.limits import RATE_PER_S
+from gateway.halfopen import HalfOpenGuard
+from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
 from gateway.readmodel import ReadModel
-from gateway.ws import MAX_CONNECTIONS, Hub, websocket
+from gateway.ws import Hub, websocket
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,12 @@ def build_app(
     admin_token: str,
     max_connections: int = MAX_CONNECTIONS,
     rate_limit: float = RATE_PER_S,
+    account_rate_limit: float | None = None,
+    guard: HalfOpenGuard | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=rest.MAX_BODY_BYTES)
-    hub = Hub(sequencer, read, max_connections, rate_limit)
+    middlewares = [json_errors] if guard is None else [guard.middleware(), json_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=rest.MAX_BODY_BYTES)
+    hub = Hub(sequencer, read, max_connections, rate_limit, account_rate_limit)
     app["sequencer"] = sequencer
     app["read"] = read
     app["hub"] = hub

@@ -17,6 +17,8 @@ _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _TEXT = 0x81  # FIN + text opcode
+_CLOSE = 0x88  # FIN + close opcode
+_CLOSE_CODE = struct.Struct("!H")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -28,16 +30,27 @@ def text_frame(payload: bytes) -> bytes:
     return _LONG.pack(_TEXT, 127, n) + payload
 
 
+def close_frame(code: int, reason: bytes) -> bytes:
+    """A close frame: its code and reason (at most 123 bytes, as a control frame's
+    payload is at most 125)."""
+    payload = _CLOSE_CODE.pack(code) + reason[:123]
+    return _SHORT.pack(_CLOSE, len(payload)) + payload
+
+
 def text_frames(payloads: list[bytes]) -> bytes:
     """The payloads as consecutive text frames: the bytes of one socket write."""
     return b"".join(text_frame(p) for p in payloads)
 
 
 def transport_of(ws: web.WebSocketResponse) -> asyncio.Transport | None:
-    """The socket under a prepared WebSocketResponse; None once it is closing."""
+    """The socket under a prepared WebSocketResponse; None once it is closing, or once our
+    own close has ended its output (ws.ExchangeWebSocket's 1009 close wrote its FIN: a
+    write after it raises)."""
     writer = ws._writer
     transport = writer.transport if writer is not None else None
     if transport is None or transport.is_closing() or ws.closed:
+        return None
+    if getattr(ws, "output_ended", False):
         return None
     return transport
 

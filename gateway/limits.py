@@ -1,10 +1,13 @@
-"""Per-connection request rate limiting: a token bucket, and when abuse ends the session.
+"""Request rate limits: token buckets per connection and per account, and the count of
+refusals that makes a connection abusive. The defaults of every connection and rate bound
+`exchange serve` takes as a flag live here (the command line reads them without aiohttp).
 
 Each WebSocket connection may send RATE_PER_S requests a second on average, in bursts of
-up to BURST (twice the rate; `exchange serve --rate-limit` sets the rate). A request over
-the limit is answered RATE_LIMITED and not executed; a
-connection that is refused REFUSALS_BEFORE_CLOSE times within one window is closed with
-4029.
+up to twice that (`exchange serve --rate-limit` sets the rate). All the connections of one
+account share a second bucket of ACCOUNT_RATE_PER_S (`--account-rate-limit`), so opening
+more sockets does not multiply an account's rate. A request over either limit is answered
+RATE_LIMITED and not executed; a connection refused REFUSALS_BEFORE_CLOSE times within
+one window is closed with 4029 (once the answers of what it sent before are written).
 """
 
 import time
@@ -12,8 +15,31 @@ from collections.abc import Callable
 
 RATE_PER_S = 2_000.0
 BURST = 4_000.0
+# Every connection of an account together: a trader with two or three busy connections
+# fits; twenty sockets of one account no longer run twenty connections' worth. Never below
+# the per-connection rate (see account_rate), so one connection's limit is what it says.
+ACCOUNT_RATE_PER_S = 5_000.0
 REFUSALS_BEFORE_CLOSE = 1_000
 REFUSAL_WINDOW_S = 10.0
+# Open WebSockets at once by default (`exchange serve --max-connections`); past it an
+# upgrade is answered 503 BUSY.
+MAX_CONNECTIONS = 10_000
+# Seconds a new connection has to send its first request's headers (`--header-timeout`):
+# an honest client sends them in one packet, at once; a few seconds covers a slow link.
+HEADER_TIMEOUT_S = 5.0
+# Connections at once that have not sent a complete first request (`--max-half-open`).
+# Far more than honest clients have in flight at any moment; small against the process's
+# file handles, so half-open ones can never crowd out the WebSockets and the journal.
+MAX_HALF_OPEN = 512
+
+
+def account_rate(rate_per_connection: float, account_rate_per_s: float | None) -> float:
+    """The per-account rate in force: as set, or by default ACCOUNT_RATE_PER_S but never
+    less than one connection's rate (a server started with a high `--rate-limit` for a
+    benchmark is not throttled by the account default)."""
+    if account_rate_per_s is not None:
+        return account_rate_per_s
+    return max(ACCOUNT_RATE_PER_S, rate_per_connection)
 
 
 class TokenBucket:
@@ -28,8 +54,6 @@ class TokenBucket:
         self.clock = clock
         self.tokens = burst
         self.updated = clock()
-        self.refusals = 0
-        self.window_start = self.updated
 
     def take(self) -> bool:
         """One request: True when it may go ahead."""
@@ -39,11 +63,23 @@ class TokenBucket:
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
-        if now - self.window_start > REFUSAL_WINDOW_S:
-            self.window_start, self.refusals = now, 0
-        self.refusals += 1
         return False
+
+
+class Refusals:
+    """A connection's RATE_LIMITED refusals within the current window."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.count = 0
+        self.window_start = clock()
+
+    def note(self) -> None:
+        now = self.clock()
+        if now - self.window_start > REFUSAL_WINDOW_S:
+            self.window_start, self.count = now, 0
+        self.count += 1
 
     @property
     def abusive(self) -> bool:
-        return self.refusals >= REFUSALS_BEFORE_CLOSE
+        return self.count >= REFUSALS_BEFORE_CLOSE

@@ -11,6 +11,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
@@ -23,9 +24,12 @@ from exchange.sequencer import Sequencer, SequencerFailedError
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
-from gateway.limits import RATE_PER_S
+from gateway.halfopen import HalfOpenGuard, listen
+from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
 from gateway.readmodel import ReadModel
-from gateway.ws import MAX_CONNECTIONS, Hub
+
+if TYPE_CHECKING:
+    from gateway.ws import Hub
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ class ServeOptions:
     max_connections: int = MAX_CONNECTIONS
     rate_limit: float = RATE_PER_S
     gather_ms: float = GATHER_MS
+    # None: gateway.limits.account_rate's default (ACCOUNT_RATE_PER_S, at least rate_limit)
+    account_rate_limit: float | None = None
+    header_timeout: float = HEADER_TIMEOUT_S
+    max_half_open: int = MAX_HALF_OPEN
 
 
 def serve(options: ServeOptions) -> int:
@@ -88,12 +96,15 @@ async def _serve(options: ServeOptions) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    app = build_app(sequencer, read, token, options.max_connections, options.rate_limit)
+    guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
+    app = build_app(
+        sequencer, read, token, options.max_connections, options.rate_limit,
+        options.account_rate_limit, guard,
+    )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port)
     try:
-        await site.start()
+        listener = await listen(runner, guard, options.host, options.port)
     except OSError as problem:  # the port is taken, or the address is not this machine's
         await sequencer.stop()
         await sequencing
@@ -117,7 +128,7 @@ async def _serve(options: ServeOptions) -> int:
     hub: Hub = app["hub"]
     for session in list(hub.sessions):
         session.close(WSCloseCode.GOING_AWAY, "server shutting down")
-    await site.stop()
+    listener.close()  # no new connections; runner.cleanup() closes the open ones
     await sequencer.stop()
     status = 0
     try:

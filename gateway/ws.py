@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
@@ -50,8 +51,8 @@ from exchange.sequencer import (
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
-from gateway.frames import drain, text_frames, transport_of
-from gateway.limits import RATE_PER_S, TokenBucket
+from gateway.frames import close_frame, drain, text_frames, transport_of
+from gateway.limits import MAX_CONNECTIONS, RATE_PER_S, Refusals, TokenBucket, account_rate
 from gateway.readmodel import Published, ReadModel
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,14 @@ CLOSE_RATE_LIMITED = 4029
 # queued before it. A client that does neither is cut off (the socket aborted).
 CLOSE_REPLY_TIMEOUT_S = 5.0
 CLOSE_LINGER_S = 10.0
-# Open WebSockets at once by default (`exchange serve --max-connections`); past it an
-# upgrade is answered 503 BUSY.
-MAX_CONNECTIONS = 10_000
+# A session closed for its rate (4029) first writes the answer of every request it had
+# taken: they come a group commit later (milliseconds). The bound only counts when the
+# disk stalls; a request still unanswered then is settled by resending it with its
+# client_order_id after reconnecting.
+CLOSE_ANSWERS_WAIT_S = 5.0
+# While a connection closed for a frame past the size bound is still open for reading:
+# how often to look whether the client has closed its end (it has nothing else to tell).
+CLOSE_POLL_S = 0.05
 HEARTBEAT_SECONDS = 1.0
 # Frames joined into one socket write; bounds the size of one write (and its latency).
 FRAMES_PER_WRITE = 512
@@ -98,8 +104,15 @@ class Session:
         self._out_bytes = 0
         self._queued = False  # in the hub's list of sessions to write this loop turn
         self._draining: asyncio.Task[None] | None = None  # waiting for a backed-up socket
-        self._close_after: tuple[int, str] | None = None  # close once the buffer is sent
+        # Close once the buffer is sent and every request taken is answered (or the wait
+        # for the answers has run out: _answers_timer).
+        self._close_after: tuple[int, str] | None = None
+        self._answers_timer: asyncio.TimerHandle | None = None
+        # Requests handed to the sequencer whose direct answer is not written yet.
+        self.outstanding = 0
         self.bucket = TokenBucket(hub.rate_limit, 2 * hub.rate_limit)
+        self.account_bucket: TokenBucket | None = None  # shared by the account's sessions
+        self.refusals = Refusals()
         self.cancel_on_disconnect = False
         self.placed: set[int] = set()  # orders placed here, for cancel-on-disconnect
         self.batched = False  # market data as one frame a batch and symbol
@@ -153,7 +166,7 @@ class Session:
             batch = [out.popleft() for _ in range(min(len(out), FRAMES_PER_WRITE))]
             self._out_bytes -= sum(len(b) for b in batch)
             transport.write(text_frames(batch))
-        if self._close_after is not None:
+        if self._close_after is not None and self.outstanding <= 0:
             self.close(*self._close_after)
 
     async def _drain(self) -> None:
@@ -166,16 +179,45 @@ class Session:
         self.write()
 
     def close_after_sending(self, code: int, reason: str) -> None:
-        """Close once what is queued (an error explaining why) has been sent."""
+        """Close once what is queued (an error explaining why) has been sent, and the
+        answer of every request already taken with it (at most CLOSE_ANSWERS_WAIT_S).
+        Nothing more is executed meanwhile; the account's private events still come (the
+        fills of the orders being answered), market data no longer does."""
+        if self._close_after is not None or self.closed:
+            return
         self._close_after = (code, reason)
-        self.hub.detach(self)  # no more routing; still counted until the socket closes
+        self.hub.unsubscribe_all(self)  # still counted until the socket closes
+        if self.outstanding > 0:
+            loop = asyncio.get_running_loop()
+            self._answers_timer = loop.call_later(CLOSE_ANSWERS_WAIT_S, self._stop_waiting)
         self._write_soon()
+
+    def _stop_waiting(self) -> None:
+        """The answers did not all come in time: close after what is queued."""
+        self._answers_timer = None
+        self.outstanding = 0
+        self._write_soon()
+
+    def answered(self) -> None:
+        """A request taken from this session has had its direct answer queued."""
+        self.outstanding -= 1
+        if self.outstanding <= 0 and self._close_after is not None:
+            self._write_soon()  # the close was waiting for this answer
+
+    def ended(self) -> None:
+        """The connection is gone or going: no more writes, no timers left behind."""
+        self.closed = True
+        if self._answers_timer is not None:
+            self._answers_timer.cancel()
+            self._answers_timer = None
+        if self._draining is not None:
+            self._draining.cancel()
 
     def close(self, code: int, reason: str) -> None:
         """Close now, dropping what is queued (a slow consumer would never read it)."""
         if self.closed:
             return
-        self.closed = True
+        self.ended()
         self._out.clear()  # a closed session keeps no buffer
         self._out_bytes = 0
         self.hub.forget(self)
@@ -203,13 +245,13 @@ class Session:
 
     def handle(self, frame: str) -> None:
         if self._close_after is not None or self.closed:
-            return  # being closed: nothing more is done for this client
-        if not self.bucket.take():
+            return  # being closed: nothing more is done (or answered) for this client
+        if not self._within_rate():
             self.hub.rate_limited += 1
-            if self.bucket.abusive:
+            self.refuse(p.req_id_of(frame), RejectCode.RATE_LIMITED, "slow down")
+            self.refusals.note()
+            if self.refusals.abusive:
                 self.close_after_sending(CLOSE_RATE_LIMITED, "rate limit exceeded repeatedly")
-            else:
-                self.refuse(p.req_id_of(frame), RejectCode.RATE_LIMITED, "slow down")
             return
         try:
             request = p.decode_request(frame)
@@ -218,6 +260,14 @@ class Session:
             return
         handler = _HANDLERS[type(request)]
         handler(self, request)
+
+    def _within_rate(self) -> bool:
+        """Takes a token from the connection's bucket and, once authenticated, from the
+        account's (a request refused by the account's still spent the connection's)."""
+        if not self.bucket.take():
+            return False
+        shared = self.account_bucket
+        return shared is None or shared.take()
 
     def _refuse_frame(self, frame: str, problem: msgspec.DecodeError) -> None:
         req_id = p.req_id_of(frame)
@@ -245,6 +295,8 @@ class Session:
             return
         except SequencerStoppedError:
             self.refuse(req_id, RejectCode.BUSY, "the exchange is shutting down", cid)
+            return
+        self.outstanding += 1  # answered from Hub.on_durable (or Hub._refused)
 
     def authed(self, req_id: str | int | None, cid: str = "") -> str | None:
         if self.account is None:
@@ -410,11 +462,16 @@ class Hub:
         read: ReadModel,
         max_connections: int = MAX_CONNECTIONS,
         rate_limit: float = RATE_PER_S,
+        account_rate_limit: float | None = None,
     ) -> None:
         self.sequencer = sequencer
         self.read = read
         self.max_connections = max_connections
         self.rate_limit = rate_limit
+        self.account_rate_limit = account_rate(rate_limit, account_rate_limit)
+        # One bucket per account that has authenticated a session (bounded by the
+        # accounts); kept when its sessions go, so reconnecting gives no fresh burst.
+        self.account_buckets: dict[str, TokenBucket] = {}
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[str, str], set[Session]] = {}
         self.sessions: set[Session] = set()
@@ -436,6 +493,7 @@ class Hub:
         if isinstance(origin, Origin):
             message = "the exchange stopped; the outcome is unknown: resend after it restarts"
             origin.session.send(wire.error(RejectCode.BUSY, message), origin.req_id)
+            origin.session.answered()
 
     def write_soon(self, session: Session) -> None:
         """Write the session at the end of this loop turn, with all else queued by then
@@ -454,6 +512,11 @@ class Hub:
             self.by_account.get(session.account, set()).discard(session)
         session.account = account
         self.by_account.setdefault(account, set()).add(session)
+        bucket = self.account_buckets.get(account)
+        if bucket is None:
+            rate = self.account_rate_limit
+            bucket = self.account_buckets[account] = TokenBucket(rate, 2 * rate)
+        session.account_bucket = bucket
 
     def subscribe(self, session: Session, channel: str, symbol: str) -> None:
         if session.closed or session._close_after is not None:
@@ -469,6 +532,10 @@ class Hub:
         """Stop routing anything to the session (it is being closed)."""
         if session.account is not None:
             self.by_account.get(session.account, set()).discard(session)
+        self.unsubscribe_all(session)
+
+    def unsubscribe_all(self, session: Session) -> None:
+        """No more market data for the session."""
         for key in session.subscriptions:
             self.subscribers.get(key, set()).discard(session)
 
@@ -594,6 +661,14 @@ class Hub:
     def _answer(self, origin: Origin, sequenced: Sequenced) -> Event | None:
         """Send the direct answer; returns the event it stood for (not sent again)."""
         session, req_id = origin.session, origin.req_id
+        try:
+            return self._send_answer(session, req_id, sequenced)
+        finally:
+            session.answered()
+
+    def _send_answer(
+        self, session: Session, req_id: str | int | None, sequenced: Sequenced
+    ) -> Event | None:
         command, events = sequenced.command, sequenced.events
         first = events[0] if events else None
         if isinstance(first, OrderRejected | Rejected):
@@ -681,6 +756,53 @@ class Hub:
             session.send_text(frame)
 
 
+class ExchangeWebSocket(web.WebSocketResponse):
+    """aiohttp's WebSocketResponse, with a clean close for a frame past max_msg_size.
+
+    aiohttp answers such a frame with a 1009 close frame and closes the socket at once,
+    while the rest of the frame (and whatever follows) is still arriving: the kernel then
+    resets the connection, and the reset drops the close frame before the client reads
+    it (it sees 1006). Here the close frame is followed by a FIN instead, the socket stays
+    open for reading (aiohttp's protocol has stopped parsing and discards what comes)
+    until the client closes its end, or CLOSE_LINGER_S passes and the socket is aborted.
+    It overrides close(), which aiohttp's receive() calls with 1009 on that frame; the
+    test of it (tests/test_ws_close.py) fails should aiohttp change that path.
+    """
+
+    _transport: asyncio.Transport | None = None
+    output_ended = False  # its FIN is written: nothing more may be sent (frames.transport_of)
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        self._transport = request.transport
+        return await super().prepare(request)
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        transport = self._transport
+        if (
+            code != WSCloseCode.MESSAGE_TOO_BIG
+            or self.closed
+            or transport is None
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
+            return await super().close(code=code, message=message, drain=drain)
+        transport.write(close_frame(code, message))
+        self.output_ended = True
+        transport.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_LINGER_S):
+                while not transport.is_closing():  # bounded by the timeout
+                    await asyncio.sleep(CLOSE_POLL_S)
+        if not transport.is_closing():
+            transport.abort()
+        # aiohttp's own bookkeeping (closed, heartbeat stopped); the socket is gone, so
+        # its close frame goes nowhere.
+        await super().close(code=code, message=message, drain=False)
+        return True
+
+
 def _send_all(sessions: list[Session], text: bytes) -> None:
     for session in sessions:
         session.send_text(text)
@@ -691,7 +813,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if len(hub.sessions) >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
-    ws = web.WebSocketResponse(
+    ws = ExchangeWebSocket(
         max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0, timeout=CLOSE_REPLY_TIMEOUT_S
     )
     await ws.prepare(request)
@@ -709,10 +831,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     try:
         await _read_frames(ws, session)
     finally:
-        session.closed = True
+        session.ended()
         hub.forget(session)
-        if session._draining is not None:
-            session._draining.cancel()
     if session.closing_with is not None:
         await close_within_linger(ws, *session.closing_with)
     elif ws.close_code is None:

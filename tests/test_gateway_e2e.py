@@ -408,9 +408,9 @@ async def test_a_flooding_client_still_gets_its_4029_close_frame_while_it_writes
     server = await start(tmp_path / "data", extra=("--rate-limit", "50"))
     ws = await RawWebSocket.connect(server.ws_url)
     try:
-        await ws.send_text(['{"op":"ping"}'] * 1_200)  # burst 100, 999 refusals, the close
+        await ws.send_text(['{"op":"ping"}'] * 1_200)  # burst 100, 1,000 refusals, the close
         refused = 0
-        while refused < 999:  # bounded: every refusal before the closing one is answered
+        while refused < 1_000:  # bounded: every refusal, the closing one too, is answered
             frame = await ws.next_frame()
             assert frame.opcode == OP_TEXT, frame
             refused += b"RATE_LIMITED" in frame.payload

@@ -1,6 +1,12 @@
-"""The per-connection token bucket, on a clock the test moves."""
+"""The rate limits' token bucket and refusal count, on a clock the test moves."""
 
-from gateway.limits import REFUSALS_BEFORE_CLOSE, TokenBucket
+from gateway.limits import (
+    ACCOUNT_RATE_PER_S,
+    REFUSALS_BEFORE_CLOSE,
+    Refusals,
+    TokenBucket,
+    account_rate,
+)
 
 
 class Clock:
@@ -22,13 +28,20 @@ def test_a_burst_is_allowed_then_requests_are_refused_until_tokens_refill() -> N
 
 def test_repeated_refusals_mark_the_connection_abusive_and_a_quiet_window_forgives() -> None:
     clock = Clock()
-    bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock)
-    bucket.take()
+    refusals = Refusals(clock)
     for _ in range(REFUSALS_BEFORE_CLOSE - 1):
-        assert not bucket.take()
-    assert not bucket.abusive
+        refusals.note()
+    assert not refusals.abusive
     clock.now += 11.0
-    bucket.take()  # refilled: allowed
-    assert not bucket.take()  # a new window starts counting from one
-    assert bucket.refusals == 1
-    assert not bucket.abusive
+    refusals.note()  # a new window starts counting from one
+    assert refusals.count == 1
+    assert not refusals.abusive
+    for _ in range(REFUSALS_BEFORE_CLOSE - 1):
+        refusals.note()
+    assert refusals.abusive
+
+
+def test_the_account_rate_defaults_to_its_constant_but_never_below_one_connection() -> None:
+    assert account_rate(2_000.0, None) == ACCOUNT_RATE_PER_S
+    assert account_rate(100_000.0, None) == 100_000.0  # a benchmark's --rate-limit
+    assert account_rate(2_000.0, 300.0) == 300.0  # as the operator set it

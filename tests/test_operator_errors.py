@@ -51,6 +51,9 @@ BAD_FLAGS = {
     "no connections allowed": ("--max-connections", "0"),
     "an infinite gather window": ("--gather-ms", "inf"),
     "a durability mode that does not exist": ("--durability", "sometimes"),
+    "a negative account rate limit": ("--account-rate-limit", "-1"),
+    "a header timeout of 0 (every connection closed at once)": ("--header-timeout", "0"),
+    "no half-open connection allowed": ("--max-half-open", "0"),
 }
 
 

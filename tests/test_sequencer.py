@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,29 +189,68 @@ async def test_the_next_write_starts_before_the_last_batch_is_released() -> None
     await asyncio.wait_for(task, WAIT_S)
 
 
-class TimedStore(FaultySegmentStore):
-    """A store that notes the loop-clock time (monotonic) each sync starts."""
+class HandClock:
+    """A gather-window clock the test moves by hand: time passes only in `advance`."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
+        self.time = now
+        self.holding = asyncio.Event()  # the writer is waiting for the window
+        self._moved = asyncio.Event()
+
+    def now(self) -> float:
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds
+        self._moved.set()
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        until = self.time + seconds
+        self.holding.set()
+        try:
+            while self.time < until and not event.is_set():  # until moved far enough
+                self._moved.clear()
+                waits = [asyncio.ensure_future(e.wait()) for e in (event, self._moved)]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+        finally:
+            self.holding.clear()
+
+
+class TimedStore(FaultySegmentStore):
+    """A store that notes, on the sequencer's window clock, when each sync starts."""
+
+    def __init__(self, clock: HandClock | None = None) -> None:
         super().__init__()
+        self.clock = clock or HandClock(0.0)
         self.sync_times: list[float] = []
 
     def sync(self) -> None:
-        self.sync_times.append(time.monotonic())
+        self.sync_times.append(self.clock.now())
         super().sync()
 
 
 async def test_under_sustained_load_writes_start_a_gather_window_apart() -> None:
-    store = TimedStore()
-    seq = Sequencer(Engine(), Journal.open(store), gather_seconds=0.2)
+    clock = HandClock(100.0)
+    store = TimedStore(clock)
+    seq = Sequencer(Engine(), Journal.open(store), gather_seconds=0.25, window_clock=clock)
     task = await started(seq)
-    asked = time.monotonic()
+    # The first comes after a quiet spell: written at once, with no time passing.
     await asyncio.wait_for(seq.submit(CreateAccount(name="a")), WAIT_S)
-    await asyncio.wait_for(seq.submit(CreateAccount(name="b")), WAIT_S)
-    # The first came after a quiet spell: written at once (the window is no delay then).
-    # The second waited until the window since the first write had passed.
-    assert store.sync_times[0] - asked < 0.2
-    assert store.sync_times[1] - store.sync_times[0] >= 0.2
+    assert store.sync_times == [100.0]
+    second = asyncio.ensure_future(seq.submit(CreateAccount(name="b")))
+    await asyncio.wait_for(clock.holding.wait(), WAIT_S)  # held for the window
+    clock.advance(0.125)  # (binary fractions: the sums are exact)
+    for _ in range(5):  # the writer looks at the clock again, and holds on
+        await asyncio.sleep(0)
+    assert not second.done()
+    assert clock.holding.is_set()
+    clock.advance(0.125)  # the window since the first write has passed
+    await asyncio.wait_for(second, WAIT_S)
+    assert store.sync_times == [100.0, 100.25]
     await seq.stop()
     await asyncio.wait_for(task, WAIT_S)
 

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from gateway import ws as gateway_ws
+from gateway.frames import transport_of
 from tests.raw_ws import OP_CLOSE, OP_TEXT, RawWebSocket, masked_frame
 from tests.scripted_ws import serving
 
@@ -94,6 +95,12 @@ class _StubHub:
     def detach(self, session: object) -> None:
         pass
 
+    def unsubscribe_all(self, session: object) -> None:
+        pass
+
+    def write_soon(self, session: gateway_ws.Session) -> None:
+        asyncio.get_running_loop().call_soon(session.write)
+
 
 class _ClosingSession(gateway_ws.Session):
     """Closes itself while handling a frame, as a request whose answer overflows the
@@ -169,3 +176,130 @@ async def test_a_session_that_fails_on_a_frame_is_closed_with_1011() -> None:
             await client.send_close()
         finally:
             client.close()
+
+
+class _FloodedSession(gateway_ws.Session):
+    """Has one request in the sequencer when its client turns abusive: the 4029 close
+    must wait for that request's answer."""
+
+    def handle(self, frame: str) -> None:
+        self.outstanding = 1
+        self.close_after_sending(gateway_ws.CLOSE_RATE_LIMITED, "rate limit exceeded")
+
+
+async def _closed_by_rate(answer_after: float | None) -> list[tuple[int, bytes]]:
+    """What a client of a _FloodedSession reads up to the close frame, when the pending
+    answer comes after `answer_after` seconds (None: never)."""
+
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(timeout=1.0)
+        await ws.prepare(request)
+        session = _FloodedSession(ws, _StubHub())  # type: ignore[arg-type]
+
+        def answer() -> None:
+            session.send({"type": "accepted", "order_id": "1"}, req_id=7)
+            session.answered()
+
+        if answer_after is not None:
+            asyncio.get_running_loop().call_later(answer_after, answer)
+        await gateway_ws._read_frames(ws, session)
+        assert session.closing_with is not None
+        await gateway_ws.close_within_linger(ws, *session.closing_with)
+        return ws
+
+    frames: list[tuple[int, bytes]] = []
+    async with serving(endpoint) as url:
+        client = await RawWebSocket.connect(url)
+        try:
+            await client.send_text(['{"op":"ping"}'])
+            async with asyncio.timeout(TEST_BOUND_S):
+                frame = await client.next_frame()
+                while frame.opcode != OP_CLOSE:  # bounded by what the server sends
+                    frames.append((frame.opcode, frame.payload))
+                    frame = await client.next_frame()
+            frames.append((frame.opcode, frame.payload[:2]))
+            await client.send_close()
+        finally:
+            client.close()
+    return frames
+
+
+async def test_a_rate_limit_close_waits_for_the_answer_of_a_request_taken_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The answer comes long after the session decided to close; the bound is far longer.
+    monkeypatch.setattr(gateway_ws, "CLOSE_ANSWERS_WAIT_S", TEST_BOUND_S)
+    frames = await _closed_by_rate(answer_after=0.2)
+    close = (OP_CLOSE, struct.pack("!H", gateway_ws.CLOSE_RATE_LIMITED))
+    assert frames == [(OP_TEXT, b'{"type":"accepted","order_id":"1","req_id":7}'), close]
+
+
+async def test_a_rate_limit_close_waits_for_missing_answers_only_up_to_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateway_ws, "CLOSE_ANSWERS_WAIT_S", 0.2)
+    frames = await _closed_by_rate(answer_after=None)  # the answer never comes
+    assert frames == [(OP_CLOSE, struct.pack("!H", gateway_ws.CLOSE_RATE_LIMITED))]
+
+
+class _Recorder(asyncio.Protocol):
+    """A bare TCP client that notes what it receives and how the connection ends: the
+    server's FIN (`eof`) or the connection lost (a reset shows as its error)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.got = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.got.set()
+
+    def eof_received(self) -> bool:
+        if not self.ended.done():
+            self.ended.set_result("eof")
+        return True  # still open for writing: the client's close reply
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(f"lost: {exc!r}")
+
+
+async def test_a_frame_past_the_size_bound_closes_with_1009_and_no_reset() -> None:
+    served: list[gateway_ws.ExchangeWebSocket] = []
+
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        ws = gateway_ws.ExchangeWebSocket(max_msg_size=1024, timeout=1.0)
+        served.append(ws)
+        await ws.prepare(request)
+        async for _ in ws:  # until aiohttp meets the frame past the bound
+            pass
+        return ws
+
+    async with serving(endpoint) as url:
+        host, port = url.removeprefix("ws://").split("/")[0].split(":")
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_connection(_Recorder, host, int(port))
+        try:
+            async with asyncio.timeout(TEST_BOUND_S):
+                transport.write(
+                    f"GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                while b"\r\n\r\n" not in client.data:  # bounded by the timeout
+                    client.got.clear()
+                    await client.got.wait()
+                del client.data[: client.data.index(b"\r\n\r\n") + 4]
+                # A megabyte against a bound of a kilobyte: most of it is still arriving
+                # when the server gives up on the frame.
+                transport.write(masked_frame(OP_TEXT, b"x" * (1 << 20)))
+                ended = await client.ended
+            assert ended == "eof"  # a FIN after the close frame, not a reset
+            assert bytes(client.data[:4]) == b"\x88\x02" + struct.pack("!H", 1009)
+            # While it lingers for the client's close, nothing may write to it any more
+            # (the hub's market data did, and a write after the FIN raised).
+            assert transport_of(served[0]) is None
+            transport.write(masked_frame(OP_CLOSE, struct.pack("!H", 1009)))
+        finally:
+            transport.close()
