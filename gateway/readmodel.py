@@ -94,9 +94,10 @@ class Published:
 
 @dataclass(slots=True)
 class Tape:
-    """Per instrument: the market-data sequence number and the ticker's figures."""
+    """Per instrument: the market-data sequence of each channel and the ticker's figures."""
 
-    seq: int = 0
+    book_seq: int = 0  # the last book_update's (snapshots and the ticker carry it)
+    trade_seq: int = 0  # the last trade's
     last: int | None = None
     volume: int = 0
     trades: deque[TradeExecuted] = field(default_factory=lambda: deque(maxlen=TRADES_KEPT))
@@ -183,8 +184,9 @@ class ReadModel:
         self._tell(self._listeners, sequenced)
 
     def end_batch(self) -> None:
-        """Publish the batch's market data: trades each take the next seq, then one
-        book update per instrument carries the net change of every level touched."""
+        """Publish the batch's market data: trades each take the next trade seq, then one
+        book update per instrument, taking the next book seq, carries the net change of
+        every level touched."""
         touched, self._touched = self._touched, {}
         trades, self._trades = self._trades, {}
         if not touched and not trades:
@@ -195,9 +197,9 @@ class ReadModel:
             if changes:
                 published.levels[symbol] = changes
         for symbol, executed in trades.items():
-            self.tapes[symbol].seq += len(executed)
+            self.tapes[symbol].trade_seq += len(executed)
         for symbol in published.levels:
-            self.tapes[symbol].seq += 1
+            self.tapes[symbol].book_seq += 1
         self._tell(self._market_data_listeners, published)
 
     def _tell(self, listeners: list[Callable[[Any], None]], what: object) -> None:

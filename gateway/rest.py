@@ -154,7 +154,7 @@ async def book(request: web.Request) -> web.Response:
     return _json(
         {
             "symbol": symbol,
-            "seq": read.tapes[symbol].seq,
+            "seq": read.tapes[symbol].book_seq,
             "bids": [[read.price(symbol, p), q] for p, q in bids],
             "asks": [[read.price(symbol, p), q] for p, q in asks],
         }

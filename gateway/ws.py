@@ -495,7 +495,8 @@ class Hub:
         return {
             "type": "book_snapshot",
             "symbol": symbol,
-            "seq": self.read.tapes[symbol].seq,
+            "seq": self.read.tapes[symbol].book_seq,
+            "trade_seq": self.read.tapes[symbol].trade_seq,
             "bids": [[price(symbol, p), q] for p, q in bids],
             "asks": [[price(symbol, p), q] for p, q in asks],
             "checksum": self.read.checksum(symbol),
@@ -508,12 +509,16 @@ class Hub:
         return {
             "type": "ticker",
             "symbol": symbol,
-            "seq": tape.seq,
+            "seq": tape.book_seq,
             "best_bid": price(symbol, bids[0][0]) if bids else None,
             "best_ask": price(symbol, asks[0][0]) if asks else None,
             "last": price(symbol, tape.last) if tape.last is not None else None,
             "volume": tape.volume,
         }
+
+    def _seqs(self, symbol: str) -> dict[str, int]:
+        tape = self.read.tapes[symbol]
+        return {"book": tape.book_seq, "trades": tape.trade_seq}
 
     async def heartbeat_loop(self) -> None:
         while True:  # until the app's cleanup cancels it
@@ -521,7 +526,7 @@ class Hub:
             for session in list(self.sessions):
                 symbols = {symbol for _, symbol in session.subscriptions}
                 if symbols:
-                    seqs = {symbol: self.read.tapes[symbol].seq for symbol in sorted(symbols)}
+                    seqs = {symbol: self._seqs(symbol) for symbol in sorted(symbols)}
                     session.send({"type": "heartbeat", "seqs": seqs})
 
     # --- durable events -------------------------------------------------------------------
@@ -631,20 +636,20 @@ class Hub:
         for symbol in published.trades.keys() | published.levels.keys():
             trades = published.trades.get(symbol, [])
             levels = published.levels.get(symbol, [])
-            seq = read.tapes[symbol].seq - len(trades) - (1 if levels else 0)
+            tape = read.tapes[symbol]
+            trade_seq = tape.trade_seq - len(trades)
             texts: dict[str, list[bytes]] = {"trades": [], "book": [], "ticker": []}
             wanted = {c for c in texts if self.subscribers.get((c, symbol))}
             if not wanted:
                 continue
             if "trades" in wanted:
                 for n, trade in enumerate(trades, start=1):
-                    texts["trades"].append(_encode(wire.trade(trade, seq + n, read.price)))
-            seq += len(trades)
+                    texts["trades"].append(_encode(wire.trade(trade, trade_seq + n, read.price)))
             if levels and "book" in wanted:
                 update = {
                     "type": "book_update",
                     "symbol": symbol,
-                    "seq": seq + 1,
+                    "seq": tape.book_seq,
                     "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
                     "checksum": read.checksum(symbol),
                 }

@@ -557,7 +557,35 @@ async def test_subscribers_get_a_heartbeat_with_the_current_seqs(market: Running
         ticker = await client.next_event("ticker")
         heartbeat = await client.next_event("heartbeat", timeout=5)
         assert set(heartbeat["seqs"]) == {"ACME", "BOND"}
-        assert heartbeat["seqs"][ticker["symbol"]] == ticker["seq"]
+        assert heartbeat["seqs"][ticker["symbol"]]["book"] == ticker["seq"]
+        assert set(heartbeat["seqs"][ticker["symbol"]]) == {"book", "trades"}
+
+
+async def test_a_book_only_subscriber_sees_no_gap_across_trades(market: RunningServer) -> None:
+    """Trades take numbers of their own sequence: a subscriber of `book` alone gets every
+    update in sequence however many trades happened (before, each trade took a number of
+    the one shared sequence and such a client saw a false gap on every trade)."""
+    async with (
+        await Client.connect(market.ws_url) as watcher,
+        await Client.connect(market.ws_url) as tape,
+        await Client.connect(market.ws_url, demo_key(market, "alice")) as alice,
+        Admin(market.base_url, ADMIN_TOKEN) as admin,
+    ):
+        book = LocalBook("ACME")
+        await watcher.subscribe(["book"], ["ACME"])
+        assert book.apply(await watcher.next_event("book_snapshot"))
+        await tape.subscribe(["trades"], ["ACME"])
+        for _ in range(3):  # each takes part of the best ask: a trade and an update
+            answer = await alice.place("ACME", "buy", 10, "10.05")
+            assert answer["type"] == "accepted"
+        rest = await admin.ok("GET", "/v1/book/ACME?depth=1000")
+        while book.seq != rest["seq"]:  # bounded: the watcher receives up to the REST seq
+            message = await watcher.next_event()
+            assert message["type"] != "trade"
+            assert book.apply(message), f"gap or checksum mismatch at {message}"
+        assert book.gaps == book.bad_checksums == 0
+        trade_seqs = [(await tape.next_event("trade"))["seq"] for _ in range(3)]
+        assert trade_seqs == [trade_seqs[0], trade_seqs[0] + 1, trade_seqs[0] + 2]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """The read model's market data: one update a durable batch, carrying net level changes
-that rebuild the replica's book exactly, with seqs that count trades and updates."""
+that rebuild the replica's book exactly, with a trade seq a trade and a book seq an update."""
 
 import gc
 
@@ -58,7 +58,8 @@ def test_a_level_added_and_taken_within_one_batch_is_not_published() -> None:
     placed = feed.batch([_rest("A1", "buy", 9_900, 5, ts), _rest("A2", "sell", 10_100, 7, ts)])
     assert placed is not None
     assert placed.levels["ACME"] == [("buy", 9_900, 5), ("sell", 10_100, 7)]
-    seq = feed.read.tapes["ACME"].seq
+    tape = feed.read.tapes["ACME"]
+    book_seq, trade_seq = tape.book_seq, tape.trade_seq
     bid = feed.read.replica.books["ACME"].bids.levels[9_900].head
     assert bid is not None
     batch: list[Command] = [
@@ -73,15 +74,16 @@ def test_a_level_added_and_taken_within_one_batch_is_not_published() -> None:
     assert published is not None
     assert published.levels["ACME"] == [("buy", 9_900, 0), ("buy", 9_950, 4)]
     assert len(published.trades["ACME"]) == 1
-    assert feed.read.tapes["ACME"].seq == seq + 2
+    assert (tape.book_seq, tape.trade_seq) == (book_seq + 1, trade_seq + 1)
     assert feed.records[-6:] == list(range(feed.seq - 5, feed.seq + 1))
 
 
-def test_trades_take_a_seq_each_then_one_update_for_the_batch() -> None:
+def test_trades_take_a_trade_seq_each_and_the_batch_one_book_seq() -> None:
     feed = _market()
     ts = START_TS + 10**12
     feed.batch([_rest("A2", "sell", 10_100, 5, ts)])
-    seq = feed.read.tapes["ACME"].seq
+    tape = feed.read.tapes["ACME"]
+    book_seq, trade_seq = tape.book_seq, tape.trade_seq
     published = feed.batch([
         _rest("A1", "buy", 10_100, 3, ts + 1, tif="ioc"),
         _rest("A3", "buy", 10_100, 2, ts + 2, tif="ioc"),
@@ -89,7 +91,7 @@ def test_trades_take_a_seq_each_then_one_update_for_the_batch() -> None:
     assert published is not None
     assert [t.qty for t in published.trades["ACME"]] == [3, 2]
     assert published.levels["ACME"] == [("sell", 10_100, 0)]
-    assert feed.read.tapes["ACME"].seq == seq + 3
+    assert (tape.book_seq, tape.trade_seq) == (book_seq + 1, trade_seq + 2)
 
 
 def test_a_batch_without_public_change_publishes_nothing() -> None:
@@ -114,7 +116,7 @@ def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]
         cut += 1
         batch = stream[start : start + size]
         start += size
-        seqs = {symbol: tape.seq for symbol, tape in feed.read.tapes.items()}
+        seqs = {s: (t.book_seq, t.trade_seq) for s, t in feed.read.tapes.items()}
         trades_before = {s: len(t.trades) for s, t in feed.read.tapes.items()}
         published = feed.batch(batch) or Published()
         for symbol, changes in published.levels.items():
@@ -130,8 +132,9 @@ def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]
             assert all(isinstance(t, TradeExecuted) for t in published.trades.get(symbol, []))
             if symbol in trades_before and len(tape.trades) < tape.trades.maxlen:  # type: ignore[operator]
                 assert len(tape.trades) - trades_before[symbol] == trades
-            expected = seqs.get(symbol, 0) + trades + (1 if symbol in published.levels else 0)
-            assert tape.seq == expected
+            book_seq, trade_seq = seqs.get(symbol, (0, 0))
+            updated = 1 if symbol in published.levels else 0
+            assert (tape.book_seq, tape.trade_seq) == (book_seq + updated, trade_seq + trades)
         for symbol, replica_book in feed.read.replica.books.items():
             wanted = {("buy", p): lv.total for p, lv in replica_book.bids.levels.items()} | {
                 ("sell", p): lv.total for p, lv in replica_book.asks.levels.items()
