@@ -15,6 +15,7 @@ from exchange.domain.events import (
     Rejected,
     TradeExecuted,
 )
+from gateway.readstate import Fill
 
 Message = dict[str, Any]
 PriceFormat = Callable[[str, int], str]
@@ -48,21 +49,19 @@ def rejected(e: OrderRejected | Rejected, client_order_id: str = "") -> Message:
     }
 
 
-def fill(
-    e: TradeExecuted, price: PriceFormat, *, maker: bool, client_order_id: str, side: str
-) -> Message:
+def fill(f: Fill, price: PriceFormat) -> Message:
     return {
         "type": "fill",
-        "order_id": str(e.maker_order_id if maker else e.taker_order_id),
-        "client_order_id": client_order_id,
-        "trade_id": str(e.trade_id),
-        "symbol": e.symbol,
-        "side": side,
-        "price": price(e.symbol, e.price),
-        "qty": e.qty,
-        "remaining": e.maker_remaining if maker else e.taker_remaining,
-        "liquidity": "maker" if maker else "taker",
-        "ts": e.ts,
+        "order_id": str(f.order_id),
+        "client_order_id": f.client_order_id,
+        "trade_id": str(f.trade_id),
+        "symbol": f.symbol,
+        "side": f.side,
+        "price": price(f.symbol, f.price),
+        "qty": f.qty,
+        "remaining": f.remaining,
+        "liquidity": f.liquidity,
+        "ts": f.ts,
     }
 
 

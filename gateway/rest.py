@@ -69,7 +69,7 @@ def _read(request: web.Request) -> ReadModel:
 
 def _symbol(request: web.Request) -> str:
     symbol = request.match_info["symbol"]
-    if symbol not in _read(request).replica.instruments:
+    if symbol not in _read(request).instruments:
         raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {symbol[:16]}")
     return symbol
 
@@ -119,7 +119,7 @@ async def instruments(request: web.Request) -> web.Response:
                     "issuer": i.issuer,
                     "status": i.status,
                 }
-                for i in read.replica.instruments.values()
+                for i in read.instruments.values()
             ]
         }
     )
@@ -137,9 +137,9 @@ async def offerings(request: web.Request) -> web.Response:
                     "price": read.price(o.symbol, o.price),
                     "qty": o.qty,
                     "status": "open" if o.is_open else "closed",
-                    "subscribed": sum(o.subscriptions.values()),
+                    "subscribed": o.subscribed,
                 }
-                for o in read.replica.offerings.values()
+                for o in read.offerings.values()
             ]
         }
     )
@@ -220,7 +220,7 @@ async def candles(request: web.Request) -> web.Response:
 @routes.get("/v1/account")
 async def account(request: web.Request) -> web.Response:
     account_id = _account(request)
-    cash, held, positions, units_held = _read(request).replica.balances(account_id)
+    cash, held, positions, units_held = _read(request).balances(account_id)
     return _json(
         {
             "account": account_id,
@@ -240,8 +240,7 @@ async def orders(request: web.Request) -> web.Response:
         raise ApiError(400, RejectCode.BAD_REQUEST, "status must be open or all")
     limit = _int_query(request, "limit", ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX)
     read = _read(request)
-    holder = read.replica.accounts[account_id]
-    found: list[Any] = list(holder.open_orders.values())
+    found: list[Any] = read.open_orders(account_id)
     if status == "all":
         found += read.ended_orders(account_id)
     newest_first = sorted(found, key=lambda o: -o.order_id)[:limit]
@@ -254,9 +253,7 @@ async def order(request: web.Request) -> web.Response:
     text = request.match_info["order_id"]
     read = _read(request)
     order_id = int(text) if text.isdigit() and len(text) < 19 else -1
-    found: Any = read.open_order(account_id, order_id)
-    if found is None:
-        found = next((o for o in read.ended_orders(account_id) if o.order_id == order_id), None)
+    found = read.find_order(account_id, order_id)
     if found is None:
         raise ApiError(404, RejectCode.UNKNOWN_ORDER, "no such order")
     return _json(_order(read, found))
@@ -396,7 +393,7 @@ async def list_instrument(request: web.Request) -> web.Response:
 async def open_offering(request: web.Request) -> web.Response:
     body = await _body(request, NewOffering)
     read = _read(request)
-    if body.symbol not in read.replica.instruments:
+    if body.symbol not in read.instruments:
         raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, "no such instrument")
     price = _money(lambda t: parse_price(t, read.tick_size(body.symbol)), body.price)
     command = cmd.OpenOffering(
@@ -422,7 +419,7 @@ async def close_offering(request: web.Request) -> web.Response:
             "symbol": closed.symbol,
             "issued": closed.issued,
             "proceeds": format_cash(closed.proceeds),
-            "price": read.price(closed.symbol, read.replica.offerings[closed.offering_id].price),
+            "price": read.price(closed.symbol, read.offerings[closed.offering_id].price),
         }
     )
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
-from exchange.domain.state import export_state, restore_state
 from exchange.recovery import recover
 from exchange.runtime import tune_gc
 from exchange.sequencer import Sequencer, SequencerFailedError
@@ -59,8 +58,8 @@ async def _serve(options: ServeOptions) -> int:
         recovered.engine, recovered.journal, recovered.snapshots,
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
     )  # fmt: skip
-    read = ReadModel(restore_state(export_state(recovered.engine)))
-    read.durable_seq = recovered.journal.last_seq
+    read = ReadModel.from_engine(recovered.engine)
+    read.state.durable_seq = recovered.journal.last_seq
     sequencer.subscribe(read, batch_end=read.end_batch)
     tune_gc()
     sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
@@ -79,7 +78,7 @@ async def _serve(options: ServeOptions) -> int:
     await site.start()
 
     keys = demo.saved_keys(options.data_dir)
-    if options.demo and not read.replica.accounts:
+    if options.demo and not read.state.balances:
         keys = await demo.seed(sequencer, options.data_dir)
     _welcome(options, keys)
 

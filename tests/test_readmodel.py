@@ -1,5 +1,5 @@
 """The read model's market data: one update a durable batch, carrying net level changes
-that rebuild the replica's book exactly, with a trade seq a trade and a book seq an update."""
+that rebuild the engine's book exactly, with a trade seq a trade and a book seq an update."""
 
 import gc
 
@@ -60,7 +60,7 @@ def test_a_level_added_and_taken_within_one_batch_is_not_published() -> None:
     assert placed.levels["ACME"] == [("buy", 9_900, 5), ("sell", 10_100, 7)]
     tape = feed.read.tapes["ACME"]
     book_seq, trade_seq = tape.book_seq, tape.trade_seq
-    bid = feed.read.replica.books["ACME"].bids.levels[9_900].head
+    bid = feed.engine.books["ACME"].bids.levels[9_900].head
     assert bid is not None
     batch: list[Command] = [
         _rest("A3", "buy", 9_800, 2, ts + 1, client_order_id="brief"),  # a new level...
@@ -105,7 +105,7 @@ def test_a_batch_without_public_change_publishes_nothing() -> None:
     cuts=st.lists(st.integers(1, 40), min_size=1, max_size=STREAM_LENGTH),
 )
 def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]) -> None:
-    """A subscriber applying each batch's changes holds the replica's book after every
+    """A subscriber applying each batch's changes holds the engine's book after every
     batch, level for level, and its checksum matches; seqs count trades + updates."""
     feed = Feed()
     stream = mixed_stream(seed, STREAM_LENGTH)
@@ -135,7 +135,7 @@ def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]
             book_seq, trade_seq = seqs.get(symbol, (0, 0))
             updated = 1 if symbol in published.levels else 0
             assert (tape.book_seq, tape.trade_seq) == (book_seq + updated, trade_seq + trades)
-        for symbol, replica_book in feed.read.replica.books.items():
+        for symbol, replica_book in feed.engine.books.items():
             wanted = {("buy", p): lv.total for p, lv in replica_book.bids.levels.items()} | {
                 ("sell", p): lv.total for p, lv in replica_book.asks.levels.items()
             }
@@ -153,7 +153,8 @@ def test_order_records_stay_out_of_the_cyclic_collectors_sight() -> None:
     commands = mixed_stream(seed=3, count=STREAM_LENGTH)
     for start in range(0, STREAM_LENGTH, 50):
         feed.batch(commands[start : start + 50])
-    records = [*feed.read.live_orders.values()]
-    records += [r for kept in feed.read.history.values() for r in kept]
+    records = [*feed.read.state.open_orders.values()]
+    records += [r for kept in feed.read.state.history.values() for r in kept]
+    records += [f for kept in feed.read.state.fills.values() for f in kept]  # type: ignore[misc]
     assert len(records) > 50
     assert not any(gc.is_tracked(record) for record in records)
