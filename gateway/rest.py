@@ -32,6 +32,7 @@ from exchange.sequencer import (
 )
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.readmodel import ReadModel
+from gateway.readstate import FILLS_PER_ACCOUNT, Fill
 
 # /v1/book depth: the default and the bound.
 BOOK_DEPTH_DEFAULT = 50
@@ -41,6 +42,11 @@ TRADES_LIMIT_DEFAULT = 100
 # /v1/orders limit: the default and the bound.
 ORDERS_LIMIT_DEFAULT = 1_000
 ORDERS_LIMIT_MAX = 10_000
+# /v1/fills limit: the default and the bound (what the read side keeps an account).
+FILLS_LIMIT_DEFAULT = 100
+FILLS_LIMIT_MAX = FILLS_PER_ACCOUNT
+# Fees are not charged yet: each fill reports a zero fee in the cash currency.
+FEE_ASSET = "USD"
 # Admin request bodies are small JSON objects.
 MAX_BODY_BYTES = 16 * 1024
 
@@ -272,6 +278,44 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "remaining": o.remaining,
         "status": o.status,
         "ts": o.ts,
+    }
+
+
+@routes.get("/v1/fills")
+async def fills(request: web.Request) -> web.Response:
+    """The account's fills, newest first; `cursor` (a `next_cursor`) pages to older ones."""
+    account_id = _account(request)
+    read = _read(request)
+    symbol = request.query.get("symbol")
+    limit = _int_query(request, "limit", FILLS_LIMIT_DEFAULT, FILLS_LIMIT_MAX)
+    cursor = request.query.get("cursor")
+    if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
+        raise ApiError(400, RejectCode.BAD_REQUEST, "cursor: a next_cursor of this call")
+    before = int(cursor) if cursor is not None else None
+    found: list[Fill] = []
+    for fill in reversed(read.state.fills.get(account_id, ())):  # bounded by what is kept
+        if (before is None or fill.trade_id < before) and (not symbol or fill.symbol == symbol):
+            found.append(fill)
+            if len(found) > limit:
+                break
+    page = found[:limit]
+    more = str(page[-1].trade_id) if len(found) > limit else None
+    return _json({"fills": [_fill(read, f) for f in page], "next_cursor": more})
+
+
+def _fill(read: ReadModel, f: Fill) -> dict[str, Any]:
+    return {
+        "trade_id": str(f.trade_id),
+        "order_id": str(f.order_id),
+        "client_order_id": f.client_order_id,
+        "symbol": f.symbol,
+        "side": f.side,
+        "price": read.price(f.symbol, f.price),
+        "qty": f.qty,
+        "fee": "0.00",
+        "fee_asset": FEE_ASSET,
+        "liquidity": f.liquidity,
+        "ts": f.ts,
     }
 
 

@@ -1,7 +1,8 @@
 """`exchange serve`: recover, then run the sequencer and the aiohttp app on one uvloop loop.
 
 Clean shutdown on SIGTERM or SIGINT: stop accepting connections, close every WebSocket
-with 1001, let the sequencer finish what it took, snapshot, exit 0. An engine or journal
+with 1001, let the sequencer finish what it took, snapshot the engine and the read side,
+exit 0. On start the read side is rebuilt from its snapshot and the journal. An engine or journal
 failure stops the process with a non-zero status and the reason.
 """
 
@@ -22,6 +23,12 @@ from gateway.app import build_app
 from gateway.auth import admin_token
 from gateway.limits import RATE_PER_S
 from gateway.readmodel import ReadModel
+from gateway.readsnapshots import (
+    READ_SNAPSHOT_DIR,
+    ReadSnapshots,
+    ReadSnapshotStore,
+    recover_read,
+)
 from gateway.ws import MAX_CONNECTIONS, Hub
 
 log = logging.getLogger(__name__)
@@ -53,13 +60,17 @@ def serve(options: ServeOptions) -> int:
 async def _serve(options: ServeOptions) -> int:
     options.data_dir.mkdir(parents=True, exist_ok=True)
     token = admin_token(options.data_dir)
-    recovered = recover(options.data_dir, durable=options.durability == "fsync")
+    durable = options.durability == "fsync"
+    recovered = recover(options.data_dir, durable=durable)
     sequencer = Sequencer(
         recovered.engine, recovered.journal, recovered.snapshots,
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
     )  # fmt: skip
-    read = ReadModel.from_engine(recovered.engine)
-    read.state.durable_seq = recovered.journal.last_seq
+    read_store = ReadSnapshotStore(options.data_dir / READ_SNAPSHOT_DIR, durable=durable)
+    read = ReadModel(recover_read(read_store, recovered.journal, recovered.engine))
+    read_snapshots = ReadSnapshots(read_store)
+    # A read snapshot follows each engine snapshot (readsnapshots.py says why).
+    read.after_batch(lambda: read_snapshots.maybe_take(read.state, sequencer.last_snapshot_seq))
     sequencer.subscribe(read, batch_end=read.end_batch)
     tune_gc()
     sequencing = asyncio.get_running_loop().create_task(sequencer.run(), name="sequencer")
@@ -96,6 +107,8 @@ async def _serve(options: ServeOptions) -> int:
     except SequencerFailedError as failure:
         print(f"exchange stopped: {failure}", file=sys.stderr, flush=True)
         status = 2
+    # Nothing applies records any more: the read side as of the last durable one.
+    await loop.run_in_executor(None, read_snapshots.take_now, read.state)
     await runner.cleanup()
     stopping.cancel()
     return status
