@@ -12,7 +12,7 @@ one book update per instrument with the net change of every level the batch touc
 import logging
 import zlib
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from exchange.domain.engine import Engine
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 CHECKSUM_DEPTH = 10
 # Price strings cached (symbol, ticks) -> "101.25" and back; each cleared when full.
 PRICE_STRINGS_CACHED = 100_000
+# An average price off the tick is written with this many more decimals than the
+# instrument's prices (rounded half to even; trailing zeros past the tick's dropped).
+AVG_PRICE_EXTRA_DECIMALS = 4
 
 Listener = Callable[[Sequenced], None]
 MarketDataListener = Callable[[Published], None]
@@ -111,6 +114,22 @@ class ReadModel:
                 self._prices.clear()
             text = self._prices[key] = format_price(ticks, self.tick_size(symbol))
         return text
+
+    def avg_price(self, symbol: str, filled: int, notional: int) -> str | None:
+        """The average price of `filled` units whose prices (ticks) x qty sum to
+        `notional`: the wire price when on a tick, else AVG_PRICE_EXTRA_DECIMALS more
+        decimals; None before any fill."""
+        if not filled:
+            return None
+        if notional % filled == 0:
+            return self.price(symbol, notional // filled)
+        tick = self.tick_size(symbol)
+        places = tick.scaleb(-AVG_PRICE_EXTRA_DECIMALS)
+        text = str((Decimal(notional) * tick / filled).quantize(places, ROUND_HALF_EVEN))
+        whole, _, decimals = text.partition(".")
+        exponent = tick.as_tuple().exponent
+        shortest = -exponent if isinstance(exponent, int) else 0  # the prices' decimals
+        return f"{whole}.{decimals.rstrip('0').ljust(shortest, '0')}"
 
     def ticks(self, symbol: str, text: str) -> int:
         """A price string from a client as ticks of `symbol` (raises MoneyError); cached,

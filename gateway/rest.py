@@ -31,6 +31,7 @@ from exchange.sequencer import (
     SequencerStoppedError,
 )
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
+from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import FILLS_PER_ACCOUNT, Fill
 
@@ -272,11 +273,13 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "symbol": o.symbol,
         "side": o.side,
         "type": o.type,
-        "tif": o.tif,
+        "tif": shown_tif(o.type, o.tif),
         "price": read.price(o.symbol, o.price) if o.price else None,
         "qty": o.qty,
         "remaining": o.remaining,
         "status": o.status,
+        "filled": o.filled,
+        "avg_price": read.avg_price(o.symbol, o.filled, o.notional),
         "ts": o.ts,
     }
 

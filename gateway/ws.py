@@ -535,7 +535,8 @@ class Hub:
         # answered directly is not sent again to the session that asked. The read state
         # has applied this record: its fills (maker then taker, trade by
         # trade) carry each order's client order id, side and totals after the fill.
-        price, fills, n = self.read.price, self.read.state.record_fills, 0
+        read = self.read
+        price, fills, orders, n = read.price, read.state.record_fills, read.state.record_orders, 0
         for event in sequenced.events:
             kind = type(event)
             if kind is TradeExecuted:
@@ -546,7 +547,7 @@ class Hub:
                 ):
                     to = self._recipients(account, asker, answered=False)
                     if to:
-                        _send_all(to, _encode(wire.fill(fill, price)))
+                        _send_all(to, _encode(wire.fill(fill, read)))
                         if fill.remaining == 0:
                             done = wire.done(fill.order_id, fill.client_order_id, "filled")
                             _send_all(to, _encode(done))
@@ -555,8 +556,8 @@ class Hub:
                 accepted: OrderAccepted = event  # type: ignore[assignment]
                 if accepted.resent:
                     continue  # a resend changes nothing: only its sender hears of it
-                self._tell_account(accepted.account, asker, event is answered,
-                                   wire.accepted, accepted, price)  # fmt: skip
+                self._tell_account(accepted.account, asker, event is answered, wire.accepted,
+                                   accepted, read, orders.get(accepted.order_id))  # fmt: skip
             elif kind is OrderCancelled:
                 cancelled: OrderCancelled = event  # type: ignore[assignment]
                 self._tell_account(cancelled.account, asker, event is answered,
@@ -599,8 +600,9 @@ class Hub:
             session.send({"type": "cancelled_all", "count": count}, req_id)
             return None
         if isinstance(first, OrderAccepted):
-            session.send(wire.accepted(first, self.read.price), req_id)
-            if session.cancel_on_disconnect and first.status == "open":
+            after = self.read.state.record_orders.get(first.order_id)
+            session.send(wire.accepted(first, self.read, after), req_id)
+            if session.cancel_on_disconnect and (after or first).status == "open":
                 session.placed.add(first.order_id)
                 if len(session.placed) > 2 * MAX_OPEN_ORDERS_PER_ACCOUNT:
                     account = session.account or ""
