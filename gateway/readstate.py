@@ -43,9 +43,18 @@ TRADES_KEPT = 1_000
 ORDER_HISTORY_PER_ACCOUNT = 10_000
 # Fills kept per account for GET /v1/fills (the newest).
 FILLS_PER_ACCOUNT = 10_000
-# One-minute candles kept per instrument: a day.
+# Candles kept per instrument and interval (the newest): a day of one-minute candles,
+# five of 5m, fifteen of 15m, two months of 1h, four years of 1d.
 CANDLES_KEPT = 1_440
 MINUTE_NS = 60_000_000_000
+# The intervals offered (GET /v1/candles ?interval=), each its length in ns.
+CANDLE_INTERVALS = {
+    "1m": MINUTE_NS,
+    "5m": 5 * MINUTE_NS,
+    "15m": 15 * MINUTE_NS,
+    "1h": 60 * MINUTE_NS,
+    "1d": 1_440 * MINUTE_NS,
+}
 # The read-side snapshot's layout; a snapshot of another version is not read.
 READ_STATE_VERSION = 1
 
@@ -178,6 +187,10 @@ class Book:
         return self.bids if side == "buy" else self.asks
 
 
+def _no_candles() -> dict[str, deque[Candle]]:
+    return {interval: deque(maxlen=CANDLES_KEPT) for interval in CANDLE_INTERVALS}
+
+
 @dataclass(slots=True)
 class Tape:
     """Per instrument: the market-data sequence of each channel and the ticker's figures."""
@@ -187,7 +200,7 @@ class Tape:
     last: int | None = None
     volume: int = 0
     trades: deque[TradeExecuted] = field(default_factory=lambda: deque(maxlen=TRADES_KEPT))
-    candles: deque[Candle] = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))
+    candles: dict[str, deque[Candle]] = field(default_factory=_no_candles)
 
 
 Level = tuple[str, int, int]  # side ("buy" | "sell"), price in ticks, new total
@@ -211,7 +224,7 @@ class TapeState(msgspec.Struct, array_like=True):
     last: int | None
     volume: int
     trades: list[TradeExecuted]  # newest first
-    candles: list[Candle]  # oldest first
+    candles: list[tuple[str, list[Candle]]]  # per interval, oldest first
 
 
 class BookState(msgspec.Struct, array_like=True):
@@ -400,7 +413,8 @@ class ReadState:
         tape.last = price
         tape.volume += q
         tape.trades.appendleft(t)
-        _add_to_candles(tape.candles, t)
+        for interval, kept in tape.candles.items():  # one candle list an interval
+            _add_to_candles(kept, t, CANDLE_INTERVALS[interval])
 
     def _fill(
         self, t: TradeExecuted, record: OrderRecord | None, order_id: int, account: str,
@@ -599,7 +613,8 @@ class ReadState:
         for t in snapshot.tapes:
             state.tapes[t.symbol] = Tape(
                 t.book_seq, t.trade_seq, t.last, t.volume,
-                deque(t.trades, maxlen=TRADES_KEPT), deque(t.candles, maxlen=CANDLES_KEPT),
+                deque(t.trades, maxlen=TRADES_KEPT),
+                _no_candles() | {i: deque(c, maxlen=CANDLES_KEPT) for i, c in t.candles},
             )  # fmt: skip
         state._publish_all()
         return state
@@ -653,12 +668,14 @@ class ReadState:
 
 def _tape_state(symbol: str, t: Tape) -> TapeState:
     return TapeState(
-        symbol, t.book_seq, t.trade_seq, t.last, t.volume, list(t.trades), list(t.candles)
-    )
+        symbol, t.book_seq, t.trade_seq, t.last, t.volume, list(t.trades),
+        [(interval, list(kept)) for interval, kept in t.candles.items()],
+    )  # fmt: skip
 
 
-def _add_to_candles(candles: deque[Candle], trade: TradeExecuted) -> None:
-    start = trade.ts - trade.ts % MINUTE_NS
+
+def _add_to_candles(candles: deque[Candle], trade: TradeExecuted, length: int) -> None:
+    start = trade.ts - trade.ts % length
     last = candles[-1] if candles else None
     if last is not None and last.start == start:
         last.high = max(last.high, trade.price)

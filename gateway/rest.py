@@ -33,7 +33,7 @@ from exchange.sequencer import (
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
-from gateway.readstate import FILLS_PER_ACCOUNT, Fill
+from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
 # /v1/book depth: the default and the bound.
 BOOK_DEPTH_DEFAULT = 50
@@ -196,10 +196,12 @@ async def trades(request: web.Request) -> web.Response:
 async def candles(request: web.Request) -> web.Response:
     symbol = _symbol(request)
     interval = request.query.get("interval", "1m")
-    if interval != "1m":
-        raise ApiError(400, RejectCode.BAD_REQUEST, "interval: only 1m")
+    if interval not in CANDLE_INTERVALS:
+        raise ApiError(
+            400, RejectCode.BAD_REQUEST, f"interval: one of {', '.join(CANDLE_INTERVALS)}"
+        )
     read = _read(request)
-    kept = read.tapes[symbol].candles
+    kept = read.tapes[symbol].candles[interval]
     limit = _int_query(request, "limit", kept.maxlen or 1, kept.maxlen or 1)
     price = read.price
     return _json(

@@ -508,7 +508,8 @@ async def test_order_history_and_candles(market: RunningServer) -> None:
         candles = (await admin.ok("GET", "/v1/candles/ACME?interval=1m"))["candles"]
         assert candles[-1]["close"] == "10.05"
         assert candles[-1]["volume"] == 3
-        status, body = await admin.call("GET", "/v1/candles/ACME?interval=5m")
+        assert (await admin.ok("GET", "/v1/candles/ACME?interval=1d"))["candles"][-1]["volume"] == 3
+        status, body = await admin.call("GET", "/v1/candles/ACME?interval=2m")
         assert (status, body["code"]) == (400, "BAD_REQUEST")
 
 

@@ -50,6 +50,7 @@ async def _reads(server: RunningServer, order_ids: list[str]) -> dict[str, Any]:
             "account": await get("/v1/account", key),
             "trades": await get("/v1/trades/ACME"),
             "candles": await get("/v1/candles/ACME?interval=1m"),
+            "candles_1d": await get("/v1/candles/ACME?interval=1d"),
             "book": await get("/v1/book/ACME?depth=1000"),
         }
 
