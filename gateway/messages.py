@@ -1,7 +1,7 @@
 """Events and answers as the wire shows them: decimal strings for prices, ids as strings.
 
-Pure functions from the engine's events (integers, ticks) to the JSON objects of
-docs/PROTOCOL.md. The read model supplies each instrument's tick size.
+Pure functions from the engine's events and the read side's records (integers, ticks) to
+the JSON objects of docs/PROTOCOL.md. The read model supplies each instrument's tick size.
 """
 
 from collections.abc import Callable
