@@ -19,6 +19,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 
 from exchange.domain.engine import Engine
 from exchange.domain.state import export_state
@@ -44,15 +45,25 @@ def start(engine: Engine, store: SnapshotStore, seq: int) -> int:
     """Fork a child that writes `store`'s pending snapshot of `engine` at `seq`; returns
     its pid. The child exits 0 once the file is written and synced, 1 on any failure (its
     traceback on stderr). Raises OSError when the OS cannot fork now."""
+    return start_task(
+        lambda: store.write_pending(seq, export_state(engine), os.getpid()),
+        f"snapshot child for seq {seq}",
+    )
+
+
+def start_task(task: Callable[[], object], label: str) -> int:
+    """Fork a child that runs `task` on the parent's memory as of the fork and exits 0,
+    or 1 on any failure (its traceback on stderr, after `label`); returns its pid. Wait
+    for it with `finish`. Raises OSError when the OS cannot fork now."""
     pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child: measured by its file and exit status
+    if pid == 0:  # pragma: no cover - the child: measured by its work and exit status
         code = 1
         try:
             _detach_from_parent()
-            store.write_pending(seq, export_state(engine), os.getpid())
+            task()
             code = 0
         except BaseException:  # noqa: BLE001 - the child reports anything, then exits
-            os.write(2, f"snapshot child for seq {seq}: {traceback.format_exc()}".encode())
+            os.write(2, f"{label}: {traceback.format_exc()}".encode())
         finally:
             os._exit(code)
     return pid

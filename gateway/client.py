@@ -309,13 +309,18 @@ def _level(text: str) -> tuple[str, int]:
 
 class LocalBook:
     """A level-2 book kept from market data, checked message by message. `apply` takes a
-    decoded message; the `on_*` methods take its fields (for typed decoders)."""
+    decoded message; the `on_*` methods take its fields (for typed decoders).
+
+    The book and trades channels are numbered apart: `seq` follows the book's (snapshot,
+    then each update), `trade_seq` the trades' (the snapshot's `trade_seq`, or the first
+    trade seen), so a subscriber of either channel alone checks it."""
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.bids = BookSide()
         self.asks = BookSide()
         self.seq: int | None = None
+        self.trade_seq: int | None = None
         self.gaps = 0
         self.bad_checksums = 0
 
@@ -327,8 +332,9 @@ class LocalBook:
             return True
         if kind == "book_snapshot":
             return self.on_snapshot(
-                message["seq"], message["bids"], message["asks"], message["checksum"]
-            )
+                message["seq"], message["bids"], message["asks"], message["checksum"],
+                message.get("trade_seq"),
+            )  # fmt: skip
         if kind == "trade":
             return self.on_trade(message["seq"])
         if kind == "book_update":
@@ -337,15 +343,22 @@ class LocalBook:
 
     def on_snapshot(
         self, seq: int, bids: Iterable[tuple[str, int]], asks: Iterable[tuple[str, int]],
-        checksum: int,
+        checksum: int, trade_seq: int | None = None,
     ) -> bool:  # fmt: skip
         self.bids = BookSide(bids)
         self.asks = BookSide(asks)
         self.seq = seq
+        self.trade_seq = trade_seq
         return self._checked(checksum)
 
     def on_trade(self, seq: int) -> bool:
-        return self.seq is None or self._in_sequence(seq)
+        """A trade's seq must follow the last trade's (the first one seen sets the start)."""
+        if self.trade_seq is not None and seq != self.trade_seq + 1:
+            self.gaps += 1
+            self.seq = self.trade_seq = None
+            return False
+        self.trade_seq = seq
+        return True
 
     def on_update(self, seq: int, changes: Iterable[tuple[str, str, int]], checksum: int) -> bool:
         if self.seq is None:

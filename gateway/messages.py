@@ -1,11 +1,11 @@
 """Events and answers as the wire shows them: decimal strings for prices, ids as strings.
 
-Pure functions from the engine's events (integers, ticks) to the JSON objects of
-docs/PROTOCOL.md. The read model supplies each instrument's tick size.
+Pure functions from the engine's events and the read side's records (integers, ticks) to
+the JSON objects of docs/PROTOCOL.md. The read model supplies each instrument's tick size.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from exchange.domain.events import (
     OrderAccepted,
@@ -15,12 +15,35 @@ from exchange.domain.events import (
     Rejected,
     TradeExecuted,
 )
+from gateway.readstate import Fill, OrderRecord
 
 Message = dict[str, Any]
 PriceFormat = Callable[[str, int], str]
 
 
-def accepted(e: OrderAccepted, price: PriceFormat) -> Message:
+class Prices(Protocol):
+    """What writes prices: the read model (it knows each instrument's tick)."""
+
+    def price(self, symbol: str, ticks: int) -> str: ...
+
+    def avg_price(self, symbol: str, filled: int, notional: int) -> str | None: ...
+
+
+def shown_tif(order_type: str, tif: str) -> str:
+    """A market order's remainder always expires: whatever its `gtc` default said, it
+    behaves (and is shown) as `ioc`."""
+    return "ioc" if order_type == "market" and tif == "gtc" else tif
+
+
+def accepted(e: OrderAccepted, prices: Prices, after: OrderRecord | None = None) -> Message:
+    """`after`: the order's record as the command left it, so the answer states the order
+    after the command (an IOC that filled says so), not as it entered the book."""
+    if after is not None:
+        remaining, status, filled, notional = (
+            after.remaining, after.status, after.filled, after.notional
+        )  # fmt: skip
+    else:
+        remaining, status, filled, notional = e.remaining, e.status, e.qty - e.remaining, 0
     return {
         "type": "accepted",
         "order_id": str(e.order_id),
@@ -28,11 +51,13 @@ def accepted(e: OrderAccepted, price: PriceFormat) -> Message:
         "symbol": e.symbol,
         "side": e.side,
         "order_type": e.type,
-        "tif": e.tif,
-        "price": price(e.symbol, e.price) if e.price else None,
+        "tif": shown_tif(e.type, e.tif),
+        "price": prices.price(e.symbol, e.price) if e.price else None,
         "qty": e.qty,
-        "remaining": e.remaining,
-        "status": e.status,
+        "remaining": remaining,
+        "status": status,
+        "filled": filled,
+        "avg_price": prices.avg_price(e.symbol, filled, notional) if notional else None,
         "post_only": e.post_only,
         "resent": e.resent,
         "ts": e.ts,
@@ -48,21 +73,22 @@ def rejected(e: OrderRejected | Rejected, client_order_id: str = "") -> Message:
     }
 
 
-def fill(
-    e: TradeExecuted, price: PriceFormat, *, maker: bool, client_order_id: str, side: str
-) -> Message:
+def fill(f: Fill, prices: Prices) -> Message:
+    """`filled` and `avg_price` are the order's totals after this fill."""
     return {
         "type": "fill",
-        "order_id": str(e.maker_order_id if maker else e.taker_order_id),
-        "client_order_id": client_order_id,
-        "trade_id": str(e.trade_id),
-        "symbol": e.symbol,
-        "side": side,
-        "price": price(e.symbol, e.price),
-        "qty": e.qty,
-        "remaining": e.maker_remaining if maker else e.taker_remaining,
-        "liquidity": "maker" if maker else "taker",
-        "ts": e.ts,
+        "order_id": str(f.order_id),
+        "client_order_id": f.client_order_id,
+        "trade_id": str(f.trade_id),
+        "symbol": f.symbol,
+        "side": f.side,
+        "price": prices.price(f.symbol, f.price),
+        "qty": f.qty,
+        "remaining": f.remaining,
+        "filled": f.filled,
+        "avg_price": prices.avg_price(f.symbol, f.filled, f.notional),
+        "liquidity": f.liquidity,
+        "ts": f.ts,
     }
 
 

@@ -41,7 +41,9 @@ from exchange.sequencer import (
 )
 from gateway import protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
+from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
+from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
 # /v1/book depth: the default and the bound.
 BOOK_DEPTH_DEFAULT = 50
@@ -51,6 +53,11 @@ TRADES_LIMIT_DEFAULT = 100
 # /v1/orders limit: the default and the bound.
 ORDERS_LIMIT_DEFAULT = 1_000
 ORDERS_LIMIT_MAX = 10_000
+# /v1/fills limit: the default and the bound (what the read side keeps an account).
+FILLS_LIMIT_DEFAULT = 100
+FILLS_LIMIT_MAX = FILLS_PER_ACCOUNT
+# Fees are not charged yet: each fill reports a zero fee in the cash currency.
+FEE_ASSET = "USD"
 # Admin request bodies are small JSON objects.
 MAX_BODY_BYTES = 16 * 1024
 
@@ -79,7 +86,7 @@ def _read(request: web.Request) -> ReadModel:
 
 def _symbol(request: web.Request) -> str:
     symbol = request.match_info["symbol"]
-    if symbol not in _read(request).replica.instruments:
+    if symbol not in _read(request).instruments:
         raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {symbol[:16]}")
     return symbol
 
@@ -130,7 +137,7 @@ async def instruments(request: web.Request) -> web.Response:
                     "issuer": i.issuer,
                     "status": i.status,
                 }
-                for i in read.replica.instruments.values()
+                for i in read.instruments.values()
             ]
         }
     )
@@ -148,9 +155,9 @@ async def offerings(request: web.Request) -> web.Response:
                     "price": read.price(o.symbol, o.price),
                     "qty": o.qty,
                     "status": "open" if o.is_open else "closed",
-                    "subscribed": sum(o.subscriptions.values()),
+                    "subscribed": o.subscribed,
                 }
-                for o in read.replica.offerings.values()
+                for o in read.offerings.values()
             ]
         }
     )
@@ -165,7 +172,7 @@ async def book(request: web.Request) -> web.Response:
     return _json(
         {
             "symbol": symbol,
-            "seq": read.tapes[symbol].seq,
+            "seq": read.tapes[symbol].book_seq,
             "bids": [[read.price(symbol, p), q] for p, q in bids],
             "asks": [[read.price(symbol, p), q] for p, q in asks],
         }
@@ -200,10 +207,12 @@ async def trades(request: web.Request) -> web.Response:
 async def candles(request: web.Request) -> web.Response:
     symbol = _symbol(request)
     interval = request.query.get("interval", "1m")
-    if interval != "1m":
-        raise ApiError(400, RejectCode.BAD_REQUEST, "interval: only 1m")
+    if interval not in CANDLE_INTERVALS:
+        raise ApiError(
+            400, RejectCode.BAD_REQUEST, f"interval: one of {', '.join(CANDLE_INTERVALS)}"
+        )
     read = _read(request)
-    kept = read.tapes[symbol].candles
+    kept = read.tapes[symbol].candles[interval]
     limit = _int_query(request, "limit", kept.maxlen or 1, kept.maxlen or 1)
     price = read.price
     return _json(
@@ -231,7 +240,7 @@ async def candles(request: web.Request) -> web.Response:
 @routes.get("/v1/account")
 async def account(request: web.Request) -> web.Response:
     account_id = _account(request)
-    cash, held, positions, units_held = _read(request).replica.balances(account_id)
+    cash, held, positions, units_held = _read(request).balances(account_id)
     return _json(
         {
             "account": account_id,
@@ -251,8 +260,7 @@ async def orders(request: web.Request) -> web.Response:
         raise ApiError(400, RejectCode.BAD_REQUEST, "status must be open or all")
     limit = _int_query(request, "limit", ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX)
     read = _read(request)
-    holder = read.replica.accounts[account_id]
-    found: list[Any] = list(holder.open_orders.values())
+    found: list[Any] = read.open_orders(account_id)
     if status == "all":
         found += read.ended_orders(account_id)
     newest_first = sorted(found, key=lambda o: -o.order_id)[:limit]
@@ -265,9 +273,7 @@ async def order(request: web.Request) -> web.Response:
     text = request.match_info["order_id"]
     read = _read(request)
     order_id = parse_bounded_int(text, 0, MAX_ENTITY_ID)
-    found: Any = read.open_order(account_id, order_id) if order_id is not None else None
-    if found is None and order_id is not None:
-        found = next((o for o in read.ended_orders(account_id) if o.order_id == order_id), None)
+    found = read.find_order(account_id, order_id) if order_id is not None else None
     if found is None:
         raise ApiError(404, RejectCode.UNKNOWN_ORDER, "no such order")
     return _json(_order(read, found))
@@ -280,12 +286,52 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "symbol": o.symbol,
         "side": o.side,
         "type": o.type,
-        "tif": o.tif,
+        "tif": shown_tif(o.type, o.tif),
         "price": read.price(o.symbol, o.price) if o.price else None,
         "qty": o.qty,
         "remaining": o.remaining,
         "status": o.status,
+        "filled": o.filled,
+        "avg_price": read.avg_price(o.symbol, o.filled, o.notional),
         "ts": o.ts,
+    }
+
+
+@routes.get("/v1/fills")
+async def fills(request: web.Request) -> web.Response:
+    """The account's fills, newest first; `cursor` (a `next_cursor`) pages to older ones."""
+    account_id = _account(request)
+    read = _read(request)
+    symbol = request.query.get("symbol")
+    limit = _int_query(request, "limit", FILLS_LIMIT_DEFAULT, FILLS_LIMIT_MAX)
+    cursor = request.query.get("cursor")
+    if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
+        raise ApiError(400, RejectCode.BAD_REQUEST, "cursor: a next_cursor of this call")
+    before = int(cursor) if cursor is not None else None
+    found: list[Fill] = []
+    for fill in reversed(read.state.fills.get(account_id, ())):  # bounded by what is kept
+        if (before is None or fill.trade_id < before) and (not symbol or fill.symbol == symbol):
+            found.append(fill)
+            if len(found) > limit:
+                break
+    page = found[:limit]
+    more = str(page[-1].trade_id) if len(found) > limit else None
+    return _json({"fills": [_fill(read, f) for f in page], "next_cursor": more})
+
+
+def _fill(read: ReadModel, f: Fill) -> dict[str, Any]:
+    return {
+        "trade_id": str(f.trade_id),
+        "order_id": str(f.order_id),
+        "client_order_id": f.client_order_id,
+        "symbol": f.symbol,
+        "side": f.side,
+        "price": read.price(f.symbol, f.price),
+        "qty": f.qty,
+        "fee": "0.00",
+        "fee_asset": FEE_ASSET,
+        "liquidity": f.liquidity,
+        "ts": f.ts,
     }
 
 
@@ -425,7 +471,7 @@ async def list_instrument(request: web.Request) -> web.Response:
 async def open_offering(request: web.Request) -> web.Response:
     body = await _body(request, NewOffering)
     read = _read(request)
-    if body.symbol not in read.replica.instruments:
+    if body.symbol not in read.instruments:
         raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, "no such instrument")
     price = _money(lambda t: parse_price(t, read.tick_size(body.symbol)), body.price)
     command = cmd.OpenOffering(
@@ -452,7 +498,7 @@ async def close_offering(request: web.Request) -> web.Response:
             "symbol": closed.symbol,
             "issued": closed.issued,
             "proceeds": format_cash(closed.proceeds),
-            "price": read.price(closed.symbol, read.replica.offerings[closed.offering_id].price),
+            "price": read.price(closed.symbol, read.offerings[closed.offering_id].price),
         }
     )
 

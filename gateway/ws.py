@@ -328,7 +328,7 @@ def _place(s: Session, r: p.Place) -> None:
     account = s.authed(r.req_id, r.client_order_id)
     if account is None:
         return
-    if r.symbol not in s.hub.read.replica.instruments:
+    if r.symbol not in s.hub.read.instruments:
         s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, "no such instrument", r.client_order_id)
         return
     try:
@@ -406,8 +406,8 @@ def _subscribe_offering(s: Session, r: p.SubscribeOffering) -> None:
 
 
 def _subscribe(s: Session, r: p.Subscribe) -> None:
-    replica = s.hub.read.replica
-    unknown = [symbol for symbol in r.symbols if symbol not in replica.instruments]
+    instruments = s.hub.read.instruments
+    unknown = [symbol for symbol in r.symbols if symbol not in instruments]
     if unknown:
         s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {unknown[0]}")
         return
@@ -475,14 +475,9 @@ class Hub:
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[str, str], set[Session]] = {}
         self.sessions: set[Session] = set()
-        # Client order id and side of every order not yet done, for fills and dones.
-        self.order_meta: dict[int, tuple[str, str]] = {}
         self._to_write: list[Session] = []  # sessions with frames queued this loop turn
         self.evictions = 0
         self.rate_limited = 0
-        for holder in read.replica.accounts.values():  # orders resting since before a restart
-            for order in holder.open_orders.values():
-                self.order_meta[order.order_id] = (order.client_order_id, order.side)
         read.listen(self.on_durable)
         read.listen_market_data(self.publish)
         sequencer.on_refused = self._refused
@@ -560,12 +555,13 @@ class Hub:
     # --- market data views ----------------------------------------------------------------
 
     def book_snapshot(self, symbol: str) -> dict[str, Any]:
-        bids, asks = self.read.replica.book(symbol)
+        bids, asks = self.read.full_book(symbol)
         price = self.read.price
         return {
             "type": "book_snapshot",
             "symbol": symbol,
-            "seq": self.read.tapes[symbol].seq,
+            "seq": self.read.tapes[symbol].book_seq,
+            "trade_seq": self.read.tapes[symbol].trade_seq,
             "bids": [[price(symbol, p), q] for p, q in bids],
             "asks": [[price(symbol, p), q] for p, q in asks],
             "checksum": self.read.checksum(symbol),
@@ -578,12 +574,16 @@ class Hub:
         return {
             "type": "ticker",
             "symbol": symbol,
-            "seq": tape.seq,
+            "seq": tape.book_seq,
             "best_bid": price(symbol, bids[0][0]) if bids else None,
             "best_ask": price(symbol, asks[0][0]) if asks else None,
             "last": price(symbol, tape.last) if tape.last is not None else None,
             "volume": tape.volume,
         }
+
+    def _seqs(self, symbol: str) -> dict[str, int]:
+        tape = self.read.tapes[symbol]
+        return {"book": tape.book_seq, "trades": tape.trade_seq}
 
     async def heartbeat_loop(self) -> None:
         while True:  # until the app's cleanup cancels it
@@ -591,7 +591,7 @@ class Hub:
             for session in list(self.sessions):
                 symbols = {symbol for _, symbol in session.subscriptions}
                 if symbols:
-                    seqs = {symbol: self.read.tapes[symbol].seq for symbol in sorted(symbols)}
+                    seqs = {symbol: self._seqs(symbol) for symbol in sorted(symbols)}
                     session.send({"type": "heartbeat", "seqs": seqs})
 
     # --- durable events -------------------------------------------------------------------
@@ -602,35 +602,34 @@ class Hub:
         asker = origin.session if origin is not None else None
         # Every private message the events make, built only if one of the account's
         # sessions is there to receive it (and encoded once for all of them); the event
-        # answered directly is not sent again to the session that asked.
-        meta, price = self.order_meta, self.read.price
+        # answered directly is not sent again to the session that asked. The read state
+        # has applied this record: its fills (maker then taker, trade by
+        # trade) carry each order's client order id, side and totals after the fill.
+        read = self.read
+        price, fills, orders, n = read.price, read.state.record_fills, read.state.record_orders, 0
         for event in sequenced.events:
             kind = type(event)
             if kind is TradeExecuted:
                 trade: TradeExecuted = event  # type: ignore[assignment]
-                for maker, order_id, account, remaining in (
-                    (True, trade.maker_order_id, trade.maker_account, trade.maker_remaining),
-                    (False, trade.taker_order_id, trade.taker_account, trade.taker_remaining),
+                for fill, account in (
+                    (fills[n], trade.maker_account),
+                    (fills[n + 1], trade.taker_account),
                 ):
-                    cid, side = meta.get(order_id, ("", ""))
-                    if remaining == 0:
-                        meta.pop(order_id, None)
                     to = self._recipients(account, asker, answered=False)
                     if to:
-                        fill = wire.fill(trade, price, maker=maker, client_order_id=cid, side=side)
-                        _send_all(to, _encode(fill))
-                        if remaining == 0:
-                            _send_all(to, _encode(wire.done(order_id, cid, "filled")))
+                        _send_all(to, _encode(wire.fill(fill, read)))
+                        if fill.remaining == 0:
+                            done = wire.done(fill.order_id, fill.client_order_id, "filled")
+                            _send_all(to, _encode(done))
+                n += 2
             elif kind is OrderAccepted:
                 accepted: OrderAccepted = event  # type: ignore[assignment]
                 if accepted.resent:
                     continue  # a resend changes nothing: only its sender hears of it
-                meta[accepted.order_id] = (accepted.client_order_id, accepted.side)
-                self._tell_account(accepted.account, asker, event is answered,
-                                   wire.accepted, accepted, price)  # fmt: skip
+                self._tell_account(accepted.account, asker, event is answered, wire.accepted,
+                                   accepted, read, orders.get(accepted.order_id))  # fmt: skip
             elif kind is OrderCancelled:
                 cancelled: OrderCancelled = event  # type: ignore[assignment]
-                meta.pop(cancelled.order_id, None)
                 self._tell_account(cancelled.account, asker, event is answered,
                                    wire.cancelled, cancelled)  # fmt: skip
             elif kind is OrderReplaced:
@@ -679,8 +678,9 @@ class Hub:
             session.send({"type": "cancelled_all", "count": count}, req_id)
             return None
         if isinstance(first, OrderAccepted):
-            session.send(wire.accepted(first, self.read.price), req_id)
-            if session.cancel_on_disconnect and first.status == "open":
+            after = self.read.state.record_orders.get(first.order_id)
+            session.send(wire.accepted(first, self.read, after), req_id)
+            if session.cancel_on_disconnect and (after or first).status == "open":
                 session.placed.add(first.order_id)
                 if len(session.placed) > 2 * MAX_OPEN_ORDERS_PER_ACCOUNT:
                     account = session.account or ""
@@ -709,20 +709,20 @@ class Hub:
         for symbol in published.trades.keys() | published.levels.keys():
             trades = published.trades.get(symbol, [])
             levels = published.levels.get(symbol, [])
-            seq = read.tapes[symbol].seq - len(trades) - (1 if levels else 0)
+            tape = read.tapes[symbol]
+            trade_seq = tape.trade_seq - len(trades)
             texts: dict[str, list[bytes]] = {"trades": [], "book": [], "ticker": []}
             wanted = {c for c in texts if self.subscribers.get((c, symbol))}
             if not wanted:
                 continue
             if "trades" in wanted:
                 for n, trade in enumerate(trades, start=1):
-                    texts["trades"].append(_encode(wire.trade(trade, seq + n, read.price)))
-            seq += len(trades)
+                    texts["trades"].append(_encode(wire.trade(trade, trade_seq + n, read.price)))
             if levels and "book" in wanted:
                 update = {
                     "type": "book_update",
                     "symbol": symbol,
-                    "seq": seq + 1,
+                    "seq": tape.book_seq,
                     "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
                     "checksum": read.checksum(symbol),
                 }

@@ -1,5 +1,5 @@
 """Gateway read-path benchmark: times what the server does with each durable record after
-the journal, without sockets: the read model (the replica's apply, order tracking, the
+the journal, without sockets: the read model (the read state applying events, order tracking, the
 book's touched levels) and the hub (the direct answer, fills and dones to the accounts'
 sessions, one market-data frame a batch to batched subscribers), batch by batch.
 
@@ -61,7 +61,7 @@ def _records(ops: int, seed: int) -> list[tuple[int, Command, list[Event]]]:
 
 def _hub() -> tuple[ReadModel, Hub, dict[str, CountingSession]]:
     engine, _ = setup_engine()
-    read = ReadModel(engine)
+    read = ReadModel.from_engine(engine)
     hub = Hub(_Sequencer(), read)  # type: ignore[arg-type]
     sessions: dict[str, CountingSession] = {}
     for n in range(1, CONNECTED_ACCOUNTS + 1):

@@ -46,6 +46,7 @@ class BookSnapshot(msgspec.Struct, tag="book_snapshot"):
     bids: list[tuple[str, int]]
     asks: list[tuple[str, int]]
     checksum: int
+    trade_seq: int | None = None
 
 
 class Ticker(msgspec.Struct, tag="ticker"):
@@ -90,54 +91,63 @@ class Outcome:
 
 
 def check(book: LocalBook, messages: Messages) -> Outcome:
-    """Apply one frame's messages to `book`: every seq checked, every update applied and
-    its checksum compared, the trades' lags counted per timestamp."""
+    """Apply one frame's messages to `book`: every seq checked (trades on the trade
+    sequence, updates on the book's), every update applied and its checksum compared, the
+    trades' lags counted per timestamp."""
     gaps, bad = book.gaps, book.bad_checksums
     lags: dict[int, int] = {}  # trade ts, cut to LAG_QUANTUM_NS -> trades
     ok = True
     # The trades' seqs are checked here, inline (the book checks the updates'): at half a
     # million messages a second a call per trade was a tenth of the client.
-    seq = book.seq
+    trade_seq = book.trade_seq
     for message in messages:
         if type(message) is Trade:
-            if seq is not None:
-                seq += 1
-                if message.seq != seq:
-                    book.seq = seq - 1
-                    ok = book.on_trade(message.seq)  # counts the gap
-                    break
+            if trade_seq is not None and message.seq != trade_seq + 1:
+                book.trade_seq = trade_seq
+                ok = book.on_trade(message.seq)  # counts the gap
+                break
+            trade_seq = message.seq
             quantum = message.ts // LAG_QUANTUM_NS
             lags[quantum] = lags.get(quantum, 0) + 1
         elif type(message) is BookUpdate:
-            book.seq = seq
             ok = book.on_update(message.seq, message.changes, message.checksum)
             if not ok:
+                book.trade_seq = trade_seq
                 break
-            seq = book.seq
     else:
-        book.seq = seq
+        book.trade_seq = trade_seq
     return Outcome(
         ok, len(messages), book.gaps - gaps, book.bad_checksums - bad,
         {q * LAG_QUANTUM_NS: n for q, n in lags.items()},
     )  # fmt: skip
 
 
-def _first_seq(messages: Messages) -> int | None:
+def _skips(messages: Messages, seq: int | None, trade_seq: int | None) -> bool:
+    """Whether the frame's first update or first trade does not follow on from the book
+    and trade seqs a subscriber stands at (None: not known, so not a skip)."""
+    update_seen = trade_seen = False
     for message in messages:  # bounded by the frame
-        if type(message) is Trade or type(message) is BookUpdate:
-            return message.seq
-    return None
+        if type(message) is Trade and not trade_seen:
+            trade_seen = True
+            if trade_seq is not None and message.seq != trade_seq + 1:
+                return True
+        elif type(message) is BookUpdate and not update_seen:
+            update_seen = True
+            if seq is not None and message.seq != seq + 1:
+                return True
+    return False
 
 
 class Step:
     """One market-data frame of a chain, as the first of its followers checked it."""
 
-    __slots__ = ("next", "outcome", "seq", "text")
+    __slots__ = ("next", "outcome", "seq", "text", "trade_seq")
 
-    def __init__(self, text: str, outcome: Outcome, seq: int | None) -> None:
+    def __init__(self, text: str, outcome: Outcome, seq: int | None, trade_seq: int | None) -> None:
         self.text = text
         self.outcome = outcome
         self.seq = seq  # the chain's book's after it (None once the book broke)
+        self.trade_seq = trade_seq  # and its trades'
         self.next: Step | None = None
 
 
@@ -153,7 +163,7 @@ class Chain:
 
     def extend(self, text: str, messages: Messages) -> Step:
         outcome = check(self.book, messages)
-        step = Step(text, outcome, self.book.seq)
+        step = Step(text, outcome, self.book.seq, self.book.trade_seq)
         self.last.next = step
         self.last = step
         return step
@@ -180,13 +190,16 @@ class Peers:
         for chain in self._joinable:
             book = chain.book
             if (
-                book.seq == snapshot.seq and book.bids.qty == bids and book.asks.qty == asks
+                book.seq == snapshot.seq and book.trade_seq == snapshot.trade_seq
+                and book.bids.qty == bids and book.asks.qty == asks
                 and book.checksum() == snapshot.checksum
             ):  # fmt: skip
                 return chain, chain.last, True
         book = LocalBook(self.symbol)
-        ok = book.on_snapshot(snapshot.seq, snapshot.bids, snapshot.asks, snapshot.checksum)
-        chain = Chain(book, Step("", Outcome(ok, 1, 0, int(not ok), {}), book.seq))
+        ok = book.on_snapshot(
+            snapshot.seq, snapshot.bids, snapshot.asks, snapshot.checksum, snapshot.trade_seq
+        )
+        chain = Chain(book, Step("", Outcome(ok, 1, 0, int(not ok), {}), book.seq, book.trade_seq))
         if ok:
             self._joinable.append(chain)
         return chain, chain.last, ok
@@ -269,8 +282,7 @@ class Feed:
         if step is not None and not step.outcome.ok:
             self._distrust()  # the chain's book broke on a frame its peers got, not this
             return False
-        first = _first_seq(messages)
-        if first is not None and at.seq is not None and first != at.seq + 1:
+        if _skips(messages, at.seq, at.trade_seq):
             return self._own_gap(len(messages))  # what alone it would find first
         if step is None:  # the first of the chain here: it checks for all
             assert self._chain is not None
@@ -291,7 +303,9 @@ class Feed:
         if frame.symbol != self.book.symbol:
             return True
         if self.peers is None:
-            ok = self.book.on_snapshot(frame.seq, frame.bids, frame.asks, frame.checksum)
+            ok = self.book.on_snapshot(
+                frame.seq, frame.bids, frame.asks, frame.checksum, frame.trade_seq
+            )
         else:
             self._chain, self._at, ok = self.peers.join(frame)
         if not ok:

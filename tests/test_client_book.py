@@ -11,6 +11,7 @@ SNAPSHOT: Message = {
     "type": "book_snapshot",
     "symbol": "ACME",
     "seq": 10,
+    "trade_seq": 4,
     "bids": [["9.95", 100], ["9.90", 200]],
     "asks": [["10.05", 100]],
     "checksum": book_checksum({"9.95": 100, "9.90": 200}, {"10.05": 100}),
@@ -41,9 +42,10 @@ def test_checksum_follows_the_contract() -> None:
 def test_updates_in_sequence_keep_the_book() -> None:
     book = LocalBook("ACME")
     assert book.apply(SNAPSHOT)
-    trade: Message = {"type": "trade", "symbol": "ACME", "seq": 11}
+    # Trades are numbered on their own sequence: the book's next update is still 11.
+    trade: Message = {"type": "trade", "symbol": "ACME", "seq": 5}
     assert book.apply(trade)
-    assert book.apply(update(12, [["sell", "10.05", 0], ["buy", "9.96", 5]],
+    assert book.apply(update(11, [["sell", "10.05", 0], ["buy", "9.96", 5]],
                              {"9.96": 5, "9.95": 100, "9.90": 200}, {}))  # fmt: skip
     assert book.levels() == ([["9.96", 5], ["9.95", 100], ["9.90", 200]], [])
     assert book.apply({"type": "book_update", "symbol": "OTHER", "seq": 99})  # not ours
@@ -57,6 +59,21 @@ def test_a_gap_or_a_bad_checksum_asks_for_a_resubscribe() -> None:
     book.apply(SNAPSHOT)
     assert not book.apply(update(11, [["buy", "9.95", 1]], {"9.95": 100}, {}))
     assert book.bad_checksums == 1
+    book.apply(SNAPSHOT)
+    assert not book.apply({"type": "trade", "symbol": "ACME", "seq": 6})  # 5 is missing
+    assert book.gaps == 2
+
+
+def test_a_book_only_subscriber_sees_no_gap_across_trades() -> None:
+    """Trades take numbers of their own: the book's updates stay consecutive however many
+    trades there were between them (issue 13: a book-only client saw false gaps)."""
+    book = LocalBook("ACME")
+    assert book.apply(SNAPSHOT)
+    bids, asks = {"9.95": 100, "9.90": 200}, {"10.05": 100}
+    for seq, qty in ((11, 90), (12, 80), (13, 70)):
+        asks["10.05"] = qty
+        assert book.apply(update(seq, [["sell", "10.05", qty]], bids, asks))
+    assert (book.gaps, book.seq) == (0, 13)
 
 
 @given(

@@ -22,10 +22,12 @@ def frame(message: dict[str, object]) -> str:
     return json.dumps(message)
 
 
-def snapshot(seq: int, ask: int = 7) -> str:
+def snapshot(seq: int, ask: int = 7, trade_seq: int | None = None) -> str:
+    """A snapshot at book seq `seq` and trade seq `trade_seq` (by default the same)."""
     bids, asks = {"9.95": 100}, {"10.05": ask}
     return frame({
         "type": "book_snapshot", "symbol": "ACME", "seq": seq,
+        "trade_seq": seq if trade_seq is None else trade_seq,
         "bids": list(bids.items()), "asks": list(asks.items()),
         "checksum": book_checksum(bids, asks),
     })  # fmt: skip
@@ -62,16 +64,21 @@ def test_a_batch_in_sequence_is_applied_and_its_trades_lags_counted() -> None:
     assert feed.on_frame(frame({"type": "subscribed", "req_id": 1}), NOW_NS)
     assert feed.on_frame(snapshot(10), NOW_NS)
     ts = NOW_NS - 3_000_000
-    ticker = {"type": "ticker", "symbol": "ACME", "seq": 13}
+    ticker = {"type": "ticker", "symbol": "ACME", "seq": 11}
+    # Trades and book updates are numbered apart: trades 11 and 12, then update 11.
     assert feed.on_frame(
-        batch(trade(11, ts), trade(12, ts), update(13, AFTER_TRADE), ticker), NOW_NS
+        batch(trade(11, ts), trade(12, ts), update(11, AFTER_TRADE), ticker), NOW_NS
     )
     assert feed.book.levels() == ([["9.95", 100]], [["10.05", 6]])
     assert lags.seen == [(3_000, 2)]
     assert feed.messages == 1 + 4
     # Single-message frames (an unbatched subscriber) are checked the same way.
-    assert feed.on_frame(frame(trade(14, ts)), NOW_NS)
-    assert feed.on_frame(frame({"type": "heartbeat", "seqs": {"ACME": 14}}), NOW_NS)
+    assert feed.on_frame(frame(trade(13, ts)), NOW_NS)
+    heartbeat: dict[str, object] = {
+        "type": "heartbeat",
+        "seqs": {"ACME": {"book": 11, "trades": 13}},
+    }
+    assert feed.on_frame(frame(heartbeat), NOW_NS)
     assert (feed.gaps, feed.bad_checksums) == (0, 0)
 
 
@@ -126,7 +133,7 @@ def stream(plan: list[str]) -> list[str]:
     """Frames as the exchange would send them, one per step of `plan`, with the faults
     the plan asks for: "trade", "update", "fill" (a trade and its update in one frame),
     "gap" (a seq skipped), "bad" (a wrong checksum), "snapshot" (as after a resubscribe)."""
-    seq, ask, frames = 10, 7, [snapshot(10)]
+    seq, trade_seq, ask, frames = 10, 10, 7, [snapshot(10)]
 
     def next_update() -> dict[str, object]:
         nonlocal seq, ask
@@ -134,21 +141,21 @@ def stream(plan: list[str]) -> list[str]:
         return update(seq, book_checksum({"9.95": 100}, {"10.05": ask}), ask)
 
     for step in plan:
-        ts = NOW_NS - 1_000_000 * (seq % 7)
+        ts = NOW_NS - 1_000_000 * ((seq + trade_seq) % 7)
         if step in {"trade", "fill"}:
-            seq += 1
-            messages = [trade(seq, ts)] + ([next_update()] if step == "fill" else [])
+            trade_seq += 1
+            messages = [trade(trade_seq, ts)] + ([next_update()] if step == "fill" else [])
             frames.append(batch(*messages))
         elif step == "update":
             frames.append(batch(next_update()))
         elif step == "gap":
-            seq += 2
-            frames.append(batch(trade(seq, ts)))
+            trade_seq += 2
+            frames.append(batch(trade(trade_seq, ts)))
         elif step == "bad":
             seq += 1
             frames.append(batch(update(seq, 12345)))
         else:
-            frames.append(snapshot(seq, ask))
+            frames.append(snapshot(seq, ask, trade_seq))
     return frames
 
 
@@ -231,7 +238,7 @@ def test_a_frame_lost_by_one_subscriber_is_its_gap_and_leaves_its_peers_alone() 
     assert healthy.on_frame(batch(trade(12, NOW_NS)), NOW_NS)
     # A peer that lost a frame the chain already has finds the same gap.
     late = Feed("ACME", Lags(), peers=peers)
-    assert late.on_frame(snapshot(12), NOW_NS)  # joins where the chain stands
+    assert late.on_frame(snapshot(10, trade_seq=12), NOW_NS)  # joins where the chain stands
     assert late.on_frame(batch(trade(13, NOW_NS)), NOW_NS)
     assert healthy.on_frame(batch(trade(13, NOW_NS)), NOW_NS)
     assert not late.on_frame(batch(trade(15, NOW_NS)), NOW_NS)
@@ -244,9 +251,9 @@ def test_when_a_peers_frame_breaks_the_chain_the_others_resubscribe_without_a_fa
     for feed in (faulty, healthy):
         assert feed.on_frame(snapshot(10), NOW_NS)
     # In sequence at first, then a bad checksum: the chain's book is spoilt by it.
-    assert not faulty.on_frame(batch(trade(11, NOW_NS), update(12, AFTER_TRADE + 1)), NOW_NS)
+    assert not faulty.on_frame(batch(trade(11, NOW_NS), update(11, AFTER_TRADE + 1)), NOW_NS)
     assert faulty.bad_checksums == 1
-    assert not healthy.on_frame(batch(trade(11, NOW_NS), update(12, AFTER_TRADE)), NOW_NS)
+    assert not healthy.on_frame(batch(trade(11, NOW_NS), update(11, AFTER_TRADE)), NOW_NS)
     assert (healthy.gaps, healthy.bad_checksums, healthy.divergences) == (0, 0, 0)
 
 

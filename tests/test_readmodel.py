@@ -1,5 +1,5 @@
 """The read model's market data: one update a durable batch, carrying net level changes
-that rebuild the replica's book exactly, with seqs that count trades and updates."""
+that rebuild the engine's book exactly, with a trade seq a trade and a book seq an update."""
 
 import gc
 
@@ -58,8 +58,9 @@ def test_a_level_added_and_taken_within_one_batch_is_not_published() -> None:
     placed = feed.batch([_rest("A1", "buy", 9_900, 5, ts), _rest("A2", "sell", 10_100, 7, ts)])
     assert placed is not None
     assert placed.levels["ACME"] == [("buy", 9_900, 5), ("sell", 10_100, 7)]
-    seq = feed.read.tapes["ACME"].seq
-    bid = feed.read.replica.books["ACME"].bids.levels[9_900].head
+    tape = feed.read.tapes["ACME"]
+    book_seq, trade_seq = tape.book_seq, tape.trade_seq
+    bid = feed.engine.books["ACME"].bids.levels[9_900].head
     assert bid is not None
     batch: list[Command] = [
         _rest("A3", "buy", 9_800, 2, ts + 1, client_order_id="brief"),  # a new level...
@@ -73,15 +74,16 @@ def test_a_level_added_and_taken_within_one_batch_is_not_published() -> None:
     assert published is not None
     assert published.levels["ACME"] == [("buy", 9_900, 0), ("buy", 9_950, 4)]
     assert len(published.trades["ACME"]) == 1
-    assert feed.read.tapes["ACME"].seq == seq + 2
+    assert (tape.book_seq, tape.trade_seq) == (book_seq + 1, trade_seq + 1)
     assert feed.records[-6:] == list(range(feed.seq - 5, feed.seq + 1))
 
 
-def test_trades_take_a_seq_each_then_one_update_for_the_batch() -> None:
+def test_trades_take_a_trade_seq_each_and_the_batch_one_book_seq() -> None:
     feed = _market()
     ts = START_TS + 10**12
     feed.batch([_rest("A2", "sell", 10_100, 5, ts)])
-    seq = feed.read.tapes["ACME"].seq
+    tape = feed.read.tapes["ACME"]
+    book_seq, trade_seq = tape.book_seq, tape.trade_seq
     published = feed.batch([
         _rest("A1", "buy", 10_100, 3, ts + 1, tif="ioc"),
         _rest("A3", "buy", 10_100, 2, ts + 2, tif="ioc"),
@@ -89,7 +91,7 @@ def test_trades_take_a_seq_each_then_one_update_for_the_batch() -> None:
     assert published is not None
     assert [t.qty for t in published.trades["ACME"]] == [3, 2]
     assert published.levels["ACME"] == [("sell", 10_100, 0)]
-    assert feed.read.tapes["ACME"].seq == seq + 3
+    assert (tape.book_seq, tape.trade_seq) == (book_seq + 1, trade_seq + 2)
 
 
 def test_a_batch_without_public_change_publishes_nothing() -> None:
@@ -103,7 +105,7 @@ def test_a_batch_without_public_change_publishes_nothing() -> None:
     cuts=st.lists(st.integers(1, 40), min_size=1, max_size=STREAM_LENGTH),
 )
 def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]) -> None:
-    """A subscriber applying each batch's changes holds the replica's book after every
+    """A subscriber applying each batch's changes holds the engine's book after every
     batch, level for level, and its checksum matches; seqs count trades + updates."""
     feed = Feed()
     stream = mixed_stream(seed, STREAM_LENGTH)
@@ -114,7 +116,7 @@ def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]
         cut += 1
         batch = stream[start : start + size]
         start += size
-        seqs = {symbol: tape.seq for symbol, tape in feed.read.tapes.items()}
+        seqs = {s: (t.book_seq, t.trade_seq) for s, t in feed.read.tapes.items()}
         trades_before = {s: len(t.trades) for s, t in feed.read.tapes.items()}
         published = feed.batch(batch) or Published()
         for symbol, changes in published.levels.items():
@@ -130,9 +132,10 @@ def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]
             assert all(isinstance(t, TradeExecuted) for t in published.trades.get(symbol, []))
             if symbol in trades_before and len(tape.trades) < tape.trades.maxlen:  # type: ignore[operator]
                 assert len(tape.trades) - trades_before[symbol] == trades
-            expected = seqs.get(symbol, 0) + trades + (1 if symbol in published.levels else 0)
-            assert tape.seq == expected
-        for symbol, replica_book in feed.read.replica.books.items():
+            book_seq, trade_seq = seqs.get(symbol, (0, 0))
+            updated = 1 if symbol in published.levels else 0
+            assert (tape.book_seq, tape.trade_seq) == (book_seq + updated, trade_seq + trades)
+        for symbol, replica_book in feed.engine.books.items():
             wanted = {("buy", p): lv.total for p, lv in replica_book.bids.levels.items()} | {
                 ("sell", p): lv.total for p, lv in replica_book.asks.levels.items()
             }
@@ -150,7 +153,8 @@ def test_order_records_stay_out_of_the_cyclic_collectors_sight() -> None:
     commands = mixed_stream(seed=3, count=STREAM_LENGTH)
     for start in range(0, STREAM_LENGTH, 50):
         feed.batch(commands[start : start + 50])
-    records = [*feed.read.live_orders.values()]
-    records += [r for kept in feed.read.history.values() for r in kept]
+    records = [*feed.read.state.open_orders.values()]
+    records += [r for kept in feed.read.state.history.values() for r in kept]
+    records += [f for kept in feed.read.state.fills.values() for f in kept]  # type: ignore[misc]
     assert len(records) > 50
     assert not any(gc.is_tracked(record) for record in records)
