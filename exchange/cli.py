@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from exchange.logs import LOG_FORMATS, configure
 from gateway.limits import (
     ACCOUNT_RATE_PER_S,
     HEADER_TIMEOUT_S,
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         "--gather-ms", type=_non_negative, metavar="MS",
         help="journal writes start at least this far apart (unless 256 commands wait), "
         "so more commands share one fsync (default 2; 0: write whenever the disk is free)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text",
+        help="log lines on stderr: text for people, json one object a line (default text)",
     )  # fmt: skip
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
@@ -116,10 +121,9 @@ def _port(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Imports wait for the command that needs them: `journal verify` should not load aiohttp.
     if args.command == "serve":
-        logging.getLogger().setLevel(logging.INFO)
+        configure(args.log_format, logging.INFO)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         from gateway.server import ServeOptions, serve  # noqa: PLC0415
 
@@ -135,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gather_ms is not None:
             options = dataclasses.replace(options, gather_ms=args.gather_ms)
         return serve(options)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         from exchange import demo  # noqa: PLC0415
 

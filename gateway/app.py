@@ -5,6 +5,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 
 from exchange.sequencer import Sequencer
@@ -22,16 +23,33 @@ log = logging.getLogger(__name__)
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every error as JSON with a code, including aiohttp's own 404 and 405."""
+    """Every error as JSON with a code, including aiohttp's own 404 and 405; those the
+    gateway answers itself (not the engine's rejects) counted by code for /metrics."""
+    hub: Hub = request.app["hub"]
     try:
         return await handler(request)
-    except rest.ApiError:
+    except rest.ApiError as problem:
+        if not problem.sequenced:
+            hub.count_reject(problem.code)
         raise
     except web.HTTPException as problem:
         if problem.status < 400:
             raise
+        if problem.content_type == "application/json":  # already {"code":..} (503 BUSY)
+            hub.count_reject(str(_code_of(problem.body)))
+            raise
         code = "NOT_FOUND" if problem.status == 404 else "BAD_REQUEST"
+        hub.count_reject(code)
         raise rest.ApiError(problem.status, code, problem.reason) from None
+
+
+def _code_of(body: object) -> object:
+    """The code of a JSON error body."""
+    try:
+        decoded = msgspec.json.decode(body) if isinstance(body, bytes) else None
+    except msgspec.DecodeError:
+        decoded = None
+    return decoded.get("code", "BAD_REQUEST") if isinstance(decoded, dict) else "BAD_REQUEST"
 
 
 def build_app(
@@ -50,7 +68,8 @@ def build_app(
     app["read"] = read
     app["hub"] = hub
     app["admin_token"] = admin_token
-    metrics = Metrics(sequencer, read, hub)
+    app["auth_failures"] = hub.auth_failures  # one bound on the lines, WebSocket and REST
+    metrics = Metrics(sequencer, read, hub, guard)
     app["metrics"] = metrics
     app.add_routes(rest.routes)
     app.router.add_get("/v1/ws", websocket)

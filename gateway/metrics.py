@@ -1,18 +1,28 @@
 """GET /metrics: Prometheus text, from one registry per app (tests run several apps).
 
 Counters follow the durable event stream (what clients were told), the journal's timing
-comes from the sequencer after each batch, and gauges are read at scrape time.
+comes from the sequencer after each batch, and gauges and the gateway's own counts (its
+refusals, the half-open guard's closes) are read at scrape time; prometheus_client's
+process, GC and platform collectors add the process's CPU, memory, files and GC.
 """
 
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exchange.domain.events import OrderAccepted, OrderRejected, Rejected, TradeExecuted
 from exchange.sequencer import Sequenced, Sequencer
+from gateway.halfopen import HalfOpenGuard
 from gateway.readmodel import ReadModel
 from gateway.ws import Hub
 
@@ -22,9 +32,14 @@ WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
 
 
 class Metrics:
-    def __init__(self, sequencer: Sequencer, read: ReadModel, hub: Hub) -> None:
+    def __init__(
+        self, sequencer: Sequencer, read: ReadModel, hub: Hub, guard: HalfOpenGuard | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.sync = Histogram(
             "exchange_journal_write_seconds", "Journal write + fsync of one batch",
             buckets=SYNC_BUCKETS, registry=r,
@@ -41,7 +56,7 @@ class Metrics:
         # Plain counts, turned into metrics at scrape time: a prometheus_client label
         # lookup and increment per record cost 7% of the server under load.
         self.counts = DurableCounts()
-        r.register(_Live(sequencer, read, hub, self.counts))
+        r.register(_Live(sequencer, read, hub, self.counts, guard))
         read.listen(self.counts.add)
         sequencer.batch_observers.append(self._on_batch)
 
@@ -82,9 +97,11 @@ class _Live(Collector):
     """Figures read from the live objects at each scrape."""
 
     def __init__(
-        self, sequencer: Sequencer, read: ReadModel, hub: Hub, counts: DurableCounts
-    ) -> None:
+        self, sequencer: Sequencer, read: ReadModel, hub: Hub, counts: DurableCounts,
+        guard: HalfOpenGuard | None,
+    ) -> None:  # fmt: skip
         self.sequencer, self.read, self.hub, self.counts = sequencer, read, hub, counts
+        self.guard = guard
 
     def collect(self) -> Iterator[Metric]:
         counts = self.counts
@@ -105,6 +122,26 @@ class _Live(Collector):
         yield CounterMetricFamily(
             "exchange_rate_limited", "Requests refused RATE_LIMITED", self.hub.rate_limited
         )
+        yield _by_label(
+            "exchange_gateway_rejects",
+            "Refusals the gateway answered itself, before the sequencer, by code",
+            "code", self.hub.rejects,
+        )  # fmt: skip
+        guard = self.guard
+        if guard is not None:
+            yield GaugeMetricFamily(
+                "exchange_half_open_connections",
+                "Connections that have not sent their first request yet", len(guard.pending),
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "exchange_half_open_refused",
+                "Connections closed at once: too many half-open (--max-half-open)", guard.refused,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "exchange_half_open_timed_out",
+                "Connections closed: no complete request within --header-timeout",
+                guard.timed_out,
+            )  # fmt: skip
 
 
 def _by_label(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:

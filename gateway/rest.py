@@ -5,6 +5,8 @@ sequencer, answered once durable. Every error is JSON `{"code":..,"message":..}`
 4xx status (503 while recovering or when the exchange is busy).
 """
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -39,7 +41,7 @@ from exchange.sequencer import (
     Sequencer,
     SequencerStoppedError,
 )
-from gateway import protocol
+from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
@@ -66,8 +68,10 @@ T = TypeVar("T")
 
 
 class ApiError(web.HTTPException):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, sequenced: bool = False) -> None:
         self.status_code = status
+        self.code = code
+        self.sequenced = sequenced  # the engine's refusal (else the gateway's own)
         super().__init__(
             text=msgspec.json.encode({"code": code, "message": message}).decode(),
             content_type="application/json",
@@ -105,6 +109,7 @@ def _account(request: web.Request) -> str:
     token = bearer(request.headers.get("Authorization"))
     account = _read(request).accounts_by_key.get(hash_api_key(token)) if token else None
     if account is None:
+        request.app["auth_failures"].failed("rest_key", audit.peer_of(request), token)
         raise ApiError(401, RejectCode.AUTH_FAILED, "send Authorization: Bearer API_KEY")
     return account
 
@@ -112,6 +117,7 @@ def _account(request: web.Request) -> str:
 def _admin(request: web.Request) -> None:
     token = bearer(request.headers.get("Authorization"))
     if not token or not same_secret(token, request.app["admin_token"]):
+        request.app["auth_failures"].failed("rest_admin", audit.peer_of(request))
         raise ApiError(403, RejectCode.FORBIDDEN, "admin token required")
 
 
@@ -396,7 +402,46 @@ async def _body(request: web.Request, kind: type[T]) -> T:
         body: T = protocol.decode(_DECODERS[kind], data)
     except msgspec.DecodeError as problem:
         raise ApiError(400, _code_for(problem), protocol.describe(problem)) from None
+    _note(request, **msgspec.structs.asdict(body))  # type: ignore[arg-type]
     return body
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _admin_action(action: str) -> Callable[[Handler], Handler]:
+    """One log line per admin call that passed the token check (gateway/audit.py): the
+    action, what _note gathered (the body's fields, the ids made), and the outcome."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def logged(request: web.Request) -> web.StreamResponse:
+            request["admin_params"] = dict(request.match_info)
+            try:
+                response = await handler(request)
+            except web.HTTPException as problem:
+                code = getattr(problem, "code", None) or str(problem.status)
+                if code != RejectCode.FORBIDDEN:  # logged as an auth failure
+                    audit.admin_action(action, audit.peer_of(request), code, _noted(request))
+                raise
+            audit.admin_action(action, audit.peer_of(request), "ok", _noted(request))
+            return response
+
+        return logged
+
+    return wrap
+
+
+def _note(request: web.Request, **params: object) -> None:
+    """Parameters of an admin call for its log line (None values left out)."""
+    noted = request.get("admin_params")
+    if noted is not None:
+        noted.update((k, v) for k, v in params.items() if v is not None)
+
+
+def _noted(request: web.Request) -> dict[str, object]:
+    noted: dict[str, object] = request.get("admin_params", {})
+    return noted
 
 
 async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
@@ -413,7 +458,7 @@ async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
     first = done.events[0] if done.events else None
     if isinstance(first, Rejected):
         status = 404 if first.code.startswith("UNKNOWN_") else 409
-        raise ApiError(status, first.code, first.message)
+        raise ApiError(status, first.code, first.message, sequenced=True)
     return done.events
 
 
@@ -426,6 +471,7 @@ def _money(parse: Any, text: object) -> int:
 
 
 @routes.post("/v1/admin/accounts")
+@_admin_action("create_account")
 async def create_account(request: web.Request) -> web.Response:
     body = await _body(request, NewAccount)
     cash = _money(parse_cash, body.cash) if body.cash not in {"0", "0.00"} else 0
@@ -434,12 +480,14 @@ async def create_account(request: web.Request) -> web.Response:
     events = await execute(request, command)
     created = events[0]
     assert isinstance(created, AccountCreated)
+    _note(request, account=created.account)
     if cash:
         await execute(request, cmd.DepositCash(account=created.account, amount=cash))
     return _json({"account": created.account, "api_key": api_key}, 201)
 
 
 @routes.post("/v1/admin/deposits")
+@_admin_action("deposit")
 async def deposit(request: web.Request) -> web.Response:
     body = await _body(request, Deposit)
     if body.cash is not None and body.symbol is None and body.qty is None:
@@ -458,6 +506,7 @@ async def deposit(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/admin/instruments")
+@_admin_action("list_instrument")
 async def list_instrument(request: web.Request) -> web.Response:
     body = await _body(request, NewInstrument)
     tick = _money(parse_tick_size, body.tick_size)
@@ -468,6 +517,7 @@ async def list_instrument(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/admin/offerings")
+@_admin_action("open_offering")
 async def open_offering(request: web.Request) -> web.Response:
     body = await _body(request, NewOffering)
     read = _read(request)
@@ -479,10 +529,12 @@ async def open_offering(request: web.Request) -> web.Response:
     )
     opened = (await execute(request, command))[0]
     assert isinstance(opened, OfferingOpened)
+    _note(request, offering_id=str(opened.offering_id))
     return _json({"offering_id": str(opened.offering_id)}, 201)
 
 
 @routes.post("/v1/admin/offerings/{offering_id}/close")
+@_admin_action("close_offering")
 async def close_offering(request: web.Request) -> web.Response:
     _admin(request)
     text = request.match_info["offering_id"]
@@ -504,6 +556,7 @@ async def close_offering(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/admin/instruments/{symbol}/status")
+@_admin_action("set_status")
 async def set_status(request: web.Request) -> web.Response:
     body = await _body(request, NewStatus)
     symbol = request.match_info["symbol"]

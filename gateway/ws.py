@@ -16,7 +16,9 @@ session whose socket is backed up gets a task, which waits for it to drain.
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from exchange.sequencer import (
     Sequencer,
     SequencerStoppedError,
 )
+from gateway import audit
 from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
@@ -119,6 +122,11 @@ class Session:
         # The task reading this client's frames, while it reads: it does the closing.
         self.reader: asyncio.Task[Any] | None = None
         self.closing_with: tuple[int, str] | None = None  # the server's close code, reason
+        # For the connection's log lines (gateway/audit.py), set by websocket().
+        self.conn_id = 0
+        self.peer = ""
+        self.opened_at = 0.0
+        self.requests = 0  # frames received
 
     # --- sending --------------------------------------------------------------------------
 
@@ -237,6 +245,7 @@ class Session:
 
     def receive(self, frame: str) -> None:
         """A text frame from the client."""
+        self.requests += 1
         try:
             self.handle(frame)
         except Exception:  # a bug of ours: this client is cut off, the others go on
@@ -273,12 +282,14 @@ class Session:
         req_id = p.req_id_of(frame)
         code = p.code_for(problem)
         message = p.describe(problem)
+        self.hub.count_reject(code)
         if code == RejectCode.BAD_REQUEST:
             self.send(wire.error(code, message), req_id)
         else:
             self.send({"type": "rejected", "code": code, "message": message}, req_id)
 
     def refuse(self, req_id: str | int | None, code: str, message: str, cid: str = "") -> None:
+        self.hub.count_reject(code)
         self.send(
             {"type": "rejected", "code": code, "message": message, "client_order_id": cid},
             req_id,
@@ -311,11 +322,14 @@ def _auth(s: Session, r: p.Auth) -> None:
     account = s.hub.read.accounts_by_key.get(hash_api_key(r.api_key))
     if s.account is not None and account != s.account:
         # Answers in flight belong to the first account: a session never changes hands.
+        s.hub.count_reject(RejectCode.BAD_REQUEST)
         s.send(
             wire.error(RejectCode.BAD_REQUEST, f"already authenticated as {s.account}"), r.req_id
         )
         return
     if account is None:
+        s.hub.count_reject(RejectCode.AUTH_FAILED)
+        s.hub.auth_failures.failed("ws_auth", s.peer, r.api_key, s.conn_id)
         s.send(wire.error(RejectCode.AUTH_FAILED, "unknown API key"), r.req_id)
         s.close_after_sending(CLOSE_AUTH_FAILED, "authentication failed")
         return
@@ -478,6 +492,11 @@ class Hub:
         self._to_write: list[Session] = []  # sessions with frames queued this loop turn
         self.evictions = 0
         self.rate_limited = 0
+        # Refusals the gateway answered itself, by code (/metrics: plain counts, no label
+        # lookup per refusal); the sequencer's rejects are counted from the durable stream.
+        self.rejects: dict[str, int] = {}
+        self.conn_ids = itertools.count(1)  # connection ids of the log lines
+        self.auth_failures = audit.AuthFailures()
         read.listen(self.on_durable)
         read.listen_market_data(self.publish)
         sequencer.on_refused = self._refused
@@ -486,9 +505,13 @@ class Hub:
         """A command taken from a client and then refused: the sequencer stopped or failed
         before it was durable, so it may or may not be in the journal."""
         if isinstance(origin, Origin):
+            self.count_reject(RejectCode.BUSY)
             message = "the exchange stopped; the outcome is unknown: resend after it restarts"
             origin.session.send(wire.error(RejectCode.BUSY, message), origin.req_id)
             origin.session.answered()
+
+    def count_reject(self, code: str) -> None:
+        self.rejects[code] = self.rejects.get(code, 0) + 1
 
     def write_soon(self, session: Session) -> None:
         """Write the session at the end of this loop turn, with all else queued by then
@@ -771,6 +794,9 @@ class ExchangeWebSocket(web.WebSocketResponse):
 
     _transport: asyncio.Transport | None = None
     output_ended = False  # its FIN is written: nothing more may be sent (frames.transport_of)
+    # The code of the close frame sent here; close_code ends up 1006 (the socket is gone
+    # by the time aiohttp's close runs).
+    sent_close_code: int | None = None
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
         self._transport = request.transport
@@ -789,7 +815,7 @@ class ExchangeWebSocket(web.WebSocketResponse):
         ):
             return await super().close(code=code, message=message, drain=drain)
         transport.write(close_frame(code, message))
-        self.output_ended = True
+        self.output_ended, self.sent_close_code = True, code
         transport.write_eof()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_LINGER_S):
@@ -818,25 +844,39 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     session = Session(ws, hub)
+    session.conn_id, session.peer = next(hub.conn_ids), audit.peer_of(request)
+    session.opened_at = time.monotonic()
     hub.sessions.add(session)
     token = bearer(request.headers.get("Authorization"))
     if token:
         account = hub.read.accounts_by_key.get(hash_api_key(token))
         if account is None:
+            # The failure's line (bounded) is this connection's only one: a flood of bad
+            # keys adds no open and close lines.
+            hub.count_reject(RejectCode.AUTH_FAILED)
+            hub.auth_failures.failed("ws_header", session.peer, token, session.conn_id)
             await ws.close(code=CLOSE_AUTH_FAILED, message=b"authentication failed")
             hub.forget(session)
             return ws
         hub.attach(session, account)
         session.cancel_on_disconnect = request.query.get("cancel_on_disconnect") in {"1", "true"}
+    audit.connection_opened(session.conn_id, session.peer, session.account)
     try:
         await _read_frames(ws, session)
     finally:
         session.ended()
         hub.forget(session)
-    if session.closing_with is not None:
-        await close_within_linger(ws, *session.closing_with)
-    elif ws.close_code is None:
-        await close_within_linger(ws, WSCloseCode.GOING_AWAY, "")
+    try:
+        if session.closing_with is not None:
+            await close_within_linger(ws, *session.closing_with)
+        elif ws.close_code is None:
+            await close_within_linger(ws, WSCloseCode.GOING_AWAY, "")
+    finally:
+        code, reason = session.closing_with or (ws.sent_close_code or ws.close_code, "")
+        audit.connection_closed(
+            session.conn_id, session.peer, session.account, code, reason,
+            time.monotonic() - session.opened_at, session.requests,
+        )  # fmt: skip
     return ws
 
 
@@ -868,6 +908,7 @@ async def _read_frames(ws: web.WebSocketResponse, session: Session) -> None:
             if message.type == WSMsgType.TEXT:
                 session.receive(message.data)
             elif message.type == WSMsgType.BINARY:
+                session.hub.count_reject(RejectCode.BAD_REQUEST)
                 session.send(wire.error(RejectCode.BAD_REQUEST, "send text frames of JSON"))
             elif message.type == WSMsgType.ERROR:
                 break
