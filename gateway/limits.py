@@ -19,6 +19,10 @@ BURST = 4_000.0
 # fits; twenty sockets of one account no longer run twenty connections' worth. Never below
 # the per-connection rate (see account_rate), so one connection's limit is what it says.
 ACCOUNT_RATE_PER_S = 5_000.0
+# Every unauthenticated connection from one address together (they are anonymous: the
+# address is all that ties a reconnecting client to its spent burst). As an account's;
+# never below the per-connection rate either.
+PEER_RATE_PER_S = 5_000.0
 REFUSALS_BEFORE_CLOSE = 1_000
 REFUSAL_WINDOW_S = 10.0
 # Open WebSockets at once by default (`exchange serve --max-connections`); past it an
@@ -55,13 +59,14 @@ class TokenBucket:
         self.tokens = burst
         self.updated = clock()
 
-    def take(self) -> bool:
-        """One request: True when it may go ahead."""
+    def take(self, cost: float = 1.0) -> bool:
+        """A request costing `cost` tokens (1 for most): True when it may go ahead. A cost
+        past the burst can never be paid, so such a request is always refused."""
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 

@@ -120,6 +120,11 @@ class _Live(Collector):
             "exchange_evictions", "Slow consumers closed (4008)", self.hub.evictions
         )
         yield CounterMetricFamily(
+            "exchange_book_snapshots_built",
+            "Book snapshots encoded (each shared until its book changes)",
+            self.hub.snapshots_built,
+        )
+        yield CounterMetricFamily(
             "exchange_rate_limited", "Requests refused RATE_LIMITED", self.hub.rate_limited
         )
         yield _by_label(

@@ -55,7 +55,15 @@ from gateway import messages as wire
 from gateway import protocol as p
 from gateway.auth import bearer, hash_api_key
 from gateway.frames import close_frame, drain, text_frames, transport_of
-from gateway.limits import MAX_CONNECTIONS, RATE_PER_S, Refusals, TokenBucket, account_rate
+from gateway.limits import (
+    MAX_CONNECTIONS,
+    PEER_RATE_PER_S,
+    RATE_PER_S,
+    REFUSAL_WINDOW_S,
+    Refusals,
+    TokenBucket,
+    account_rate,
+)
 from gateway.readmodel import Published, ReadModel
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,14 @@ CLOSE_ANSWERS_WAIT_S = 5.0
 # While a connection closed for a frame past the size bound is still open for reading:
 # how often to look whether the client has closed its end (it has nothing else to tell).
 CLOSE_POLL_S = 0.05
+# Addresses whose unauthenticated sessions share a rate-limit bucket, at most (a bucket is
+# ~100 bytes; past the bound the oldest address's bucket is dropped).
+MAX_PEER_BUCKETS = 65_536
+# A book snapshot costs one rate-limit token per this many bytes, beyond its request's
+# own: about what a kilobyte's encoding and socket write cost against a small request's
+# handling. A 30,000-level book (380 KB) is then ~370 tokens: five a second at the
+# default 2,000/s, where it was 2,000.
+SNAPSHOT_BYTES_PER_TOKEN = 1_024
 HEARTBEAT_SECONDS = 1.0
 # Frames joined into one socket write; bounds the size of one write (and its latency).
 FRAMES_PER_WRITE = 512
@@ -114,7 +130,9 @@ class Session:
         # Requests handed to the sequencer whose direct answer is not written yet.
         self.outstanding = 0
         self.bucket = TokenBucket(hub.rate_limit, 2 * hub.rate_limit)
-        self.account_bucket: TokenBucket | None = None  # shared by the account's sessions
+        # Shared with the client's other sessions: its account's once authenticated, until
+        # then its address's (a reconnect must not bring a fresh burst).
+        self.shared_bucket: TokenBucket | None = None
         self.refusals = Refusals()
         self.cancel_on_disconnect = False
         self.placed: set[int] = set()  # orders placed here, for cancel-on-disconnect
@@ -255,7 +273,7 @@ class Session:
     def handle(self, frame: str) -> None:
         if self._close_after is not None or self.closed:
             return  # being closed: nothing more is done (or answered) for this client
-        if not self._within_rate():
+        if not self.within_rate():
             self.hub.rate_limited += 1
             self.refuse(p.req_id_of(frame), RejectCode.RATE_LIMITED, "slow down")
             self.refusals.note()
@@ -270,13 +288,13 @@ class Session:
         handler = _HANDLERS[type(request)]
         handler(self, request)
 
-    def _within_rate(self) -> bool:
-        """Takes a token from the connection's bucket and, once authenticated, from the
-        account's (a request refused by the account's still spent the connection's)."""
-        if not self.bucket.take():
+    def within_rate(self, cost: float = 1.0) -> bool:
+        """Takes `cost` tokens from the connection's bucket and, once authenticated, from
+        the account's (a request refused by the account's still spent the connection's)."""
+        if not self.bucket.take(cost):
             return False
-        shared = self.account_bucket
-        return shared is None or shared.take()
+        shared = self.shared_bucket
+        return shared is None or shared.take(cost)
 
     def _refuse_frame(self, frame: str, problem: msgspec.DecodeError) -> None:
         req_id = p.req_id_of(frame)
@@ -426,6 +444,15 @@ def _subscribe(s: Session, r: p.Subscribe) -> None:
         s.refuse(r.req_id, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {unknown[0]}")
         return
     channels, symbols = list(dict.fromkeys(r.channels)), list(dict.fromkeys(r.symbols))
+    book = "book" in channels
+    snapshots = [s.hub.book_snapshot_frame(symbol) for symbol in symbols] if book else []
+    # A snapshot costs its size in tokens (beyond the request's own): a client may
+    # re-subscribe to a deep book a few times a second, not thousands.
+    cost = sum(len(frame) // SNAPSHOT_BYTES_PER_TOKEN for frame in snapshots)
+    if cost and not s.within_rate(cost):
+        s.hub.rate_limited += 1
+        s.refuse(r.req_id, RejectCode.RATE_LIMITED, "snapshots of this size: slow down")
+        return
     s.batched = s.batched or r.batched
     answer = {"type": "subscribed", "channels": channels, "symbols": symbols}
     s.send(answer | {"batched": True} if s.batched else answer, r.req_id)
@@ -435,7 +462,7 @@ def _subscribe(s: Session, r: p.Subscribe) -> None:
                 return  # a snapshot overflowed its buffer: the session is gone
             s.hub.subscribe(s, channel, symbol)
             if channel == "book":
-                s.send(s.hub.book_snapshot(symbol))
+                s.send_text(s.hub.book_snapshot_frame(symbol))
             elif channel == "ticker":
                 s.send(s.hub.ticker(symbol))
 
@@ -486,6 +513,10 @@ class Hub:
         # One bucket per account that has authenticated a session (bounded by the
         # accounts); kept when its sessions go, so reconnecting gives no fresh burst.
         self.account_buckets: dict[str, TokenBucket] = {}
+        # Per address with unauthenticated sessions (at most MAX_PEER_BUCKETS): the bucket
+        # and the refusal count they share.
+        self.peers: dict[str, tuple[TokenBucket, Refusals]] = {}
+        self.peer_rate_limit = max(PEER_RATE_PER_S, rate_limit)
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[str, str], set[Session]] = {}
         self.sessions: set[Session] = set()
@@ -497,6 +528,11 @@ class Hub:
         self.rejects: dict[str, int] = {}
         self.conn_ids = itertools.count(1)  # connection ids of the log lines
         self.auth_failures = audit.AuthFailures()
+        # Each symbol's book snapshot, encoded, with the (book seq, trade seq) it shows:
+        # rebuilt at most once per durable batch that changed the book, however many
+        # subscribe (one per instrument: bounded by the instruments).
+        self._snapshots: dict[str, tuple[tuple[int, int], bytes]] = {}
+        self.snapshots_built = 0
         read.listen(self.on_durable)
         read.listen_market_data(self.publish)
         sequencer.on_refused = self._refused
@@ -534,7 +570,29 @@ class Hub:
         if bucket is None:
             rate = self.account_rate_limit
             bucket = self.account_buckets[account] = TokenBucket(rate, 2 * rate)
-        session.account_bucket = bucket
+        session.shared_bucket = bucket
+        session.refusals = Refusals()  # its own from now on, as its account's bucket
+
+    def peer_abusive(self, peer: str | None) -> bool:
+        """Whether the address's unauthenticated sessions were refused past the bound within
+        the current window (a new connection from it is then refused at once)."""
+        shared = self.peers.get(peer) if peer is not None else None
+        return shared is not None and shared[1].abusive
+
+    def join_peer(self, session: Session, peer: str | None) -> None:
+        """Tie an unauthenticated session to its address's bucket and refusal count: they
+        are anonymous, so the address is all that ties a reconnecting client to its past
+        (a fresh burst, and a thousand refusals more before its next 4029, each time)."""
+        if peer is None:
+            return
+        shared = self.peers.get(peer)
+        if shared is None:
+            if len(self.peers) >= MAX_PEER_BUCKETS:
+                # The oldest address's goes: bounded memory, at worst a fresh burst for it.
+                del self.peers[next(iter(self.peers))]
+            rate = self.peer_rate_limit
+            shared = self.peers[peer] = (TokenBucket(rate, 2 * rate), Refusals())
+        session.shared_bucket, session.refusals = shared
 
     def subscribe(self, session: Session, channel: str, symbol: str) -> None:
         if session.closed or session._close_after is not None:
@@ -576,6 +634,19 @@ class Hub:
         session.placed.clear()
 
     # --- market data views ----------------------------------------------------------------
+
+    def book_snapshot_frame(self, symbol: str) -> bytes:
+        """The encoded book snapshot, shared by every subscriber until the book changes:
+        re-sending `subscribe` to a deep book used to rebuild it each time (380 KB for
+        30,000 levels), and a flood of those starved every other client."""
+        tape = self.read.tapes[symbol]
+        shows = (tape.book_seq, tape.trade_seq)
+        cached = self._snapshots.get(symbol)
+        if cached is None or cached[0] != shows:
+            cached = (shows, _encode(self.book_snapshot(symbol)))
+            self._snapshots[symbol] = cached
+            self.snapshots_built += 1
+        return cached[1]
 
     def book_snapshot(self, symbol: str) -> dict[str, Any]:
         bids, asks = self.read.full_book(symbol)
@@ -839,6 +910,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if len(hub.sessions) >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
+    token = bearer(request.headers.get("Authorization"))
+    if not token and hub.peer_abusive(request.remote):
+        # Its last connection was closed 4029 within the refusal window: no new session
+        # (and no new burst) until the window has passed; a 429 costs far less.
+        body = _encode({"code": RejectCode.RATE_LIMITED, "message": "rate limit exceeded "
+                        "repeatedly from this address; retry later"})  # fmt: skip
+        headers = {"Retry-After": str(int(REFUSAL_WINDOW_S))}
+        raise web.HTTPTooManyRequests(body=body, content_type="application/json", headers=headers)
     ws = ExchangeWebSocket(
         max_msg_size=p.MAX_FRAME_BYTES, heartbeat=30.0, timeout=CLOSE_REPLY_TIMEOUT_S
     )
@@ -846,8 +925,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     session = Session(ws, hub)
     session.conn_id, session.peer = next(hub.conn_ids), audit.peer_of(request)
     session.opened_at = time.monotonic()
+    hub.join_peer(session, request.remote)
     hub.sessions.add(session)
-    token = bearer(request.headers.get("Authorization"))
     if token:
         account = hub.read.accounts_by_key.get(hash_api_key(token))
         if account is None:
