@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from exchange.sequencer import Sequencer
-from gateway import rest
+from gateway import queryparams, rest
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
@@ -61,7 +61,8 @@ def build_app(
     account_rate_limit: float | None = None,
     guard: HalfOpenGuard | None = None,
 ) -> web.Application:
-    middlewares = [json_errors] if guard is None else [guard.middleware(), json_errors]
+    edge = [json_errors, queryparams.refuse_unknown_params]
+    middlewares = edge if guard is None else [guard.middleware(), *edge]
     app = web.Application(middlewares=middlewares, client_max_size=rest.MAX_BODY_BYTES)
     hub = Hub(sequencer, read, max_connections, rate_limit, account_rate_limit)
     app["sequencer"] = sequencer
@@ -74,6 +75,7 @@ def build_app(
     app.add_routes(rest.routes)
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/metrics", metrics.handler)
+    queryparams.check_routes(app.router)
     app.cleanup_ctx.append(_heartbeats)
     return app
 

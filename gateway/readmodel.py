@@ -201,5 +201,21 @@ class ReadModel:
     def find_order(self, account: str, order_id: int) -> OrderRecord | None:
         return self.state.find_order(account, order_id)
 
+    def order_by_client_order_id(self, account: str, client_order_id: str) -> OrderRecord | None:
+        """The account's newest order with this id, open or among its kept ended ones (an
+        id is reused once forgotten); a pass over what the account's history keeps."""
+        newest: OrderRecord | None = None
+        for record in self.state.open_by_account.get(account, {}).values():
+            if record.client_order_id == client_order_id and (
+                newest is None or record.order_id > newest.order_id
+            ):
+                newest = record
+        for record in self.state.history.get(account, ()):  # bounded by the history
+            if record.client_order_id == client_order_id and (
+                newest is None or record.order_id > newest.order_id
+            ):
+                newest = record
+        return newest
+
     def balances(self, account: str) -> tuple[int, int, dict[str, int], dict[str, int]]:
         return self.state.balances_of(account)

@@ -6,8 +6,11 @@ sequencer, answered once durable. Every error is JSON `{"code":..,"message":..}`
 """
 
 import functools
+import heapq
+import re
+import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import msgspec
 from aiohttp import web
@@ -26,9 +29,17 @@ from exchange.domain.events import (
     Rejected,
     UnitsDeposited,
 )
-from exchange.domain.limits import MAX_ENTITY_ID, MAX_OFFERING_QTY, MAX_QTY, MAX_TIMESTAMP
+from exchange.domain.limits import (
+    MAX_ENTITY_ID,
+    MAX_ID_LENGTH,
+    MAX_OFFERING_QTY,
+    MAX_PRICE_TICKS,
+    MAX_QTY,
+    MAX_TIMESTAMP,
+)
 from exchange.domain.money import MoneyError, format_cash, parse_cash, parse_price, parse_tick_size
 from exchange.domain.text import (
+    VISIBLE_TEXT_PATTERN,
     SymbolAtEdge,
     VisibleId,
     VisibleName,
@@ -43,6 +54,7 @@ from exchange.sequencer import (
 )
 from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
+from gateway.daystats import last_day
 from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
@@ -60,6 +72,13 @@ FILLS_LIMIT_DEFAULT = 100
 FILLS_LIMIT_MAX = FILLS_PER_ACCOUNT
 # Fees are not charged yet: each fill reports a zero fee in the cash currency.
 FEE_ASSET = "USD"
+# What /v1/instruments tells of each instrument's order filters and fees.
+MIN_QTY = 1
+NO_FEES = {"maker_bps": 0, "taker_bps": 0}
+# An instrument is "listed" until an admin opens trading (then "trading" or "halted").
+INSTRUMENT_STATUSES = ("listed", *get_args(cmd.TradingStatus))
+INSTRUMENT_KINDS: tuple[str, ...] = get_args(cmd.InstrumentKind)
+_VISIBLE_TEXT = re.compile(VISIBLE_TEXT_PATTERN)
 # Admin request bodies are small JSON objects.
 MAX_BODY_BYTES = 16 * 1024
 
@@ -105,6 +124,37 @@ def _int_query(request: web.Request, name: str, default: int, bound: int) -> int
     return value
 
 
+def _choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    text = request.query.get(name)
+    if text is not None and text not in choices:
+        raise ApiError(400, RejectCode.BAD_REQUEST, f"{name}: one of {', '.join(choices)}")
+    return text
+
+
+def _symbol_query(request: web.Request) -> str | None:
+    """`?symbol=`: absent (None), or an instrument (else 400, or 404 when it names none)."""
+    symbol = request.query.get("symbol")
+    if symbol is None:
+        return None
+    if not is_symbol(symbol):
+        raise ApiError(400, RejectCode.BAD_REQUEST, "symbol: 1-16 of A-Z 0-9 . _ -")
+    if symbol not in _read(request).instruments:
+        raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, f"no such instrument: {symbol}")
+    return symbol
+
+
+def _cursor_query(request: web.Request) -> int | None:
+    """`?cursor=`: absent, or a `next_cursor` this call answered: the id (ASCII digits)
+    of the last item of the page before; the next page starts below it."""
+    text = request.query.get("cursor")
+    if text is None:
+        return None
+    position = parse_bounded_int(text, 0, MAX_ENTITY_ID)
+    if position is None:
+        raise ApiError(400, RejectCode.BAD_REQUEST, "cursor: pass a next_cursor of this call")
+    return position
+
+
 def _account(request: web.Request) -> str:
     token = bearer(request.headers.get("Authorization"))
     account = _read(request).accounts_by_key.get(hash_api_key(token)) if token else None
@@ -130,8 +180,16 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "seq": read.durable_seq})
 
 
+@routes.get("/v1/time")
+async def server_time(request: web.Request) -> web.Response:
+    """The gateway's wall clock (ns since the epoch), not the sequencer's stamps."""
+    return _json({"server_time": time.time_ns()})
+
+
 @routes.get("/v1/instruments")
 async def instruments(request: web.Request) -> web.Response:
+    status = _choice_query(request, "status", INSTRUMENT_STATUSES)
+    kind = _choice_query(request, "kind", INSTRUMENT_KINDS)
     read = _read(request)
     return _json(
         {
@@ -142,8 +200,13 @@ async def instruments(request: web.Request) -> web.Response:
                     "tick_size": str(read.tick_size(i.symbol)),
                     "issuer": i.issuer,
                     "status": i.status,
+                    "min_qty": MIN_QTY,
+                    "max_qty": MAX_QTY,
+                    "max_price": read.price(i.symbol, MAX_PRICE_TICKS),
+                    "fees": NO_FEES,
                 }
                 for i in read.instruments.values()
+                if (status is None or i.status == status) and (kind is None or i.kind == kind)
             ]
         }
     )
@@ -240,6 +303,24 @@ async def candles(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/v1/ticker/{symbol}")
+async def ticker(request: web.Request) -> web.Response:
+    """The WebSocket ticker's fields, and the last day of trading (gateway/daystats.py)."""
+    symbol = _symbol(request)
+    read = _read(request)
+    shown: dict[str, Any] = dict(request.app["hub"].ticker(symbol))
+    day = last_day(read.tapes[symbol].candles["1m"])
+    price = read.price
+    shown["24h"] = {
+        "since": day.since,
+        "open": price(symbol, day.open) if day.open is not None else None,
+        "high": price(symbol, day.high) if day.high is not None else None,
+        "low": price(symbol, day.low) if day.low is not None else None,
+        "volume": day.volume,
+    }
+    return _json(shown)
+
+
 # --- private reads ---------------------------------------------------------------------------
 
 
@@ -260,17 +341,43 @@ async def account(request: web.Request) -> web.Response:
 
 @routes.get("/v1/orders")
 async def orders(request: web.Request) -> web.Response:
+    """The account's orders, newest first; `cursor` (a `next_cursor`: the last order id of
+    the page before) pages to older ones, so orders placed meanwhile never shift a page.
+    `client_order_id` instead looks up the account's newest order with that id."""
     account_id = _account(request)
-    status = request.query.get("status", "open")
-    if status not in {"open", "all"}:
-        raise ApiError(400, RejectCode.BAD_REQUEST, "status must be open or all")
-    limit = _int_query(request, "limit", ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX)
     read = _read(request)
+    if "client_order_id" in request.query:
+        return _json({"orders": _by_client_order_id(request, account_id), "next_cursor": None})
+    status = _choice_query(request, "status", ("open", "all")) or "open"
+    symbol = _symbol_query(request)
+    limit = _int_query(request, "limit", ORDERS_LIMIT_DEFAULT, ORDERS_LIMIT_MAX)
+    before = _cursor_query(request)
     found: list[Any] = read.open_orders(account_id)
     if status == "all":
         found += read.ended_orders(account_id)
-    newest_first = sorted(found, key=lambda o: -o.order_id)[:limit]
-    return _json({"orders": [_order(read, o) for o in newest_first]})
+    if symbol is not None or before is not None:
+        found = [
+            o
+            for o in found
+            if (symbol is None or o.symbol == symbol) and (before is None or o.order_id < before)
+        ]
+    newest = heapq.nlargest(limit + 1, found, key=lambda o: o.order_id)  # one more: more kept?
+    page = newest[:limit]
+    more = str(page[-1].order_id) if len(newest) > limit else None
+    return _json({"orders": [_order(read, o) for o in page], "next_cursor": more})
+
+
+def _by_client_order_id(request: web.Request, account_id: str) -> list[dict[str, Any]]:
+    """[the account's newest order with this client_order_id] (open or kept), or []."""
+    if len(request.query) > 1:
+        raise ApiError(400, RejectCode.BAD_REQUEST, "client_order_id goes alone")
+    text = request.query["client_order_id"]
+    if not (0 < len(text) <= MAX_ID_LENGTH and _VISIBLE_TEXT.match(text)):
+        message = f"client_order_id: 1 to {MAX_ID_LENGTH} visible characters"
+        raise ApiError(400, RejectCode.BAD_REQUEST, message)
+    read = _read(request)
+    found = read.order_by_client_order_id(account_id, text)
+    return [_order(read, found)] if found is not None else []
 
 
 @routes.get("/v1/orders/{order_id}")
@@ -308,15 +415,12 @@ async def fills(request: web.Request) -> web.Response:
     """The account's fills, newest first; `cursor` (a `next_cursor`) pages to older ones."""
     account_id = _account(request)
     read = _read(request)
-    symbol = request.query.get("symbol")
+    symbol = _symbol_query(request)
     limit = _int_query(request, "limit", FILLS_LIMIT_DEFAULT, FILLS_LIMIT_MAX)
-    cursor = request.query.get("cursor")
-    if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
-        raise ApiError(400, RejectCode.BAD_REQUEST, "cursor: a next_cursor of this call")
-    before = int(cursor) if cursor is not None else None
+    before = _cursor_query(request)
     found: list[Fill] = []
     for fill in reversed(read.state.fills.get(account_id, ())):  # bounded by what is kept
-        if (before is None or fill.trade_id < before) and (not symbol or fill.symbol == symbol):
+        if (before is None or fill.trade_id < before) and (symbol is None or fill.symbol == symbol):
             found.append(fill)
             if len(found) > limit:
                 break

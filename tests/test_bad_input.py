@@ -313,6 +313,33 @@ REST_CASES: list[tuple[str, str, bytes | None, str | None, str, int, str]] = [
     ("GET", "/v1/orders/" + "9" * 30, None, None, "alice", 404, "UNKNOWN_ORDER"),
     ("GET", "/v1/orders/-1", None, None, "alice", 404, "UNKNOWN_ORDER"),
     ("GET", "/v1/book/AC%0AME", None, None, "", 404, "UNKNOWN_SYMBOL"),
+    ("GET", "/v1/ticker/AC%0AME", None, None, "", 404, "UNKNOWN_SYMBOL"),
+    ("GET", "/v1/ticker/" + BIG, None, None, "", 404, "UNKNOWN_SYMBOL"),
+    # Cursors are a next_cursor: ASCII digits ("²".isdigit() is True, int("²") raises).
+    ("GET", "/v1/fills?cursor=%C2%B2", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/fills?cursor=%EF%BC%93", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/fills?cursor=" + BIG, None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?cursor=%C2%B2", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?cursor=-5", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?cursor=", None, None, "alice", 400, "BAD_REQUEST"),
+    # Filters: a symbol in the pattern, a listed one; choices from their list.
+    ("GET", "/v1/fills?symbol=AC%0AME", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/fills?symbol=NOPE", None, None, "alice", 404, "UNKNOWN_SYMBOL"),
+    ("GET", "/v1/orders?symbol=" + BIG, None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?status=ALL", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/instruments?status=open", None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/instruments?kind=%00", None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?client_order_id=%00", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?client_order_id=a%E2%80%8Bb", None, None, "alice", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?client_order_id=" + BIG, None, None, "alice", 400, "BAD_REQUEST"),
+    # Unknown and repeated parameters, whatever their name.
+    ("GET", "/v1/time?x=1", None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/book/ACME?depth=1&depth=2", None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/book/ACME?%C2%B2=1", None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/book/ACME?%ED%A0%80=1", None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/book/ACME?" + BIG, None, None, "", 400, "BAD_REQUEST"),
+    ("GET", "/v1/orders?limit=1&Limit=1", None, None, "alice", 400, "BAD_REQUEST"),
+    ("POST", "/v1/admin/offerings/1/close?now=1", None, None, "admin", 400, "BAD_REQUEST"),
     ("POST", "/v1/admin/offerings/%C2%B2/close", None, None, "admin", 404, "UNKNOWN_OFFERING"),
     ("POST", "/v1/admin/offerings/%D9%A3/close", None, None, "admin", 404, "UNKNOWN_OFFERING"),
     ("POST", "/v1/admin/offerings/" + BIG + "/close", None, None, "admin", 404,
@@ -651,6 +678,13 @@ REST_SEEDS: list[tuple[str, str, dict[str, str], dict[str, Any] | None, str]] = 
     ("GET", "/v1/trades/ACME", {"limit": "5"}, None, ""),
     ("GET", "/v1/candles/ACME", {"interval": "1m", "limit": "5"}, None, ""),
     ("GET", "/v1/orders", {"status": "all", "limit": "5"}, None, "alice"),
+    ("GET", "/v1/orders", {"status": "all", "symbol": "ACME", "limit": "5", "cursor": "99"},
+     None, "alice"),
+    ("GET", "/v1/orders", {"client_order_id": "c-1"}, None, "alice"),
+    ("GET", "/v1/fills", {"symbol": "ACME", "limit": "5", "cursor": "99"}, None, "alice"),
+    ("GET", "/v1/time", {}, None, ""),
+    ("GET", "/v1/instruments", {"status": "trading", "kind": "share"}, None, ""),
+    ("GET", "/v1/ticker/ACME", {}, None, ""),
     ("GET", "/v1/orders/1", {}, None, "alice"),
     ("GET", "/v1/account", {}, None, "alice"),
     ("POST", "/v1/admin/accounts", {}, {"name": "n", "cash": "1.00"}, "admin"),
@@ -684,7 +718,8 @@ def mutate_request(
     if roll < 0.3 and len(segments) > 3:
         segments[rng.randrange(3, len(segments))] = url_text(rng)
     elif roll < 0.6:
-        query[rng.choice([*query, "depth", "limit", "status", "x"])] = url_text(rng)
+        names = ["depth", "limit", "status", "cursor", "symbol", "client_order_id", "kind", "x"]
+        query[rng.choice([*query, *names])] = url_text(rng)
     data = None if body is None else json.dumps(body).encode()
     if body is not None and rng.random() < 0.8:
         data = mutate(rng, body)[1]

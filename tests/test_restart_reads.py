@@ -52,7 +52,21 @@ async def _reads(server: RunningServer, order_ids: list[str]) -> dict[str, Any]:
             "candles": await get("/v1/candles/ACME?interval=1m"),
             "candles_1d": await get("/v1/candles/ACME?interval=1d"),
             "book": await get("/v1/book/ACME?depth=1000"),
+            "ticker_24h": (await get("/v1/ticker/ACME"))["24h"],
+            "by_client_order_id": await get("/v1/orders?client_order_id=take-1", key),
+            "all_in_pages": await _all_pages(get, key),
         }
+
+
+async def _all_pages(get: Any, key: str) -> list[Any]:
+    """Every order of the account, walked a page of one at a time with its cursors."""
+    orders, path = [], "/v1/orders?status=all&limit=1"
+    while True:  # bounded: each page moves the cursor to an older order
+        page = await get(path, key)
+        orders += page["orders"]
+        if page["next_cursor"] is None:
+            return orders
+        path = f"/v1/orders?status=all&limit=1&cursor={page['next_cursor']}"
 
 
 def _checked_reads(reads: dict[str, Any], order_ids: list[str]) -> None:
@@ -63,6 +77,9 @@ def _checked_reads(reads: dict[str, Any], order_ids: list[str]) -> None:
     assert len(reads["fills"]["fills"]) >= 2
     assert reads["trades"]["trades"]
     assert reads["candles"]["candles"]
+    assert reads["ticker_24h"]["volume"] > 0
+    assert [o["order_id"] for o in reads["by_client_order_id"]["orders"]] == [order_ids[1]]
+    assert reads["all_in_pages"] == reads["all"]["orders"]
 
 
 async def _next_trade_seqs(server: RunningServer) -> tuple[int, int]:
