@@ -18,9 +18,12 @@ never older than the oldest engine snapshot kept, whose covered segments alone a
 in a forked child so the loop never stops to export; and one at a clean shutdown.
 
 On start the newest read snapshot that checks out is loaded and every journal record
-after it is applied, one record a batch. Failing that (no usable snapshot, and the
-segments before the journal's first record pruned), the read side starts from the
-recovered engine's state and says so in the log: history before the restart is lost.
+after it is applied, its batches ended where the journal marks them (records.py), so
+the market-data seqs come back as clients were sent them, after a crash too (a segment
+of the journal's first version has no marks: each of its records is a batch). Failing
+that (no usable snapshot, and the segments before the journal's first record pruned),
+the read side starts from the recovered engine's state and says so in the log: history
+before the restart is lost.
 """
 
 import logging
@@ -154,14 +157,19 @@ def recover_read(store: ReadSnapshotStore, journal: Journal, engine: Engine) -> 
             return state
         state = ReadState()
     replayed = 0
+    open_batch = False
     with gc_paused():  # everything built here lives on
         for record in journal.read_from(state.durable_seq + 1):
             entry = _decode_entry(record.payload)
             state.apply(entry.seq, entry.events)
-            state.end_batch()
+            open_batch = not record.batch_end
+            if record.batch_end:  # as clients were sent it: one update a batch and symbol
+                state.end_batch()
             replayed += 1
             if replayed % PROGRESS_EVERY == 0:
                 log.info("read side: replayed %d records (seq %d)", replayed, entry.seq)
+    if open_batch:  # a crash kept part of a write (never acknowledged): it ends here
+        state.end_batch()
     log.info("read side rebuilt to seq %d (%d records replayed)", state.durable_seq, replayed)
     return state
 

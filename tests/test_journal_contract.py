@@ -17,7 +17,8 @@ import pytest
 
 from exchange.journal import journal as journal_module
 from exchange.journal.faulty import FaultySegmentStore
-from exchange.journal.journal import SEGMENT_HEADER_SIZE, Journal, segment_name
+from exchange.journal.journal import SEGMENT_HEADER_SIZE, Journal, segment_header, segment_name
+from exchange.journal.records import CHAIN_SEED, frame
 from exchange.journal.storage import FileSegmentStore, SegmentStore
 
 # Small enough that a few dozen records of up to 120 bytes span several segments.
@@ -99,6 +100,7 @@ class StoredRecord:
     offset: int
     seq: int
     payload: bytes
+    batch_end: bool  # the top bit of the length field: the last record of its write
 
 
 def check_layout(store: SegmentStore) -> list[StoredRecord]:
@@ -110,7 +112,7 @@ def check_layout(store: SegmentStore) -> list[StoredRecord]:
     for name in store.list_segments():
         data = store.read(name)
         magic, version, _, first_seq, prev_chain, header_crc = SEGMENT_HEADER.unpack_from(data)
-        assert (magic, version) == (b"EXJ1", 1), f"{name}: header {magic!r} v{version}"
+        assert (magic, version) == (b"EXJ1", 2), f"{name}: header {magic!r} v{version}"
         assert header_crc == zlib.crc32(data[:20]), f"{name}: header CRC"
         assert name == segment_name(first_seq), f"{name}: header says first seq {first_seq}"
         if next_seq is not None:
@@ -118,14 +120,15 @@ def check_layout(store: SegmentStore) -> list[StoredRecord]:
             assert prev_chain == chain, f"{name}: prev_chain does not continue the chain"
         chain, seq, offset = prev_chain, first_seq, SEGMENT_HEADER_SIZE
         while offset < len(data):
-            crc, record_chain, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
+            crc, record_chain, field, record_seq = RECORD_HEADER.unpack_from(data, offset)
+            length, batch_end = field & 0x7FFF_FFFF, bool(field >> 31)
             payload = data[offset + RECORD_HEADER.size : offset + RECORD_HEADER.size + length]
             assert len(payload) == length, f"{name}@{offset}: record runs past the end"
             assert record_seq == seq, f"{name}@{offset}: seq {record_seq}, expected {seq}"
-            assert crc == zlib.crc32(payload, zlib.crc32(struct.pack("<IQ", length, seq)))
+            assert crc == zlib.crc32(payload, zlib.crc32(struct.pack("<IQ", field, seq)))
             chain = zlib.crc32(struct.pack("<I", crc), chain)
             assert record_chain == chain, f"{name}@{offset}: chain value"
-            records.append(StoredRecord(name, offset, seq, payload))
+            records.append(StoredRecord(name, offset, seq, payload, batch_end))
             seq += 1
             offset += RECORD_HEADER.size + length
         next_seq = seq
@@ -165,6 +168,36 @@ def test_synced_batches_read_back_in_order_after_reopen(backend: Backend) -> Non
     assert (journal.first_seq, journal.last_seq, journal.truncated_bytes) == (1, 39, 0)
     assert read_all(journal) == expected(1, 39)
     assert [r.seq for r in check_layout(backend.store)] == list(range(1, 40))
+
+
+def test_the_last_record_of_each_write_is_marked_as_its_batch_end(backend: Backend) -> None:
+    journal = Journal.open(backend.store)
+    write(journal, batches_of(1, [1, 5, 1, 30, 2]))
+    ends = [1, 6, 7, 37, 39]
+    assert [r.seq for r in check_layout(backend.store) if r.batch_end] == ends
+    assert [r.seq for r in journal.read_from(1) if r.batch_end] == ends
+    assert [r.seq for r in reopen(backend, journal).read_from(1) if r.batch_end] == ends
+
+
+def test_a_first_version_segment_reads_each_record_as_a_batch_and_is_never_appended_to(
+    backend: Backend,
+) -> None:
+    """Journals written before the batch marks: each record was its own batch as far as
+    anyone can tell now; new records go to a new segment of the current version."""
+    store = backend.store
+    store.create(segment_name(1), segment_header(1, CHAIN_SEED, version=1))
+    chain = CHAIN_SEED
+    for seq in (1, 2, 3):
+        record, chain = frame(seq, payload_for(seq), chain)  # no batch mark
+        store.append(record)
+    store.sync()
+    journal = Journal.open(store)
+    assert [(r.seq, r.batch_end) for r in journal.read_from(1)] == [(n, True) for n in (1, 2, 3)]
+    write(journal, batches_of(4, [2]))
+    assert store.list_segments() == [segment_name(1), segment_name(4)]
+    assert [(r.seq, r.batch_end) for r in reopen(backend, journal).read_from(4)] == [
+        (4, False), (5, True)
+    ]  # fmt: skip
 
 
 def test_framing_changes_nothing_until_the_framed_batch_is_written(backend: Backend) -> None:

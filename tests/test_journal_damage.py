@@ -200,7 +200,7 @@ def test_a_segment_from_another_journal_breaks_the_chain_between_segments(
 # How the header is changed, and what the refusal must say.
 HEADER_DAMAGE: dict[str, tuple[dict[str, int | bytes], str]] = {
     "bad magic": ({"magic": b"XXXX"}, "bad magic b'XXXX'"),
-    "wrong version": ({"version": 2}, "segment version 2"),
+    "wrong version": ({"version": 3}, "segment version 3"),
 }
 
 

@@ -12,7 +12,8 @@ A segment starts with a header:
 
     offset  size  field
     0       4     magic b"EXJ1"
-    4       2     version (u16) = 1
+    4       2     version (u16) = 2 (1: written before records carried batch marks; still
+                  read, each of its records taken for a batch of its own, never appended to)
     6       2     reserved, 0
     8       8     first_seq: the seq of its first record (u64)
     16      4     prev_chain: the chain value of the record before it (u32)
@@ -31,8 +32,10 @@ import msgspec
 
 from exchange.journal import watermark
 from exchange.journal.records import (
+    BATCH_END,
     CHAIN_SEED,
     CRC_START,
+    LENGTH_MASK,
     MAX_PAYLOAD,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
@@ -47,7 +50,9 @@ from exchange.journal.watermark import NOTHING_DURABLE, Mark
 log = logging.getLogger(__name__)
 
 MAGIC = b"EXJ1"
-VERSION = 1
+VERSION = 2
+UNMARKED_VERSION = 1  # segments whose records carry no batch marks
+READABLE_VERSIONS = (UNMARKED_VERSION, VERSION)
 SEGMENT_HEADER = struct.Struct("<4sHHQII")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
 _HEADER_COVERED = struct.Struct("<4sHHQI")
@@ -85,8 +90,8 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}{SEGMENT_SUFFIX}"
 
 
-def segment_header(first_seq: int, prev_chain: int) -> bytes:
-    covered = _HEADER_COVERED.pack(MAGIC, VERSION, 0, first_seq, prev_chain)
+def segment_header(first_seq: int, prev_chain: int, version: int = VERSION) -> bytes:
+    covered = _HEADER_COVERED.pack(MAGIC, version, 0, first_seq, prev_chain)
     return covered + struct.pack("<I", zlib.crc32(covered))
 
 
@@ -94,15 +99,19 @@ Visitor = Callable[[int, memoryview], None]
 
 
 class Record:
-    """A record read back: its sequence number and payload, and where it lies."""
+    """A record read back: its sequence number and payload, where it lies, and whether it
+    was the last of its write (its durable batch)."""
 
-    __slots__ = ("offset", "payload", "segment", "seq")
+    __slots__ = ("batch_end", "offset", "payload", "segment", "seq")
 
-    def __init__(self, seq: int, payload: memoryview, segment: str, offset: int) -> None:
+    def __init__(
+        self, seq: int, payload: memoryview, segment: str, offset: int, batch_end: bool
+    ) -> None:
         self.seq = seq
         self.payload = payload
         self.segment = segment
         self.offset = offset
+        self.batch_end = batch_end
 
 
 class Framed(msgspec.Struct, frozen=True):
@@ -138,6 +147,7 @@ class Journal:
         self.truncated_bytes = 0  # a torn tail's size: cut when repairing, else left
         self._active_size = 0
         self._active: str | None = None
+        self._active_version = VERSION
         self._torn_segment: str | None = None  # left in place when not repairing
         # What must survive: the watermark's record, and `durable` (the newest snapshot).
         self._known_durable = durable or DurablePoint(0, "")
@@ -191,9 +201,10 @@ class Journal:
         chain = self.last_chain
         seq = self.last_seq
         parts: list[bytes] = []
-        for payload in payloads:
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
             seq += 1
-            record, chain = frame(seq, payload, chain)
+            record, chain = frame(seq, payload, chain, batch_end=i == last)
             parts.append(record)
         return Framed(b"".join(parts), self.last_seq + 1, seq, chain)
 
@@ -204,7 +215,11 @@ class Journal:
             raise ValueError(f"framed from seq {framed.first_seq}, the journal is at {at}")
         if framed.last_seq == self.last_seq:
             return
-        if self._active is None or self._active_size >= SEGMENT_TARGET_BYTES:
+        if (
+            self._active is None
+            or self._active_size >= SEGMENT_TARGET_BYTES
+            or self._active_version != VERSION  # marked records never join unmarked ones
+        ):
             self._roll()
         self.store.append(framed.data)
         self._active_size += len(framed.data)
@@ -264,6 +279,7 @@ class Journal:
         self.store.create(name, header)
         self._active = name
         self._active_size = len(header)
+        self._active_version = VERSION
 
     # --- reading --------------------------------------------------------------------------
 
@@ -278,13 +294,16 @@ class Journal:
             data = self.store.read(name)
             view = memoryview(data)
             offset = SEGMENT_HEADER_SIZE
+            unmarked = SEGMENT_HEADER.unpack_from(data)[1] == UNMARKED_VERSION
             # The newest segment is sound up to what was checked and appended since.
             end = self._active_size if name == self._active else len(data)
             while offset + RECORD_HEADER_SIZE <= end:
-                _, _, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
+                _, _, field, record_seq = RECORD_HEADER.unpack_from(data, offset)
+                length = field & LENGTH_MASK
                 start = offset + RECORD_HEADER_SIZE
                 if record_seq >= seq:
-                    yield Record(record_seq, view[start : start + length], name, offset)
+                    batch_end = unmarked or field & BATCH_END != 0
+                    yield Record(record_seq, view[start : start + length], name, offset, batch_end)
                 offset = start + length
 
     def prune_before(self, seq: int) -> list[str]:
@@ -333,6 +352,7 @@ class Journal:
             first_seq, chain = header
             if expected_seq is None:
                 self.first_seq = first_seq
+            self._active_version = SEGMENT_HEADER.unpack_from(data)[1]
             expected_seq, chain, size = self._check_records(
                 name, data, first_seq, chain, is_last
             )
@@ -405,7 +425,8 @@ class Journal:
             # The fast path checks what _record_problem checks, on the bytes as stored:
             # the CRC covers bytes 8..end of the record, the chain its bytes 0..4.
             if offset + RECORD_HEADER_SIZE <= end:
-                crc, record_chain, length, record_seq = unpack(data, offset)
+                crc, record_chain, field, record_seq = unpack(data, offset)
+                length = field & LENGTH_MASK
                 start = offset + RECORD_HEADER_SIZE
                 stop = start + length
                 if (
@@ -462,8 +483,8 @@ def _header_damage(data: bytes) -> str | None:
         return f"segment header checksum mismatch (magic {magic!r})"
     if magic != MAGIC:
         return f"bad magic {magic!r}, not a journal segment"
-    if version != VERSION:
-        return f"segment version {version}, this build reads {VERSION}"
+    if version not in READABLE_VERSIONS:
+        return f"segment version {version}, this build reads {READABLE_VERSIONS}"
     return None
 
 
@@ -485,13 +506,14 @@ def _record_problem(
 ) -> str | None:
     if offset + RECORD_HEADER_SIZE > len(data):
         return f"record header cut short ({len(data) - offset} bytes)"
-    crc, record_chain, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
+    crc, record_chain, field, record_seq = RECORD_HEADER.unpack_from(data, offset)
+    length = field & LENGTH_MASK
     if length > MAX_PAYLOAD:
         return f"record length {length} past the bound {MAX_PAYLOAD}"
     start = offset + RECORD_HEADER_SIZE
     if start + length > len(data):
         return f"record cut short ({len(data) - start} of {length} payload bytes)"
-    if crc != record_crc(length, record_seq, view[start : start + length]):
+    if crc != record_crc(field, record_seq, view[start : start + length]):
         return "record checksum mismatch"
     if record_seq != seq:
         return f"sequence {record_seq} where {seq} was expected"
@@ -511,13 +533,14 @@ def _intact_record_after(data: bytes, start: int, seq: int) -> int | None:
             offset = at - SEQ_AT
             if offset + RECORD_HEADER_SIZE > len(data):
                 break
-            crc, _, length, record_seq = RECORD_HEADER.unpack_from(data, offset)
+            crc, _, field, record_seq = RECORD_HEADER.unpack_from(data, offset)
+            length = field & LENGTH_MASK
             payload_start = offset + RECORD_HEADER_SIZE
             if (
                 record_seq == candidate
                 and length <= MAX_PAYLOAD
                 and payload_start + length <= len(data)
-                and crc == record_crc(length, record_seq, view[payload_start:][:length])
+                and crc == record_crc(field, record_seq, view[payload_start:][:length])
             ):
                 return offset
             at = data.find(needle, at + 1)

@@ -5,14 +5,18 @@ A record holds one sequenced command and the events the engine produced from it:
     offset  size  field
     0       4     crc       zlib CRC-32 of bytes 8..end (length, seq, payload): the record alone
     4       4     chain     CRC-32 of bytes 0..4 (`crc`), seeded with the previous record's chain
-    8       4     length    payload bytes that follow the header (u32, little endian)
+    8       4     length    payload bytes that follow the header (low 31 bits, u32 little
+                            endian); the top bit (BATCH_END) marks the last record of its
+                            write: a durable batch, released to clients as one
     12      8     seq       the command's sequence number (u64)
     20      ...   payload   a JournalEntry, MessagePack
 
 (The CRC covers one contiguous range, so checking a record is one zlib call.)
 
 `crc` lets a scan recognise an intact record anywhere; `chain` ties every record to
-all before it, so a record swapped, dropped or replaced from elsewhere breaks it.
+all before it, so a record swapped, dropped or replaced from elsewhere breaks it. The
+batch marks let the read side rebuild exactly what clients were sent (one book update
+per symbol and batch) after a crash; a version-1 segment has none (journal.py).
 """
 
 import struct
@@ -32,6 +36,8 @@ _CHAIN_INPUT = struct.Struct("<I")
 # A command with its events encodes to well under a kilobyte; a cancel-all of 10,000
 # orders is the largest, near 1.5 MB. Anything past this bound is damage, not a record.
 MAX_PAYLOAD = 16 * 1024 * 1024
+BATCH_END = 1 << 31  # in the length field
+LENGTH_MASK = BATCH_END - 1
 CHAIN_SEED = 0
 
 
@@ -55,16 +61,20 @@ def decode_entry(payload: bytes | memoryview) -> JournalEntry:
     return _decoder.decode(payload)
 
 
-def frame(seq: int, payload: bytes, prev_chain: int) -> tuple[bytes, int]:
+def frame(
+    seq: int, payload: bytes, prev_chain: int, *, batch_end: bool = False
+) -> tuple[bytes, int]:
     """The record's bytes and its chain value."""
-    covered = _CRC_COVERED.pack(len(payload), seq)
+    field = len(payload) | (BATCH_END if batch_end else 0)
+    covered = _CRC_COVERED.pack(field, seq)
     crc = zlib.crc32(payload, zlib.crc32(covered))
     chain = zlib.crc32(_CHAIN_INPUT.pack(crc), prev_chain)
-    return RECORD_HEADER.pack(crc, chain, len(payload), seq) + payload, chain
+    return RECORD_HEADER.pack(crc, chain, field, seq) + payload, chain
 
 
-def record_crc(length: int, seq: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(_CRC_COVERED.pack(length, seq)))
+def record_crc(field: int, seq: int, payload: bytes | memoryview) -> int:
+    """The CRC of a record whose length field (the length and its batch mark) is `field`."""
+    return zlib.crc32(payload, zlib.crc32(_CRC_COVERED.pack(field, seq)))
 
 
 def chain_after(crc: int, prev_chain: int) -> int:
