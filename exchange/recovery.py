@@ -58,6 +58,7 @@ def recover(
     use_snapshots: bool = True,
     repair: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    snapshots_durable: bool = True,
 ) -> Recovered:
     """The engine as the data directory acknowledged it, and the journal ready to append.
     With repair=False nothing on disk changes (a torn tail is left and not replayed).
@@ -66,19 +67,30 @@ def recover(
     put in place only once its record was durable, so the newest snapshot's seq is a
     point the journal must reach: one that ends before it lost acknowledged records, and
     is refused (JournalCorruptError), never cut; the snapshot is never deleted for it.
-    `clock` paces the journal's durable watermark."""
+    Under `--durability none` (`snapshots_durable=False`) nothing was durable: a snapshot
+    past the journal's end (a power cut took its records) is deleted and the pass made
+    once more from an older one. `clock` paces the journal's durable watermark."""
     started = time.perf_counter()
     # Without repair nothing on disk may change, not even a directory created.
     snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR, durable=durable, create=repair)
     journal_store = FileSegmentStore(data_dir / JOURNAL_DIR, durable=durable, create=repair)
-    loaded = snapshots.load_newest() if use_snapshots else None
-    engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
-    replayer = Replayer(engine, snapshot_seq + 1)
-    with gc_paused():  # 7% of a replay went to rescanning objects that all live on
-        journal = Journal.open(
-            journal_store, repair=repair, visit=replayer, visit_from=snapshot_seq + 1,
-            durable=_newest_snapshot(snapshots), clock=clock,
-        )  # fmt: skip
+    floor = _newest_snapshot(snapshots) if snapshots_durable else None
+    for _ in range(2):  # a second pass only after deleting a snapshot past the end
+        loaded = snapshots.load_newest() if use_snapshots else None
+        engine, snapshot_seq = (loaded[0], loaded[1]) if loaded else (Engine(), 0)
+        replayer = Replayer(engine, snapshot_seq + 1)
+        with gc_paused():  # 7% of a replay went to rescanning objects that all live on
+            journal = Journal.open(
+                journal_store, repair=repair, visit=replayer, visit_from=snapshot_seq + 1,
+                durable=floor, clock=clock,
+            )  # fmt: skip
+        if snapshot_seq <= journal.last_seq:
+            break
+        journal.store.close()
+        if not repair:
+            msg = f"snapshot at seq {snapshot_seq} is past the journal's end {journal.last_seq}"
+            raise RecoveryError(msg)
+        snapshots.discard_after(journal.last_seq)
     if journal.first_seq > snapshot_seq + 1:
         journal.store.close()
         raise RecoveryError(_gap_message(snapshot_seq, journal.first_seq))

@@ -72,19 +72,32 @@ class TokenBucket:
 
 
 class Refusals:
-    """A connection's RATE_LIMITED refusals within the current window."""
+    """RATE_LIMITED refusals within the current window, of a connection or of an address's
+    anonymous connections. Abusive from the refusal that reaches the bound until
+    REFUSAL_WINDOW_S later: then the count starts again (an address is not shut out for
+    good, and every client behind one NAT with it)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.count = 0
         self.window_start = clock()
+        self.abusive_since: float | None = None
 
     def note(self) -> None:
         now = self.clock()
         if now - self.window_start > REFUSAL_WINDOW_S:
             self.window_start, self.count = now, 0
         self.count += 1
+        if self.count >= REFUSALS_BEFORE_CLOSE and self.abusive_since is None:
+            self.abusive_since = now
 
     @property
     def abusive(self) -> bool:
-        return self.count >= REFUSALS_BEFORE_CLOSE
+        since = self.abusive_since
+        if since is None:
+            return False
+        now = self.clock()
+        if now - since > REFUSAL_WINDOW_S:
+            self.abusive_since, self.count, self.window_start = None, 0, now
+            return False
+        return True

@@ -116,7 +116,12 @@ class ReadSnapshotStore:
         """The newest snapshot at or before `max_seq` (the journal's end) that checks out."""
         for seq in self.seqs():
             if seq > max_seq:
-                log.warning("read snapshot at seq %d is past the journal's end %d", seq, max_seq)
+                # Its records are gone (a power cut under --durability none): new commands
+                # will take those seqs, so it would describe another history. Deleted.
+                self.path(seq).unlink()
+                log.warning(
+                    "read snapshot at seq %d is past the journal's end %d: deleted", seq, max_seq
+                )
                 continue
             try:
                 return self._load(seq)

@@ -85,7 +85,7 @@ def serve(options: ServeOptions) -> int:
 async def _serve(options: ServeOptions) -> int:
     token = admin_token(options.data_dir)
     durable = options.durability == "fsync"
-    recovered = recover(options.data_dir, durable=durable)
+    recovered = recover(options.data_dir, durable=durable, snapshots_durable=durable)
     sequencer = Sequencer(
         recovered.engine, recovered.journal, recovered.snapshots,
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,

@@ -10,6 +10,7 @@ point is still a torn write and is still cut (tests/test_journal_damage.py has t
 
 import asyncio
 import itertools
+import re
 import time
 from pathlib import Path
 
@@ -17,14 +18,16 @@ import pytest
 
 from exchange.domain.engine import Engine
 from exchange.journal import journal as journal_module
+from exchange.journal import storage as storage_module
 from exchange.journal import watermark
 from exchange.journal.faulty import FaultySegmentStore
-from exchange.journal.journal import Journal, JournalCorruptError
+from exchange.journal.journal import Journal, JournalCorruptError, segment_name
 from exchange.journal.storage import MARK_FILE, FileSegmentStore
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, recover
 from exchange.sequencer import Sequencer
 from tests.streams import START_TS, mixed_stream
 from tests.test_cli import exchange
+from tests.test_journal_power_loss import Scripted
 
 COMMANDS = 400
 # Bounds a wait for the sequencer's idle watermark write (a safety net, not a timing).
@@ -111,7 +114,8 @@ async def test_five_bytes_cut_with_a_snapshot_present_is_refused_and_nothing_del
     refusal = refused(tmp_path)
 
     assert refusal.segment == segment.name
-    assert f"records {last_seq}..{last_seq} are missing" in refusal.reason
+    # The last write's records before the cut are whole, but it would go with its end.
+    assert re.search(rf"acknowledged records \d+\.\.{last_seq} are missing", refusal.reason)
     assert snapshots(tmp_path) == [snapshot]
     assert segment.stat().st_size == size - 5
 
@@ -175,18 +179,39 @@ async def test_a_journal_without_a_watermark_opens_and_gets_one(tmp_path: Path) 
     recovered = recover(tmp_path)
     recovered.journal.close()
 
-    mark = watermark.decode(mark_path.read_bytes())
-    assert mark is not None
-    assert mark.seq == recovered.journal.last_seq == last_seq
+    found = watermark.decode(mark_path.read_bytes())
+    assert found is not None
+    assert found[0].seq == recovered.journal.last_seq == last_seq
+
+
+def slots(first: bytes, second: bytes) -> bytes:
+    """A mark file's bytes: the second slot a page after the first."""
+    return first.ljust(watermark.SLOT_SPACING, b"\0") + second
 
 
 def test_a_torn_watermark_slot_leaves_the_other_slot_in_force() -> None:
     older = watermark.encode(watermark.Mark(7, 1, 500, 1234))
     newer = watermark.encode(watermark.Mark(9, 1, 700, 5678))
-    assert watermark.decode(older + newer) == watermark.Mark(9, 1, 700, 5678)
+    assert watermark.decode(slots(older, newer)) == (watermark.Mark(9, 1, 700, 5678), 1)
     torn = newer[:20] + bytes(len(newer) - 20)
-    assert watermark.decode(older + torn) == watermark.Mark(7, 1, 500, 1234)
+    assert watermark.decode(slots(older, torn)) == (watermark.Mark(7, 1, 500, 1234), 0)
     assert watermark.decode(torn) is None
+
+
+def test_a_new_process_writes_first_the_slot_that_does_not_hold_the_newest_mark() -> None:
+    """Were it to overwrite the newest mark first, a torn write of it would leave only an
+    older one: the check would weaken exactly when a crash had just happened."""
+    store = FaultySegmentStore()
+    journal = Journal.open(store)
+    journal.write_batch([b"one"])
+    journal.write_mark()  # slot 1 (the open wrote slot 0)
+    newest = bytes(store.mark[watermark.SLOT_SPACING :][: watermark.SLOT_SIZE])
+    assert watermark.decode(bytes(store.mark)) == (journal.durable_mark, 1)
+    reopened = Journal.open(store)  # writes its first mark at open
+    assert bytes(store.mark[watermark.SLOT_SPACING :][: watermark.SLOT_SIZE]) == newest
+    found = watermark.decode(bytes(store.mark))
+    assert found is not None
+    assert (found[1], found[0].seq) == (0, reopened.last_seq)
 
 
 async def test_the_sequencer_brings_the_watermark_up_to_date_once_writes_stop() -> None:
@@ -198,9 +223,69 @@ async def test_the_sequencer_brings_the_watermark_up_to_date_once_writes_stop() 
     task = asyncio.create_task(sequencer.run())
     await asyncio.gather(*(sequencer.submit(c) for c in mixed_stream(3, 50)))
     deadline = time.monotonic() + WAIT_S
-    while (mark := watermark.decode(store.read_mark())) is None or mark.seq < sequencer.last_seq:
-        assert time.monotonic() < deadline, f"the watermark stayed at {mark}"
+    while (found := watermark.decode(store.read_mark())) is None or (
+        found[0].seq < sequencer.last_seq
+    ):
+        assert time.monotonic() < deadline, f"the watermark stayed at {found}"
         await asyncio.sleep(0.01)
-    assert mark.chain == journal.last_chain
+    assert found[0].chain == journal.last_chain
     await sequencer.stop()
     await task
+
+
+def test_a_new_process_makes_what_an_earlier_one_left_unsynced_durable_before_marking_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after creating a segment and before its sync, a process leaves the segment
+    and its directory entry in the page cache only. The next process must sync both
+    before its watermark vouches for them: its store's first sync also syncs the
+    directory, and the open syncs every segment from the watermark's on."""
+    monkeypatch.setattr(journal_module, "SEGMENT_TARGET_BYTES", 256)
+    first = Journal.open(FileSegmentStore(tmp_path))
+    for n in range(6):
+        first.write_batch([bytes(200) + bytes([n])])
+    marked = first.marked.segment
+    first.append([b"never synced"])  # rolls to a new segment, then the process dies
+    synced: list[str] = []
+    directory_syncs: list[Path] = []
+    store = FileSegmentStore(tmp_path)
+    real_sync_segments = store.sync_segments
+
+    def spied(names: list[str]) -> None:
+        synced.extend(names)
+        real_sync_segments(names)
+
+    monkeypatch.setattr(store, "sync_segments", spied)
+    monkeypatch.setattr(storage_module, "fsync_directory", directory_syncs.append)
+
+    second = Journal.open(store)
+
+    newest = store.list_segments()[-1]
+    assert second.last_seq == 7
+    assert synced[-1] == newest
+    assert all(int(name.removesuffix(".seg")) >= marked for name in synced)
+    assert directory_syncs == [tmp_path]
+    found = watermark.decode((tmp_path / MARK_FILE).read_bytes())
+    assert found is not None
+    assert (found[0].seq, segment_name(found[0].segment)) == (7, newest)
+
+
+@pytest.mark.parametrize("whole", [0, 1, 3, 4])
+def test_a_write_a_crash_tore_goes_whole_and_its_records_are_never_replayed(whole: int) -> None:
+    """The crash kept `whole` of the last write's five records whole, then some bytes:
+    that write was never synced, so none of it is kept, and recovery's visitor (the
+    replay into the engine) never saw a record of it."""
+    store = FaultySegmentStore()
+    journal = Journal.open(store)
+    journal.write_batch([b"before-1", b"before-2"])
+    journal.append([f"torn-{n}".encode() for n in range(5)])  # never synced
+    records = {r.seq: bytes(r.payload) for r in journal.read_from(1)}
+    store.volatile = {
+        name: data[: len(data) - sum(20 + len(records[s]) for s in range(3 + whole, 8)) + 9]
+        for name, data in store.volatile.items()
+    }  # the first `whole` records whole, then 9 bytes of the next
+    store.crash("tear", Scripted(10**9))  # keeps what is left of the volatile bytes
+    visited: list[int] = []
+    reopened = Journal.open(store, visit=lambda seq, _: visited.append(seq))
+    assert (reopened.last_seq, visited) == (2, [1, 2])
+    assert [bytes(r.payload) for r in reopened.read_from(1)] == [b"before-1", b"before-2"]

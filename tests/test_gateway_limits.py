@@ -2,6 +2,7 @@
 
 from gateway.limits import (
     ACCOUNT_RATE_PER_S,
+    REFUSAL_WINDOW_S,
     REFUSALS_BEFORE_CLOSE,
     Refusals,
     TokenBucket,
@@ -45,3 +46,20 @@ def test_the_account_rate_defaults_to_its_constant_but_never_below_one_connectio
     assert account_rate(2_000.0, None) == ACCOUNT_RATE_PER_S
     assert account_rate(100_000.0, None) == 100_000.0  # a benchmark's --rate-limit
     assert account_rate(2_000.0, 300.0) == 300.0  # as the operator set it
+
+
+def test_an_abusive_address_is_forgiven_a_window_after_it_became_abusive() -> None:
+    """The 429 at upgrade checks `abusive` without noting refusals (none come through):
+    the lockout must end by the clock alone, or an address stays shut out for good."""
+    clock = Clock()
+    refusals = Refusals(clock)
+    clock.now += 9.0  # late in the window: the lockout still lasts a whole window
+    for _ in range(REFUSALS_BEFORE_CLOSE):
+        refusals.note()
+    assert refusals.abusive
+    clock.now += REFUSAL_WINDOW_S
+    assert refusals.abusive, "a whole window from the refusal that crossed the bound"
+    clock.now += 0.5
+    assert not refusals.abusive
+    refusals.note()
+    assert (refusals.count, refusals.abusive) == (1, False)

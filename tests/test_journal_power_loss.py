@@ -88,7 +88,7 @@ class Writer:
     def crash_and_reopen(self, mode: CrashMode, rng: random.Random) -> Journal:
         marked = watermark.decode(self.store.read_mark())
         assert marked is not None
-        assert marked.seq <= self.synced_seq, "the watermark claims a record never synced"
+        assert marked[0].seq <= self.synced_seq, "the watermark claims a record never synced"
         self.store.crash(mode, rng)  # a crash: the journal is not closed
         self.journal = self.open()  # must not raise, whatever the crash did
         return self.journal

@@ -155,7 +155,7 @@ class Journal:
         # The newest record a sync made durable, and the newest the watermark names.
         self.durable_mark = NOTHING_DURABLE
         self.marked = NOTHING_DURABLE
-        self._mark_writes = 0
+        self._next_slot = 0  # the watermark slot written next (they take turns)
         self._marked_at = 0.0
         self._clock = clock
         self._mark_every_s = mark_every_s
@@ -187,7 +187,12 @@ class Journal:
         journal._scan()
         if repair:
             if journal._active is not None:
-                store.sync()  # what an earlier process wrote may sit in the page cache only
+                # What an earlier process wrote may sit in the page cache only (its last
+                # write, or all of it with --durability none): every segment the
+                # watermark does not vouch for is synced before it does.
+                mark = journal._mark_on_disk
+                since = mark.segment if mark is not None else 0
+                store.sync_segments([n for n in store.list_segments() if _first_seq_of(n) >= since])
                 journal._now_durable()
             journal.write_mark()
         return journal
@@ -255,8 +260,8 @@ class Journal:
         """Record in the watermark the newest record a sync made durable. Call it only
         from the thread that writes (it shares the store)."""
         mark = self.durable_mark
-        self.store.write_mark(watermark.slot_offset(self._mark_writes), watermark.encode(mark))
-        self._mark_writes += 1
+        self.store.write_mark(watermark.slot_offset(self._next_slot), watermark.encode(mark))
+        self._next_slot += 1
         self.marked = mark
         self._marked_at = self._clock()
 
@@ -367,12 +372,15 @@ class Journal:
     def _read_mark(self, names: list[str]) -> None:
         """Take the watermark's seq as known durable (a journal from a build before the
         watermark has none: it is written after this open)."""
-        mark = watermark.decode(self.store.read_mark())
-        self._mark_on_disk = mark
-        if mark is None:
+        found = watermark.decode(self.store.read_mark())
+        if found is None:
+            self._mark_on_disk = None
             if names:
                 log.warning("journal: no durable watermark (%s) yet; one is written now", MARK_FILE)
             return
+        mark, slot = found
+        self._mark_on_disk = mark
+        self._next_slot = slot + 1  # never overwrite the newest mark first
         self.marked = mark
         if mark.seq >= self._known_durable.seq:  # the same seq: name the journal's own mark
             source = (
@@ -413,14 +421,24 @@ class Journal:
     def _check_records(
         self, name: str, data: bytes, seq: int, chain: int, is_last: bool
     ) -> tuple[int, int, int]:
-        """Walk the records; returns (next expected seq, chain, size of the sound part)."""
+        """Walk the records; returns (next expected seq, chain, size of the sound part).
+
+        In a segment with batch marks a record is visited only once the last record of
+        its write is seen whole: a crash can leave the first records of a write whole and
+        the rest torn, and that write, never synced, was never acknowledged. Such a part
+        is cut with the torn tail (or refused, if it reaches a known-durable point)."""
         offset = SEGMENT_HEADER_SIZE
         end = len(data)
         view = memoryview(data)
         unpack, crc32 = RECORD_HEADER.unpack_from, zlib.crc32
-        visit, visit_from = self._visit, self._visit_from
         mark = self._mark_on_disk
         mark_seq = mark.seq if mark is not None else -1
+        marked_batches = self._active_version == VERSION
+        # The records of the write being read whose last record has not come yet (at most
+        # a write's: the sequencer's MAX_BATCH), and where that write began.
+        pending: list[tuple[int, int, int]] = []  # (seq, payload start, payload stop)
+        write_began = (offset, seq, chain)
+        torn: str | None = None
         while offset < end:  # each turn moves past one record, or stops
             # The fast path checks what _record_problem checks, on the bytes as stored:
             # the CRC covers bytes 8..end of the record, the chain its bytes 0..4.
@@ -436,38 +454,56 @@ class Journal:
                     and crc == crc32(view[offset + CRC_START : stop])
                     and record_chain == crc32(view[offset : offset + 4], chain)
                 ):
-                    if visit is not None and seq >= visit_from:
-                        try:
-                            visit(seq, view[start:stop])
-                        except msgspec.DecodeError as undecodable:
-                            # Intact bytes that this build cannot read: another format.
-                            msg = f"record {seq} does not decode: {undecodable}"
-                            raise JournalCorruptError(name, offset, msg) from None
                     if seq == mark_seq and mark is not None and record_chain != mark.chain:
                         msg = f"record {seq} is not the one the durable watermark names"
                         raise JournalCorruptError(name, offset, msg)
+                    pending.append((seq, start, stop))
                     chain = record_chain
                     seq += 1
                     offset = stop
+                    if not marked_batches or field & BATCH_END:
+                        self._visit_all(name, view, pending)
+                        write_began = (offset, seq, chain)
                     continue
-            problem = _record_problem(data, view, offset, seq, chain) or "unreadable record"
+            torn = _record_problem(data, view, offset, seq, chain) or "unreadable record"
             found = _intact_record_after(data, offset + 1, seq)
             if not is_last:
-                raise JournalCorruptError(name, offset, problem)
+                raise JournalCorruptError(name, offset, torn)
             if found is not None:
                 raise JournalCorruptError(
-                    name, offset, f"{problem}, but an intact record follows at offset {found}"
+                    name, offset, f"{torn}, but an intact record follows at offset {found}"
                 )
-            self._refuse_if_durable(name, offset, seq, f"{problem} at seq {seq}")
+            break
+        if pending and not is_last:  # a closed segment ends its writes (they never span)
+            self._visit_all(name, view, pending)
+        elif pending:
+            torn = f"the write of records {write_began[1]}..{seq - 1} was cut short ({torn})"
+            offset, seq, chain = write_began
+        if torn is not None:
+            self._refuse_if_durable(name, offset, seq, f"{torn} at seq {seq}")
             self.truncated_bytes = end - offset
             if self.repair:
                 self.store.truncate(name, offset)
                 log.warning(
                     "journal: cut a torn tail of %d bytes from %s at offset %d (%s)",
-                    end - offset, name, offset, problem,
+                    end - offset, name, offset, torn,
                 )  # fmt: skip
-            break
         return seq, chain, offset
+
+    def _visit_all(self, name: str, view: memoryview, records: list[tuple[int, int, int]]) -> None:
+        """Hand whole writes' records to the visitor, in order, and forget them."""
+        visit, visit_from = self._visit, self._visit_from
+        if visit is not None:
+            for seq, start, stop in records:
+                if seq >= visit_from:
+                    try:
+                        visit(seq, view[start:stop])
+                    except msgspec.DecodeError as undecodable:
+                        # Intact bytes that this build cannot read: another format.
+                        offset = start - RECORD_HEADER_SIZE
+                        msg = f"record {seq} does not decode: {undecodable}"
+                        raise JournalCorruptError(name, offset, msg) from None
+        records.clear()
 
 
 def _first_seq_of(name: str) -> int:

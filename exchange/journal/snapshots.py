@@ -110,6 +110,18 @@ class SnapshotStore:
         kept = seqs[:KEEP_SNAPSHOTS]
         return kept[-1] if kept else None
 
+    def discard_after(self, seq: int) -> list[int]:
+        """Delete snapshots past `seq`. Only under `--durability none`, where a snapshot
+        promised nothing: a power cut can keep it and lose the journal's records it covers,
+        whose seqs new commands will take (with durability, such a journal is refused)."""
+        stale = [s for s in self.seqs() if s > seq]
+        for s in stale:
+            self.path(s).unlink()
+            log.warning("snapshot at seq %d is past the journal's end %d: deleted", s, seq)
+        if stale:
+            self._sync_directory()
+        return stale
+
     def load_newest(self) -> tuple[Engine, int, str] | None:
         """(engine, seq, state hash) from the newest snapshot that checks out, or None.
         A snapshot is never deleted here: one that fails its checks is left for a person

@@ -49,6 +49,11 @@ class SegmentStore(Protocol):
         """Make every byte appended or created so far survive a crash."""
         ...
 
+    def sync_segments(self, names: list[str]) -> None:
+        """Make these segments' bytes, and their directory entries, survive a crash
+        (whoever wrote them: an earlier process may have left them in the page cache)."""
+        ...
+
     def truncate(self, name: str, size: int) -> None:
         """Cut a segment to `size` bytes, durably (used on a torn tail)."""
         ...
@@ -81,7 +86,9 @@ class FileSegmentStore:
             raise FileNotFoundError(f"no journal directory {directory}")
         self._fd: int | None = None
         self._mark_fd: int | None = None
-        self._dir_dirty = False
+        # An earlier process may have created entries it never synced: the first sync
+        # makes the directory durable too.
+        self._dir_dirty = True
         # The journal thread syncs while the snapshot thread may delete old segments: a
         # sync must not return while another thread's directory fsync is still running.
         self._dir_lock = threading.Lock()
@@ -128,6 +135,17 @@ class FileSegmentStore:
         if self._fd is not None:
             os.fdatasync(self._fd)
         self._sync_directory(only_if_dirty=True)
+
+    def sync_segments(self, names: list[str]) -> None:
+        if not self.durable:
+            return
+        for name in names:
+            fd = os.open(self.directory / name, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        self._sync_directory()
 
     def truncate(self, name: str, size: int) -> None:
         path = self.directory / name

@@ -7,9 +7,11 @@ apart: after a sync the journal records here (at most MARK_EVERY_S later) which 
 that sync made durable, and recovery refuses a journal that ends before it.
 
 The store keeps the mark as two slots written in turn (like TigerBeetle's copies of its
-superblock), so tearing the slot being written leaves the other one whole:
+superblock), SLOT_SPACING apart so that no one sector or page holds both: tearing the slot
+being written leaves the other one whole. A process starts with the slot that does not
+hold the newest mark.
 
-    offset  size  field            (one slot; the second follows at SLOT_SIZE)
+    offset  size  field            (one slot; the second begins at SLOT_SPACING)
     0       4     magic b"EXW1"
     4       2     version (u16) = 1
     6       2     reserved, 0
@@ -31,6 +33,9 @@ _COVERED = struct.Struct("<4sHHQQQI")
 SLOT = struct.Struct("<4sHHQQQII")
 SLOT_SIZE = SLOT.size
 SLOTS = 2
+# A page: disks write sectors (512 B or 4 KiB) whole or not at all, but never two slots
+# this far apart in one piece.
+SLOT_SPACING = 4096
 
 
 class Mark(msgspec.Struct, frozen=True):
@@ -50,17 +55,16 @@ def encode(mark: Mark) -> bytes:
     return covered + struct.pack("<I", zlib.crc32(covered))
 
 
-def slot_offset(writes: int) -> int:
-    """Where the `writes`-th mark goes: the slots take turns."""
-    return (writes % SLOTS) * SLOT_SIZE
+def slot_offset(slot: int) -> int:
+    return (slot % SLOTS) * SLOT_SPACING
 
 
-def decode(data: bytes) -> Mark | None:
-    """The newest whole slot of a mark file's bytes; None when no slot is whole (no file,
-    or a file torn before its first write completed)."""
-    best: Mark | None = None
+def decode(data: bytes) -> tuple[Mark, int] | None:
+    """The newest whole slot of a mark file's bytes and its index; None when no slot is
+    whole (no file, or a file torn before its first write completed)."""
+    best: tuple[Mark, int] | None = None
     for index in range(SLOTS):
-        start = index * SLOT_SIZE
+        start = index * SLOT_SPACING
         if start + SLOT_SIZE > len(data):
             break
         magic, version, _, seq, segment, end, chain, crc = SLOT.unpack_from(data, start)
@@ -68,6 +72,6 @@ def decode(data: bytes) -> Mark | None:
             continue
         if crc != zlib.crc32(data[start : start + _COVERED.size]):
             continue
-        if best is None or seq > best.seq:
-            best = Mark(seq, segment, end, chain)
+        if best is None or seq > best[0].seq:
+            best = (Mark(seq, segment, end, chain), index)
     return best
