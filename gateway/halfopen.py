@@ -11,12 +11,19 @@ change what those methods mean.
 """
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 
+from exchange.domain.codes import RejectCode
 from gateway.limits import HEADER_TIMEOUT_S, MAX_HALF_OPEN
+
+log = logging.getLogger(__name__)
 
 # An idle HTTP keep-alive connection (after its first request) is closed after this;
 # aiohttp's default is an hour.
@@ -76,6 +83,32 @@ class GuardedRequestHandler(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._guard.arrived(self)
         super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request aiohttp's parser refused (a bad byte in the URL, not HTTP at all)
+        answered as every other error is, `{"code":..,"message":..}`, not plain text, and
+        logged in one line: it is the client's mistake, not a traceback's worth. The
+        message's first line only: the rest echoes the client's bytes. A 500 (a bug of
+        ours) goes to aiohttp's own handling, traceback and all, then gets the JSON too."""
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            super().handle_error(request, status, exc, message)
+            code = "INTERNAL"
+        else:
+            if request.writer.output_size > 0:  # as aiohttp: too late for an answer
+                raise ConnectionError("response already started: no error answer possible")
+            log.info("refused an unparsable request from %s: %s", request.remote, exc)
+            code = RejectCode.BAD_REQUEST
+        first_line = (message or HTTPStatus(status).phrase).splitlines()[0:1]
+        body = msgspec.json.encode({"code": code, "message": "".join(first_line).rstrip(":")})
+        answer = web.Response(status=status, body=body, content_type="application/json")
+        answer.force_close()
+        return answer
 
 
 async def listen(

@@ -438,6 +438,33 @@ async def test_a_bad_rest_request_gets_a_4xx_json_error(
         assert (response.status, answer["code"]) == (status, code), (path, body, answer)
 
 
+# Requests aiohttp's own parser refuses, before any handler: a raw byte in the URL, a
+# method that is not one, a header line with no colon.
+UNPARSABLE_REQUESTS = {
+    "a raw byte in the url": b"GET /v1/book/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+    "not a method": b"GARBAGE / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a header without a colon": b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", UNPARSABLE_REQUESTS)
+async def test_a_request_the_parser_refuses_still_gets_a_json_400(
+    server: RunningServer, case: str
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(UNPARSABLE_REQUESTS[case])
+        answer = await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT_S)  # until it closes
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1."), head
+    assert b" 400 " in head.split(b"\r\n")[0], head
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["code"] == "BAD_REQUEST"
+    assert b"\\xff" not in body, "the client's bytes are not echoed"
+
+
 async def test_good_names_and_symbols_still_pass(server: RunningServer) -> None:
     """The rules refuse only what they name: accents, scripts and spaces are fine."""
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": JSON}

@@ -492,6 +492,15 @@ async def test_a_slow_subscriber_is_evicted_while_a_fast_one_keeps_every_message
             assert book.apply(await fast.next_event()), "gap or checksum mismatch"
         assert list(book.levels()) == [rest["bids"], rest["asks"]]
         assert book.gaps == book.bad_checksums == fast.dropped_events == 0
+    # The eviction's log line, at WARNING (the close line is written as the session ends).
+    async with asyncio.timeout(LOG_LINE_TIMEOUT_S):
+        while not any(" WARNING " in line and "event=ws_close" in line and "code=4008" in line
+                      for line in list(market.output)):  # fmt: skip
+            await asyncio.sleep(0.02)  # bounded by the timeout: the output arrives on its own
+
+
+# How long a log line may take to reach the test's copy of the server's output.
+LOG_LINE_TIMEOUT_S = 20.0
 
 
 async def test_order_history_and_candles(market: RunningServer) -> None:
