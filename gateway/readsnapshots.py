@@ -38,6 +38,7 @@ from exchange import forked_snapshot
 from exchange.domain.engine import Engine
 from exchange.domain.events import Event
 from exchange.journal.journal import Journal
+from exchange.journal.snapshots import seqs_named
 from exchange.journal.storage import fsync_directory
 from exchange.runtime import gc_paused
 from gateway.readstate import ReadSnapshot, ReadState
@@ -79,12 +80,7 @@ class ReadSnapshotStore:
 
     def seqs(self) -> list[int]:
         """Sequence numbers of the snapshots present, newest first."""
-        found = []
-        for path in self.directory.glob(f"{PREFIX}*{SUFFIX}"):
-            digits = path.name.removeprefix(PREFIX).removesuffix(SUFFIX)
-            if digits.isdigit():
-                found.append(int(digits))
-        return sorted(found, reverse=True)
+        return seqs_named(self.directory, PREFIX, SUFFIX)
 
     def path(self, seq: int) -> Path:
         return self.directory / f"{PREFIX}{seq:020d}{SUFFIX}"

@@ -43,6 +43,19 @@ SUFFIX = ".snap"
 KEEP_SNAPSHOTS = 2
 
 
+def seqs_named(directory: Path, prefix: str, suffix: str) -> list[int]:
+    """The seqs of the files `<prefix><digits><suffix>` in `directory`, newest first (none
+    when it does not exist); a name whose middle is not ASCII digits is not one of them."""
+    found: list[int] = []
+    if not directory.is_dir():
+        return found
+    for path in directory.glob(f"{prefix}*{suffix}"):
+        digits = path.name.removeprefix(prefix).removesuffix(suffix)
+        if digits.isascii() and digits.isdigit():
+            found.append(int(digits))
+    return sorted(found, reverse=True)
+
+
 class SnapshotStore:
     def __init__(self, directory: Path, *, durable: bool = True, create: bool = True) -> None:
         self.directory = directory
@@ -52,14 +65,7 @@ class SnapshotStore:
 
     def seqs(self) -> list[int]:
         """Sequence numbers of the snapshots present, newest first."""
-        found: list[int] = []
-        if not self.directory.is_dir():
-            return found
-        for path in self.directory.glob(f"{PREFIX}*{SUFFIX}"):
-            digits = path.name.removeprefix(PREFIX).removesuffix(SUFFIX)
-            if digits.isdigit():
-                found.append(int(digits))
-        return sorted(found, reverse=True)
+        return seqs_named(self.directory, PREFIX, SUFFIX)
 
     def path(self, seq: int) -> Path:
         return self.directory / f"{PREFIX}{seq:020d}{SUFFIX}"
