@@ -25,9 +25,18 @@ from typing import Any, Protocol
 import msgspec
 
 from exchange import forked_snapshot
+from exchange.bus import (
+    BatchObserver,
+    BusyError,
+    InvalidCommandError,
+    Refused,
+    Sequenced,
+    SequencerFailedError,
+    SequencerStoppedError,
+    Subscriber,
+)
 from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
-from exchange.domain.events import Event
 from exchange.domain.state import EngineState, export_state
 from exchange.journal.journal import Framed, Journal
 from exchange.journal.records import JournalEntry, decode_entry, encode_entry
@@ -71,44 +80,9 @@ class LoopClock:
             await asyncio.wait_for(event.wait(), seconds)
 
 
-class BusyError(Exception):
-    """The input queue is full: the command was not taken. Answer BUSY."""
-
-
-class InvalidCommandError(Exception):
-    """The command breaks its own schema (a bound or pattern of commands.py): it was not
-    taken. Journaling it would leave a record no reader could decode."""
-
-
-class SequencerStoppedError(Exception):
-    """The sequencer is stopping or has stopped: the command was not taken."""
-
-
-class SequencerFailedError(Exception):
-    """The engine raised (a bug; the journal holds nothing of that command) or the journal
-    could not be written (nothing of that batch was acknowledged). The process must stop:
-    retrying a failed fsync is not safe, the kernel may have dropped the dirty pages."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sequenced:
-    """A command as journaled, with its events: the answer to `submit`, and what
-    subscribers receive (after it is durable, in sequence order)."""
-
-    seq: int
-    command: Command
-    events: list[Event]
-    # Whatever the submitter passed along (the gateway: which connection and request
-    # to answer); never journaled.
-    origin: object = None
-
-
-Subscriber = Callable[[Sequenced], None]
 _command_encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder(Command)
 _Item = tuple[Command, "asyncio.Future[Sequenced] | None", object]
-# Told (origin, reason) when a posted command (one without a future) is refused.
-Refused = Callable[[object, Exception], None]
 
 
 @dataclass(slots=True)
@@ -194,7 +168,7 @@ class Sequencer:
         self.subscriber_errors = 0
         # Called after each batch is durable with (records, seconds its write and sync
         # took, seconds since its first command was applied): metrics.
-        self.batch_observers: list[Callable[[int, float, float], None]] = []
+        self.batch_observers: list[BatchObserver] = []
         self.on_refused: Refused | None = None  # for commands `post`ed without a future
 
     # --- the producer side ----------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from exchange.sequencer import Sequencer
+from exchange.bus import Bus
 from gateway import queryparams, rest
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
@@ -53,7 +53,7 @@ def _code_of(body: object) -> object:
 
 
 def build_app(
-    sequencer: Sequencer,
+    sequencer: Bus,
     read: ReadModel,
     admin_token: str,
     max_connections: int = MAX_CONNECTIONS,

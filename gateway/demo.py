@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from exchange.bus import Bus
 from exchange.domain import commands as cmd
 from exchange.domain.events import AccountCreated, OfferingOpened
 from exchange.domain.money import parse_cash
-from exchange.sequencer import Sequencer
 from gateway.auth import hash_api_key, new_api_key
 
 DEMO_KEYS_FILE = "demo-keys.json"
@@ -23,12 +23,12 @@ ACCOUNTS = ("acme-issuer", "bond-issuer", "alice", "bob", "market-maker")
 CASH = {"alice": "250000.00", "bob": "250000.00", "market-maker": "1000000.00"}
 
 
-async def _do(sequencer: Sequencer, command: cmd.Command) -> list[Any]:
+async def _do(sequencer: Bus, command: cmd.Command) -> list[Any]:
     done = await sequencer.submit(command)
     return list(done.events)
 
 
-async def seed(sequencer: Sequencer, data_dir: Path) -> dict[str, dict[str, str]]:
+async def seed(sequencer: Bus, data_dir: Path) -> dict[str, dict[str, str]]:
     """Create the demo market; returns {name: {"account": id, "api_key": key}}."""
     keys: dict[str, dict[str, str]] = {}
     for name in ACCOUNTS:

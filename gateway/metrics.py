@@ -20,8 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exchange.bus import Bus, Sequenced
 from exchange.domain.events import OrderAccepted, OrderRejected, Rejected, TradeExecuted
-from exchange.sequencer import Sequenced, Sequencer
 from gateway.halfopen import HalfOpenGuard
 from gateway.readmodel import ReadModel
 from gateway.ws import Hub
@@ -33,7 +33,7 @@ WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
 
 class Metrics:
     def __init__(
-        self, sequencer: Sequencer, read: ReadModel, hub: Hub, guard: HalfOpenGuard | None = None
+        self, sequencer: Bus, read: ReadModel, hub: Hub, guard: HalfOpenGuard | None = None
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -97,7 +97,7 @@ class _Live(Collector):
     """Figures read from the live objects at each scrape."""
 
     def __init__(
-        self, sequencer: Sequencer, read: ReadModel, hub: Hub, counts: DurableCounts,
+        self, sequencer: Bus, read: ReadModel, hub: Hub, counts: DurableCounts,
         guard: HalfOpenGuard | None,
     ) -> None:  # fmt: skip
         self.sequencer, self.read, self.hub, self.counts = sequencer, read, hub, counts

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from exchange.bus import Sequenced
 from exchange.domain.engine import Engine
 from exchange.domain.money import format_price, parse_price, tick_size_of
-from exchange.sequencer import Sequenced
 from gateway.readstate import (
     Book,
     InstrumentView,

@@ -10,12 +10,17 @@ import heapq
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
 
 import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from exchange.bus import (
+    BusyError,
+    InvalidCommandError,
+    SequencerStoppedError,
+)
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
 from exchange.domain.events import (
@@ -46,18 +51,15 @@ from exchange.domain.text import (
     is_symbol,
     parse_bounded_int,
 )
-from exchange.sequencer import (
-    BusyError,
-    InvalidCommandError,
-    Sequencer,
-    SequencerStoppedError,
-)
 from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.daystats import last_day
 from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
+
+if TYPE_CHECKING:
+    from exchange.bus import Bus
 
 # /v1/book depth: the default and the bound.
 BOOK_DEPTH_DEFAULT = 50
@@ -550,7 +552,7 @@ def _noted(request: web.Request) -> dict[str, object]:
 
 async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
     """Submit and wait until durable; a refusal becomes a 4xx with its code."""
-    sequencer: Sequencer = request.app["sequencer"]
+    sequencer: Bus = request.app["sequencer"]
     try:
         done = await sequencer.submit(command)
     except InvalidCommandError as problem:

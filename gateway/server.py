@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
+from exchange.bus import SequencerFailedError
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import JournalCorruptError
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.runtime import tune_gc
-from exchange.sequencer import Sequencer, SequencerFailedError
+from exchange.sequencer import Sequencer
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token

@@ -28,6 +28,13 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
+from exchange.bus import (
+    Bus,
+    BusyError,
+    InvalidCommandError,
+    Sequenced,
+    SequencerStoppedError,
+)
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
 from exchange.domain.events import (
@@ -43,13 +50,6 @@ from exchange.domain.events import (
 from exchange.domain.limits import MAX_ENTITY_ID, MAX_OPEN_ORDERS_PER_ACCOUNT
 from exchange.domain.money import MoneyError, parse_cash
 from exchange.domain.text import parse_bounded_int
-from exchange.sequencer import (
-    BusyError,
-    InvalidCommandError,
-    Sequenced,
-    Sequencer,
-    SequencerStoppedError,
-)
 from gateway import audit
 from gateway import messages as wire
 from gateway import protocol as p
@@ -499,7 +499,7 @@ class Hub:
 
     def __init__(
         self,
-        sequencer: Sequencer,
+        sequencer: Bus,
         read: ReadModel,
         max_connections: int = MAX_CONNECTIONS,
         rate_limit: float = RATE_PER_S,

@@ -19,10 +19,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from exchange.bus import Sequenced
 from exchange.domain.commands import Command
 from exchange.domain.events import Event
 from exchange.runtime import tune_gc
-from exchange.sequencer import Sequenced
 from gateway.readmodel import ReadModel
 from gateway.ws import Hub, Origin, Session
 from loadtest.bench_engine import N_ACCOUNTS, SYMBOL, account_id, build_stream, setup_engine

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from exchange.bus import BusyError, Sequenced
 from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
 from exchange.domain.events import OrderRejected, Rejected
@@ -50,7 +51,7 @@ from exchange.journal.snapshots import SnapshotStore
 from exchange.journal.storage import FileSegmentStore
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, recover
 from exchange.runtime import tune_gc
-from exchange.sequencer import MAX_BATCH, BusyError, Sequenced, Sequencer
+from exchange.sequencer import MAX_BATCH, Sequencer
 from loadtest.bench_engine import TS_STEP, build_setup, build_stream
 
 Durability = Literal["none", "fsync"]

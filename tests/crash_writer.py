@@ -25,10 +25,11 @@ from typing import Any
 
 import msgspec
 
+from exchange.bus import BusyError, Sequenced
 from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
 from exchange.recovery import recover
-from exchange.sequencer import BusyError, Sequenced, Sequencer
+from exchange.sequencer import Sequencer
 from tests.streams import mixed_stream
 
 # Futures not yet completed: bounds the writer's memory and how far it runs ahead.

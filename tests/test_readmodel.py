@@ -6,10 +6,10 @@ import gc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange.bus import Sequenced
 from exchange.domain.commands import CancelOrder, Command, PlaceOrder
 from exchange.domain.engine import Engine
 from exchange.domain.events import TradeExecuted
-from exchange.sequencer import Sequenced
 from gateway.client import book_checksum
 from gateway.readmodel import Published, ReadModel
 from tests.streams import START_TS, mixed_stream

@@ -7,18 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from exchange.bus import BusyError, Sequenced, SequencerFailedError, SequencerStoppedError
 from exchange.domain.commands import Command, CreateAccount, DepositCash
 from exchange.domain.engine import Engine
 from exchange.journal.faulty import FaultySegmentStore
 from exchange.journal.journal import Journal
 from exchange.journal.records import decode_entry
-from exchange.sequencer import (
-    BusyError,
-    Sequenced,
-    Sequencer,
-    SequencerFailedError,
-    SequencerStoppedError,
-)
+from exchange.sequencer import Sequencer
 from tests.streams import mixed_stream
 
 # Every wait on the loop in these tests is bounded by this, so a hang fails instead.
@@ -578,8 +573,8 @@ async def test_a_failing_batch_observer_does_not_stop_the_sequencer() -> None:
 
 
 async def test_a_command_outside_its_schema_is_never_journaled() -> None:
+    from exchange.bus import InvalidCommandError
     from exchange.domain.commands import DepositUnits
-    from exchange.sequencer import InvalidCommandError
 
     store = FaultySegmentStore()
     seq = Sequencer(Engine(), Journal.open(store))
