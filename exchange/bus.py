@@ -39,6 +39,11 @@ class SequencerStoppedError(Exception):
     """The sequencer is stopping or has stopped: the command was not taken."""
 
 
+class UnavailableError(Exception):
+    """No answer came within the bound (the sequencer is gone or taking over): the outcome
+    is unknown; resending with the same client_order_id never makes a second order."""
+
+
 class SequencerFailedError(Exception):
     """The engine raised (a bug; the journal holds nothing of that command) or the journal
     could not be written (nothing of that batch was acknowledged). The process must stop:

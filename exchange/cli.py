@@ -1,7 +1,6 @@
 """The `exchange` command line: parses arguments and hands over to the part that does the work."""
 
 import argparse
-import dataclasses
 import logging
 import math
 import sys
@@ -9,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exchange.logs import LOG_FORMATS, configure
+from exchange.sequencer import GATHER_MS
 from gateway.limits import (
     ACCOUNT_RATE_PER_S,
     HEADER_TIMEOUT_S,
@@ -22,43 +22,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the exchange: WebSocket and REST on one port")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8080)
+    _client_flags(serve)
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
-    serve.add_argument(
-        "--max-connections", type=_positive_int, default=MAX_CONNECTIONS,
-        help="open WebSockets at most",
-    )  # fmt: skip
-    serve.add_argument(
-        "--rate-limit", type=_positive, default=RATE_PER_S,
-        help="requests a second per WebSocket connection (bursts of twice as many)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--account-rate-limit", type=_positive, metavar="N",
-        help="requests a second of all the WebSocket connections of one account together "
-        f"(bursts of twice as many; default {ACCOUNT_RATE_PER_S:.0f}, never below --rate-limit)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--header-timeout", type=_positive, metavar="S",
-        help="seconds a new connection has to send its first request's headers "
-        f"(default {HEADER_TIMEOUT_S:g})",
-    )  # fmt: skip
-    serve.add_argument(
-        "--max-half-open", type=_positive_int, metavar="N",
-        help=f"connections at once still sending their first request (default {MAX_HALF_OPEN}); "
-        "past it new ones are closed at once",
-    )  # fmt: skip
-    serve.add_argument(
-        "--gather-ms", type=_non_negative, metavar="MS",
-        help="journal writes start at least this far apart (unless 256 commands wait), "
-        "so more commands share one fsync (default 2; 0: write whenever the disk is free)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--log-format", choices=LOG_FORMATS, default="text",
-        help="log lines on stderr: text for people, json one object a line (default text)",
-    )  # fmt: skip
+    _gather_flag(serve)
+    sequencer = commands.add_parser(
+        "sequencer", help="cluster role: sequence, match and journal commands from NATS"
+    )
+    _nats_flag(sequencer)
+    sequencer.add_argument("--data-dir", type=Path, default=Path("data"))
+    sequencer.add_argument("--durability", choices=("fsync", "none"), default="fsync")
+    sequencer.add_argument("--node-id", default="sequencer-1", help="this sequencer's name")
+    _gather_flag(sequencer)
+    sequencer.add_argument("--log-format", choices=LOG_FORMATS, default="text")
+    gateway = commands.add_parser(
+        "gateway", help="cluster role: serve the client protocol, sequencer over NATS"
+    )
+    _nats_flag(gateway)
+    _client_flags(gateway)
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
@@ -71,6 +53,62 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--from", dest="from_seq", type=_whole, default=1, metavar="SEQ")
     inspect.add_argument("--limit", type=_positive_int, default=1_000, metavar="N")
     return parser
+
+
+def _client_flags(command: argparse.ArgumentParser) -> None:
+    """What every role that serves clients takes: where, and the bounds on clients."""
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=_port, default=8080)
+    command.add_argument(
+        "--max-connections", type=_positive_int, default=MAX_CONNECTIONS,
+        help="open WebSockets at most",
+    )  # fmt: skip
+    command.add_argument(
+        "--rate-limit", type=_positive, default=RATE_PER_S,
+        help="requests a second per WebSocket connection (bursts of twice as many)",
+    )  # fmt: skip
+    command.add_argument(
+        "--account-rate-limit", type=_positive, metavar="N",
+        help="requests a second of all the WebSocket connections of one account together "
+        f"(bursts of twice as many; default {ACCOUNT_RATE_PER_S:.0f}, never below --rate-limit)",
+    )  # fmt: skip
+    command.add_argument(
+        "--header-timeout", type=_positive, metavar="S", default=HEADER_TIMEOUT_S,
+        help=f"seconds a new connection has to send its first request's headers "
+        f"(default {HEADER_TIMEOUT_S:g})",
+    )  # fmt: skip
+    command.add_argument(
+        "--max-half-open", type=_positive_int, metavar="N", default=MAX_HALF_OPEN,
+        help=f"connections at once still sending their first request (default {MAX_HALF_OPEN}); "
+        "past it new ones are closed at once",
+    )  # fmt: skip
+    command.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text",
+        help="log lines on stderr: text for people, json one object a line (default text)",
+    )  # fmt: skip
+
+
+def _gather_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--gather-ms", type=_non_negative, metavar="MS", default=GATHER_MS,
+        help="journal writes start at least this far apart (unless 256 commands wait), "
+        f"so more commands share one fsync (default {GATHER_MS:g}; 0: write whenever the "
+        "disk is free)",
+    )  # fmt: skip
+
+
+def _nats_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--nats", type=_nats_urls, required=True, metavar="URL[,URL..]",
+        help="the NATS servers (JetStream on), e.g. nats://127.0.0.1:4222",
+    )  # fmt: skip
+
+
+def _nats_urls(text: str) -> list[str]:
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    if not urls or not all(url.startswith(("nats://", "tls://")) for url in urls):
+        raise argparse.ArgumentTypeError(f"NATS URLs look like nats://HOST:PORT, not {text!r}")
+    return urls
 
 
 # The highest TCP port; 0 asks the OS for a free one.
@@ -122,23 +160,32 @@ def _port(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imports wait for the command that needs them: `journal verify` should not load aiohttp.
-    if args.command == "serve":
+    if args.command in {"serve", "gateway"}:
         configure(args.log_format, logging.INFO)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.command == "serve":
         from gateway.server import ServeOptions, serve  # noqa: PLC0415
 
-        options = ServeOptions(
+        return serve(ServeOptions(
             args.host, args.port, args.data_dir, args.durability, args.demo,
-            args.max_connections, args.rate_limit,
-            account_rate_limit=args.account_rate_limit,
-        )  # fmt: skip
-        if args.header_timeout is not None:
-            options = dataclasses.replace(options, header_timeout=args.header_timeout)
-        if args.max_half_open is not None:
-            options = dataclasses.replace(options, max_half_open=args.max_half_open)
-        if args.gather_ms is not None:
-            options = dataclasses.replace(options, gather_ms=args.gather_ms)
-        return serve(options)
+            args.max_connections, args.rate_limit, gather_ms=args.gather_ms,
+            account_rate_limit=args.account_rate_limit, header_timeout=args.header_timeout,
+            max_half_open=args.max_half_open,
+        ))  # fmt: skip
+    if args.command == "gateway":
+        from gateway import gateway_node  # noqa: PLC0415
+
+        return gateway_node.run(gateway_node.GatewayOptions(
+            args.nats, args.host, args.port, args.max_connections, args.rate_limit,
+            args.account_rate_limit, args.header_timeout, args.max_half_open,
+        ))  # fmt: skip
+    if args.command == "sequencer":
+        configure(args.log_format, logging.INFO)
+        from exchange import sequencer_node  # noqa: PLC0415
+
+        return sequencer_node.run(sequencer_node.NodeOptions(
+            args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms
+        ))  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         from exchange import demo  # noqa: PLC0415

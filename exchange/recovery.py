@@ -122,6 +122,7 @@ class _ReplayEntry(msgspec.Struct, array_like=True, gc=False):
     seq: int
     command: Command
     events: msgspec.Raw
+    origin: str = ""  # ignored: who sent it changes nothing in the state
 
 
 class Replayer:

@@ -58,6 +58,11 @@ SNAPSHOT_EVERY = 200_000
 # A batch this large is written as soon as the disk is free, whatever the gather window.
 GATHER_ENOUGH = 256
 
+# The shortest time between the starts of two journal writes (`--gather-ms`), unless a
+# batch is big enough. At half the peak rate it halved the batches (~650 to ~400 a second)
+# and cut the server's CPU by ~10%; it never delays the first command after a quiet spell.
+GATHER_MS = 2.0
+
 
 class WindowClock(Protocol):
     """The clock of the gather window: what time it is, and a wait that ends when an
@@ -169,6 +174,9 @@ class Sequencer:
         # Called after each batch is durable with (records, seconds its write and sync
         # took, seconds since its first command was applied): metrics.
         self.batch_observers: list[BatchObserver] = []
+        # Told (first seq, the records as journaled) of each durable batch, before its
+        # subscribers: the NATS bus publishes these bytes to the stream unchanged.
+        self.durable_batch_listeners: list[Callable[[int, list[bytes]], None]] = []
         self.on_refused: Refused | None = None  # for commands `post`ed without a future
 
     # --- the producer side ----------------------------------------------------------------
@@ -190,22 +198,29 @@ class Sequencer:
         self._enqueue(command, future, origin)
         return future
 
-    def post(self, command: Command, origin: object) -> None:
+    def post(self, command: Command, origin: object, *, validated: bool = False) -> None:
         """Queue a command whose outcome its origin learns from the subscribers (the
         gateway's answer to a client), with no future to complete: should it be refused
         after all (the sequencer stopped or failed), `on_refused` is told. Raises as
-        `submit` does when the command is not taken."""
-        self._enqueue(command, None, origin)
+        `submit` does when the command is not taken. `validated`: the command was just
+        decoded with its schema's bounds (off a bus), so the re-check is skipped."""
+        self._enqueue(command, None, origin, validated=validated)
 
     def _enqueue(
-        self, command: Command, future: "asyncio.Future[Sequenced] | None", origin: object
+        self,
+        command: Command,
+        future: "asyncio.Future[Sequenced] | None",
+        origin: object,
+        *,
+        validated: bool = False,
     ) -> None:
         if not self._accepting:
             raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
-        try:  # about 1 µs: the same check the journal's reader will make
-            _command_decoder.decode(_command_encoder.encode(command))
-        except msgspec.ValidationError as problem:
-            raise InvalidCommandError(str(problem)) from None
+        if not validated:
+            try:  # about 1 µs: the same check the journal's reader will make
+                _command_decoder.decode(_command_encoder.encode(command))
+            except msgspec.ValidationError as problem:
+                raise InvalidCommandError(str(problem)) from None
         try:
             self._queue.put_nowait((command, future, origin))
         except asyncio.QueueFull:
@@ -305,7 +320,11 @@ class Sequencer:
                 sequenced = Sequenced(self.last_seq, stamped, events, origin)
                 if not batch.done:
                     batch.opened = time.monotonic()
-                batch.payloads.append(encode_entry(JournalEntry(self.last_seq, stamped, events)))
+                # A bus's origin is text (a gateway's id and token) and is journaled with
+                # the record, for that gateway to find its answer; an in-process one is not.
+                sent_by = origin if type(origin) is str else ""
+                entry = JournalEntry(self.last_seq, stamped, events, sent_by)
+                batch.payloads.append(encode_entry(entry))
                 batch.done.append((sequenced, future))
                 if len(batch.done) >= self.gather_enough:
                     self._enough.set()
@@ -432,6 +451,13 @@ class Sequencer:
                 log.exception("batch observer %r failed", observe)
         self.batches_written += 1
         self.records_written += len(batch.done)
+        if batch.done:
+            first_seq = batch.done[0][0].seq
+            for hand_on in self.durable_batch_listeners:
+                try:
+                    hand_on(first_seq, batch.payloads)
+                except Exception:  # its own failure is its own to report (the bus)
+                    log.exception("durable batch listener %r failed", hand_on)
         for sequenced, future in batch.done:
             self.durable_seq = sequenced.seq
             if future is not None and not future.done():

@@ -20,6 +20,7 @@ from exchange.bus import (
     BusyError,
     InvalidCommandError,
     SequencerStoppedError,
+    UnavailableError,
 )
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
@@ -561,6 +562,9 @@ async def execute(request: web.Request, command: cmd.Command) -> list[Event]:
         raise ApiError(503, RejectCode.BUSY, "the exchange is busy; retry") from None
     except SequencerStoppedError:
         raise ApiError(503, RejectCode.BUSY, "the exchange is shutting down") from None
+    except UnavailableError:
+        message = "no answer from the exchange in time; the outcome is unknown"
+        raise ApiError(503, RejectCode.UNAVAILABLE, message) from None
     first = done.events[0] if done.events else None
     if isinstance(first, Rejected):
         status = 404 if first.code.startswith("UNKNOWN_") else 409

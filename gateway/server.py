@@ -21,7 +21,7 @@ from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import JournalCorruptError
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.runtime import tune_gc
-from exchange.sequencer import Sequencer
+from exchange.sequencer import GATHER_MS, Sequencer
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The shortest time between the starts of two journal writes (`--gather-ms`), unless a
-# batch is big enough. At half the peak rate it halved the batches (~650 to ~400 a second)
-# and cut the server's CPU by ~10%; it never delays the first command after a quiet spell.
-GATHER_MS = 2.0
 
 
 @dataclass(frozen=True)
@@ -114,18 +110,11 @@ async def _serve(options: ServeOptions) -> int:
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    try:
-        listener = await listen(runner, guard, options.host, options.port)
-    except OSError as problem:  # the port is taken, or the address is not this machine's
+    listener = await open_port(runner, guard, options.host, options.port)
+    if listener is None:
         await sequencer.stop()
         await sequencing
         await runner.cleanup()
-        where = f"{options.host}:{options.port}"
-        print(
-            f"exchange: cannot listen on {where}: {problem.strerror or problem}; stop what "
-            "uses it or pass another --port",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
         return 2
 
     keys = demo.saved_keys(options.data_dir)
@@ -152,6 +141,22 @@ async def _serve(options: ServeOptions) -> int:
     await runner.cleanup()
     stopping.cancel()
     return status
+
+
+async def open_port(
+    runner: web.AppRunner, guard: HalfOpenGuard, host: str, port: int
+) -> asyncio.Server | None:
+    """The listening socket; None (and one line on stderr) when the port is taken or the
+    address is not this machine's."""
+    try:
+        return await listen(runner, guard, host, port)
+    except OSError as problem:
+        print(
+            f"exchange: cannot listen on {host}:{port}: {problem.strerror or problem}; stop "
+            "what uses it or pass another --port",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return None
 
 
 def _welcome(options: ServeOptions, keys: dict[str, dict[str, str]]) -> None:

@@ -34,6 +34,7 @@ from exchange.bus import (
     InvalidCommandError,
     Sequenced,
     SequencerStoppedError,
+    UnavailableError,
 )
 from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
@@ -541,9 +542,9 @@ class Hub:
         """A command taken from a client and then refused: the sequencer stopped or failed
         before it was durable, so it may or may not be in the journal."""
         if isinstance(origin, Origin):
-            self.count_reject(RejectCode.BUSY)
-            message = "the exchange stopped; the outcome is unknown: resend after it restarts"
-            origin.session.send(wire.error(RejectCode.BUSY, message), origin.req_id)
+            code, message = refusal_of(reason)
+            self.count_reject(code)
+            origin.session.send(wire.error(code, message), origin.req_id)
             origin.session.answered()
 
     def count_reject(self, code: str) -> None:
@@ -898,6 +899,20 @@ class ExchangeWebSocket(web.WebSocketResponse):
         # its close frame goes nowhere.
         await super().close(code=code, message=message, drain=False)
         return True
+
+
+def refusal_of(reason: Exception) -> tuple[str, str]:
+    """The code and words for a command the bus took and then refused."""
+    if isinstance(reason, UnavailableError):
+        return RejectCode.UNAVAILABLE, (
+            "no answer from the exchange in time; the outcome is unknown: resend with the "
+            "same client_order_id"
+        )
+    if isinstance(reason, BusyError):
+        return RejectCode.BUSY, "the exchange is busy; retry"
+    if isinstance(reason, InvalidCommandError):
+        return RejectCode.BAD_REQUEST, str(reason)
+    return RejectCode.BUSY, "the exchange stopped; the outcome is unknown: resend after it restarts"
 
 
 def _send_all(sessions: list[Session], text: bytes) -> None:

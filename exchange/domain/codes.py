@@ -34,6 +34,7 @@ class RejectCode(StrEnum):
     # Produced outside the engine (gateway and sequencer), listed here so the set is whole.
     RATE_LIMITED = "RATE_LIMITED"
     BUSY = "BUSY"
+    UNAVAILABLE = "UNAVAILABLE"  # no answer in time (cluster): outcome unknown, resend
     NOT_AUTHENTICATED = "NOT_AUTHENTICATED"
     AUTH_FAILED = "AUTH_FAILED"
     FORBIDDEN = "FORBIDDEN"

@@ -41,12 +41,16 @@ LENGTH_MASK = BATCH_END - 1
 CHAIN_SEED = 0
 
 
-class JournalEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+class JournalEntry(msgspec.Struct, frozen=True, array_like=True, gc=False, omit_defaults=True):
     """One sequenced command and what the engine made of it."""
 
     seq: int
     command: Command  # as the sequencer stamped it: its ts is the time of the record
     events: list[Event]
+    # Who sent it, for routing its answer: "GATEWAY_ID:TOKEN" when it came over the bus
+    # from a gateway process, else empty (and then not encoded at all). Opaque: recovery
+    # and the engine ignore it.
+    origin: str = ""
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -1,0 +1,111 @@
+"""`exchange gateway --nats URL --port P`: the whole client protocol in a process of its own.
+
+Any number of them may run, each for any account. It follows the stream of durable
+batches from its start (building its read side as every other gateway built it, so
+books, orders and market-data seqs are the same on all of them), sends commands to the
+sequencer over NATS (gateway/natsbus.py) and answers its own clients from the stream.
+The admin token comes from $EXCHANGE_ADMIN_TOKEN (every gateway of a cluster needs the
+same one). Until the replicated journal lands, reads rebuild from the stream's first
+message: the stream keeps every batch.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import nats
+from aiohttp import WSCloseCode, web
+
+from exchange.natsstream import ensure_stream
+from exchange.runtime import tune_gc
+from gateway.app import build_app
+from gateway.auth import ADMIN_TOKEN_ENV
+from gateway.halfopen import HalfOpenGuard
+from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
+from gateway.natsbus import NatsBus
+from gateway.readmodel import ReadModel
+from gateway.server import open_port
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    nats_urls: list[str]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_connections: int = MAX_CONNECTIONS
+    rate_limit: float = RATE_PER_S
+    account_rate_limit: float | None = None
+    header_timeout: float = HEADER_TIMEOUT_S
+    max_half_open: int = MAX_HALF_OPEN
+
+
+def run(options: GatewayOptions) -> int:
+    import uvloop  # noqa: PLC0415 - only the roles need it
+
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if not token:
+        print(
+            f"exchange: a gateway needs the cluster's admin token in ${ADMIN_TOKEN_ENV}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return 2
+    try:
+        return uvloop.run(_run(options, token))
+    except (OSError, TimeoutError, nats.errors.NoServersError) as problem:
+        urls = ",".join(options.nats_urls)
+        print(f"exchange: cannot reach NATS at {urls}: {problem}", file=sys.stderr, flush=True)
+        return 2
+
+
+async def _run(options: GatewayOptions, token: str) -> int:
+    nc = await nats.connect(
+        servers=options.nats_urls, name="gateway", connect_timeout=CONNECT_TIMEOUT_S,
+        max_reconnect_attempts=-1, allow_reconnect=True,
+    )  # fmt: skip
+    js = nc.jetstream()
+    await ensure_stream(js)
+    bus = NatsBus(nc, js)
+    read = ReadModel()
+    bus.subscribe(read, batch_end=read.end_batch)
+    await bus.start()
+    log.info("gateway %s caught up with the stream at seq %d", bus.gateway_id, read.durable_seq)
+    tune_gc()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
+    app = build_app(
+        bus, read, token, options.max_connections, options.rate_limit,
+        options.account_rate_limit, guard,
+    )  # fmt: skip
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    listener = await open_port(runner, guard, options.host, options.port)
+    if listener is None:
+        await bus.close()
+        await runner.cleanup()
+        await nc.close()
+        return 2
+    where = f"{options.host}:{options.port}"
+    print(
+        f"exchange gateway {bus.gateway_id} listening on http://{where}  (WebSocket: "
+        f"ws://{where}/v1/ws), following the stream at seq {read.durable_seq}",
+        flush=True,
+    )
+    await stop.wait()
+    for session in list(app["hub"].sessions):
+        session.close(WSCloseCode.GOING_AWAY, "server shutting down")
+    listener.close()
+    await bus.close()
+    await runner.cleanup()
+    await nc.close()
+    return 0
