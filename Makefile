@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck unit bench clean
+.PHONY: run demo test lint typecheck unit bench clean nats-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# Debian's nats-server, for the tests that start real NATS nodes (`make run` never needs it).
+nats-server:
+	bash .ci/install-nats-server
+
+unit: $(STAMP) nats-server
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
