@@ -34,6 +34,8 @@ from types import TracebackType
 
 import aiohttp
 
+from exchange.natswire import NATS_MAX_PAYLOAD
+
 LOOPBACK = "127.0.0.1"
 # Debian installs the binary in /usr/sbin, which is not on a normal user's PATH.
 DEBIAN_BINARY = Path("/usr/sbin/nats-server")
@@ -117,6 +119,9 @@ class NodeConfig:
             f'server_name: "{self.name}"',
             f'listen: "{LOOPBACK}:{self.client_port}"',
             f'http: "{LOOPBACK}:{self.monitor_port}"',
+            # A durable batch message is up to natswire.MAX_BATCH_MESSAGE_BYTES; the default
+            # max_payload (1 MiB) would refuse a big batch the sequencer must publish.
+            f"max_payload: {NATS_MAX_PAYLOAD}",
             "jetstream {",
             f"  store_dir: {_quoted(self.store_dir)}",
             f"  max_memory_store: {MAX_MEMORY_STORE_BYTES}",

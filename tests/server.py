@@ -57,21 +57,26 @@ async def start(
 ) -> RunningServer:
     port = free_port()
     args = ["serve", "--port", str(port), "--data-dir", str(data_dir), "--durability", durability]
-    args += extra
+    args += [*extra, *(["--demo"] if demo else [])]
+    return await start_role(args, port, data_dir, ready="exchange listening")
+
+
+async def start_role(args: list[str], port: int, data_dir: Path, ready: str) -> RunningServer:
+    """`python -m exchange ARGS`, once a line of its output starts with `ready`."""
     env = {**os.environ, "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exchange", *args, *(["--demo"] if demo else []),
+        sys.executable, "-m", "exchange", *args,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     server = RunningServer(process, port, data_dir)
     assert process.stdout is not None
     async with asyncio.timeout(START_TIMEOUT_S):
-        while True:  # bounded by the timeout; the server says when it listens
+        while True:  # bounded by the timeout; the process says when it is ready
             line = (await process.stdout.readline()).decode()
             if not line:
-                raise RuntimeError(f"the server exited while starting:\n{server.log()}")
+                raise RuntimeError(f"{args[0]} exited while starting:\n{server.log()}")
             server.keep(line.rstrip())
-            if line.startswith("exchange listening"):
+            if line.startswith(ready):
                 break
     server.drain = asyncio.get_running_loop().create_task(_drain(server))
     return server

@@ -1,0 +1,151 @@
+"""End to end, roles as processes: a real nats-server, `exchange sequencer` and two or three
+`exchange gateway` processes on 127.0.0.1, real sockets.
+
+An order placed through one gateway is answered there and its fills reach the
+counterparty's session on the other; both gateways show the same book, seqs and orders;
+a gateway started late builds the same read side; bad messages on the command subject
+are refused and never journaled."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+
+from exchange import natswire
+from exchange.domain.commands import CreateAccount
+from exchange.natsserver import NatsNode
+from gateway.client import Admin, Client
+from tests.server import ADMIN_TOKEN, RunningServer, free_port, start_role, stop
+
+pytest_plugins = ("tests.nats_fixtures",)
+
+# Long enough for an answer through NATS and the stream on a loaded 2-core machine.
+ANSWER_WAIT_S = 20.0
+
+
+@dataclass
+class Roles:
+    nats: NatsNode
+    data_dir: Path
+    sequencer: RunningServer
+    gateways: list[RunningServer] = field(default_factory=list)
+
+    async def add_gateway(self) -> RunningServer:
+        port = free_port()
+        args = ["gateway", "--nats", self.nats.url, "--port", str(port)]
+        gateway = await start_role(args, port, self.data_dir, ready="exchange gateway")
+        self.gateways.append(gateway)
+        return gateway
+
+
+@contextlib.asynccontextmanager
+async def roles(nats_node: NatsNode, data_dir: Path, gateways: int) -> AsyncIterator[Roles]:
+    args = ["sequencer", "--nats", nats_node.url, "--data-dir", str(data_dir)]
+    sequencer = await start_role(args, 0, data_dir, ready="exchange sequencer")
+    started = Roles(nats_node, data_dir, sequencer)
+    try:
+        for _ in range(gateways):
+            await started.add_gateway()
+        yield started
+    finally:
+        for role in [*started.gateways, sequencer]:
+            assert await stop(role) == 0, role.log()
+            assert role.tracebacks == 0, role.log()
+
+
+async def market(admin: Admin) -> dict[str, Any]:
+    """An instrument in trading, a seller holding units and a buyer with cash."""
+    issuer, _ = await admin.account("issuer")
+    _, alice_key = await admin.account("alice", "10000.00")
+    bob, bob_key = await admin.account("bob", "10000.00")
+    listing = {"symbol": "XYZ", "kind": "share", "tick_size": "0.01", "issuer": issuer}
+    await admin.ok("POST", "/v1/admin/instruments", listing)
+    await admin.ok("POST", "/v1/admin/instruments/XYZ/status", {"status": "trading"})
+    await admin.ok("POST", "/v1/admin/deposits", {"account": bob, "symbol": "XYZ", "qty": 100})
+    return {"alice": alice_key, "bob": bob_key}
+
+
+async def reads(gateway: RunningServer, keys: dict[str, Any]) -> dict[str, Any]:
+    """What a client reads from one gateway: book with its seq, orders, trades, account."""
+    async with Admin(gateway.base_url, ADMIN_TOKEN) as admin:
+        return {
+            "book": await admin.ok("GET", "/v1/book/XYZ"),
+            "trades": await admin.ok("GET", "/v1/trades/XYZ"),
+            "orders": {
+                n: await admin.ok("GET", "/v1/orders?status=all", token=k) for n, k in keys.items()
+            },
+            "accounts": {n: await admin.ok("GET", "/v1/account", token=k) for n, k in keys.items()},
+        }
+
+
+async def trade(one: RunningServer, other: RunningServer, keys: dict[str, Any]) -> None:
+    """Bob rests a sell through one gateway, Alice takes part of it through the other."""
+    async with (
+        await Client.connect(other.ws_url, keys["bob"]) as bob,
+        await Client.connect(one.ws_url, keys["alice"]) as alice,
+    ):
+        await bob.subscribe(["book"], ["XYZ"])
+        await bob.next_event("book_snapshot")
+        sell = await bob.place("XYZ", "sell", 10, "5.00", client_order_id="s-1")
+        assert (sell["type"], sell["status"]) == ("accepted", "open"), sell
+        buy = await alice.place("XYZ", "buy", 4, "5.00", client_order_id="b-1")
+        assert (buy["type"], buy["status"], buy["filled"]) == ("accepted", "filled", 4), buy
+        fill = await asyncio.wait_for(bob.next_event("fill"), ANSWER_WAIT_S)
+        assert (fill["order_id"], fill["qty"], fill["remaining"]) == (sell["order_id"], 4, 6)
+        update = await asyncio.wait_for(bob.next_event("book_update"), ANSWER_WAIT_S)
+        assert update["symbol"] == "XYZ"
+
+
+async def test_two_gateways_answer_their_own_clients_and_agree_on_everything(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    async with roles(nats_server, tmp_path / "sequencer", gateways=2) as cluster:
+        one, other = cluster.gateways
+        async with Admin(one.base_url, ADMIN_TOKEN) as admin:
+            keys = await market(admin)
+        await trade(one, other, keys)
+        seen = [await reads(gateway, keys) for gateway in (one, other)]
+        assert seen[0] == seen[1]
+        assert seen[0]["book"]["asks"] == [["5.00", 6]]
+        assert [o["status"] for o in seen[0]["orders"]["bob"]["orders"]] == ["open"]
+
+        # A gateway started after all that builds the same read side from the stream.
+        late = await cluster.add_gateway()
+        assert await reads(late, keys) == seen[0]
+
+
+async def test_bad_messages_on_the_command_subject_are_refused_and_never_journaled(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    async with roles(nats_server, tmp_path / "sequencer", gateways=1) as cluster:
+        (gateway,) = cluster.gateways
+        async with Admin(gateway.base_url, ADMIN_TOKEN) as admin:
+            await admin.account("before")
+            before = (await admin.ok("GET", "/healthz"))["seq"]
+        client = await nats.connect(servers=[nats_server.url])
+        try:
+            valid = CreateAccount(name="sneaked", api_key_hash="0" * 64)
+            stale = natswire.CommandMessage(natswire.WIRE_VERSION + 1, "abcdef12", 1, valid)
+            bad_messages = [
+                b"\xc1not msgpack",
+                b"\x92\x01",  # a two-element array: not a command message
+                natswire.encode(stale),  # a schema version this build does not speak
+                b"\x94" + bytes(natswire.MAX_COMMAND_BYTES + 10),  # past the size bound
+                msgspec.msgpack.encode([natswire.WIRE_VERSION, "NOT-HEX", 1, ["x"]]),
+            ]
+            for data in bad_messages:
+                await client.publish(natswire.COMMANDS, data)
+            await client.flush()
+        finally:
+            await client.close()
+        async with Admin(gateway.base_url, ADMIN_TOKEN) as admin:
+            await admin.account("after")  # the sequencer still serves, after all of them
+            after = (await admin.ok("GET", "/healthz"))["seq"]
+        assert after == before + 1, "nothing of the bad messages was journaled"
+        refused = [line for line in cluster.sequencer.output if "refused a message" in line]
+        assert len(refused) == len(bad_messages), cluster.sequencer.log()
