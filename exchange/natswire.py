@@ -105,17 +105,20 @@ def decode_batch(data: bytes) -> BatchMessage:
     return message
 
 
-def batch_messages(first_seq: int, payloads: list[bytes]) -> list[bytes]:
+def batch_messages(first_seq: int, payloads: list[bytes]) -> list[tuple[int, bytes]]:
     """One durable batch as stream messages, each under MAX_BATCH_MESSAGE_BYTES (but one
-    record, whatever its size), the last marked as the batch's end."""
-    messages: list[bytes] = []
+    record, whatever its size), the last marked as the batch's end: (its first seq, its
+    bytes) each."""
+    messages: list[tuple[int, bytes]] = []
     start, size = 0, 0
     for i, payload in enumerate(payloads):  # bounded by the batch
         if i > start and size + len(payload) > MAX_BATCH_MESSAGE_BYTES:
             records = [msgspec.Raw(p) for p in payloads[start:i]]
-            messages.append(encode(BatchMessage(WIRE_VERSION, first_seq + start, records, False)))
+            message = BatchMessage(WIRE_VERSION, first_seq + start, records, False)
+            messages.append((first_seq + start, encode(message)))
             start, size = i, 0
         size += len(payload)
     records = [msgspec.Raw(p) for p in payloads[start:]]
-    messages.append(encode(BatchMessage(WIRE_VERSION, first_seq + start, records, True)))
+    message = BatchMessage(WIRE_VERSION, first_seq + start, records, True)
+    messages.append((first_seq + start, encode(message)))
     return messages

@@ -112,8 +112,7 @@ class StreamPublisher:
             self._queue.popleft()
 
     async def publish(self, first_seq: int, payloads: list[bytes]) -> None:
-        for data in w.batch_messages(first_seq, payloads):
-            start = w.decode_batch(data).first_seq
+        for start, data in w.batch_messages(first_seq, payloads):
             while True:  # until acked: the stream must hold every durable batch, in order
                 try:
                     await self.js.publish(
