@@ -3,7 +3,8 @@ the MessagePack messages, each with a version and bounds. No NATS client here: b
 sides' roles (exchange/sequencer_node.py, gateway/natsbus.py) use these shapes.
 
     gateway --(core NATS, COMMANDS)--> sequencer     CommandMessage: version, gateway id,
-                                                     token, the command (typed, bounded)
+                                                     and (token, command) pairs: what the
+                                                     gateway gathered since its last send
     sequencer --(core NATS, refused.<gateway>)-->    Refusal: a command not taken, or taken
                                           gateway    and then refused (the sequencer stopped)
     sequencer --(JetStream STREAM, BATCHES)-->       BatchMessage: one durable batch's
@@ -29,8 +30,11 @@ COMMANDS = "exchange.commands"
 REFUSED_PREFIX = "exchange.refused."
 BATCHES = "exchange.batches"
 STREAM = "EXCHANGE"
-# A command message is a few hundred bytes; past this it is not one (refused unread).
-MAX_COMMAND_BYTES = 64 * 1024
+# Commands one message carries at most: a gateway sends what it gathered in one go (one
+# NATS message and one callback on each side instead of one per command).
+MAX_COMMANDS_PER_MESSAGE = 1_024
+# A command is a few hundred bytes; a message past this is not one of ours (refused unread).
+MAX_COMMAND_BYTES = 1024 * 1024
 # A batch message carries at most this many bytes of records; a bigger durable batch
 # (thousands of records, or a cancel-all of thousands of orders) goes as several
 # messages, the last marked as the batch's end. Under the NATS servers' max_payload.
@@ -41,11 +45,17 @@ GatewayId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8,32}\Z")]
 Token = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
+class Sent(msgspec.Struct, frozen=True, array_like=True):
+    """One command, and the token its gateway will know its answer by."""
+
+    token: Token
+    command: Command
+
+
 class CommandMessage(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
     version: int
     gateway: GatewayId
-    token: Token
-    command: Command
+    commands: Annotated[list[Sent], msgspec.Meta(min_length=1, max_length=MAX_COMMANDS_PER_MESSAGE)]
 
 
 class Refusal(msgspec.Struct, frozen=True, array_like=True):

@@ -148,18 +148,21 @@ class Intake:
         except (msgspec.DecodeError, w.VersionError) as problem:
             self._bad(msg, problem)
             return
-        origin = w.origin_of(message.gateway, message.token)
-        if self.publisher.backlog >= MAX_UNPUBLISHED_BATCHES:
-            self.refuse(origin, "BUSY", "the stream is behind; retry")
-            return
-        try:
-            self.sequencer.post(message.command, origin, validated=True)
-        except BusyError:
-            self.refuse(origin, "BUSY", "the exchange is busy; retry")
-        except InvalidCommandError as problem:
-            self.refuse(origin, "BAD_REQUEST", str(problem))
-        except SequencerStoppedError:
-            self.refuse(origin, "BUSY", "the exchange is shutting down")
+        behind = self.publisher.backlog >= MAX_UNPUBLISHED_BATCHES
+        post = self.sequencer.post
+        for sent in message.commands:  # bounded by MAX_COMMANDS_PER_MESSAGE
+            origin = w.origin_of(message.gateway, sent.token)
+            if behind:
+                self.refuse(origin, "BUSY", "the stream is behind; retry")
+                continue
+            try:
+                post(sent.command, origin, validated=True)
+            except BusyError:
+                self.refuse(origin, "BUSY", "the exchange is busy; retry")
+            except InvalidCommandError as problem:
+                self.refuse(origin, "BAD_REQUEST", str(problem))
+            except SequencerStoppedError:
+                self.refuse(origin, "BUSY", "the exchange is shutting down")
 
     def refused(self, origin: object, reason: Exception) -> None:
         """Taken, then refused (the sequencer stopped or failed before it was durable)."""

@@ -75,7 +75,7 @@ class NatsBus:
     def __post_init__(self) -> None:
         self._tokens = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue(MAX_OUTGOING)
+        self._outgoing: asyncio.Queue[w.Sent] = asyncio.Queue(MAX_OUTGOING)
         self._subscribers: list[Subscriber] = []
         self._batch_ends: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,20 +150,23 @@ class NatsBus:
         if len(self._pending) >= MAX_PENDING or self._outgoing.full():
             raise BusyError
         token = next(self._tokens)
-        try:
-            data = w.encode(w.CommandMessage(w.WIRE_VERSION, self.gateway_id, token, command))
-        except msgspec.EncodeError as problem:
-            raise InvalidCommandError(str(problem)) from None
         self._pending[token] = _Pending(origin, future, self.clock() + ANSWER_TIMEOUT_S)
-        self._outgoing.put_nowait(data)
+        self._outgoing.put_nowait(w.Sent(token, command))
 
     async def _write_loop(self) -> None:
+        """Send what was posted, in order: all that is waiting (up to a message's bound)
+        in one message, so a busy gateway costs the sequencer one NATS message per loop
+        turn rather than one per command."""
+        outgoing = self._outgoing
         while True:  # until cancelled
-            data = await self._outgoing.get()
+            sent = [await outgoing.get()]
+            while not outgoing.empty() and len(sent) < w.MAX_COMMANDS_PER_MESSAGE:
+                sent.append(outgoing.get_nowait())
             try:
+                data = w.encode(w.CommandMessage(w.WIRE_VERSION, self.gateway_id, sent))
                 await self.nc.publish(w.COMMANDS, data)
-            except Exception:
-                log.exception("publishing a command failed")
+            except Exception:  # the sweeper answers them UNAVAILABLE in time
+                log.exception("publishing %d commands failed", len(sent))
 
     # --- in -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import nats
 from exchange import natswire
 from exchange.domain.commands import CreateAccount
 from exchange.natsserver import NatsNode
+from exchange.sequencer_node import BAD_MESSAGE_LINES_PER_S
 from gateway.client import Admin, Client
 from tests.server import ADMIN_TOKEN, RunningServer, free_port, start_role, stop
 
@@ -130,13 +131,14 @@ async def test_bad_messages_on_the_command_subject_are_refused_and_never_journal
         client = await nats.connect(servers=[nats_server.url])
         try:
             valid = CreateAccount(name="sneaked", api_key_hash="0" * 64)
-            stale = natswire.CommandMessage(natswire.WIRE_VERSION + 1, "abcdef12", 1, valid)
+            sent = [natswire.Sent(1, valid)]
+            stale = natswire.CommandMessage(natswire.WIRE_VERSION + 1, "abcdef12", sent)
             bad_messages = [
                 b"\xc1not msgpack",
                 b"\x92\x01",  # a two-element array: not a command message
                 natswire.encode(stale),  # a schema version this build does not speak
                 b"\x94" + bytes(natswire.MAX_COMMAND_BYTES + 10),  # past the size bound
-                msgspec.msgpack.encode([natswire.WIRE_VERSION, "NOT-HEX", 1, ["x"]]),
+                msgspec.msgpack.encode([natswire.WIRE_VERSION, "NOT-HEX", [[1, ["x"]]]]),
             ]
             for data in bad_messages:
                 await client.publish(natswire.COMMANDS, data)
@@ -148,4 +150,6 @@ async def test_bad_messages_on_the_command_subject_are_refused_and_never_journal
             after = (await admin.ok("GET", "/healthz"))["seq"]
         assert after == before + 1, "nothing of the bad messages was journaled"
         refused = [line for line in cluster.sequencer.output if "refused a message" in line]
+        # One line each (within the sequencer's budget of lines a second for them).
+        assert len(bad_messages) <= BAD_MESSAGE_LINES_PER_S
         assert len(refused) == len(bad_messages), cluster.sequencer.log()

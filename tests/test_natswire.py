@@ -35,10 +35,10 @@ def test_one_record_past_the_bound_still_goes_alone() -> None:
 
 
 def test_a_command_message_round_trips_and_names_its_origin() -> None:
-    data = w.encode(w.CommandMessage(w.WIRE_VERSION, "00ff00ff", 7, COMMAND))
+    data = w.encode(w.CommandMessage(w.WIRE_VERSION, "00ff00ff", [w.Sent(7, COMMAND)]))
     message = w.decode_command(data)
-    assert message.command == COMMAND
-    origin = w.origin_of(message.gateway, message.token)
+    assert [s.command for s in message.commands] == [COMMAND]
+    origin = w.origin_of(message.gateway, message.commands[0].token)
     assert w.split_origin(origin) == ("00ff00ff", 7)
     assert w.split_origin("") is None
     assert w.split_origin("gw:²") is None
@@ -47,9 +47,13 @@ def test_a_command_message_round_trips_and_names_its_origin() -> None:
 BAD_COMMANDS = {
     "not msgpack": b"\xc1",
     "too big": b"\x94" + bytes(w.MAX_COMMAND_BYTES),
-    "a gateway id that is not hex": w.encode([w.WIRE_VERSION, "GW", 1, COMMAND]),
-    "a negative token": w.encode([w.WIRE_VERSION, "00ff00ff", -1, COMMAND]),
-    "an unknown command": w.encode([w.WIRE_VERSION, "00ff00ff", 1, {"type": "Nope"}]),
+    "a gateway id that is not hex": w.encode([w.WIRE_VERSION, "GW", [[1, COMMAND]]]),
+    "a negative token": w.encode([w.WIRE_VERSION, "00ff00ff", [[-1, COMMAND]]]),
+    "an unknown command": w.encode([w.WIRE_VERSION, "00ff00ff", [[1, {"type": "Nope"}]]]),
+    "no command": w.encode([w.WIRE_VERSION, "00ff00ff", []]),
+    "past the commands bound": w.encode(
+        [w.WIRE_VERSION, "00ff00ff", [[1, COMMAND]] * (w.MAX_COMMANDS_PER_MESSAGE + 1)]
+    ),
 }
 
 
@@ -60,6 +64,6 @@ def test_a_bad_command_message_is_refused(case: str) -> None:
 
 
 def test_a_command_of_another_wire_version_is_refused() -> None:
-    data = w.encode(w.CommandMessage(w.WIRE_VERSION + 1, "00ff00ff", 1, COMMAND))
+    data = w.encode(w.CommandMessage(w.WIRE_VERSION + 1, "00ff00ff", [w.Sent(1, COMMAND)]))
     with pytest.raises(w.VersionError):
         w.decode_command(data)
