@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck unit bench clean nats-server
+.PHONY: run cluster demo test lint typecheck unit bench clean nats-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 # The exchange with a demo market, on the embedded file journal in ./data.
 run: $(STAMP)
 	$(BIN)/exchange serve --demo --data-dir ./data
+
+# The same exchange as processes over NATS: nats-server, the sequencer, two gateways (8080, 8081).
+cluster: $(STAMP) nats-server
+	$(BIN)/exchange cluster --demo --data-dir ./cluster-data
 
 # A short scripted session on the in-process engine, printed (no server).
 demo: $(STAMP)

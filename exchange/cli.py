@@ -3,6 +3,7 @@
 import argparse
 import logging
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     _nats_flag(sequencer)
     sequencer.add_argument("--data-dir", type=Path, default=Path("data"))
     sequencer.add_argument("--durability", choices=("fsync", "none"), default="fsync")
-    sequencer.add_argument("--node-id", default="sequencer-1", help="this sequencer's name")
+    sequencer.add_argument(
+        "--node-id", type=_node_id, default="sequencer-1",
+        help="this sequencer's name (letters, digits, - and _; at most 64)",
+    )  # fmt: skip
     _gather_flag(sequencer)
     sequencer.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     gateway = commands.add_parser(
@@ -41,6 +45,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     _nats_flag(gateway)
     _client_flags(gateway)
+    gateway.add_argument(
+        "--demo-dir", type=Path, metavar="DIR",
+        help="seed the demo market if the exchange has no account yet (keys to "
+        "DIR/demo-keys.json); give it to one gateway only",
+    )  # fmt: skip
+    cluster = commands.add_parser(
+        "cluster", help="run a local cluster: nats-server(s), the sequencer and the gateways"
+    )
+    cluster.add_argument("--data-dir", type=Path, default=Path("data"))
+    cluster.add_argument("--nats-nodes", type=int, choices=(1, 3), default=1)
+    cluster.add_argument(
+        "--sequencers", type=_positive_int, default=1,
+        help="sequencer nodes (one writer; standbys arrive with issue 15)",
+    )  # fmt: skip
+    cluster.add_argument("--gateways", type=_positive_int, default=2)
+    cluster.add_argument("--host", default="127.0.0.1")
+    cluster.add_argument(
+        "--port", type=_port, default=8080, help="gateway i (from 0) listens on port+i"
+    )
+    cluster.add_argument("--demo", action="store_true", help="seed a demo market once")
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
@@ -102,6 +126,14 @@ def _nats_flag(command: argparse.ArgumentParser) -> None:
         "--nats", type=_nats_urls, required=True, metavar="URL[,URL..]",
         help="the NATS servers (JetStream on), e.g. nats://127.0.0.1:4222",
     )  # fmt: skip
+
+
+def _node_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"a node id is 1..64 letters, digits, - or _, not {text[:80]!r}"
+        )
+    return text
 
 
 def _nats_urls(text: str) -> list[str]:
@@ -177,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return gateway_node.run(gateway_node.GatewayOptions(
             args.nats, args.host, args.port, args.max_connections, args.rate_limit,
-            args.account_rate_limit, args.header_timeout, args.max_half_open,
+            args.account_rate_limit, args.header_timeout, args.max_half_open, args.demo_dir,
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)
@@ -185,6 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sequencer_node.run(sequencer_node.NodeOptions(
             args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms
+        ))  # fmt: skip
+    if args.command == "cluster":
+        from exchange import cluster_launcher  # noqa: PLC0415
+
+        if args.port + args.gateways - 1 > MAX_PORT or args.port == 0:
+            print(f"exchange: gateways listen on --port .. --port+{args.gateways - 1}, "
+                  f"each in 1..{MAX_PORT}", file=sys.stderr)  # fmt: skip
+            return 2
+        return cluster_launcher.run(cluster_launcher.ClusterOptions(
+            args.data_dir, args.nats_nodes, args.sequencers, args.gateways, args.port,
+            args.host, args.demo,
         ))  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from exchange import natswire as w
+from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerFailedError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import Journal, JournalCorruptError
@@ -242,6 +243,7 @@ async def _run(options: NodeOptions) -> int:
     sequencing = loop.create_task(sequencer.run(), name="sequencer")
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
+    heartbeat = loop.create_task(_heartbeats(nc, options.node_id, sequencer), name="heartbeat")
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -264,5 +266,19 @@ async def _run(options: NodeOptions) -> int:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(publishing, PUBLISH_TIMEOUT_S * 2)
     stopping.cancel()
+    heartbeat.cancel()
     await nc.close()
     return status
+
+
+async def _heartbeats(nc: NatsClient, node_id: str, sequencer: Sequencer) -> None:
+    """This node's status for the gateways' /v1/cluster, every STATUS_INTERVAL_S."""
+    subject = nodestatus.subject(node_id)
+    # Always "leader" for now: one sequencer writes (standbys arrive with issue 15).
+    while True:  # until cancelled
+        status = nodestatus.NodeStatus(w.WIRE_VERSION, node_id, "leader", sequencer.durable_seq)
+        try:
+            await nc.publish(subject, nodestatus.encode(status))
+        except Exception as problem:  # noqa: BLE001 - NATS away: the next beat retries
+            log.debug("status heartbeat failed: %r", problem)
+        await asyncio.sleep(nodestatus.STATUS_INTERVAL_S)

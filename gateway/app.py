@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from exchange.bus import Bus
-from gateway import queryparams, rest
+from gateway import clusterview, queryparams, rest
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
@@ -60,6 +60,7 @@ def build_app(
     rate_limit: float = RATE_PER_S,
     account_rate_limit: float | None = None,
     guard: HalfOpenGuard | None = None,
+    cluster: clusterview.ClusterSource | None = None,
 ) -> web.Application:
     edge = [json_errors, queryparams.refuse_unknown_params]
     middlewares = edge if guard is None else [guard.middleware(), *edge]
@@ -69,12 +70,14 @@ def build_app(
     app["read"] = read
     app["hub"] = hub
     app["admin_token"] = admin_token
+    app["cluster"] = cluster if cluster is not None else clusterview.SingleProcess(read)
     app["auth_failures"] = hub.auth_failures  # one bound on the lines, WebSocket and REST
     metrics = Metrics(sequencer, read, hub, guard)
     app["metrics"] = metrics
     app.add_routes(rest.routes)
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/metrics", metrics.handler)
+    app.router.add_get("/v1/cluster", clusterview.handler)
     queryparams.check_routes(app.router)
     app.cleanup_ctx.append(_heartbeats)
     return app

@@ -86,3 +86,12 @@ def saved_keys(data_dir: Path) -> dict[str, dict[str, str]]:
         return {}
     keys: dict[str, dict[str, str]] = json.loads(path.read_text())
     return keys
+
+
+def key_lines(keys: dict[str, dict[str, str]], data_dir: Path) -> list[str]:
+    """The demo keys as people read them at start (serve's welcome, the cluster's banner)."""
+    lines = [f"demo API keys (also in {data_dir / DEMO_KEYS_FILE}):"]
+    lines.extend(
+        f"  {name:<13} {entry['account']:<4} {entry['api_key']}" for name, entry in keys.items()
+    )
+    return lines

@@ -15,14 +15,17 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 from aiohttp import WSCloseCode, web
 
 from exchange.natsstream import ensure_stream
 from exchange.runtime import tune_gc
+from gateway import demo
 from gateway.app import build_app
 from gateway.auth import ADMIN_TOKEN_ENV
+from gateway.clusterview import NatsClusterView
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
 from gateway.natsbus import NatsBus
@@ -44,6 +47,8 @@ class GatewayOptions:
     account_rate_limit: float | None = None
     header_timeout: float = HEADER_TIMEOUT_S
     max_half_open: int = MAX_HALF_OPEN
+    # Seed the demo market (keys to DIR/demo-keys.json) when the exchange has no account yet.
+    demo_dir: Path | None = None
 
 
 def run(options: GatewayOptions) -> int:
@@ -76,6 +81,12 @@ async def _run(options: GatewayOptions, token: str) -> int:
     bus.subscribe(read, batch_end=read.end_batch)
     await bus.start()
     log.info("gateway %s caught up with the stream at seq %d", bus.gateway_id, read.durable_seq)
+    cluster = NatsClusterView(nc, js)
+    await cluster.start()
+    if options.demo_dir is not None and not read.state.balances:
+        options.demo_dir.mkdir(parents=True, exist_ok=True)
+        await demo.seed(bus, options.demo_dir)
+        log.info("seeded the demo market; keys in %s", options.demo_dir / demo.DEMO_KEYS_FILE)
     tune_gc()
 
     stop = asyncio.Event()
@@ -85,12 +96,13 @@ async def _run(options: GatewayOptions, token: str) -> int:
     guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
     app = build_app(
         bus, read, token, options.max_connections, options.rate_limit,
-        options.account_rate_limit, guard,
+        options.account_rate_limit, guard, cluster,
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     listener = await open_port(runner, guard, options.host, options.port)
     if listener is None:
+        await cluster.close()
         await bus.close()
         await runner.cleanup()
         await nc.close()
@@ -105,6 +117,7 @@ async def _run(options: GatewayOptions, token: str) -> int:
     for session in list(app["hub"].sessions):
         session.close(WSCloseCode.GOING_AWAY, "server shutting down")
     listener.close()
+    await cluster.close()
     await bus.close()
     await runner.cleanup()
     await nc.close()

@@ -20,6 +20,7 @@ ROUTE_PARAMS: dict[str, frozenset[str]] = {
     "/metrics": frozenset(),
     "/v1/ws": frozenset({"cancel_on_disconnect"}),
     "/v1/time": frozenset(),
+    "/v1/cluster": frozenset(),
     "/v1/instruments": frozenset({"status", "kind"}),
     "/v1/offerings": frozenset(),
     "/v1/book/{symbol}": frozenset({"depth"}),

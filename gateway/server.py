@@ -166,10 +166,7 @@ def _welcome(options: ServeOptions, keys: dict[str, dict[str, str]]) -> None:
         f"admin token: in $EXCHANGE_ADMIN_TOKEN or {options.data_dir / 'admin-token'}",
     ]
     if keys:
-        lines.append(f"demo API keys (also in {options.data_dir / demo.DEMO_KEYS_FILE}):")
-        lines.extend(
-            f"  {name:<13} {entry['account']:<4} {entry['api_key']}" for name, entry in keys.items()
-        )
+        lines.extend(demo.key_lines(keys, options.data_dir))
         alice = keys.get("alice", {}).get("api_key", "KEY")
         lines.append(
             f"try:  curl -s {base}/v1/book/ACME ; "

@@ -61,9 +61,15 @@ async def start(
     return await start_role(args, port, data_dir, ready="exchange listening")
 
 
-async def start_role(args: list[str], port: int, data_dir: Path, ready: str) -> RunningServer:
-    """`python -m exchange ARGS`, once a line of its output starts with `ready`."""
-    env = {**os.environ, "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"}
+async def start_role(
+    args: list[str], port: int, data_dir: Path, ready: str, *, admin_token: str | None = ADMIN_TOKEN
+) -> RunningServer:
+    """`python -m exchange ARGS`, once a line of its output starts with `ready` (with
+    admin_token None, $EXCHANGE_ADMIN_TOKEN unset: the server makes its own)."""
+    env = {k: v for k, v in os.environ.items() if k != "EXCHANGE_ADMIN_TOKEN"}
+    env["PYTHONUNBUFFERED"] = "1"
+    if admin_token is not None:
+        env["EXCHANGE_ADMIN_TOKEN"] = admin_token
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exchange", *args,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
