@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _nats_flag(gateway)
     _client_flags(gateway)
+    gateway.add_argument(
+        "--demo", action="store_true",
+        help="seed the demo market through this gateway when the exchange has no account yet",
+    )  # fmt: skip
+    gateway.add_argument(
+        "--demo-keys", type=Path, metavar="FILE", default=Path("demo-keys.json"),
+        help="where --demo writes the demo API keys (mode 0600; default demo-keys.json)",
+    )  # fmt: skip
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
@@ -178,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gateway_node.run(gateway_node.GatewayOptions(
             args.nats, args.host, args.port, args.max_connections, args.rate_limit,
             args.account_rate_limit, args.header_timeout, args.max_half_open,
+            demo_keys=args.demo_keys if args.demo else None,
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)
