@@ -46,9 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     _nats_flag(gateway)
     _client_flags(gateway)
     gateway.add_argument(
-        "--demo-dir", type=Path, metavar="DIR",
-        help="seed the demo market if the exchange has no account yet (keys to "
-        "DIR/demo-keys.json); give it to one gateway only",
+        "--demo", action="store_true",
+        help="seed the demo market through this gateway when the exchange has no account yet",
+    )  # fmt: skip
+    gateway.add_argument(
+        "--demo-keys", type=Path, metavar="FILE", default=Path("demo-keys.json"),
+        help="where --demo writes the demo API keys (mode 0600; default demo-keys.json)",
     )  # fmt: skip
     cluster = commands.add_parser(
         "cluster", help="run a local cluster: nats-server(s), the sequencer and the gateways"
@@ -209,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return gateway_node.run(gateway_node.GatewayOptions(
             args.nats, args.host, args.port, args.max_connections, args.rate_limit,
-            args.account_rate_limit, args.header_timeout, args.max_half_open, args.demo_dir,
+            args.account_rate_limit, args.header_timeout, args.max_half_open,
+            demo_keys=args.demo_keys if args.demo else None,
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)

@@ -192,7 +192,7 @@ class Launcher:
             args = ["gateway", "--nats", self.nats_arg, "--host", self.options.host,
                     "--port", str(self.gateway_port(index))]  # fmt: skip
             if self.options.demo and index == 0:  # one seeder: the market is seeded once
-                args += ["--demo-dir", str(self.data_dir)]
+                args += ["--demo", "--demo-keys", str(self.data_dir / demo.DEMO_KEYS_FILE)]
             self.gateways.append(await _spawn(name, args, self.env))
             await _until_ready(self.gateways[-1], READY_LINE["gateway"])
 
@@ -220,7 +220,7 @@ class Launcher:
             lines.append(f"  {role.name:<12} http://{where}  ws://{where}/v1/ws  pid {role.pid}")
         token_file = self.data_dir / ADMIN_TOKEN_FILE
         lines.append(f"  admin token  in ${ADMIN_TOKEN_ENV} or {token_file}")
-        keys = demo.saved_keys(self.data_dir)
+        keys = demo.saved_keys(self.data_dir / demo.DEMO_KEYS_FILE)
         if keys:
             lines.extend("  " + line for line in demo.key_lines(keys, self.data_dir))
         lines.append(

@@ -3,7 +3,8 @@
 A share (ACME) that went through an oversubscribed offering, a bond (BOND) listed
 straight into trading, five accounts with cash and units, and a market maker's resting
 orders on both, so a newcomer sees a live book at once. The API keys are printed and
-written to DATA_DIR/demo-keys.json (mode 0600). Everything goes through the sequencer as
+written to a keys file (mode 0600): DATA_DIR/demo-keys.json for `exchange serve --demo`,
+the `--demo-keys FILE` of `exchange gateway --demo`. Everything goes through a Bus as
 ordinary commands, so it is journaled like any other activity and never seeded twice.
 """
 
@@ -28,8 +29,9 @@ async def _do(sequencer: Bus, command: cmd.Command) -> list[Any]:
     return list(done.events)
 
 
-async def seed(sequencer: Bus, data_dir: Path) -> dict[str, dict[str, str]]:
-    """Create the demo market; returns {name: {"account": id, "api_key": key}}."""
+async def seed(sequencer: Bus, keys_path: Path) -> dict[str, dict[str, str]]:
+    """Create the demo market and write its keys to `keys_path`; returns
+    {name: {"account": id, "api_key": key}}."""
     keys: dict[str, dict[str, str]] = {}
     for name in ACCOUNTS:
         api_key = new_api_key()
@@ -73,15 +75,14 @@ async def seed(sequencer: Bus, data_dir: Path) -> dict[str, dict[str, str]]:
                         symbol=symbol, side=side, price=price, qty=100 * level,  # type: ignore[arg-type]
                     ),
                 )  # fmt: skip
-    path = data_dir / DEMO_KEYS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(keys_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(keys, f, indent=2)
     return keys
 
 
-def saved_keys(data_dir: Path) -> dict[str, dict[str, str]]:
-    path = data_dir / DEMO_KEYS_FILE
+def saved_keys(path: Path) -> dict[str, dict[str, str]]:
+    """The keys a seed wrote to `path`; {} when there is no such file."""
     if not path.exists():
         return {}
     keys: dict[str, dict[str, str]] = json.loads(path.read_text())

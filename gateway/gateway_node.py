@@ -5,8 +5,10 @@ batches from its start (building its read side as every other gateway built it, 
 books, orders and market-data seqs are the same on all of them), sends commands to the
 sequencer over NATS (gateway/natsbus.py) and answers its own clients from the stream.
 The admin token comes from $EXCHANGE_ADMIN_TOKEN (every gateway of a cluster needs the
-same one). Until the replicated journal lands, reads rebuild from the stream's first
-message: the stream keeps every batch.
+same one). With `--demo` it seeds the demo market through its own bus once it has caught
+up with the stream, when no account exists yet (gateway/demo.py), and writes the keys to
+`--demo-keys FILE`; pass it to one gateway of a cluster. Until the replicated journal
+lands, reads rebuild from the stream's first message: the stream keeps every batch.
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from pathlib import Path
 import nats
 from aiohttp import WSCloseCode, web
 
+from exchange.bus import BusyError, SequencerStoppedError, UnavailableError
 from exchange.natsstream import ensure_stream
 from exchange.runtime import tune_gc
 from gateway import demo
@@ -47,8 +50,8 @@ class GatewayOptions:
     account_rate_limit: float | None = None
     header_timeout: float = HEADER_TIMEOUT_S
     max_half_open: int = MAX_HALF_OPEN
-    # Seed the demo market (keys to DIR/demo-keys.json) when the exchange has no account yet.
-    demo_dir: Path | None = None
+    # Where the demo market's keys go; None: no demo market.
+    demo_keys: Path | None = None
 
 
 def run(options: GatewayOptions) -> int:
@@ -83,10 +86,15 @@ async def _run(options: GatewayOptions, token: str) -> int:
     log.info("gateway %s caught up with the stream at seq %d", bus.gateway_id, read.durable_seq)
     cluster = NatsClusterView(nc, js)
     await cluster.start()
-    if options.demo_dir is not None and not read.state.balances:
-        options.demo_dir.mkdir(parents=True, exist_ok=True)
-        await demo.seed(bus, options.demo_dir)
-        log.info("seeded the demo market; keys in %s", options.demo_dir / demo.DEMO_KEYS_FILE)
+    if options.demo_keys is not None and not read.state.balances:
+        try:
+            await demo.seed(bus, options.demo_keys)
+        except (BusyError, SequencerStoppedError, UnavailableError) as problem:
+            line = f"exchange: cannot seed the demo market: {problem!r}"
+            print(line, file=sys.stderr, flush=True)
+            await bus.close()
+            await nc.close()
+            return 2
     tune_gc()
 
     stop = asyncio.Event()

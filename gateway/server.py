@@ -117,9 +117,10 @@ async def _serve(options: ServeOptions) -> int:
         await runner.cleanup()
         return 2
 
-    keys = demo.saved_keys(options.data_dir)
+    keys_path = options.data_dir / demo.DEMO_KEYS_FILE
+    keys = demo.saved_keys(keys_path)
     if options.demo and not read.state.balances:
-        keys = await demo.seed(sequencer, options.data_dir)
+        keys = await demo.seed(sequencer, keys_path)
     _welcome(options, keys)
 
     stopping = loop.create_task(stop.wait())

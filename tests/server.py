@@ -34,6 +34,7 @@ class RunningServer:
     drain: "asyncio.Task[None] | None" = None
     # Tracebacks the server printed, counted over its whole output (not only the lines kept).
     tracebacks: int = 0
+    role: str = "serve"  # the `exchange` command it runs: serve, gateway or sequencer
 
     @property
     def base_url(self) -> str:
@@ -74,7 +75,7 @@ async def start_role(
         sys.executable, "-m", "exchange", *args,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    server = RunningServer(process, port, data_dir)
+    server = RunningServer(process, port, data_dir, role=args[0])
     assert process.stdout is not None
     async with asyncio.timeout(START_TIMEOUT_S):
         while True:  # bounded by the timeout; the process says when it is ready

@@ -7,9 +7,6 @@ a gateway started late builds the same read side; bad messages on the command su
 are refused and never journaled."""
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +18,13 @@ from exchange.domain.commands import CreateAccount
 from exchange.natsserver import NatsNode
 from exchange.sequencer_node import BAD_MESSAGE_LINES_PER_S
 from gateway.client import Admin, Client
-from tests.server import ADMIN_TOKEN, RunningServer, free_port, start_role, stop
+from tests.server import ADMIN_TOKEN, RunningServer
+from tests.wirings import roles
 
 pytest_plugins = ("tests.nats_fixtures",)
 
 # Long enough for an answer through NATS and the stream on a loaded 2-core machine.
 ANSWER_WAIT_S = 20.0
-
-
-@dataclass
-class Roles:
-    nats: NatsNode
-    data_dir: Path
-    sequencer: RunningServer
-    gateways: list[RunningServer] = field(default_factory=list)
-
-    async def add_gateway(self) -> RunningServer:
-        port = free_port()
-        args = ["gateway", "--nats", self.nats.url, "--port", str(port)]
-        gateway = await start_role(args, port, self.data_dir, ready="exchange gateway")
-        self.gateways.append(gateway)
-        return gateway
-
-
-@contextlib.asynccontextmanager
-async def roles(nats_node: NatsNode, data_dir: Path, gateways: int) -> AsyncIterator[Roles]:
-    args = ["sequencer", "--nats", nats_node.url, "--data-dir", str(data_dir)]
-    sequencer = await start_role(args, 0, data_dir, ready="exchange sequencer")
-    started = Roles(nats_node, data_dir, sequencer)
-    try:
-        for _ in range(gateways):
-            await started.add_gateway()
-        yield started
-    finally:
-        for role in [*started.gateways, sequencer]:
-            assert await stop(role) == 0, role.log()
-            assert role.tracebacks == 0, role.log()
 
 
 async def market(admin: Admin) -> dict[str, Any]:

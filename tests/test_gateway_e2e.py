@@ -1,4 +1,11 @@
-"""End to end: the real server on 127.0.0.1, real sockets, the client library."""
+"""End to end: the real server on 127.0.0.1, real sockets, the client library.
+
+Each test runs against both wirings (tests/wirings.py): `single`, one `exchange serve`,
+and `cluster`, a nats-server, `exchange sequencer` and `exchange gateway`. `market` is a
+fresh demo market per test (for tests that read state others change); `shared_market` one
+per wiring for the whole module (for tests that only look at what they did themselves).
+Tests marked `single_only` are about the one process alone (its data dir, its journal).
+"""
 
 import asyncio
 import json
@@ -8,14 +15,42 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from gateway.client import Admin, Client, LocalBook
 from tests.raw_ws import OP_CLOSE, OP_TEXT, RawWebSocket
-from tests.server import ADMIN_TOKEN, RunningServer, running, start, stop
+from tests.server import ADMIN_TOKEN, RunningServer, running, stop
+from tests.wirings import WIRINGS, serving
+
+# One loop for the module: the shared markets' processes are read by tasks on it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-async def test_an_offering_then_secondary_trading_between_two_accounts(tmp_path: Path) -> None:
-    async with running(tmp_path / "data") as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
+@pytest.fixture(params=WIRINGS)
+def wiring(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def market(wiring: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with serving(wiring, tmp_path, demo=True) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=WIRINGS)
+async def shared_market(  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+):
+    base = tmp_path_factory.mktemp(str(request.param))
+    async with serving(str(request.param), base, demo=True) as server:
+        yield server
+
+
+async def test_an_offering_then_secondary_trading_between_two_accounts(
+    shared_market: RunningServer,
+) -> None:
+    server = shared_market
+    async with Admin(server.base_url, ADMIN_TOKEN) as admin:
         issuer, issuer_key = await admin.account("issuer")
         alice, alice_key = await admin.account("alice", "10000.00")
         bob, bob_key = await admin.account("bob", "10000.00")
@@ -64,12 +99,6 @@ async def test_an_offering_then_secondary_trading_between_two_accounts(tmp_path:
         assert (await admin.ok("GET", "/v1/account", token=bob_key))["positions"] == {"NEWCO": 540}
 
 
-@pytest.fixture
-async def market(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running(tmp_path / "data", demo=True) as server:
-        yield server
-
-
 def demo_key(server: RunningServer, name: str) -> str:
     keys = json.loads((server.data_dir / "demo-keys.json").read_text())
     return str(keys[name]["api_key"])
@@ -106,23 +135,24 @@ async def test_the_demo_market_has_a_live_book(market: RunningServer) -> None:
     ],
 )
 async def test_bad_orders_are_rejected_with_their_code(
-    market: RunningServer, order: dict[str, object], code: str
+    shared_market: RunningServer, order: dict[str, object], code: str
 ) -> None:
-    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as client:
+    key = demo_key(shared_market, "alice")
+    async with await Client.connect(shared_market.ws_url, key) as client:
         fields: dict[str, object] = {"symbol": "ACME", "side": "buy", "qty": 1, "price": "9.00"}
         answer = await client.request("place", **{**fields, **order})
         assert (answer["type"], answer["code"]) == ("rejected", code), answer
 
 
-async def test_order_entry_needs_authentication(market: RunningServer) -> None:
-    async with await Client.connect(market.ws_url) as client:
+async def test_order_entry_needs_authentication(shared_market: RunningServer) -> None:
+    async with await Client.connect(shared_market.ws_url) as client:
         answer = await client.place("ACME", "buy", 1, "9.00")
         assert answer["code"] == "NOT_AUTHENTICATED"
         assert (await client.ping())["type"] == "pong"  # the socket stays usable
 
 
 async def test_frames_sent_with_the_upgrade_wait_for_the_header_authentication(
-    market: RunningServer,
+    shared_market: RunningServer,
 ) -> None:
     # The frames reach the server with the upgrade request, so the parser finds them before
     # the handler has checked the Authorization header; they must be handled after it.
@@ -131,8 +161,8 @@ async def test_frames_sent_with_the_upgrade_wait_for_the_header_authentication(
         '"client_order_id":"early-1"}'
     )
     ws = await RawWebSocket.connect(
-        market.ws_url,
-        headers={"Authorization": f"Bearer {demo_key(market, 'alice')}"},
+        shared_market.ws_url,
+        headers={"Authorization": f"Bearer {demo_key(shared_market, 'alice')}"},
         early=['{"op":"ping","req_id":1}', place],
     )
     try:
@@ -148,8 +178,8 @@ async def test_frames_sent_with_the_upgrade_wait_for_the_header_authentication(
         ws.close()
 
 
-async def test_a_wrong_key_closes_with_4001(market: RunningServer) -> None:
-    client = await Client.connect(market.ws_url)
+async def test_a_wrong_key_closes_with_4001(shared_market: RunningServer) -> None:
+    client = await Client.connect(shared_market.ws_url)
     answer = await client.auth("ek_not-a-key")
     assert answer["code"] == "AUTH_FAILED"
     await client._reader
@@ -157,10 +187,10 @@ async def test_a_wrong_key_closes_with_4001(market: RunningServer) -> None:
     await client.close()
 
 
-async def test_another_accounts_order_cannot_be_cancelled(market: RunningServer) -> None:
+async def test_another_accounts_order_cannot_be_cancelled(shared_market: RunningServer) -> None:
     async with (
-        await Client.connect(market.ws_url, demo_key(market, "alice")) as alice,
-        await Client.connect(market.ws_url, demo_key(market, "bob")) as bob,
+        await Client.connect(shared_market.ws_url, demo_key(shared_market, "alice")) as alice,
+        await Client.connect(shared_market.ws_url, demo_key(shared_market, "bob")) as bob,
     ):
         mine = await alice.place("ACME", "buy", 1, "9.00")
         refused = await bob.cancel(order_id=mine["order_id"])
@@ -169,10 +199,10 @@ async def test_another_accounts_order_cannot_be_cancelled(market: RunningServer)
         assert (done["type"], done["reason"]) == ("done", "cancelled")
 
 
-async def test_admin_routes_refuse_a_user_key(market: RunningServer) -> None:
-    async with Admin(market.base_url, ADMIN_TOKEN) as admin:
+async def test_admin_routes_refuse_a_user_key(shared_market: RunningServer) -> None:
+    async with Admin(shared_market.base_url, ADMIN_TOKEN) as admin:
         status, body = await admin.call(
-            "POST", "/v1/admin/accounts", {"name": "eve"}, token=demo_key(market, "alice")
+            "POST", "/v1/admin/accounts", {"name": "eve"}, token=demo_key(shared_market, "alice")
         )
         assert (status, body["code"]) == (403, "FORBIDDEN")
         status, body = await admin.call("GET", "/v1/account", token="ek_wrong")
@@ -190,9 +220,9 @@ async def test_admin_routes_refuse_a_user_key(market: RunningServer) -> None:
     ],
 )
 async def test_malformed_frames_get_an_error_and_the_socket_stays_open(
-    market: RunningServer, frame: str, code: str
+    shared_market: RunningServer, frame: str, code: str
 ) -> None:
-    async with await Client.connect(market.ws_url) as client:
+    async with await Client.connect(shared_market.ws_url) as client:
         await client.send_raw(frame)
         error = await client.next_event("error")
         assert error["code"] == code
@@ -285,6 +315,7 @@ async def test_a_batched_subscriber_gets_one_frame_a_batch_and_the_same_book(
         assert library.dropped_events == 0
 
 
+@pytest.mark.single_only  # the one process's data dir, restarted on the same files
 async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with running(data, demo=True) as server:
@@ -327,13 +358,14 @@ async def _metrics(market: RunningServer) -> tuple[str, dict[str, float]]:
     return text, values
 
 
-async def test_metrics_in_prometheus_text(market: RunningServer) -> None:
-    _, before = await _metrics(market)
-    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as alice:
+async def test_metrics_in_prometheus_text(shared_market: RunningServer) -> None:
+    _, before = await _metrics(shared_market)
+    key = demo_key(shared_market, "alice")
+    async with await Client.connect(shared_market.ws_url, key) as alice:
         await alice.place("ACME", "buy", 1, "10.05")
         await alice.place("ACME", "buy", 1, "10.001")  # off tick: refused at the gateway
         assert (await alice.cancel(order_id="99999999"))["code"] == "UNKNOWN_ORDER"
-    text, after = await _metrics(market)
+    text, after = await _metrics(shared_market)
 
     def grew(name: str) -> float:
         return after.get(name, 0) - before.get(name, 0)
@@ -344,92 +376,94 @@ async def test_metrics_in_prometheus_text(market: RunningServer) -> None:
     assert sum(grew(k) for k in after if k.startswith("exchange_rejects_total{")) == 1
     assert "exchange_trades_total" in text
     assert "exchange_journal_write_seconds_bucket" in text
-    assert grew("exchange_batch_wait_seconds_count") >= 1  # the place and the cancel
+    if shared_market.role == "serve":  # a gateway of a cluster journals nothing itself
+        assert grew("exchange_batch_wait_seconds_count") >= 1  # the place and the cancel
     assert "exchange_connected_clients" in text
 
 
-async def test_a_flood_of_requests_is_rate_limited_then_closed_with_4029(tmp_path: Path) -> None:
+async def test_a_flood_of_requests_is_rate_limited_then_closed_with_4029(
+    wiring: str, tmp_path: Path
+) -> None:
     # A low limit, so the flood outruns the refill on a loaded machine too.
-    server = await start(tmp_path / "data", extra=("--rate-limit", "50"))
-    client = await Client.connect(server.ws_url)
-    try:
-        frame = '{"op":"ping"}'
-        answered = limited = 0
+    async with serving(wiring, tmp_path, extra=("--rate-limit", "50")) as server:
+        client = await Client.connect(server.ws_url)
+        try:
+            frame = '{"op":"ping"}'
+            answered = limited = 0
 
-        async def read_until(count: int) -> None:
-            # Read the answers as they come, as a client should.
-            nonlocal answered, limited
-            while answered < count:  # bounded by the count, or the close
+            async def read_until(count: int) -> None:
+                # Read the answers as they come, as a client should.
+                nonlocal answered, limited
+                while answered < count:  # bounded by the count, or the close
+                    try:
+                        event = await client.next_event()
+                    except ConnectionError:
+                        return
+                    answered += 1
+                    limited += event.get("code") == "RATE_LIMITED"
+
+            for sent in range(1, 3_001):  # past the burst of 100 and 1,000 refusals more
+                if client._reader.done():
+                    break  # the library client answered the server's close and closed
                 try:
-                    event = await client.next_event()
-                except ConnectionError:
-                    return
-                answered += 1
-                limited += event.get("code") == "RATE_LIMITED"
-
-        for sent in range(1, 3_001):  # past the burst of 100 and 1,000 refusals more
-            if client._reader.done():
-                break  # the library client answered the server's close and closed
-            try:
-                await client.send_raw(frame)
-            except ConnectionError:  # closed while we were writing
-                break
-            if sent % 20 == 0:
-                await read_until(sent - 20)
-        await read_until(3_000)  # what is left, until the close
-        assert limited > 0
-        await asyncio.wait_for(client._reader, 30)
-        assert client.close_code == 4029
-        async with aiohttp.ClientSession() as http:
-            metrics = await (await http.get(server.base_url + "/metrics")).text()
-        refused = next(
-            float(line.split()[1])
-            for line in metrics.splitlines()
-            if line.startswith("exchange_rate_limited_total ")
-        )
-        assert refused == 1000  # then the connection was closed: nothing more was read
-    finally:
-        await client.close()
-        assert await stop(server) == 0, server.log()
+                    await client.send_raw(frame)
+                except ConnectionError:  # closed while we were writing
+                    break
+                if sent % 20 == 0:
+                    await read_until(sent - 20)
+            await read_until(3_000)  # what is left, until the close
+            assert limited > 0
+            await asyncio.wait_for(client._reader, 30)
+            assert client.close_code == 4029
+            async with aiohttp.ClientSession() as http:
+                metrics = await (await http.get(server.base_url + "/metrics")).text()
+            refused = next(
+                float(line.split()[1])
+                for line in metrics.splitlines()
+                if line.startswith("exchange_rate_limited_total ")
+            )
+            assert refused == 1000  # then the connection was closed: nothing more was read
+        finally:
+            await client.close()
 
 
 async def test_a_flooding_client_still_gets_its_4029_close_frame_while_it_writes_on(
-    tmp_path: Path,
+    wiring: str, tmp_path: Path
 ) -> None:
     # The server closes with 4029 while the client is still writing. Were the server to
     # close its socket before the client's close reply, the frames still arriving would
     # make its kernel reset the connection, and the reset would drop the close frame the
     # client had not read yet. The server must read (and ignore) them until the client
     # closes in turn.
-    server = await start(tmp_path / "data", extra=("--rate-limit", "50"))
-    ws = await RawWebSocket.connect(server.ws_url)
-    try:
-        await ws.send_text(['{"op":"ping"}'] * 1_200)  # burst 100, 1,000 refusals, the close
-        refused = 0
-        while refused < 1_000:  # bounded: every refusal, the closing one too, is answered
+    async with serving(wiring, tmp_path, extra=("--rate-limit", "50")) as server:
+        ws = await RawWebSocket.connect(server.ws_url)
+        try:
+            # The burst of 100, 1,000 refusals, then the close.
+            await ws.send_text(['{"op":"ping"}'] * 1_200)
+            refused = 0
+            while refused < 1_000:  # bounded: every refusal, the closing one too, is answered
+                frame = await ws.next_frame()
+                assert frame.opcode == OP_TEXT, frame
+                refused += b"RATE_LIMITED" in frame.payload
+            # The close frame is next and left unread while the client keeps writing.
+            await ws.send_text(['{"op":"ping"}'] * 500)
             frame = await ws.next_frame()
-            assert frame.opcode == OP_TEXT, frame
-            refused += b"RATE_LIMITED" in frame.payload
-        # The close frame is next and left unread while the client keeps writing.
-        await ws.send_text(['{"op":"ping"}'] * 500)
-        frame = await ws.next_frame()
-        while frame.opcode == OP_TEXT:  # bounded by the frames the server sent
-            assert b"RATE_LIMITED" not in frame.payload
-            frame = await ws.next_frame()
-        assert (frame.opcode, frame.close_code) == (OP_CLOSE, 4029)
-        await ws.send_close()
-        assert await ws.reader.read() == b""  # then the server closes, without a reset
-    finally:
-        ws.close()
-        assert await stop(server) == 0, server.log()
+            while frame.opcode == OP_TEXT:  # bounded by the frames the server sent
+                assert b"RATE_LIMITED" not in frame.payload
+                frame = await ws.next_frame()
+            assert (frame.opcode, frame.close_code) == (OP_CLOSE, 4029)
+            await ws.send_close()
+            assert await ws.reader.read() == b""  # then the server closes, without a reset
+        finally:
+            ws.close()
 
 
 async def test_cancel_on_disconnect_cancels_the_orders_placed_on_that_connection(
-    market: RunningServer,
+    shared_market: RunningServer,
 ) -> None:
-    key = demo_key(market, "alice")
-    async with await Client.connect(market.ws_url, key) as watcher:
-        leaving = await Client.connect(market.ws_url)
+    key = demo_key(shared_market, "alice")
+    async with await Client.connect(shared_market.ws_url, key) as watcher:
+        leaving = await Client.connect(shared_market.ws_url)
         await leaving.request("auth", api_key=key, cancel_on_disconnect=True)
         order = await leaving.place("ACME", "buy", 3, "9.00", client_order_id="cod-1")
         assert (await watcher.next_event("accepted"))["order_id"] == order["order_id"]
@@ -526,9 +560,9 @@ async def test_order_history_and_candles(market: RunningServer) -> None:
 
 
 async def test_an_oversized_frame_closes_with_1009_and_a_binary_frame_gets_an_error(
-    market: RunningServer,
+    shared_market: RunningServer,
 ) -> None:
-    async with await Client.connect(market.ws_url) as client:
+    async with await Client.connect(shared_market.ws_url) as client:
         await client.ws.send_bytes(b'{"op":"ping"}')
         assert (await client.next_event("error"))["code"] == "BAD_REQUEST"
         await client.send_raw('{"op":"ping","req_id":"' + "x" * 70_000 + '"}')
@@ -536,36 +570,41 @@ async def test_an_oversized_frame_closes_with_1009_and_a_binary_frame_gets_an_er
         assert client.close_code == 1009
 
 
-async def test_shutdown_closes_sockets_with_1001_and_exits_0(tmp_path: Path) -> None:
-    server = await start(tmp_path / "data")
-    client = await Client.connect(server.ws_url)
-    assert (await client.ping())["type"] == "pong"
-    assert await stop(server) == 0, server.log()
-    await asyncio.wait_for(client._reader, 30)
-    assert client.close_code == 1001
-    await client.close()
-
-
-async def test_a_flood_of_connections_past_the_bound_is_answered_503(tmp_path: Path) -> None:
-    server = await start(tmp_path / "data", extra=("--max-connections", "5"))
-    clients = [await Client.connect(server.ws_url) for _ in range(5)]
-    try:
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await Client.connect(server.ws_url)
-        assert refused.value.status == 503
-        for client in clients:  # nobody else noticed
-            assert (await client.ping())["type"] == "pong"
-        await clients.pop().close()
-        async with await Client.connect(server.ws_url) as again:  # room again
-            assert (await again.ping())["type"] == "pong"
-    finally:
-        for client in clients:
-            await client.close()
+async def test_shutdown_closes_sockets_with_1001_and_exits_0(
+    wiring: str, tmp_path: Path
+) -> None:
+    async with serving(wiring, tmp_path) as server:
+        client = await Client.connect(server.ws_url)
+        assert (await client.ping())["type"] == "pong"
         assert await stop(server) == 0, server.log()
+        await asyncio.wait_for(client._reader, 30)
+        assert client.close_code == 1001
+        await client.close()
 
 
-async def test_subscribers_get_a_heartbeat_with_the_current_seqs(market: RunningServer) -> None:
-    async with await Client.connect(market.ws_url) as client:
+async def test_a_flood_of_connections_past_the_bound_is_answered_503(
+    wiring: str, tmp_path: Path
+) -> None:
+    async with serving(wiring, tmp_path, extra=("--max-connections", "5")) as server:
+        clients = [await Client.connect(server.ws_url) for _ in range(5)]
+        try:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await Client.connect(server.ws_url)
+            assert refused.value.status == 503
+            for client in clients:  # nobody else noticed
+                assert (await client.ping())["type"] == "pong"
+            await clients.pop().close()
+            async with await Client.connect(server.ws_url) as again:  # room again
+                assert (await again.ping())["type"] == "pong"
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_subscribers_get_a_heartbeat_with_the_current_seqs(
+    shared_market: RunningServer,
+) -> None:
+    async with await Client.connect(shared_market.ws_url) as client:
         await client.subscribe(["ticker"], ["ACME", "BOND"])
         ticker = await client.next_event("ticker")
         heartbeat = await client.next_event("heartbeat", timeout=5)
@@ -621,6 +660,7 @@ async def test_order_types_end_as_the_rules_say(
         assert [done["reason"]] == reasons
 
 
+@pytest.mark.single_only  # `journal verify` and a restart on the one process's data dir
 async def test_an_admin_request_outside_the_schema_is_refused_and_never_journaled(
     tmp_path: Path,
 ) -> None:
@@ -645,8 +685,9 @@ async def test_an_admin_request_outside_the_schema_is_refused_and_never_journale
         pass
 
 
-async def test_a_session_never_changes_account(market: RunningServer) -> None:
-    async with await Client.connect(market.ws_url, demo_key(market, "alice")) as client:
-        answer = await client.auth(demo_key(market, "bob"))
+async def test_a_session_never_changes_account(shared_market: RunningServer) -> None:
+    key = demo_key(shared_market, "alice")
+    async with await Client.connect(shared_market.ws_url, key) as client:
+        answer = await client.auth(demo_key(shared_market, "bob"))
         assert (answer["type"], answer["code"]) == ("error", "BAD_REQUEST")
-        assert (await client.auth(demo_key(market, "alice")))["type"] == "authenticated"
+        assert (await client.auth(demo_key(shared_market, "alice")))["type"] == "authenticated"
