@@ -1,10 +1,20 @@
 """The JetStream stream of durable batches, as both roles need it: made if missing, and how
 far it reaches. (The gateway side may not import the sequencer's process module.)"""
 
+import logging
+
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from exchange import natswire as w
+
+log = logging.getLogger(__name__)
+
+
+async def log_nats_error(problem: Exception) -> None:
+    """nats-py's error callback: one line a problem (its default prints a traceback on
+    every reconnect attempt while the server is away)."""
+    log.warning("NATS: %r", problem)
 
 
 async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerFailedError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import Journal, JournalCorruptError
-from exchange.natsstream import ensure_stream, last_published_seq
+from exchange.natsstream import ensure_stream, last_published_seq, log_nats_error
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.sequencer import GATHER_MS, Sequencer
 
@@ -65,19 +66,18 @@ class StreamAheadError(Exception):
     """The stream holds records this journal does not: another sequencer wrote them."""
 
 
-def unpublished_batches(journal: Journal, after: int) -> list[tuple[int, list[bytes]]]:
-    """The journal's records after seq `after`, in the journal's batches."""
-    batches: list[tuple[int, list[bytes]]] = []
+def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The journal's records after seq `after`, in the journal's batches, one batch at a
+    time (after a lost stream that is the whole journal: never all of it in memory)."""
     current: list[bytes] = []
     first = after + 1
     for record in journal.read_from(after + 1):  # bounded by the journal
         current.append(bytes(record.payload))
         if record.batch_end:
-            batches.append((first, current))
+            yield first, current
             first, current = record.seq + 1, []
     if current:  # a write a crash cut short was cut on open; this is only belt and braces
-        batches.append((first, current))
-    return batches
+        yield first, current
 
 
 class StreamPublisher:
@@ -139,6 +139,7 @@ class Intake:
         self.sequencer = sequencer
         self.publisher = publisher
         self.bad_messages = 0
+        self._refusing: set[asyncio.Task[None]] = set()  # refusals being sent
         self._lines_second = 0
         self._lines = 0
         sequencer.on_refused = self.refused
@@ -166,9 +167,11 @@ class Intake:
                 self.refuse(origin, "BUSY", "the exchange is shutting down")
 
     def refused(self, origin: object, reason: Exception) -> None:
-        """Taken, then refused (the sequencer stopped or failed before it was durable)."""
+        """Taken, then refused (the sequencer stopped or failed before it was durable):
+        its outcome is unknown to the client, who resends with the same client order id."""
         if isinstance(origin, str):
-            self.refuse(origin, "BUSY", f"the exchange stopped; the outcome is unknown: {reason}")
+            message = f"the exchange stopped; the outcome is unknown: {reason}"
+            self.refuse(origin, "UNAVAILABLE", message)
 
     def refuse(self, origin: str, code: str, message: str) -> None:
         split = w.split_origin(origin)
@@ -176,7 +179,17 @@ class Intake:
             return
         gateway, token = split
         refusal = w.encode(w.Refusal(w.WIRE_VERSION, token, code, message))
-        asyncio.get_running_loop().create_task(self.nc.publish(w.REFUSED_PREFIX + gateway, refusal))
+        task = asyncio.get_running_loop().create_task(
+            self.nc.publish(w.REFUSED_PREFIX + gateway, refusal)
+        )
+        self._refusing.add(task)  # kept until done: an unreferenced task may vanish
+        task.add_done_callback(self._refused_sent)
+
+    def _refused_sent(self, task: "asyncio.Task[None]") -> None:
+        self._refusing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a refusal was not sent: %r (its command is answered UNAVAILABLE "
+                        "by its gateway in time)", task.exception())  # fmt: skip
 
     def _bad(self, msg: Msg, problem: Exception) -> None:
         self.bad_messages += 1
@@ -201,7 +214,8 @@ def run(options: NodeOptions) -> int:
         return 2
     try:
         return uvloop.run(_run(options))
-    except (JournalCorruptError, RecoveryError, StreamAheadError) as problem:
+    except (JournalCorruptError, RecoveryError, StreamAheadError, w.VersionError,
+            msgspec.DecodeError) as problem:  # fmt: skip
         print(f"exchange: cannot start the sequencer: {problem}", file=sys.stderr, flush=True)
         return 2
     except (OSError, TimeoutError, nats.errors.NoServersError) as problem:
@@ -221,7 +235,7 @@ async def _run(options: NodeOptions) -> int:
     )  # fmt: skip
     nc = await nats.connect(
         servers=options.nats_urls, name=options.node_id, connect_timeout=CONNECT_TIMEOUT_S,
-        max_reconnect_attempts=-1, allow_reconnect=True,
+        max_reconnect_attempts=-1, allow_reconnect=True, error_cb=log_nats_error,
     )  # fmt: skip
     js = nc.jetstream()
     await ensure_stream(js)
@@ -265,6 +279,11 @@ async def _run(options: NodeOptions) -> int:
     publisher.close()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(publishing, PUBLISH_TIMEOUT_S * 2)
+    if publisher.backlog:
+        log.warning(
+            "stopping with %d durable batches not yet in the stream: the next start "
+            "publishes them from the journal", publisher.backlog,
+        )  # fmt: skip
     stopping.cancel()
     heartbeat.cancel()
     await nc.close()

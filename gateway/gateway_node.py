@@ -23,7 +23,7 @@ import nats
 from aiohttp import WSCloseCode, web
 
 from exchange.bus import BusyError, SequencerStoppedError, UnavailableError
-from exchange.natsstream import ensure_stream
+from exchange.natsstream import ensure_stream, log_nats_error
 from exchange.runtime import tune_gc
 from gateway import demo
 from gateway.app import build_app
@@ -75,7 +75,7 @@ def run(options: GatewayOptions) -> int:
 async def _run(options: GatewayOptions, token: str) -> int:
     nc = await nats.connect(
         servers=options.nats_urls, name="gateway", connect_timeout=CONNECT_TIMEOUT_S,
-        max_reconnect_attempts=-1, allow_reconnect=True,
+        max_reconnect_attempts=-1, allow_reconnect=True, error_cb=log_nats_error,
     )  # fmt: skip
     js = nc.jetstream()
     await ensure_stream(js)
@@ -83,6 +83,11 @@ async def _run(options: GatewayOptions, token: str) -> int:
     read = ReadModel()
     bus.subscribe(read, batch_end=read.end_batch)
     await bus.start()
+    if bus.failure is not None:
+        await bus.close()
+        await nc.close()
+        print(f"exchange: gateway cannot follow the stream: {bus.failure}", file=sys.stderr)
+        return 2
     log.info("gateway %s caught up with the stream at seq %d", bus.gateway_id, read.durable_seq)
     cluster = NatsClusterView(nc, js)
     await cluster.start()
@@ -121,7 +126,11 @@ async def _run(options: GatewayOptions, token: str) -> int:
         f"ws://{where}/v1/ws), following the stream at seq {read.durable_seq}",
         flush=True,
     )
-    await stop.wait()
+    stopping = loop.create_task(stop.wait())
+    failing = loop.create_task(bus.failed.wait())
+    await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failing.cancel()
     for session in list(app["hub"].sessions):
         session.close(WSCloseCode.GOING_AWAY, "server shutting down")
     listener.close()
@@ -129,4 +138,7 @@ async def _run(options: GatewayOptions, token: str) -> int:
     await bus.close()
     await runner.cleanup()
     await nc.close()
+    if bus.failure is not None:
+        print(f"exchange: gateway stopped: {bus.failure}", file=sys.stderr, flush=True)
+        return 2
     return 0

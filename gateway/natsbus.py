@@ -82,6 +82,10 @@ class NatsBus:
         self._subscriptions: list[object] = []
         self._caught_up = asyncio.Event()
         self._open = True
+        # Set when the stream stops making sense (a record that does not decode, a gap):
+        # the gateway must stop rather than answer from a read side that lost its way.
+        self.failure: str | None = None
+        self.failed = asyncio.Event()
 
     @property
     def queue_depth(self) -> int:
@@ -145,8 +149,10 @@ class NatsBus:
     def _send(
         self, command: Command, origin: object, future: "asyncio.Future[Sequenced] | None"
     ) -> None:
-        if not self._open or not self.nc.is_connected:
-            raise SequencerStoppedError("no connection to the exchange's bus")
+        if not self._open:
+            raise SequencerStoppedError("the gateway is shutting down")
+        if not self.nc.is_connected or self.failure is not None:
+            raise BusyError("no connection to the exchange's bus; retry")
         if len(self._pending) >= MAX_PENDING or self._outgoing.full():
             raise BusyError
         token = next(self._tokens)
@@ -171,9 +177,20 @@ class NatsBus:
     # --- in -------------------------------------------------------------------------------
 
     async def _batch(self, msg: Msg) -> None:
-        batch = w.decode_batch(msg.data)
-        for raw in batch.records:
-            entry = _entry_decoder.decode(raw)
+        if self.failure is not None:
+            return  # the read side can no longer be trusted: nothing more is applied
+        try:
+            batch = w.decode_batch(msg.data)
+            entries = [_entry_decoder.decode(raw) for raw in batch.records]
+        except (msgspec.DecodeError, w.VersionError) as problem:
+            self._fail(f"stream message {msg.metadata.sequence.stream} does not decode: {problem}")
+            return
+        for entry in entries:
+            if entry.seq <= self.durable_seq:
+                continue  # stored twice (a retry after the stream's duplicate window)
+            if entry.seq != self.durable_seq + 1:
+                self._fail(f"the stream skips from seq {self.durable_seq} to {entry.seq}")
+                return
             origin: object = None
             future = None
             split = w.split_origin(entry.origin) if entry.origin else None
@@ -199,6 +216,12 @@ class NatsBus:
         if msg.metadata.sequence.stream >= self._target_stream_seq:
             self._caught_up.set()
 
+    def _fail(self, reason: str) -> None:
+        log.critical("gateway %s stops following the stream: %s", self.gateway_id, reason)
+        self.failure = reason
+        self.failed.set()
+        self._caught_up.set()  # a start waiting for the catch-up sees the failure
+
     async def _refusal(self, msg: Msg) -> None:
         try:
             refusal = w.decode_refusal(msg.data)
@@ -210,6 +233,8 @@ class NatsBus:
             reason = BusyError(refusal.message)
         elif refusal.code == "BAD_REQUEST":
             reason = InvalidCommandError(refusal.message)
+        elif refusal.code == "UNAVAILABLE":
+            reason = UnavailableError(refusal.message)
         else:
             reason = SequencerStoppedError(refusal.message)
         self._refuse(refusal.token, reason)

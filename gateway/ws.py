@@ -852,16 +852,20 @@ class Hub:
 
 
 class ExchangeWebSocket(web.WebSocketResponse):
-    """aiohttp's WebSocketResponse, with a clean close for a frame past max_msg_size.
+    """aiohttp's WebSocketResponse, with a clean close for a frame past max_msg_size and
+    for a slow consumer.
 
     aiohttp answers such a frame with a 1009 close frame and closes the socket at once,
     while the rest of the frame (and whatever follows) is still arriving: the kernel then
     resets the connection, and the reset drops the close frame before the client reads
-    it (it sees 1006). Here the close frame is followed by a FIN instead, the socket stays
-    open for reading (aiohttp's protocol has stopped parsing and discards what comes)
-    until the client closes its end, or CLOSE_LINGER_S passes and the socket is aborted.
-    It overrides close(), which aiohttp's receive() calls with 1009 on that frame; the
-    test of it (tests/test_ws_close.py) fails should aiohttp change that path.
+    it (it sees 1006). A slow consumer (4008) has megabytes queued before the close frame,
+    and aiohttp's close waits CLOSE_REPLY_TIMEOUT_S for its reply, then cuts the socket:
+    a consumer slow enough to be evicted may well not have read to the close frame by
+    then (1006 again, seen on a loaded machine). Here the close frame is followed by a FIN
+    instead, the socket stays open for reading (what comes is not acted on) until the
+    client closes its end, or CLOSE_LINGER_S passes and the socket is aborted. It
+    overrides close(), which aiohttp's receive() calls with 1009 on that frame; the test
+    of it (tests/test_ws_close.py) fails should aiohttp change that path.
     """
 
     _transport: asyncio.Transport | None = None
@@ -879,7 +883,7 @@ class ExchangeWebSocket(web.WebSocketResponse):
     ) -> bool:
         transport = self._transport
         if (
-            code != WSCloseCode.MESSAGE_TOO_BIG
+            code not in FIN_FIRST_CLOSES
             or self.closed
             or transport is None
             or transport.is_closing()
@@ -899,6 +903,10 @@ class ExchangeWebSocket(web.WebSocketResponse):
         # its close frame goes nowhere.
         await super().close(code=code, message=message, drain=False)
         return True
+
+
+# Closes written with a FIN right after the close frame (ExchangeWebSocket.close).
+FIN_FIRST_CLOSES = frozenset({WSCloseCode.MESSAGE_TOO_BIG, CLOSE_SLOW_CONSUMER})
 
 
 def refusal_of(reason: Exception) -> tuple[str, str]:

@@ -520,7 +520,7 @@ async def test_a_slow_subscriber_is_evicted_while_a_fast_one_keeps_every_message
             message = await slow.receive()
             if message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}:
                 break
-        assert slow.close_code == 4008
+        assert slow.close_code == 4008, market.log()[-6000:]
         rest = await admin.ok("GET", "/v1/book/ACME?depth=1000")
         while book.seq != rest["seq"]:  # bounded: up to the seq REST reports
             assert book.apply(await fast.next_event()), "gap or checksum mismatch"
