@@ -1,4 +1,5 @@
-"""Process-wide tuning shared by the server and the benchmarks: the garbage collector.
+"""Process-wide settings shared by the roles and the benchmarks: the garbage collector, and
+the signals that stop a role cleanly.
 
 The engine allocates many short-lived objects per command and keeps long-lived
 ones (resting orders, accounts); CPython's default thresholds (700, 10, 10) make
@@ -6,7 +7,9 @@ it rescan the long-lived heap far too often. Freezing the start-up heap and rais
 the first threshold keeps collection to a few percent of the time.
 """
 
+import asyncio
 import gc
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,3 +38,12 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (a clean stop), from now on."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

@@ -15,6 +15,7 @@ raised is journaled.
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -619,4 +620,16 @@ def _last_timestamp(journal: Journal) -> int:
     stamp anything earlier, even if the wall clock stepped back in between."""
     for record in journal.read_from(journal.last_seq):
         return decode_entry(record.payload).command.ts
+    return 0
+
+
+async def stop_and_wait(sequencer: Sequencer, sequencing: "asyncio.Task[None]") -> int:
+    """Take no more commands, let the run finish what it took (flush, snapshot): 0, or
+    2 with one line on stderr when the engine or the journal failed."""
+    await sequencer.stop()
+    try:
+        await sequencing
+    except SequencerFailedError as failure:
+        print(f"exchange stopped: {failure}", file=sys.stderr, flush=True)
+        return 2
     return 0

@@ -15,7 +15,6 @@ journaled, never fatal.
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from collections import deque
@@ -31,12 +30,13 @@ from nats.js import JetStreamContext
 
 from exchange import natswire as w
 from exchange import nodestatus
-from exchange.bus import BusyError, InvalidCommandError, SequencerFailedError, SequencerStoppedError
+from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.natsstream import ensure_stream, last_published_seq, log_nats_error
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
-from exchange.sequencer import GATHER_MS, Sequencer
+from exchange.runtime import stop_on_signals
+from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +258,7 @@ async def _run(options: NodeOptions) -> int:
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
     heartbeat = loop.create_task(_heartbeats(nc, options.node_id, sequencer), name="heartbeat")
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     print(
         f"exchange sequencer {options.node_id} ready: journal at seq "
         f"{recovered.journal.last_seq}, commands on {w.COMMANDS}, batches to {w.STREAM}",
@@ -269,13 +267,7 @@ async def _run(options: NodeOptions) -> int:
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({stopping, sequencing, publishing}, return_when=asyncio.FIRST_COMPLETED)
     await subscription.unsubscribe()
-    await sequencer.stop()
-    status = 0
-    try:
-        await sequencing
-    except SequencerFailedError as failure:
-        print(f"exchange stopped: {failure}", file=sys.stderr, flush=True)
-        status = 2
+    status = await stop_and_wait(sequencer, sequencing)
     publisher.close()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(publishing, PUBLISH_TIMEOUT_S * 2)

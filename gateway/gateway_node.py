@@ -14,7 +14,6 @@ lands, reads rebuild from the stream's first message: the stream keeps every bat
 import asyncio
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from aiohttp import WSCloseCode, web
 
 from exchange.bus import BusyError, SequencerStoppedError, UnavailableError
 from exchange.natsstream import ensure_stream, log_nats_error
-from exchange.runtime import tune_gc
+from exchange.runtime import stop_on_signals, tune_gc
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import ADMIN_TOKEN_ENV
@@ -102,10 +101,8 @@ async def _run(options: GatewayOptions, token: str) -> int:
             return 2
     tune_gc()
 
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
     app = build_app(
         bus, read, token, options.max_connections, options.rate_limit,

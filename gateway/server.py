@@ -8,7 +8,6 @@ failure stops the process with a non-zero status and the reason.
 
 import asyncio
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
-from exchange.bus import SequencerFailedError
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import JournalCorruptError
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
-from exchange.runtime import tune_gc
-from exchange.sequencer import GATHER_MS, Sequencer
+from exchange.runtime import stop_on_signals, tune_gc
+from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
@@ -98,10 +96,8 @@ async def _serve(options: ServeOptions) -> int:
 
     # Before the port opens: a client that sees the server up may stop it at once, and a
     # signal that arrived before the handlers would kill it without a clean shutdown.
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
 
     guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
     app = build_app(
@@ -130,13 +126,7 @@ async def _serve(options: ServeOptions) -> int:
     for session in list(hub.sessions):
         session.close(WSCloseCode.GOING_AWAY, "server shutting down")
     listener.close()  # no new connections; runner.cleanup() closes the open ones
-    await sequencer.stop()
-    status = 0
-    try:
-        await sequencing
-    except SequencerFailedError as failure:
-        print(f"exchange stopped: {failure}", file=sys.stderr, flush=True)
-        status = 2
+    status = await stop_and_wait(sequencer, sequencing)
     # Nothing applies records any more: the read side as of the last durable one.
     await loop.run_in_executor(None, read_snapshots.take_now, read.state)
     await runner.cleanup()
