@@ -18,7 +18,7 @@ from exchange.domain.commands import CreateAccount
 from exchange.natsserver import NatsNode
 from exchange.sequencer_node import BAD_MESSAGE_LINES_PER_S
 from gateway.client import Admin, Client
-from tests.server import ADMIN_TOKEN, RunningServer, stop
+from tests.server import ADMIN_TOKEN, RunningServer, start_role, stop
 from tests.wirings import roles
 
 pytest_plugins = ("tests.nats_fixtures",)
@@ -176,3 +176,59 @@ async def test_a_stream_message_a_gateway_cannot_read_stops_it_in_one_line(
         assert gateway.tracebacks == 0, gateway.log()
         # The sequencer cannot read the stream's end either: it goes on for now, and a
         # restart of it would stop with one line (the stream needs a person's look).
+
+
+# Orders of the sequencer-kill test, and after which of them the sequencer is killed.
+ORDERS = 16
+KILL_AFTER = 8
+# Sends of one order at most: the first, and resends after UNAVAILABLE answers.
+MAX_SENDS = 4
+
+
+async def test_a_sequencer_killed_and_restarted_loses_nothing_acknowledged(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    """kill -9 of the sequencer between orders: an order sent while it is gone is answered
+    UNAVAILABLE; resent with the same client_order_id after the restart it is placed once;
+    every order answered `accepted` is there, the gateway's read side equal to a fresh one."""
+    data_dir = tmp_path / "sequencer"
+    async with roles(nats_server, data_dir, gateways=1) as cluster:
+        (gateway,) = cluster.gateways
+        async with Admin(gateway.base_url, ADMIN_TOKEN) as admin:
+            keys = await market(admin)
+        accepted: dict[str, str] = {}  # client_order_id -> order_id
+        unavailable = 0
+        restarted: RunningServer | None = None
+        try:
+            async with await Client.connect(gateway.ws_url, keys["bob"]) as bob:
+                for n in range(ORDERS):
+                    if n == KILL_AFTER:
+                        cluster.sequencer.process.kill()
+                        await cluster.sequencer.process.wait()
+                    cid = f"o-{n}"
+                    for _ in range(MAX_SENDS):  # bounded resends of the same order
+                        answer = await bob.place("XYZ", "sell", 1, f"{6 + n / 100:.2f}",
+                                                 client_order_id=cid)  # fmt: skip
+                        if answer.get("code") != "UNAVAILABLE":
+                            break
+                        unavailable += 1
+                        if restarted is None:  # the operator's restart
+                            args = ["sequencer", "--nats", nats_server.url, "--data-dir",
+                                    str(data_dir)]  # fmt: skip
+                            restarted = await start_role(args, 0, data_dir, "exchange sequencer")
+                    assert answer["type"] == "accepted", answer
+                    accepted[cid] = answer["order_id"]
+            assert unavailable >= 1, "an order was sent while the sequencer was gone"
+            assert restarted is not None
+            late = await cluster.add_gateway()
+            for server in (gateway, late):
+                async with Admin(server.base_url, ADMIN_TOKEN) as admin:
+                    orders = await admin.ok("GET", "/v1/orders?status=all", token=keys["bob"])
+                mine = {o["client_order_id"]: o["order_id"] for o in orders["orders"]
+                        if o["client_order_id"].startswith("o-")}  # fmt: skip
+                assert mine == accepted, "every accepted order, each once"
+            assert await reads(gateway, keys) == await reads(late, keys)
+        finally:
+            if restarted is not None:
+                assert await stop(restarted) == 0, restarted.log()
+                assert restarted.tracebacks == 0, restarted.log()
