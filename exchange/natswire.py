@@ -22,6 +22,7 @@ from typing import Annotated
 import msgspec
 
 from exchange.domain.commands import Command
+from exchange.domain.text import parse_bounded_int
 
 # The schema of every message here: a message of another version is refused (logged),
 # never guessed at. Bump it with any change of these shapes or of Command/Event.
@@ -42,7 +43,8 @@ MAX_BATCH_MESSAGE_BYTES = 4 * 1024 * 1024
 NATS_MAX_PAYLOAD = 8 * 1024 * 1024
 # A gateway id: a fresh one every start, so tokens of a restarted gateway never collide.
 GatewayId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8,32}\Z")]
-Token = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+MAX_TOKEN = 2**63 - 1
+Token = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKEN)]
 
 
 class Sent(msgspec.Struct, frozen=True, array_like=True):
@@ -88,10 +90,11 @@ def origin_of(gateway: str, token: int) -> str:
 
 def split_origin(origin: str) -> tuple[str, int] | None:
     """(gateway, token) of a journaled origin; None for an empty or foreign one."""
-    gateway, _, token = origin.partition(":")
-    if not gateway or not token.isascii() or not token.isdigit():
+    gateway, _, text = origin.partition(":")
+    token = parse_bounded_int(text, 0, MAX_TOKEN)
+    if not gateway or token is None:
         return None
-    return gateway, int(token)
+    return gateway, token
 
 
 def decode_command(data: bytes) -> CommandMessage:

@@ -42,6 +42,7 @@ from exchange.domain.state import EngineState, export_state
 from exchange.journal.journal import Framed, Journal
 from exchange.journal.records import JournalEntry, decode_entry, encode_entry
 from exchange.journal.snapshots import SnapshotStore
+from exchange.recovery import Recovered, recover
 
 log = logging.getLogger(__name__)
 
@@ -633,3 +634,18 @@ async def stop_and_wait(sequencer: Sequencer, sequencing: "asyncio.Task[None]") 
         print(f"exchange stopped: {failure}", file=sys.stderr, flush=True)
         return 2
     return 0
+
+
+def recover_sequencer(
+    data_dir: Path, durability: str, gather_ms: float
+) -> tuple[Recovered, Sequencer]:
+    """A data directory recovered (refusing what lost acknowledged records) and the
+    sequencer that goes on from it, as every role that writes the journal starts one:
+    snapshots in forked children, the group-commit window `gather_ms`."""
+    durable = durability == "fsync"
+    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    sequencer = Sequencer(
+        recovered.engine, recovered.journal, recovered.snapshots,
+        gather_seconds=gather_ms / 1_000, fork_snapshots=True,
+    )  # fmt: skip
+    return recovered, sequencer

@@ -34,9 +34,9 @@ from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.natsstream import ensure_stream, last_published_seq, log_nats_error
-from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
+from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
 from exchange.runtime import stop_on_signals
-from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
+from exchange.sequencer import GATHER_MS, Sequencer, recover_sequencer, stop_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +227,9 @@ def run(options: NodeOptions) -> int:
 
 
 async def _run(options: NodeOptions) -> int:
-    durable = options.durability == "fsync"
-    recovered = recover(options.data_dir, durable=durable, snapshots_durable=durable)
-    sequencer = Sequencer(
-        recovered.engine, recovered.journal, recovered.snapshots,
-        gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
-    )  # fmt: skip
+    recovered, sequencer = recover_sequencer(
+        options.data_dir, options.durability, options.gather_ms
+    )
     nc = await nats.connect(
         servers=options.nats_urls, name=options.node_id, connect_timeout=CONNECT_TIMEOUT_S,
         max_reconnect_attempts=-1, allow_reconnect=True, error_cb=log_nats_error,

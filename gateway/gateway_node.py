@@ -19,20 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 
 from exchange.bus import BusyError, SequencerStoppedError, UnavailableError
 from exchange.natsstream import ensure_stream, log_nats_error
 from exchange.runtime import stop_on_signals, tune_gc
 from gateway import demo
-from gateway.app import build_app
 from gateway.auth import ADMIN_TOKEN_ENV
 from gateway.clusterview import NatsClusterView
-from gateway.halfopen import HalfOpenGuard
 from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
 from gateway.natsbus import NatsBus
 from gateway.readmodel import ReadModel
-from gateway.server import open_port
+from gateway.server import start_app
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +101,7 @@ async def _run(options: GatewayOptions, token: str) -> int:
 
     stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
-    app = build_app(
-        bus, read, token, options.max_connections, options.rate_limit,
-        options.account_rate_limit, guard, cluster,
-    )  # fmt: skip
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    listener = await open_port(runner, guard, options.host, options.port)
+    app, runner, listener = await start_app(bus, read, token, options, cluster)
     if listener is None:
         await cluster.close()
         await bus.close()

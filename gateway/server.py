@@ -11,18 +11,20 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSCloseCode, web
 
+from exchange.bus import Bus
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import JournalCorruptError
-from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
+from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
 from exchange.runtime import stop_on_signals, tune_gc
-from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
+from exchange.sequencer import GATHER_MS, recover_sequencer, stop_and_wait
 from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
+from gateway.clusterview import ClusterSource
 from gateway.halfopen import HalfOpenGuard, listen
 from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
 from gateway.readmodel import ReadModel
@@ -80,11 +82,9 @@ def serve(options: ServeOptions) -> int:
 async def _serve(options: ServeOptions) -> int:
     token = admin_token(options.data_dir)
     durable = options.durability == "fsync"
-    recovered = recover(options.data_dir, durable=durable, snapshots_durable=durable)
-    sequencer = Sequencer(
-        recovered.engine, recovered.journal, recovered.snapshots,
-        gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
-    )  # fmt: skip
+    recovered, sequencer = recover_sequencer(
+        options.data_dir, options.durability, options.gather_ms
+    )
     read_store = ReadSnapshotStore(options.data_dir / READ_SNAPSHOT_DIR, durable=durable)
     read = ReadModel(recover_read(read_store, recovered.journal, recovered.engine))
     read_snapshots = ReadSnapshots(read_store)
@@ -99,14 +99,7 @@ async def _serve(options: ServeOptions) -> int:
     stop = stop_on_signals()
     loop = asyncio.get_running_loop()
 
-    guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
-    app = build_app(
-        sequencer, read, token, options.max_connections, options.rate_limit,
-        options.account_rate_limit, guard,
-    )  # fmt: skip
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    listener = await open_port(runner, guard, options.host, options.port)
+    app, runner, listener = await start_app(sequencer, read, token, options)
     if listener is None:
         await sequencer.stop()
         await sequencing
@@ -132,6 +125,42 @@ async def _serve(options: ServeOptions) -> int:
     await runner.cleanup()
     stopping.cancel()
     return status
+
+
+class ClientLimits(Protocol):
+    """Where a role that serves clients listens, and its bounds on them (ServeOptions and
+    the gateway's options both carry them)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def rate_limit(self) -> float: ...
+    @property
+    def account_rate_limit(self) -> float | None: ...
+    @property
+    def header_timeout(self) -> float: ...
+    @property
+    def max_half_open(self) -> int: ...
+
+
+async def start_app(
+    bus: Bus, read: ReadModel, token: str, options: ClientLimits,
+    cluster: ClusterSource | None = None,
+) -> tuple[web.Application, web.AppRunner, asyncio.Server | None]:
+    """The app, set up, and its listening socket: None (with one line on stderr) when the
+    port cannot be had; the caller then cleans up the runner."""
+    guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
+    app = build_app(
+        bus, read, token, options.max_connections, options.rate_limit,
+        options.account_rate_limit, guard, cluster,
+    )  # fmt: skip
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    return app, runner, await open_port(runner, guard, options.host, options.port)
 
 
 async def open_port(

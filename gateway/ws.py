@@ -446,10 +446,10 @@ def _subscribe(s: Session, r: p.Subscribe) -> None:
         return
     channels, symbols = list(dict.fromkeys(r.channels)), list(dict.fromkeys(r.symbols))
     book = "book" in channels
-    snapshots = [s.hub.book_snapshot_frame(symbol) for symbol in symbols] if book else []
+    snapshots = {symbol: s.hub.book_snapshot_frame(symbol) for symbol in symbols} if book else {}
     # A snapshot costs its size in tokens (beyond the request's own): a client may
     # re-subscribe to a deep book a few times a second, not thousands.
-    cost = sum(len(frame) // SNAPSHOT_BYTES_PER_TOKEN for frame in snapshots)
+    cost = sum(len(frame) // SNAPSHOT_BYTES_PER_TOKEN for frame in snapshots.values())
     if cost and not s.within_rate(cost):
         s.hub.rate_limited += 1
         s.refuse(r.req_id, RejectCode.RATE_LIMITED, "snapshots of this size: slow down")
@@ -463,7 +463,7 @@ def _subscribe(s: Session, r: p.Subscribe) -> None:
                 return  # a snapshot overflowed its buffer: the session is gone
             s.hub.subscribe(s, channel, symbol)
             if channel == "book":
-                s.send_text(s.hub.book_snapshot_frame(symbol))
+                s.send_text(snapshots[symbol])
             elif channel == "ticker":
                 s.send(s.hub.ticker(symbol))
 

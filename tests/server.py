@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
 START_TIMEOUT_S = 60.0
@@ -118,3 +120,16 @@ async def running(
         if server.process.returncode is None:
             status = await stop(server)
             assert status == 0, f"the server exited with {status}:\n{server.log()}"
+
+
+async def metrics(server: RunningServer) -> tuple[str, dict[str, float]]:
+    """The server's /metrics: its text, and each sample's value by name (with labels)."""
+    async with aiohttp.ClientSession() as http, http.get(server.base_url + "/metrics") as reply:
+        assert reply.status == 200
+        text = await reply.text()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return text, values

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from gateway.client import Admin, Client, LocalBook
 from tests.raw_ws import OP_CLOSE, OP_TEXT, RawWebSocket
-from tests.server import ADMIN_TOKEN, RunningServer, running, stop
+from tests.server import ADMIN_TOKEN, RunningServer, metrics, running, stop
 from tests.wirings import WIRINGS, serving
 
 # One loop for the module: the shared markets' processes are read by tasks on it.
@@ -346,26 +346,14 @@ async def test_a_restart_keeps_every_acknowledged_order_and_balance(tmp_path: Pa
             )
 
 
-async def _metrics(market: RunningServer) -> tuple[str, dict[str, float]]:
-    async with aiohttp.ClientSession() as http, http.get(market.base_url + "/metrics") as reply:
-        assert reply.status == 200
-        text = await reply.text()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return text, values
-
-
 async def test_metrics_in_prometheus_text(shared_market: RunningServer) -> None:
-    _, before = await _metrics(shared_market)
+    _, before = await metrics(shared_market)
     key = demo_key(shared_market, "alice")
     async with await Client.connect(shared_market.ws_url, key) as alice:
         await alice.place("ACME", "buy", 1, "10.05")
         await alice.place("ACME", "buy", 1, "10.001")  # off tick: refused at the gateway
         assert (await alice.cancel(order_id="99999999"))["code"] == "UNKNOWN_ORDER"
-    text, after = await _metrics(shared_market)
+    text, after = await metrics(shared_market)
 
     def grew(name: str) -> float:
         return after.get(name, 0) - before.get(name, 0)

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from gateway.audit import AUTH_FAILURE_LINES_PER_S
 from tests.raw_ws import OP_CLOSE, OP_TEXT, RawWebSocket
-from tests.server import ADMIN_TOKEN, RunningServer, running
+from tests.server import ADMIN_TOKEN, RunningServer, metrics, running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -85,17 +85,6 @@ def demo_key(server: RunningServer, name: str) -> tuple[str, str]:
 def local_peer(ws: RawWebSocket) -> str:
     host, port = ws.writer.get_extra_info("sockname")[:2]
     return f"{host}:{port}"
-
-
-async def metrics(server: RunningServer) -> tuple[str, dict[str, float]]:
-    async with aiohttp.ClientSession() as http, http.get(server.base_url + "/metrics") as reply:
-        text = await reply.text()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return text, values
 
 
 async def test_a_connection_logs_a_line_when_it_opens_and_one_when_it_closes_with_its_account(

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.client import Admin, Client
-from tests.server import ADMIN_TOKEN, ROOT, RunningServer, running
+from tests.server import ADMIN_TOKEN, ROOT, RunningServer, metrics, running
 
 # Levels of the deep book: the size the hostile tester used (a ~380 KB snapshot).
 DEEP_LEVELS = 30_000
@@ -32,30 +32,20 @@ FLOOD_CONNECTIONS = 4
 P99_RATIO_BOUND = 2.0
 
 
-def metric(text: str, name: str) -> float:
-    (value,) = (float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-    return value
-
-
-async def metrics(http: aiohttp.ClientSession, server: RunningServer) -> str:
-    async with http.get(server.base_url + "/metrics") as reply:
-        return await reply.text()
-
-
 async def test_many_subscribes_between_two_batches_share_one_snapshot(tmp_path: Path) -> None:
     async with (
         running(tmp_path / "data", demo=True) as server,
         aiohttp.ClientSession() as http,
         http.ws_connect(server.ws_url) as ws,
     ):
-        before = metric(await metrics(http, server), "exchange_book_snapshots_built_total")
+        before = (await metrics(server))[1]["exchange_book_snapshots_built_total"]
         for n in range(100):
             await ws.send_str(json.dumps(
                 {"op": "subscribe", "channels": ["book"], "symbols": ["ACME"], "req_id": n}
             ))  # fmt: skip
         snapshots = [m for m in [json.loads(await ws.receive_str()) for _ in range(200)]
                      if m["type"] == "book_snapshot"]  # fmt: skip
-        after = metric(await metrics(http, server), "exchange_book_snapshots_built_total")
+        after = (await metrics(server))[1]["exchange_book_snapshots_built_total"]
     assert len(snapshots) == 100
     assert after - before <= 1, "one encoding for all of them: no batch came in between"
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from msgspec import Meta
 
-from exchange.domain.limits import MAX_ID_LENGTH, MAX_NAME_LENGTH
+from exchange.domain.limits import MAX_ID_LENGTH, MAX_NAME_LENGTH, SYMBOL_PATTERN
 
 # At most this many digits are read: every integer the exchange takes fits in int64
 # (19 digits), and int() of a longer string is never computed (a 5,000-digit string
@@ -38,7 +38,7 @@ _INVISIBLE = (
 VISIBLE_TEXT_PATTERN = f"^[^{_INVISIBLE}]*\\Z"
 # A symbol as it may be listed: 1 to 16 of A-Z, 0-9, ".", "_" and "-", starting with a
 # letter or digit (limits.SYMBOL_PATTERN, anchored so that a trailing newline fails too).
-SYMBOL_AT_EDGE_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{0,15}\Z"
+SYMBOL_AT_EDGE_PATTERN = SYMBOL_PATTERN.removesuffix("$") + r"\Z"
 
 # A client's id (client_order_id, an account id, an order id as text).
 VisibleId = Annotated[str, Meta(max_length=MAX_ID_LENGTH, pattern=VISIBLE_TEXT_PATTERN)]
