@@ -14,8 +14,9 @@ import uvloop
 
 from exchange.runtime import tune_gc
 from gateway.client import RefusedError
-from loadtest import baseline, harness, targets
+from loadtest import baseline, cluster_targets, harness, targets
 
+DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
 # HTTP statuses with which the exchange refuses an admin token.
 TOKEN_REFUSED = (401, 403)
 
@@ -70,7 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=harness.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="load a running exchange")
-    run.add_argument("--url", default="ws://127.0.0.1:8080/v1/ws")
+    run.add_argument(
+        "--url", action="append", metavar="URL",
+        help=f"the exchange ({DEFAULT_URL}); repeated, the gateways of one cluster, used in turn",
+    )  # fmt: skip
     run.add_argument("--admin-token", required=True)
     run.add_argument("--makers", type=int, default=4)
     run.add_argument("--takers", type=int, default=4)
@@ -98,8 +102,13 @@ def main() -> None:
     base.add_argument("--nice", type=int, choices=NICE_CHOICES, default=harness.CLIENT_NICE,
                       metavar="0-19", help="niceness added to client processes")  # fmt: skip
     goals = commands.add_parser("targets", help="baseline, peak, half peak, 100 subscribers")
-    goals.add_argument("--url", default="ws://127.0.0.1:8080/v1/ws")
-    goals.add_argument("--admin-token", required=True)
+    goals.add_argument("--url", help=f"the exchange to load ({DEFAULT_URL})")
+    goals.add_argument("--admin-token", help="its admin token (needed without --cluster)")
+    goals.add_argument(
+        "--cluster", action="store_true",
+        help="issue 14's targets: start `exchange serve`, then a nats-server, a sequencer and "
+        "2 gateways, and measure both (no --url or --admin-token)",
+    )  # fmt: skip
     goals.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     goals.add_argument("--processes", type=int, default=1, help="client processes")
     goals.add_argument("--nice", type=int, choices=NICE_CHOICES, default=10, metavar="0-19",
@@ -108,7 +117,18 @@ def main() -> None:
     goals.add_argument("--report-dir", type=Path, default=Path("."),
                        help="where each phase's report and plot go")  # fmt: skip
     args = parser.parse_args()
-    if args.command in {"run", "targets"} and not _local(args.url):
+    if args.command == "targets" and args.cluster:
+        _cluster_targets(args)
+        return
+    if args.command == "run":
+        args.url = args.url or [DEFAULT_URL]
+    elif args.command == "targets":
+        if args.admin_token is None:
+            sys.exit("loadtest targets: --admin-token is needed (or --cluster, which starts "
+                     "servers of its own)")  # fmt: skip
+        args.url = args.url or DEFAULT_URL
+    urls = args.url if args.command == "run" else [args.url] if args.command == "targets" else []
+    if not all(_local(url) for url in urls):
         sys.exit("the load test only targets this machine (ws://127.x.x.x or localhost)")
     if args.command == "targets":
         plan = targets.Plan(
@@ -124,18 +144,37 @@ def main() -> None:
     tune_gc()
     if args.command == "run":
         options = harness.Options(
-            url=args.url, admin_token=args.admin_token, makers=args.makers, takers=args.takers,
+            url=args.url[0], other_urls=tuple(args.url[1:]), admin_token=args.admin_token,
+            makers=args.makers, takers=args.takers,
             subscribers=args.subscribers, rate=None if args.rate == "max" else float(args.rate),
             duration=args.duration, report=args.report, seed=args.seed, processes=args.processes,
             batched_md=args.batched_md, in_flight=args.in_flight, nice=args.nice,
         )  # fmt: skip
-        with _one_line_errors(args.url):
+        with _one_line_errors(", ".join(args.url)):
             report = uvloop.run(harness.run(options))
     else:
         port = _free_port()
         report = uvloop.run(baseline.run(args.clients, args.duration, port, args.processes,
                                          args.in_flight, args.nice))  # fmt: skip
     print(json.dumps(report))
+
+
+def _cluster_targets(args: argparse.Namespace) -> None:
+    if args.url is not None or args.admin_token is not None:
+        sys.exit("loadtest targets --cluster starts its own servers: it takes no --url or "
+                 "--admin-token")  # fmt: skip
+    plan = cluster_targets.Plan(
+        duration=args.duration, processes=args.processes, nice=args.nice,
+        report_dir=args.report_dir, md_subscribers=args.md_subscribers,
+    )  # fmt: skip
+    try:
+        result = uvloop.run(cluster_targets.check(plan))
+    except targets.PhaseError as failed:
+        sys.exit(f"loadtest: {failed} (its own message is above)")
+    except RuntimeError as failed:  # a role or the nats-server did not start
+        sys.exit(f"loadtest: {failed}")
+    print(cluster_targets.verdicts(result), file=sys.stderr, flush=True)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

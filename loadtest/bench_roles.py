@@ -5,7 +5,8 @@ a nats-server, `exchange sequencer` and GATEWAYS `exchange gateway` processes; d
 with the load test (`python -m loadtest run --rate max`, one run per gateway at once, the
 clients spread over them) for `--duration` seconds, and reads every server process's CPU
 time (user + system, from /proc/PID/stat) before and after. Orders are the load tests'
-accepted orders; CPU per order is a process's CPU over them. Prints one JSON object.
+accepted orders; CPU per order is a process's CPU over them (the nats-server's is
+reported beside the roles'). Prints one JSON object.
 Clients, NATS and the roles share this machine's cores: the throughput says what they
 do together; the CPU per order is each role's own cost.
 """
@@ -149,13 +150,12 @@ async def cluster(
                 ["gateway", "--nats", url, "--port", str(port), *LIMITS], "exchange gateway"
             )
             urls.append(f"ws://127.0.0.1:{port}/v1/ws")
-        roles["nats"] = nats.nodes[0]
-        processes = {k: v for k, v in roles.items() if k != "nats"}
+        processes = dict(roles)  # the nats-server's CPU is read beside the roles'
+        processes["nats"] = nats.nodes[0].process
         yield processes, urls
     finally:
-        for name, role in roles.items():
-            if name != "nats":
-                await stop(role)
+        for role in roles.values():
+            await stop(role)
         await nats.stop()
 
 

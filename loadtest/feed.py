@@ -12,7 +12,12 @@ The subscribers of a process get the same frames, so they share the checking (`P
 those that start from the same book follow one `Chain`, whose book checks each frame
 once; every other subscriber of the chain compares the frame it got with the one checked
 at the same point (a string comparison) and takes that outcome; any other frame is its
-own gap when it skips seqs, a divergence when it does not.
+own gap when it skips seqs, a divergence when it does not. A step remembers the address
+its checker read from, so when a process's subscribers are spread over several gateways
+of a cluster, each frame one gateway sent is compared with the one the other sent at the
+same point: a gateway whose market data differs shows as divergences, and the frames
+taken from a step checked on another address are counted (`cross_frames`) to show the
+comparison happened.
 """
 
 import asyncio
@@ -72,6 +77,9 @@ _encode = msgspec.json.encode
 LAG_QUANTUM_NS = 100_000
 # Called with (receipt time in ns, {trade ts: trades with it}) for each frame's trades.
 LagSink = Callable[[int, dict[int, int]], None]
+# A subscriber's first snapshot (the answer to its subscribe) takes a loopback round trip and
+# the server's snapshot of one instrument; one not there by then means a broken exchange.
+SNAPSHOT_TIMEOUT_S = 30.0
 # Chains a process's subscribers may still join (each started by a snapshot no chain
 # matched); past this the oldest is no longer offered (its followers keep it).
 JOINABLE_CHAINS = 64
@@ -141,11 +149,15 @@ def _skips(messages: Messages, seq: int | None, trade_seq: int | None) -> bool:
 class Step:
     """One market-data frame of a chain, as the first of its followers checked it."""
 
-    __slots__ = ("next", "outcome", "seq", "text", "trade_seq")
+    __slots__ = ("next", "origin", "outcome", "seq", "text", "trade_seq")
 
-    def __init__(self, text: str, outcome: Outcome, seq: int | None, trade_seq: int | None) -> None:
+    def __init__(
+        self, text: str, outcome: Outcome, seq: int | None, trade_seq: int | None,
+        origin: str = "",
+    ) -> None:  # fmt: skip
         self.text = text
         self.outcome = outcome
+        self.origin = origin  # the address its checker read the frame from
         self.seq = seq  # the chain's book's after it (None once the book broke)
         self.trade_seq = trade_seq  # and its trades'
         self.next: Step | None = None
@@ -161,9 +173,9 @@ class Chain:
         self.book = book  # as of `last`
         self.last = start
 
-    def extend(self, text: str, messages: Messages) -> Step:
+    def extend(self, text: str, messages: Messages, origin: str) -> Step:
         outcome = check(self.book, messages)
-        step = Step(text, outcome, self.book.seq, self.book.trade_seq)
+        step = Step(text, outcome, self.book.seq, self.book.trade_seq, origin)
         self.last.next = step
         self.last = step
         return step
@@ -210,23 +222,27 @@ class Feed:
     `bad_checksums`, `divergences`). The symbol subscribed to is the only one it gets, so
     messages carry no symbol worth checking except the snapshot's. With `peers` it
     follows a chain shared with the other subscribers of its process; without, it keeps
-    a book of its own."""
+    a book of its own. `url` is where it reads from (`open` sets it)."""
 
     def __init__(
         self, symbol: str, record_lag: LagSink, *, batched: bool = True,
-        peers: Peers | None = None,
+        peers: Peers | None = None, url: str = "",
     ) -> None:  # fmt: skip
         self.book = LocalBook(symbol)  # its own book, when it follows no chain
         self.batched = batched
         self.peers = peers
+        self.url = url
         self.messages = 0
         self.gaps = 0
         self.bad_checksums = 0
         self.divergences = 0  # frames unlike those its peers got at the same point
+        self.cross_frames = 0  # frames equal to one a peer on another address checked
+        self.snapshots = 0
         self.resubscribes = 0
         self._record_lag = record_lag
         self._chain: Chain | None = None
         self._at: Step | None = None  # the last step of the chain it has taken
+        self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._req_ids = 0
         # The close code when the exchange closed this subscriber before the run's end
@@ -235,24 +251,55 @@ class Feed:
 
     async def run(self, url: str, deadline: float) -> None:
         """Subscribe and follow the book until `deadline` (a perf_counter time)."""
-        async with aiohttp.ClientSession() as session, await connect(session, url) as ws:
-            self._ws = ws
-            await self._subscribe(batched=self.batched)
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                    await self._follow(ws)
-            except TimeoutError:
-                return  # the run is over
-            finally:
-                self._chain = self._at = None  # its peers' later steps are not its to hold
-            self.closed_with = ws.close_code or 1006  # closed before the end of the run
+        try:
+            await self.open(url)
+            await self.follow(deadline)
+        finally:
+            await self.close()
 
-    async def _follow(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for message in ws:  # until the deadline or the socket closes
+    async def open(self, url: str) -> None:
+        """Connect, subscribe and read until the first snapshot (or a close): a run opens
+        all its subscribers before its traders start, so they all start from the same
+        book, on every gateway, and follow one chain."""
+        self.url = url
+        self._session = aiohttp.ClientSession()  # its own: a session pools 100 sockets
+        self._ws = await connect(self._session, url)
+        await self._subscribe(batched=self.batched)
+        try:
+            async with asyncio.timeout(SNAPSHOT_TIMEOUT_S):
+                await self._read(self._ws, until_snapshot=True)
+        except TimeoutError:
+            raise ProtocolError(f"no snapshot within {SNAPSHOT_TIMEOUT_S} s from {url}") from None
+
+    async def follow(self, deadline: float) -> None:
+        """Follow the book until `deadline` (a perf_counter time) or the socket's close."""
+        ws = self._ws
+        assert ws is not None
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                await self._read(ws)
+        except TimeoutError:
+            return  # the run is over
+        finally:
+            self._chain = self._at = None  # its peers' later steps are not its to hold
+        self.closed_with = ws.close_code or 1006  # closed before the end of the run
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _read(
+        self, ws: aiohttp.ClientWebSocketResponse, *, until_snapshot: bool = False
+    ) -> None:
+        async for message in ws:  # until the deadline, the socket's close or a snapshot
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
             if not self.on_frame(message.data, time.time_ns()):
                 await self._resubscribe()
+            if until_snapshot and self.snapshots:
+                return
 
     def on_frame(self, data: str, now_ns: int) -> bool:
         """Check and apply one frame received at `now_ns`; False when the book can no
@@ -263,6 +310,8 @@ class Feed:
             step = at.next
             if step is not None and step.text == data:  # a peer checked it: same outcome
                 self._at = step
+                if step.origin != self.url:
+                    self.cross_frames += 1
                 return self._count(step.outcome, now_ns)
         try:
             frame = _decode_frame(data)
@@ -286,7 +335,7 @@ class Feed:
             return self._own_gap(len(messages))  # what alone it would find first
         if step is None:  # the first of the chain here: it checks for all
             assert self._chain is not None
-            self._at = self._chain.extend(data, messages)
+            self._at = self._chain.extend(data, messages, self.url)
             return self._count(self._at.outcome, now_ns)
         self.divergences += 1  # in sequence, but not the frame its peers got
         self._distrust()
@@ -302,6 +351,7 @@ class Feed:
         self.messages += 1
         if frame.symbol != self.book.symbol:
             return True
+        self.snapshots += 1
         if self.peers is None:
             ok = self.book.on_snapshot(
                 frame.seq, frame.bids, frame.asks, frame.checksum, frame.trade_seq

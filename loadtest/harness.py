@@ -6,7 +6,10 @@ order has an intended send time and its latency is measured from it, so queueing
 never hidden (coordinated omission); `--rate max` runs closed loop instead. Latencies go
 into HdrHistograms; a live line shows progress; a JSON report (and a PNG plot when
 matplotlib is installed) is saved. Everything targets the URL given: run it against
-127.0.0.1 only.
+127.0.0.1 only. Given several URLs (the gateways of one cluster), the run is set up
+through the first, waits until every other one has applied that set-up, and spreads its
+traders and subscribers over them in turn; the subscribers of a client process compare
+their frames whatever gateway they read from (`loadtest/feed.py`).
 """
 
 import asyncio
@@ -40,6 +43,10 @@ SYMBOL = "LOAD"
 # Names tried for the run's instrument before giving up (earlier runs' stay listed).
 SYMBOL_ATTEMPTS = 100
 MID_TICKS = 10_000  # 100.00 at tick 0.01
+# Another gateway of a cluster applies the set-up the first one answered within milliseconds
+# (it follows the same stream); one that has not within this bound is not following.
+CATCH_UP_TIMEOUT_S = 30.0
+CATCH_UP_POLL_S = 0.05
 
 
 # Distinct latencies a Latencies keeps counted before it folds them into its histogram.
@@ -102,6 +109,7 @@ class Stats(Tally):
     gaps: int = 0
     bad_checksums: int = 0
     divergences: int = 0  # md frames unlike those the subscriber's peers got
+    cross_frames: int = 0  # md frames equal to one a peer on another URL checked
     niceness: int = 0  # the client processes' own, as they ran
     feeds: list[Feed] = field(default_factory=list)  # running: their messages count live
 
@@ -125,6 +133,11 @@ class Options:
     batched_md: bool = False  # subscribers ask for one market-data frame a batch
     in_flight: int = MAX_IN_FLIGHT_PER_CLIENT  # orders a trader may await at once
     nice: int = CLIENT_NICE  # added to the niceness of client processes
+    other_urls: tuple[str, ...] = ()  # more gateways of the same cluster, used in turn
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.other_urls)
 
 
 async def _list_new_instrument(admin: Admin, rng: random.Random) -> tuple[str, str]:
@@ -172,6 +185,21 @@ async def _setup(options: Options, base_url: str) -> Setup:
         return Setup(symbol, accounts, keys)
 
 
+def _http(url: str) -> str:
+    return url.replace("ws://", "http://").removesuffix("/v1/ws")
+
+
+async def _caught_up(url: str, admin_token: str, key: str, symbol: str) -> None:
+    """Wait until the gateway at `url` has applied the run's set-up: its last step, the
+    last trader's deposit, shows in that trader's account there."""
+    async with Admin(_http(url), admin_token) as reader, asyncio.timeout(CATCH_UP_TIMEOUT_S):
+        while True:  # bounded by the timeout
+            status, account = await reader.call("GET", "/v1/account", token=key)
+            if status == 200 and account.get("positions", {}).get(symbol):
+                return
+            await asyncio.sleep(CATCH_UP_POLL_S)
+
+
 async def _halt(base_url: str, admin_token: str, symbol: str) -> str:
     """Halt the run's instrument once the run is over, so nothing trades on it after the
     run; its orders, trades and accounts stay for a person to read. The status reached."""
@@ -180,11 +208,12 @@ async def _halt(base_url: str, admin_token: str, symbol: str) -> str:
     return "halted"
 
 
-async def _subscriber(feed: Feed, url: str, stats: Stats, deadline: float) -> None:
-    await feed.run(url, deadline)
+async def _subscriber(feed: Feed, stats: Stats, deadline: float) -> None:
+    await feed.follow(deadline)
     stats.gaps += feed.gaps
     stats.bad_checksums += feed.bad_checksums
     stats.divergences += feed.divergences
+    stats.cross_frames += feed.cross_frames
     if feed.closed_with is not None:  # its market data stopped: the report must say so
         stats.reject(f"SUBSCRIBER_CLOSED_{feed.closed_with}")
 
@@ -223,6 +252,7 @@ class Share(msgspec.Struct, frozen=True):
     batched_md: bool = False
     in_flight: int = MAX_IN_FLIGHT_PER_CLIENT
     nice: int = CLIENT_NICE
+    other_urls: tuple[str, ...] = ()  # more gateways: client i uses (url, *other_urls)[i % n]
 
 
 async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
@@ -230,8 +260,10 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
     rng = random.Random(share.seed)
     mid = [MID_TICKS]
     per_client = share.rate / len(share.keys) if share.rate and share.keys else None
+    urls = (share.url, *share.other_urls)
     async with aiohttp.ClientSession() as session:
-        sockets = [await connect(session, share.url, key) for key in share.keys]
+        trading = zip(spread(urls, len(share.keys)), share.keys, strict=True)
+        sockets = [await connect(session, url, key) for url, key in trading]
         traders = [
             Trader(ws, Orders(share.symbol, i < share.makers, random.Random(rng.random()), mid),
                    share.in_flight, per_client, stats.ack.record, stats.fill.record, stats,
@@ -243,21 +275,33 @@ async def drive(share: Share, stats: Stats, show_progress: bool) -> float:
             Feed(share.symbol, stats.md_lag.record_lags, batched=share.batched_md, peers=peers)
             for _ in range(share.subscribers)
         ]
-        started = time.perf_counter()
-        deadline = started + share.duration
         stats.feeds = feeds
         try:
+            # Every subscriber has its snapshot before the first order: all start from the
+            # same book (on every gateway) and so follow one chain, compared frame by frame.
+            opening = zip(feeds, spread(urls, len(feeds)), strict=True)
+            await asyncio.gather(*(feed.open(url) for feed, url in opening))
+            started = time.perf_counter()
+            deadline = started + share.duration
             await asyncio.gather(
                 *([_progress(stats, started, deadline)] if show_progress else []),
-                *(_subscriber(feed, share.url, stats, deadline) for feed in feeds),
+                *(_subscriber(feed, stats, deadline) for feed in feeds),
                 *(trader.run(deadline, started) for trader in traders),
             )
         finally:
             stats.md_messages = stats.md_so_far()
             stats.feeds = []
+            for feed in feeds:
+                await feed.close()
             for ws in sockets:
                 await ws.close()
     return time.perf_counter() - started
+
+
+def spread(urls: tuple[str, ...], count: int) -> list[str]:
+    """The URL each of `count` clients connects to: the URLs in turn (a share's keys are
+    makers then takers, so both kinds land on every gateway)."""
+    return [urls[i % len(urls)] for i in range(count)]
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -277,14 +321,17 @@ def shares(options: Options, symbol: str, keys: list[str]) -> list[Share]:
         rate = options.rate * len(own) / len(keys) if options.rate and keys else None
         out.append(Share(options.url, symbol, own, m, sub, rate, options.duration,
                          options.seed + i, options.batched_md, options.in_flight,
-                         options.nice))  # fmt: skip
+                         options.nice, options.other_urls))  # fmt: skip
     return out
 
 
 async def run(options: Options) -> dict[str, Any]:
-    base_url = options.url.replace("ws://", "http://").removesuffix("/v1/ws")
+    base_url = _http(options.url)
     setup = await _setup(options, base_url)
     symbol, keys = setup.symbol, setup.keys
+    if keys:
+        for url in options.other_urls:
+            await _caught_up(url, options.admin_token, keys[-1], symbol)
     stats = Stats()
     try:
         if options.processes <= 1:
@@ -296,6 +343,7 @@ async def run(options: Options) -> dict[str, Any]:
         status = await _halt(base_url, options.admin_token, symbol)
     report = {
         "url": options.url,
+        "urls": list(options.urls),
         "symbol": symbol,
         "symbol_status_after": status,
         "accounts": setup.accounts,
@@ -327,6 +375,8 @@ async def run(options: Options) -> dict[str, Any]:
         "seq_gaps": stats.gaps,
         "checksum_mismatches": stats.bad_checksums,
         "md_divergences": stats.divergences,
+        # Frames a subscriber took as equal to one a subscriber on another URL checked.
+        "md_cross_gateway_frames": stats.cross_frames,
     }
     options.report.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     _plot(stats, options.report.with_suffix(".png"))
@@ -373,6 +423,7 @@ class WorkerResult(msgspec.Struct):
     gaps: int
     bad_checksums: int
     divergences: int
+    cross_frames: int
     ack: str
     fill: str
     order_fill: str
@@ -383,7 +434,8 @@ class WorkerResult(msgspec.Struct):
     def of(cls, stats: Stats, elapsed: float) -> "WorkerResult":
         return cls(
             elapsed, stats.orders, stats.cancels, stats.fills, stats.md_messages, stats.rejects,
-            stats.gaps, stats.bad_checksums, stats.divergences, _encoded(stats.ack),
+            stats.gaps, stats.bad_checksums, stats.divergences, stats.cross_frames,
+            _encoded(stats.ack),
             _encoded(stats.fill), _encoded(stats.order_fill), _encoded(stats.md_lag),
             stats.niceness,
         )  # fmt: skip
@@ -398,6 +450,7 @@ class WorkerResult(msgspec.Struct):
         stats.gaps += self.gaps
         stats.bad_checksums += self.bad_checksums
         stats.divergences += self.divergences
+        stats.cross_frames += self.cross_frames
         stats.niceness = max(stats.niceness, self.niceness)
         for mine, theirs in (
             (stats.ack, self.ack),

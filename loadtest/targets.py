@@ -43,7 +43,7 @@ class PhaseError(Exception):
     """A phase ended without its report."""
 
 
-async def _phase(args: list[str], duration: float) -> dict[str, Any]:
+async def phase(args: list[str], duration: float) -> dict[str, Any]:
     """`python -m loadtest ARGS` in a process of its own; its JSON report."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loadtest", *args, stdout=asyncio.subprocess.PIPE
@@ -61,32 +61,32 @@ async def _phase(args: list[str], duration: float) -> dict[str, Any]:
     return report
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
     print(f"== {message}", file=sys.stderr, flush=True)
 
 
 async def check(plan: Plan) -> dict[str, Any]:
     plan.report_dir.mkdir(parents=True, exist_ok=True)
     seconds, nice = str(plan.duration), str(plan.nice)
-    _progress(f"echo baseline, {plan.traders} clients")
-    base = await _phase(
+    progress(f"echo baseline, {plan.traders} clients")
+    base = await phase(
         ["baseline", "--clients", str(plan.traders), "--duration", seconds,
          "--processes", str(plan.processes), "--nice", nice],
         plan.duration,
     )  # fmt: skip
     run = ["run", "--url", plan.url, "--admin-token", plan.admin_token, "--duration", seconds,
            "--processes", str(plan.processes), "--nice", nice, "--batched-md"]  # fmt: skip
-    _progress("peak: closed loop")
-    peak = await _phase([*run, "--rate", "max", "--report", str(plan.report_dir / "peak.json")],
+    progress("peak: closed loop")
+    peak = await phase([*run, "--rate", "max", "--report", str(plan.report_dir / "peak.json")],
                         plan.duration)  # fmt: skip
     half_rate = round(peak["orders_per_s"] / 2, 1)
-    _progress(f"half of the peak: {half_rate} orders/s, open loop")
-    half = await _phase(
+    progress(f"half of the peak: {half_rate} orders/s, open loop")
+    half = await phase(
         [*run, "--rate", str(half_rate), "--report", str(plan.report_dir / "half.json")],
         plan.duration,
     )
-    _progress(f"peak with {plan.md_subscribers} subscribers")
-    md = await _phase(
+    progress(f"peak with {plan.md_subscribers} subscribers")
+    md = await phase(
         [*run, "--rate", "max", "--subscribers", str(plan.md_subscribers),
          "--report", str(plan.report_dir / "md.json")],
         plan.duration,

@@ -223,6 +223,28 @@ def test_a_subscriber_sent_another_frame_than_its_peers_counts_a_divergence() ->
     assert (a.gaps, b.gaps) == (0, 0)
 
 
+def test_subscribers_of_two_gateways_compare_their_frames_and_catch_a_difference() -> None:
+    """A cluster's gateways must send the same market data: a subscriber on one gateway
+    compares each frame with the one a subscriber on the other got at the same point."""
+    peers = Peers("ACME")
+    one = Feed("ACME", Lags(), peers=peers, url="ws://127.0.0.1:8080/v1/ws")
+    two = Feed("ACME", Lags(), peers=peers, url="ws://127.0.0.1:8081/v1/ws")
+    for feed in (one, two):
+        assert feed.on_frame(snapshot(10), NOW_NS)
+    same = batch(trade(11, NOW_NS), update(11, AFTER_TRADE))
+    assert two.on_frame(same, NOW_NS)  # gateway 2's frame is checked first...
+    assert one.on_frame(same, NOW_NS)  # ...and gateway 1's compared with it
+    assert (one.cross_frames, two.cross_frames) == (1, 0)
+    # Then the gateways send different books at the same seq, each valid on its own.
+    def ask(qty: int) -> str:
+        return batch(update(12, book_checksum({"9.95": 100}, {"10.05": qty}), ask=qty))
+
+    assert one.on_frame(ask(4), NOW_NS)
+    assert not two.on_frame(ask(5), NOW_NS)
+    assert (one.divergences, two.divergences) == (0, 1)
+    assert (one.gaps, two.gaps, one.bad_checksums, two.bad_checksums) == (0, 0, 0, 0)
+
+
 def test_a_frame_lost_by_one_subscriber_is_its_gap_and_leaves_its_peers_alone() -> None:
     peers = Peers("ACME")
     healthy, lossy = Feed("ACME", Lags(), peers=peers), Feed("ACME", Lags(), peers=peers)
