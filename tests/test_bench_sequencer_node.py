@@ -1,0 +1,16 @@
+"""The serial core's benchmark runs end to end: real nats-server, real sequencer process."""
+
+import pytest
+
+from loadtest import bench_sequencer_node
+
+
+@pytest.mark.asyncio
+async def test_the_benchmark_drives_the_sequencer_and_reports_its_cpu() -> None:
+    report = await bench_sequencer_node.main(commands=600, window=50)
+    assert report["commands"] >= 600
+    # Each pair's two orders, and a third resting order (then its cancel) every other pair.
+    assert report["orders"] == pytest.approx(report["commands"] * 5 / 6, abs=3)
+    assert report["sequencer_us_per_command"] > 0
+    assert report["sequencer_us_per_order"] > report["sequencer_us_per_command"]
+    assert 1 <= report["records_per_stream_message"] <= 50
