@@ -18,6 +18,7 @@ import msgspec
 import nats
 import pytest
 
+from exchange import natswire
 from exchange.domain.commands import AddApiKey, Command
 from exchange.domain.engine import Engine
 from exchange.journal.journal import Journal
@@ -28,7 +29,16 @@ from exchange.natsstream import ensure_stream
 from exchange.recovery import JOURNAL_DIR
 from gateway.auth import hash_api_key
 from gateway.client import Admin
-from gateway.readbucket import READ_BUCKET, Stored, open_bucket, put_snapshot, stored
+from gateway.readbucket import (
+    READ_BUCKET,
+    Stored,
+    load_newest,
+    open_bucket,
+    put_snapshot,
+    stored,
+)
+from gateway.readsnapshots import encode_snapshot
+from gateway.readstate import ReadState
 from loadtest.bench_engine import SYMBOL, TS_STEP, build_setup, build_stream
 from tests.server import ADMIN_TOKEN, RunningServer, free_port, start_role, stop
 
@@ -227,5 +237,35 @@ async def test_a_snapshot_in_the_bucket_already_or_older_than_the_kept_is_not_pu
         assert await stored(bucket) == [Stored(300, 12), Stored(200, 9)]
         assert not await put_snapshot(bucket, Stored(100, 7), path), "older than the kept"
         assert await stored(bucket) == [Stored(300, 12), Stored(200, 9)]
+    finally:
+        await client.close()
+
+
+async def test_a_snapshot_that_does_not_continue_this_stream_is_not_loaded(
+    nats_server: NatsNode,
+) -> None:
+    """A snapshot must name the stream message that ended its record's batch (a bucket
+    left from another stream would describe another history)."""
+    client = await nats.connect(servers=[nats_server.url])
+    try:
+        js = client.jetstream()
+        await ensure_stream(js)
+        records = [msgspec.Raw(encode_entry(JournalEntry(seq, AddApiKey(
+            account="A1", api_key_hash="0" * 64, ts=seq), []))) for seq in (1, 2, 3)]  # fmt: skip
+        batch = natswire.BatchMessage(natswire.WIRE_VERSION, 1, records, True)
+        await js.publish(natswire.BATCHES, natswire.encode(batch), stream=natswire.STREAM)
+        bucket = await open_bucket(js)
+        state = ReadState()
+        state.durable_seq = 3
+        await bucket.put(Stored(3, 1).name, b"".join(encode_snapshot(state.export())))
+        loaded = await load_newest(js, bucket)
+        assert loaded is not None
+        assert (loaded[0].durable_seq, loaded[1]) == (3, 1)
+
+        state.durable_seq = 5  # newer, but stream message 1 ends its batch at seq 3
+        await bucket.put(Stored(5, 1).name, b"".join(encode_snapshot(state.export())))
+        loaded = await load_newest(js, bucket)
+        assert loaded is not None
+        assert (loaded[0].durable_seq, loaded[1]) == (3, 1), "the older one, which fits"
     finally:
         await client.close()
