@@ -1,14 +1,16 @@
 """`exchange gateway --nats URL --port P`: the whole client protocol in a process of its own.
 
-Any number of them may run, each for any account. It follows the stream of durable
-batches from its start (building its read side as every other gateway built it, so
-books, orders and market-data seqs are the same on all of them), sends commands to the
+Any number of them may run, each for any account. It builds its read side from the
+newest read snapshot in the cluster's bucket (gateway/readbucket.py; none: from the
+stream's first message) and the stream's batches after it, as every other gateway built
+it, so books, orders and market-data seqs are the same on all of them; it sends commands to the
 sequencer over NATS (gateway/natsbus.py) and answers its own clients from the stream.
 The admin token comes from $EXCHANGE_ADMIN_TOKEN (every gateway of a cluster needs the
 same one). With `--demo` it seeds the demo market through its own bus once it has caught
 up with the stream, when no account exists yet (gateway/demo.py), and writes the keys to
-`--demo-keys FILE`; pass it to one gateway of a cluster. Until the replicated journal
-lands, reads rebuild from the stream's first message: the stream keeps every batch.
+`--demo-keys FILE`; pass it to one gateway of a cluster. It puts its share of the
+read snapshots in the bucket, and at a clean stop logs its read state's digest (two
+gateways with the same digest at the same seq answer every read alike).
 """
 
 import asyncio
@@ -29,7 +31,9 @@ from gateway.auth import ADMIN_TOKEN_ENV
 from gateway.clusterview import NatsClusterView
 from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
 from gateway.natsbus import NatsBus
+from gateway.readbucket import READ_SNAPSHOT_EVERY, SharedSnapshots, load_newest, open_bucket
 from gateway.readmodel import ReadModel
+from gateway.readsnapshots import state_digest
 from gateway.server import start_app
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ class GatewayOptions:
     max_half_open: int = MAX_HALF_OPEN
     # Where the demo market's keys go; None: no demo market.
     demo_keys: Path | None = None
+    # Records between the read snapshots put in the bucket (a hidden flag: tests).
+    read_snapshot_every: int = READ_SNAPSHOT_EVERY
 
 
 def run(options: GatewayOptions) -> int:
@@ -76,16 +82,25 @@ async def _run(options: GatewayOptions, token: str) -> int:
     )  # fmt: skip
     js = nc.jetstream()
     await ensure_stream(js)
-    bus = NatsBus(nc, js)
-    read = ReadModel()
+    bucket = await open_bucket(js)
+    loaded = await load_newest(js, bucket)
+    state, after_stream_seq = loaded if loaded is not None else (None, 0)
+    read = ReadModel(state)
+    bus = NatsBus(nc, js, durable_seq=read.durable_seq)
     bus.subscribe(read, batch_end=read.end_batch)
-    await bus.start()
+    await bus.start(after_stream_seq)
     if bus.failure is not None:
         await bus.close()
         await nc.close()
         print(f"exchange: gateway cannot follow the stream: {bus.failure}", file=sys.stderr)
         return 2
-    log.info("gateway %s caught up with the stream at seq %d", bus.gateway_id, read.durable_seq)
+    log.info(
+        "gateway %s caught up with the stream at seq %d: %d records applied after stream "
+        "message %d", bus.gateway_id, read.durable_seq, bus.replayed, after_stream_seq,
+    )  # fmt: skip
+    newest = state.durable_seq if state is not None else 0
+    snapshots = SharedSnapshots(bucket, read, bus, newest, options.read_snapshot_every)
+    read.after_batch(snapshots.after_batch)
     cluster = NatsClusterView(nc, js)
     await cluster.start()
     if options.demo_keys is not None and not read.state.balances:
@@ -103,6 +118,7 @@ async def _run(options: GatewayOptions, token: str) -> int:
     loop = asyncio.get_running_loop()
     app, runner, listener = await start_app(bus, read, token, options, cluster)
     if listener is None:
+        await snapshots.close()
         await cluster.close()
         await bus.close()
         await runner.cleanup()
@@ -122,6 +138,7 @@ async def _run(options: GatewayOptions, token: str) -> int:
     for session in list(app["hub"].sessions):
         session.close(WSCloseCode.GOING_AWAY, "server shutting down")
     listener.close()
+    await snapshots.close()
     await cluster.close()
     await bus.close()
     await runner.cleanup()
@@ -129,4 +146,8 @@ async def _run(options: GatewayOptions, token: str) -> int:
     if bus.failure is not None:
         print(f"exchange: gateway stopped: {bus.failure}", file=sys.stderr, flush=True)
         return 2
+    log.info(
+        "gateway %s stopped at seq %d, read state digest %s",
+        bus.gateway_id, read.durable_seq, state_digest(read.state),
+    )  # fmt: skip
     return 0

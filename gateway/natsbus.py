@@ -36,6 +36,7 @@ from exchange.bus import (
 )
 from exchange.domain.commands import Command
 from exchange.journal.records import JournalEntry
+from gateway.readsnapshots import PROGRESS_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ class NatsBus:
     on_refused: Refused | None = None
     batch_observers: list[BatchObserver] = field(default_factory=list)
     last_snapshot_seq: int = 0  # gateways take no engine snapshots
-    durable_seq: int = 0  # the newest record applied from the stream
+    durable_seq: int = 0  # the newest record applied from the stream (or a snapshot's)
+    # The stream message being applied: a batch-end hook reads which message ended it.
+    stream_seq: int = 0
+    replayed: int = 0  # records applied while catching up with the stream at the start
 
     def __post_init__(self) -> None:
         self._tokens = itertools.count(1)
@@ -110,17 +114,25 @@ class NatsBus:
 
     # --- running --------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Follow the stream from its first message, and have refusals and the sweeper
-        run; returns once what the stream held at the start is applied (the read side is
-        then what it was for every other gateway at that point)."""
+    async def start(self, after_stream_seq: int = 0) -> None:
+        """Follow the stream from the message after `after_stream_seq` (0: its first; a
+        read snapshot's: records up to `durable_seq` are skipped), and have refusals and
+        the sweeper run; returns once what the stream held at the start is applied (the
+        read side is then what it was for every other gateway at that point)."""
         info = await self.js.stream_info(w.STREAM)
         last_stream_seq = info.state.last_seq
         refusals = await self.nc.subscribe(w.REFUSED_PREFIX + self.gateway_id, cb=self._refusal)
         self._subscriptions.append(refusals)
-        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+        if after_stream_seq:
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=after_stream_seq + 1,
+            )
+        else:
+            config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+        self.stream_seq = after_stream_seq
         self._target_stream_seq = last_stream_seq
-        if last_stream_seq == 0:
+        if last_stream_seq <= after_stream_seq:
             self._caught_up.set()
         batches = await self.js.subscribe(
             w.BATCHES, stream=w.STREAM, cb=self._batch, ordered_consumer=True, config=config
@@ -200,6 +212,14 @@ class NatsBus:
                     origin, future = pending.origin, pending.future
             sequenced = Sequenced(entry.seq, entry.command, entry.events, origin)
             self.durable_seq = entry.seq
+            if not self._caught_up.is_set():
+                self.replayed += 1
+                if self.replayed % PROGRESS_EVERY == 0:  # a long catch-up is never silent
+                    log.info(
+                        "catching up with the stream: %d records applied (seq %d, stream "
+                        "message %d of %d)", self.replayed, entry.seq,
+                        msg.metadata.sequence.stream, self._target_stream_seq,
+                    )  # fmt: skip
             if future is not None and not future.done():
                 future.set_result(sequenced)
             for subscriber in self._subscribers:
@@ -207,6 +227,7 @@ class NatsBus:
                     subscriber(sequenced)
                 except Exception:  # a read model's bug must not stop the others
                     log.exception("subscriber %r failed on seq %d", subscriber, entry.seq)
+        self.stream_seq = msg.metadata.sequence.stream
         if batch.batch_end:
             for batch_end in self._batch_ends:
                 try:

@@ -26,6 +26,7 @@ the read side starts from the recovered engine's state and says so in the log: h
 before the restart is lost.
 """
 
+import hashlib
 import logging
 import os
 import struct
@@ -87,14 +88,10 @@ class ReadSnapshotStore:
 
     def write(self, snapshot: ReadSnapshot) -> Path:
         """Write atomically and prune the older ones; returns the path."""
-        payload = _encode(snapshot)
-        covered = _COVERED.pack(snapshot.seq, len(payload))
-        crc = zlib.crc32(payload, zlib.crc32(covered))
         final = self.path(snapshot.seq)
         temporary = final.with_suffix(f".{os.getpid()}.tmp")
         with temporary.open("wb") as f:
-            f.write(HEADER.pack(MAGIC, crc, snapshot.seq, len(payload)))
-            f.write(payload)
+            f.writelines(encode_snapshot(snapshot))
             f.flush()
             if self.durable:
                 os.fsync(f.fileno())
@@ -126,19 +123,39 @@ class ReadSnapshotStore:
         return None
 
     def _load(self, seq: int) -> ReadState:
-        data = self.path(seq).read_bytes()
-        if len(data) < HEADER.size:
-            raise ValueError(f"cut short ({len(data)} bytes)")
-        magic, crc, header_seq, length = HEADER.unpack_from(data)
-        payload = memoryview(data)[HEADER.size :]
-        if magic != MAGIC or header_seq != seq or length != len(payload):
-            raise ValueError(f"header says {magic!r}, seq {header_seq}, {length} bytes")
-        if crc != zlib.crc32(payload, zlib.crc32(_COVERED.pack(header_seq, length))):
-            raise ValueError("checksum mismatch")
-        snapshot = _decode(payload)
-        if snapshot.seq != seq:
-            raise ValueError(f"payload of seq {snapshot.seq}")
-        return ReadState.restore(snapshot)
+        return decode_snapshot(self.path(seq).read_bytes(), seq)
+
+
+def encode_snapshot(snapshot: ReadSnapshot) -> tuple[bytes, bytes]:
+    """A read snapshot in the layout of the module's docstring: (header, payload)."""
+    payload = _encode(snapshot)
+    covered = _COVERED.pack(snapshot.seq, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(covered))
+    return HEADER.pack(MAGIC, crc, snapshot.seq, len(payload)), payload
+
+
+def state_digest(state: ReadState) -> str:
+    """SHA-256 of the state's snapshot payload: two read sides with the same digest
+    answer every read alike (books, both market-data seqs, orders, fills, candles,
+    balances). Exports the whole state: for a stop, or a test, not for the loop's turn."""
+    return hashlib.sha256(_encode(state.export())).hexdigest()
+
+
+def decode_snapshot(data: bytes, seq: int) -> ReadState:
+    """The read state a snapshot of record `seq` holds; raises ValueError (damaged, cut
+    short, another seq or version) or msgspec.DecodeError."""
+    if len(data) < HEADER.size:
+        raise ValueError(f"cut short ({len(data)} bytes)")
+    magic, crc, header_seq, length = HEADER.unpack_from(data)
+    payload = memoryview(data)[HEADER.size :]
+    if magic != MAGIC or header_seq != seq or length != len(payload):
+        raise ValueError(f"header says {magic!r}, seq {header_seq}, {length} bytes")
+    if crc != zlib.crc32(payload, zlib.crc32(_COVERED.pack(header_seq, length))):
+        raise ValueError("checksum mismatch")
+    snapshot = _decode(payload)
+    if snapshot.seq != seq:
+        raise ValueError(f"payload of seq {snapshot.seq}")
+    return ReadState.restore(snapshot)
 
 
 def recover_read(store: ReadSnapshotStore, journal: Journal, engine: Engine) -> ReadState:
