@@ -4,9 +4,15 @@ It takes typed, bounded commands off a core NATS subject (decoded once: the deco
 validation), sequences and applies them, journals them locally with fsync group commit
 as `exchange serve` does, and publishes each durable batch, as the journal holds it, to
 the JetStream stream every gateway follows (exchange/natswire.py). It does no JSON,
-talks to no client and keeps no read model. On start it first publishes what its journal
-holds and the stream does not (a crash between a sync and a publish), in the journal's
-batches. A command it cannot take is refused to its gateway at once (BUSY while the
+talks to no client and keeps no read model.
+
+One process a turn: a standby (exchange/standby.py) until it takes the leader lease
+(exchange/lease.py), then the leader until it stops, or steps down when its append is
+fenced (exchange/fence.py) or its lease lost: then its journal is cut to what the stream
+holds and it is a standby again. Taking the lead it first publishes what its journal
+holds and the stream does not (a crash between a sync and a publish).
+
+A command it cannot take is refused to its gateway at once (BUSY while the
 stream falls behind by MAX_UNPUBLISHED_BATCHES, or the queue is full); a message that is
 not a command (malformed, too big, another wire version) is logged and dropped: never
 journaled, never fatal.
