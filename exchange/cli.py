@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--nats-nodes", type=int, choices=(1, 3), default=1)
     cluster.add_argument(
         "--sequencers", type=_positive_int, default=1,
-        help="sequencer nodes (one writer; standbys arrive with issue 15)",
+        help="sequencer nodes: the first leads, the others follow as standbys",
     )  # fmt: skip
     cluster.add_argument("--gateways", type=_positive_int, default=2)
     cluster.add_argument("--host", default="127.0.0.1")

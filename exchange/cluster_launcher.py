@@ -1,12 +1,14 @@
 """`exchange cluster --data-dir DIR`: the whole cluster on this machine, in one command.
 
 It starts the nats-server node(s) (exchange/natsserver.py, configs and stores under
-DIR/nats), makes the stream (R3 on three nodes), then the sequencer (DIR/sequencer-1),
-then the gateways on port, port+1, ..., each a child process with its output forwarded
-line by line behind its name. It waits (bounded) for each role's ready line, prints where
+DIR/nats), makes the stream and the leader lease's bucket (R3 on three nodes), then the
+sequencers (DIR/sequencer-1, the leader, then DIR/sequencer-2, ... as standbys), then the
+gateways on port, port+1, ..., each a child process with its output forwarded line by
+line behind its name. It waits (bounded) for each role's ready line, prints where
 everything listens, and then only watches: Ctrl-C or SIGTERM stops the gateways, then the
-sequencer, then NATS (SIGTERM, a bounded wait, SIGKILL), exit 0; a role that exits on its
-own stops everything, exit 1 with one line naming it. It never talks to a client and never
+sequencers, then NATS (SIGTERM, a bounded wait, SIGKILL), exit 0; a role that exits on its
+own stops everything, exit 1 with one line naming it, except a sequencer while another
+still runs (a standby takes over: one line says so). It never talks to a client and never
 writes a sequencer's or gateway's data: each role owns its own.
 """
 
@@ -23,6 +25,7 @@ import nats
 
 from exchange import natsserver
 from exchange.datadir import DataDirError, claim
+from exchange.lease import ensure_bucket
 from exchange.natsstream import ensure_stream
 from gateway import demo
 from gateway.auth import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, admin_token
@@ -43,9 +46,6 @@ CONNECT_TIMEOUT_S = 10.0
 # A child's output line longer than this is cut (asyncio's reader refuses longer ones).
 MAX_LINE_BYTES = 64 * 1024
 READY_LINE = {"sequencer": "exchange sequencer", "gateway": "exchange gateway"}
-# Sequencers after the first are standbys; they need the replicated journal (issue 15).
-# Started as writers they would fork the stream, so they are not started yet.
-STANDBYS_PENDING = "standbys arrive with issue 15 (replicated journal); not started"
 
 
 @dataclass(frozen=True)
@@ -180,13 +180,13 @@ class Launcher:
         or NatsServerError (what started stays for stop() to take down)."""
         await self.nats.start()
         await self._make_stream()
-        name = "sequencer-1"
-        args = ["sequencer", "--nats", self.nats_arg, "--node-id", name,
-                "--data-dir", str(self.data_dir / name)]  # fmt: skip
-        self.sequencers.append(await _spawn(name, args, self.env))
-        await _until_ready(self.sequencers[-1], READY_LINE["sequencer"])
-        for number in range(2, self.options.sequencers + 1):
-            _say(f"sequencer-{number}", STANDBYS_PENDING)
+        # The first leads (it is ready once it does); the others follow it as standbys.
+        for number in range(1, self.options.sequencers + 1):
+            name = f"sequencer-{number}"
+            args = ["sequencer", "--nats", self.nats_arg, "--node-id", name,
+                    "--data-dir", str(self.data_dir / name)]  # fmt: skip
+            self.sequencers.append(await _spawn(name, args, self.env))
+            await _until_ready(self.sequencers[-1], READY_LINE["sequencer"])
         for index in range(self.options.gateways):
             name = f"gateway-{index + 1}"
             args = ["gateway", "--nats", self.nats_arg, "--host", self.options.host,
@@ -201,6 +201,7 @@ class Launcher:
         nc = await nats.connect(servers=self.nats.urls, connect_timeout=CONNECT_TIMEOUT_S)
         try:
             await ensure_stream(nc.jetstream(), replicas=len(self.nats.nodes))
+            await ensure_bucket(nc.jetstream(), replicas=len(self.nats.nodes))
         finally:
             await nc.close()
 
@@ -231,19 +232,33 @@ class Launcher:
         return "\n".join(lines)
 
     async def watch(self, stop: asyncio.Event) -> str | None:
-        """Until `stop` (None) or a role's exit (a line naming it)."""
+        """Until `stop` (None) or a role's exit (a line naming it); a sequencer's exit
+        only while no other sequencer runs (a standby takes over from it)."""
         loop = asyncio.get_running_loop()
         stopping = loop.create_task(stop.wait())
         nats_exit = loop.create_task(self._nats_exit())
         exits = {role.exited: role for role in self.roles if role.exited is not None}
         try:
-            await asyncio.wait({stopping, nats_exit, *exits}, return_when=asyncio.FIRST_COMPLETED)
+            while True:  # one turn per role exit; at most one per role
+                await asyncio.wait(
+                    {stopping, nats_exit, *exits}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task, role in list(exits.items()):
+                    if not task.done():
+                        continue
+                    line = f"{role.name} (pid {role.pid}) exited on its own with status "
+                    line += str(task.result())
+                    others = [r for r in self.sequencers if r is not role and r.exited
+                              and not r.exited.done()]  # fmt: skip
+                    if role not in self.sequencers or not others:
+                        return line
+                    _say(role.name, f"{line}; {others[0].name} and any other standby go on")
+                    del exits[task]
+                if stopping.done() or nats_exit.done():
+                    break
         finally:
             stopping.cancel()
             nats_exit.cancel()
-        for task, role in exits.items():
-            if task.done():
-                return f"{role.name} (pid {role.pid}) exited on its own with status {task.result()}"
         if nats_exit.done() and not nats_exit.cancelled():
             return nats_exit.result()
         return None

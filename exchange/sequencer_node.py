@@ -4,9 +4,15 @@ It takes typed, bounded commands off a core NATS subject (decoded once: the deco
 validation), sequences and applies them, journals them locally with fsync group commit
 as `exchange serve` does, and publishes each durable batch, as the journal holds it, to
 the JetStream stream every gateway follows (exchange/natswire.py). It does no JSON,
-talks to no client and keeps no read model. On start it first publishes what its journal
-holds and the stream does not (a crash between a sync and a publish), in the journal's
-batches. A command it cannot take is refused to its gateway at once (BUSY while the
+talks to no client and keeps no read model.
+
+One process a turn: a standby (exchange/standby.py) until it takes the leader lease
+(exchange/lease.py), then the leader until it stops, or steps down when its append is
+fenced (exchange/fence.py) or its lease lost: then its journal is cut to what the stream
+holds and it is a standby again. Taking the lead it first publishes what its journal
+holds and the stream does not (a crash between a sync and a publish).
+
+A command it cannot take is refused to its gateway at once (BUSY while the
 stream falls behind by MAX_UNPUBLISHED_BATCHES, or the queue is full); a message that is
 not a command (malformed, too big, another wire version) is logged and dropped: never
 journaled, never fatal.
@@ -18,8 +24,8 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -32,11 +38,16 @@ from exchange import natswire as w
 from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
+from exchange.fence import FencedAppender, FencedError
 from exchange.journal.journal import Journal, JournalCorruptError
-from exchange.natsstream import ensure_stream, last_published_seq, log_nats_error
-from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
+from exchange.journal.records import decode_entry
+from exchange.journal.rewind import RewindError
+from exchange.lease import REFRESH_EVERY_S, Lease, ensure_bucket
+from exchange.natsstream import ensure_stream, log_nats_error
+from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.runtime import stop_on_signals
-from exchange.sequencer import GATHER_MS, Sequencer, recover_sequencer, stop_and_wait
+from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
+from exchange.standby import Diverged, Follower, FollowError, follow, rewind_journal
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +73,6 @@ class NodeOptions:
     gather_ms: float = GATHER_MS
 
 
-class StreamAheadError(Exception):
-    """The stream holds records this journal does not: another sequencer wrote them."""
-
-
 def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, list[bytes]]]:
     """The journal's records after seq `after`, in the journal's batches, one batch at a
     time (after a lost stream that is the whole journal: never all of it in memory)."""
@@ -82,10 +89,12 @@ def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, lis
 
 class StreamPublisher:
     """Publishes durable batches to the stream in seq order, each message retried until
-    the stream acks it (its Nats-Msg-Id makes a retry of a stored message a no-op)."""
+    the stream acks it, through this leadership's fence (exchange/fence.py): a refusal
+    (FencedError) ends `run` and goes to the node, which steps down."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, appender: FencedAppender) -> None:
         self.js = js
+        self.appender = appender
         self._queue: deque[tuple[int, list[bytes]]] = deque()  # <= MAX_UNPUBLISHED_BATCHES
         self._ready = asyncio.Event()
         self.published_seq = 0
@@ -99,6 +108,12 @@ class StreamPublisher:
         """From the sequencer, as a batch becomes durable (intake keeps the bound)."""
         self._queue.append((first_seq, list(payloads)))
         self._ready.set()
+
+    def take_backlog(self) -> list[tuple[int, list[bytes]]]:
+        """The durable batches not yet in the stream, handed over (after a fence: they
+        will never be acknowledged)."""
+        held, self._queue = list(self._queue), deque()
+        return held
 
     async def run(self) -> None:
         while True:  # until cancelled; each turn publishes what is queued
@@ -116,11 +131,10 @@ class StreamPublisher:
         for start, data in w.batch_messages(first_seq, payloads):
             while True:  # until acked: the stream must hold every durable batch, in order
                 try:
-                    await self.js.publish(
-                        w.BATCHES, data, stream=w.STREAM, timeout=PUBLISH_TIMEOUT_S,
-                        headers={"Nats-Msg-Id": f"batch-{start}"},
-                    )  # fmt: skip
+                    await self.appender.append(start, data, PUBLISH_TIMEOUT_S)
                     break
+                except FencedError:
+                    raise
                 except Exception as problem:  # noqa: BLE001 - NATS away: retry
                     log.warning("stream publish of seq %d failed (%r); retrying", start, problem)
                     await asyncio.sleep(PUBLISH_RETRY_S)
@@ -142,6 +156,8 @@ class Intake:
         self._refusing: set[asyncio.Task[None]] = set()  # refusals being sent
         self._lines_second = 0
         self._lines = 0
+        # Cleared the moment this node stops leading: what arrives after is not taken.
+        self.accepting = True
         sequencer.on_refused = self.refused
 
     async def handle(self, msg: Msg) -> None:
@@ -149,6 +165,11 @@ class Intake:
             message = w.decode_command(msg.data)
         except (msgspec.DecodeError, w.VersionError) as problem:
             self._bad(msg, problem)
+            return
+        if not self.accepting:
+            for sent in message.commands:  # bounded by MAX_COMMANDS_PER_MESSAGE
+                origin = w.origin_of(message.gateway, sent.token)
+                self.refuse(origin, "UNAVAILABLE", "this sequencer no longer leads; resend")
             return
         behind = self.publisher.backlog >= MAX_UNPUBLISHED_BATCHES
         post = self.sequencer.post
@@ -214,7 +235,7 @@ def run(options: NodeOptions) -> int:
         return 2
     try:
         return uvloop.run(_run(options))
-    except (JournalCorruptError, RecoveryError, StreamAheadError, w.VersionError,
+    except (JournalCorruptError, RecoveryError, RewindError, w.VersionError,
             msgspec.DecodeError) as problem:  # fmt: skip
         print(f"exchange: cannot start the sequencer: {problem}", file=sys.stderr, flush=True)
         return 2
@@ -226,67 +247,199 @@ def run(options: NodeOptions) -> int:
         lock.release()
 
 
+@dataclass
+class NodeState:
+    """What this node's heartbeat says: its role and how far it has applied."""
+
+    node_id: str
+    role: nodestatus.Role = "standby"
+    applied: Callable[[], int] = lambda: 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ready_said: bool = False
+
+    def become(self, role: nodestatus.Role, applied: Callable[[], int]) -> None:
+        self.role, self.applied = role, applied
+        self.changed.set()  # a beat at once: /v1/cluster names a new leader without delay
+
+    def say_ready(self, text: str) -> None:
+        """The ready line, once: tests and the launcher wait for it."""
+        if not self.ready_said:
+            self.ready_said = True
+            print(f"exchange sequencer {self.node_id} ready: {text}", flush=True)
+        else:
+            log.info("%s", text)
+
+
 async def _run(options: NodeOptions) -> int:
-    recovered, sequencer = recover_sequencer(
-        options.data_dir, options.durability, options.gather_ms
-    )
     nc = await nats.connect(
         servers=options.nats_urls, name=options.node_id, connect_timeout=CONNECT_TIMEOUT_S,
         max_reconnect_attempts=-1, allow_reconnect=True, error_cb=log_nats_error,
     )  # fmt: skip
     js = nc.jetstream()
-    await ensure_stream(js)
-    published = await last_published_seq(js)
-    if published > recovered.journal.last_seq:
+    node = NodeState(options.node_id)
+    loop = asyncio.get_running_loop()
+    heartbeat = loop.create_task(_heartbeats(nc, node), name="heartbeat")
+    stop = stop_on_signals()
+    durable = options.durability == "fsync"
+    try:
+        await ensure_stream(js)
+        lease = Lease(await ensure_bucket(js), options.node_id)
+        while True:  # one turn a role: standby until it leads, leader until it stops or steps down
+            recovered = recover(options.data_dir, durable=durable, snapshots_durable=durable)
+            follower = Follower(js, recovered)
+            node.become("standby", lambda f=follower: f.applied_seq)  # type: ignore[misc]
+            try:
+                leads = await follow(nc, follower, lease, stop, node)
+            except Diverged as diverged:
+                await follower.close(snapshot=False)
+                await rewind_journal(options.data_dir, durable, diverged.seq - 1, str(diverged))
+                continue
+            except FollowError as problem:
+                await follower.close(snapshot=False)
+                print(f"exchange: standby stopped: {problem}", file=sys.stderr, flush=True)
+                return 2
+            if not leads:
+                await follower.close(snapshot=True)
+                return 0
+            await follower.hand_over()
+            outcome = await _lead(nc, js, lease, follower, options, stop, node)
+            if outcome.status is not None:
+                return outcome.status
+            await rewind_journal(options.data_dir, durable, outcome.keep_seq, outcome.reason)
+    finally:
+        heartbeat.cancel()
         await nc.close()
-        msg = (
-            f"the stream holds records to seq {published}, this journal only to "
-            f"{recovered.journal.last_seq}: another sequencer wrote them"
-        )
-        raise StreamAheadError(msg)
-    publisher = StreamPublisher(js)
-    for first_seq, payloads in unpublished_batches(recovered.journal, published):
-        await publisher.publish(first_seq, payloads)
-    log.info("stream caught up to seq %d (was %d)", recovered.journal.last_seq, published)
+
+
+@dataclass(frozen=True)
+class LeadOutcome:
+    status: int | None  # the exit status after a stop; None: stepped down
+    keep_seq: int = 0  # what the stream holds of this leader's records: kept
+    reason: str = ""
+
+
+async def _lead(
+    nc: NatsClient, js: JetStreamContext, lease: Lease, follower: Follower,
+    options: NodeOptions, stop: asyncio.Event, node: NodeState,
+) -> LeadOutcome:  # fmt: skip
+    """Lead from the stream's end until stopped (an exit status) or fenced, or the lease
+    lost (stepped down: what to keep of the journal)."""
+    journal = follower.journal
+    sequencer = Sequencer(
+        follower.engine, journal, follower.snapshots,
+        gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
+    )  # fmt: skip
+    appender = FencedAppender(js, follower.stream_seq, f"{options.node_id}-{lease.revision}")
+    publisher = StreamPublisher(js, appender)
+    published = publisher.published_seq = follower.stream_record_seq
+    try:  # a crash between a sync and a publish: the journal's tail goes first
+        for first_seq, payloads in unpublished_batches(journal, published):
+            await publisher.publish(first_seq, payloads)
+    except FencedError as refused:
+        journal.close()
+        log.warning("%s; steps down", refused)
+        return LeadOutcome(None, publisher.published_seq, str(refused))
     sequencer.durable_batch_listeners.append(publisher.enqueue)
     intake = Intake(nc, sequencer, publisher)
     loop = asyncio.get_running_loop()
     sequencing = loop.create_task(sequencer.run(), name="sequencer")
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
+    keeping = loop.create_task(_keep_lease(lease), name="lease")
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
-    heartbeat = loop.create_task(_heartbeats(nc, options.node_id, sequencer), name="heartbeat")
-    stop = stop_on_signals()
-    print(
-        f"exchange sequencer {options.node_id} ready: journal at seq "
-        f"{recovered.journal.last_seq}, commands on {w.COMMANDS}, batches to {w.STREAM}",
-        flush=True,
+    node.become("leader", lambda: sequencer.durable_seq)
+    node.say_ready(
+        f"leader from seq {journal.last_seq} (stream had {published}), commands on "
+        f"{w.COMMANDS}, batches to {w.STREAM}"
     )
     stopping = loop.create_task(stop.wait())
-    await asyncio.wait({stopping, sequencing, publishing}, return_when=asyncio.FIRST_COMPLETED)
-    await subscription.unsubscribe()
+    await asyncio.wait(
+        {stopping, sequencing, publishing, keeping}, return_when=asyncio.FIRST_COMPLETED
+    )
+    intake.accepting = False  # at once: nothing more is taken
+    stopping.cancel()
+    with contextlib.suppress(Exception):
+        await subscription.unsubscribe()
+    fenced = _fence_of(publishing)
+    if fenced is None and keeping.done() and not keeping.cancelled():
+        reason = "the leader lease was lost (another node leads)"
+        log.warning("%s; finishing what it took, through the fence", reason)
+        await stop_and_wait(sequencer, sequencing)
+        publisher.close()
+        with contextlib.suppress(TimeoutError, FencedError):
+            await asyncio.wait_for(asyncio.shield(publishing), PUBLISH_TIMEOUT_S * 2)
+        fenced = _fence_of(publishing)
+        if fenced is None:
+            return await _step_down(intake, publisher, sequencing, publishing, keeping, reason)
+    if fenced is not None:
+        log.warning("%s; steps down", fenced)
+        return await _step_down(intake, publisher, sequencing, publishing, keeping, str(fenced))
+    keeping.cancel()
     status = await stop_and_wait(sequencer, sequencing)
     publisher.close()
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(TimeoutError, FencedError):
         await asyncio.wait_for(publishing, PUBLISH_TIMEOUT_S * 2)
     if publisher.backlog:
         log.warning(
             "stopping with %d durable batches not yet in the stream: the next start "
             "publishes them from the journal", publisher.backlog,
         )  # fmt: skip
-    stopping.cancel()
-    heartbeat.cancel()
-    await nc.close()
-    return status
+    await lease.release()
+    return LeadOutcome(status)
 
 
-async def _heartbeats(nc: NatsClient, node_id: str, sequencer: Sequencer) -> None:
-    """This node's status for the gateways' /v1/cluster, every STATUS_INTERVAL_S."""
-    subject = nodestatus.subject(node_id)
-    # Always "leader" for now: one sequencer writes (standbys arrive with issue 15).
+def _fence_of(publishing: "asyncio.Task[None]") -> FencedError | None:
+    if publishing.done() and not publishing.cancelled():
+        problem = publishing.exception()
+        if isinstance(problem, FencedError):
+            return problem
+    return None
+
+
+async def _step_down(
+    intake: Intake, publisher: StreamPublisher, sequencing: "asyncio.Task[None]",
+    publishing: "asyncio.Task[None]", keeping: "asyncio.Task[bool]", reason: str,
+) -> LeadOutcome:  # fmt: skip
+    """Stop leading at once: what the sequencer holds is refused (UNAVAILABLE, through
+    Intake.refused), and so is every durable batch the stream did not take (never
+    acknowledged: a gateway answers only from the stream); the journal keeps only what
+    the stream holds."""
+    for task in (sequencing, publishing, keeping):
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    held = publisher.take_backlog()
+    for _, payloads in held:  # bounded by MAX_UNPUBLISHED_BATCHES
+        for payload in payloads:
+            origin = decode_entry(payload).origin
+            if origin:
+                intake.refuse(origin, "UNAVAILABLE", "the sequencer lost the lead; resend")
+    count = sum(len(p) for _, p in held)
+    log.warning("steps down (%s): %d durable records not in the stream refused UNAVAILABLE",
+                reason, count)  # fmt: skip
+    return LeadOutcome(None, publisher.published_seq, reason)
+
+
+async def _keep_lease(lease: Lease) -> bool:
+    """Refresh the lease until it is lost (returns False then)."""
+    while True:  # until lost or cancelled
+        await asyncio.sleep(REFRESH_EVERY_S)
+        try:
+            if not await lease.refresh():
+                return False
+        except Exception as problem:  # noqa: BLE001 - NATS away: the fence still holds
+            log.warning("leader lease refresh failed (%r); retrying", problem)
+
+
+async def _heartbeats(nc: NatsClient, node: NodeState) -> None:
+    """This node's status for the gateways' /v1/cluster, every STATUS_INTERVAL_S and at
+    once when its role changes."""
+    subject = nodestatus.subject(node.node_id)
     while True:  # until cancelled
-        status = nodestatus.NodeStatus(w.WIRE_VERSION, node_id, "leader", sequencer.durable_seq)
+        node.changed.clear()
+        status = nodestatus.NodeStatus(w.WIRE_VERSION, node.node_id, node.role, node.applied())
         try:
             await nc.publish(subject, nodestatus.encode(status))
         except Exception as problem:  # noqa: BLE001 - NATS away: the next beat retries
             log.debug("status heartbeat failed: %r", problem)
-        await asyncio.sleep(nodestatus.STATUS_INTERVAL_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(node.changed.wait(), nodestatus.STATUS_INTERVAL_S)

@@ -219,3 +219,38 @@ async def test_a_role_that_cannot_start_stops_what_started_and_is_named(tmp_path
     assert lines[-1].startswith("exchange cluster: gateway-2 exited while starting"), lines[-1]
     assert any("cannot listen on" in line for line in lines), output.decode()
     assert running_with(data_dir) == [], output.decode()
+
+
+# A standby leads within the lease (2 s) and a heartbeat; the bound is for a loaded machine.
+TAKEOVER_VIEW_TIMEOUT_S = 30.0
+
+
+async def test_two_sequencers_start_as_leader_and_standby_and_the_standby_takes_over(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "cluster"
+    async with cluster(data_dir, "--sequencers", "2") as launched:
+        pids = launched.pids
+        assert {"sequencer-1", "sequencer-2"} <= set(pids), launched.output()
+        token = (data_dir / "admin-token").read_text().strip()
+        async with Admin(launched.url(0), token) as admin, asyncio.timeout(
+            TAKEOVER_VIEW_TIMEOUT_S
+        ):
+            while True:  # bounded: both heartbeats within a second or two
+                view = await admin.ok("GET", "/v1/cluster")
+                roles = {n["node_id"]: n["role"] for n in view["nodes"]}
+                if roles == {"sequencer-1": "leader", "sequencer-2": "standby"}:
+                    break
+                await asyncio.sleep(POLL_S)
+            os.kill(pids["sequencer-1"], signal.SIGKILL)
+            while view["leader"] != "sequencer-2":  # bounded by the timeout
+                await asyncio.sleep(POLL_S)
+                view = await admin.ok("GET", "/v1/cluster")
+            await admin.account("after-the-takeover")  # the new leader sequences it
+        assert launched.process.returncode is None, "a standby went on: the cluster runs"
+        assert any("sequencer-2 and any other standby go on" in line
+                   for line in launched.lines), launched.output()  # fmt: skip
+        launched.process.send_signal(signal.SIGINT)
+        assert await launched.exit_status() == 1, "sequencer-1's death is reported at the end"
+        left = [name for name, pid in pids.items() if not gone(pid)]
+        assert not left, f"still running after the launcher exited: {left}\n{launched.output()}"
