@@ -6,10 +6,11 @@ as `exchange serve` does, and publishes each durable batch, as the journal holds
 the JetStream stream every gateway follows (exchange/natswire.py). It does no JSON,
 talks to no client and keeps no read model. On start it first publishes what its journal
 holds and the stream does not (a crash between a sync and a publish), in the journal's
-batches. A command it cannot take is refused to its gateway at once (BUSY while the
-stream falls behind by MAX_UNPUBLISHED_BATCHES, or the queue is full); a message that is
-not a command (malformed, too big, another wire version) is logged and dropped: never
-journaled, never fatal.
+batches, and so it does whenever the stream is found to have lost records while it
+runs (StreamPublisher.refill). A command it cannot take is refused to its gateway at
+once (BUSY while the stream falls behind by MAX_UNPUBLISHED_BATCHES, or the queue is
+full); a message that is not a command (malformed, too big, another wire version) is
+logged and dropped: never journaled, never fatal.
 """
 
 import asyncio
@@ -27,6 +28,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from exchange import natswire as w
 from exchange import nodestatus
@@ -47,6 +49,12 @@ MAX_UNPUBLISHED_BATCHES = 1_024
 PUBLISH_RETRY_S = 0.5
 # How long one publish may wait for the stream's ack.
 PUBLISH_TIMEOUT_S = 5.0
+# How often an idle publisher looks whether the stream still holds what it published
+# (one small request; a stream lost while no order comes is refilled within it).
+STREAM_CHECK_S = 1.0
+# JetStream's error code for a publish whose Nats-Expected-Last-Sequence is not the
+# stream's last message.
+WRONG_LAST_SEQUENCE = 10071
 # Connecting to NATS at start: how long before giving up with one line.
 CONNECT_TIMEOUT_S = 10.0
 # Lines a second about bad messages on the command subject (the rest are counted).
@@ -66,6 +74,10 @@ class StreamAheadError(Exception):
     """The stream holds records this journal does not: another sequencer wrote them."""
 
 
+class StreamRefillError(Exception):
+    """The stream lost records this journal no longer holds."""
+
+
 def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, list[bytes]]]:
     """The journal's records after seq `after`, in the journal's batches, one batch at a
     time (after a lost stream that is the whole journal: never all of it in memory)."""
@@ -82,14 +94,24 @@ def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, lis
 
 class StreamPublisher:
     """Publishes durable batches to the stream in seq order, each message retried until
-    the stream acks it (its Nats-Msg-Id makes a retry of a stored message a no-op)."""
+    the stream acks it (its Nats-Msg-Id makes a retry of a stored message a no-op).
 
-    def __init__(self, js: JetStreamContext) -> None:
+    Each message names the stream's last message as this publisher knows it (JetStream's
+    Nats-Expected-Last-Sequence), so a stream that lost records (its store deleted, a
+    tail lost, made again empty) refuses the message instead of storing it past a hole;
+    the publisher then refills the stream from the journal and goes on. Between batches
+    it looks at the stream every STREAM_CHECK_S, so a lost stream is refilled without
+    waiting for the next order."""
+
+    def __init__(self, js: JetStreamContext, journal: Journal) -> None:
         self.js = js
+        self.journal = journal
         self._queue: deque[tuple[int, list[bytes]]] = deque()  # <= MAX_UNPUBLISHED_BATCHES
         self._ready = asyncio.Event()
         self.published_seq = 0
         self.closing = False
+        self.stream_seq = 0  # the stream's last message, as the last ack or look said
+        self.held_seq = 0  # the last record the stream holds, as the last ack or look said
 
     @property
     def backlog(self) -> int:
@@ -106,29 +128,94 @@ class StreamPublisher:
                 if self.closing:
                     return
                 self._ready.clear()
-                await self._ready.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), STREAM_CHECK_S)
+                if not self._queue and not self.closing:
+                    await self.refill(self.published_seq)
                 continue
             first_seq, payloads = self._queue[0]
             await self.publish(first_seq, payloads)
             self._queue.popleft()
 
     async def publish(self, first_seq: int, payloads: list[bytes]) -> None:
-        for start, data in w.batch_messages(first_seq, payloads):
+        while not await self._publish_batch(first_seq, payloads):  # until it is stored
+            await self.refill(first_seq - 1)
+        self.published_seq = first_seq + len(payloads) - 1
+
+    async def _publish_batch(self, first_seq: int, payloads: list[bytes]) -> bool:
+        """False when the stream lost records before it (a refill must come first)."""
+        messages = w.batch_messages(first_seq, payloads)
+        ends = [start - 1 for start, _ in messages[1:]] + [first_seq + len(payloads) - 1]
+        for (start, data), end in zip(messages, ends, strict=True):
+            if end <= self.held_seq:
+                continue  # stored already (a refill found it there)
             while True:  # until acked: the stream must hold every durable batch, in order
+                headers = {"Nats-Msg-Id": f"batch-{start}",
+                           "Nats-Expected-Last-Sequence": str(self.stream_seq)}  # fmt: skip
                 try:
-                    await self.js.publish(
+                    ack = await self.js.publish(
                         w.BATCHES, data, stream=w.STREAM, timeout=PUBLISH_TIMEOUT_S,
-                        headers={"Nats-Msg-Id": f"batch-{start}"},
+                        headers=headers,
                     )  # fmt: skip
                     break
                 except Exception as problem:  # noqa: BLE001 - NATS away: retry
+                    if stream_lost(problem):
+                        return False
                     log.warning("stream publish of seq %d failed (%r); retrying", start, problem)
                     await asyncio.sleep(PUBLISH_RETRY_S)
-        self.published_seq = first_seq + len(payloads) - 1
+            self.stream_seq, self.held_seq = ack.seq, end
+        return True
+
+    async def refill(self, upto: int) -> None:
+        """Make the stream hold every record to `upto` (all published before): look at
+        how far it reaches and publish what it lost from the journal, in its batches."""
+        while True:  # until the stream reaches `upto`; each turn looks, then refills
+            while True:  # until NATS answers
+                try:
+                    await ensure_stream(self.js)
+                    self.stream_seq = (await self.js.stream_info(w.STREAM)).state.last_seq
+                    self.held_seq = await last_published_seq(self.js)
+                    break
+                except Exception as problem:  # noqa: BLE001 - NATS away: retry
+                    log.warning("cannot see how far the stream reaches (%r); retrying", problem)
+                    await asyncio.sleep(PUBLISH_RETRY_S)
+            if self.held_seq > self.journal.last_seq:
+                msg = (f"the stream holds records to seq {self.held_seq}, this journal only "
+                       f"to {self.journal.last_seq}: another sequencer wrote them")  # fmt: skip
+                raise StreamAheadError(msg)
+            if self.held_seq >= upto:
+                return
+            log.warning("the stream holds records to seq %d, the journal to %d: "
+                        "publishing the rest from the journal", self.held_seq, upto)  # fmt: skip
+            if not await self._refill_from_journal(upto):
+                continue  # lost again meanwhile: look again
+            log.warning("the stream holds records to seq %d again", upto)
+            return
+
+    async def _refill_from_journal(self, upto: int) -> bool:
+        if self.held_seq + 1 < self.journal.first_seq:
+            msg = (f"the stream lost seq {self.held_seq + 1}, which the journal no longer "
+                   f"holds (a snapshot pruned it to seq {self.journal.first_seq}): the "
+                   "stream cannot be refilled")  # fmt: skip
+            raise StreamRefillError(msg)
+        for first_seq, payloads in unpublished_batches(self.journal, self.held_seq):
+            if first_seq > upto:
+                break  # durable since, and queued: the queue publishes it
+            if not await self._publish_batch(first_seq, payloads):
+                return False
+        return True
 
     def close(self) -> None:
         self.closing = True
         self._ready.set()
+
+
+def stream_lost(problem: Exception) -> bool:
+    """A publish refused because the stream is gone or holds less than this publisher
+    stored in it (not a passing outage: a retry of the same message cannot succeed)."""
+    if isinstance(problem, NoStreamResponseError | NotFoundError):
+        return True
+    return isinstance(problem, APIError) and problem.err_code == WRONG_LAST_SEQUENCE
 
 
 class Intake:
@@ -214,9 +301,9 @@ def run(options: NodeOptions) -> int:
         return 2
     try:
         return uvloop.run(_run(options))
-    except (JournalCorruptError, RecoveryError, StreamAheadError, w.VersionError,
-            msgspec.DecodeError) as problem:  # fmt: skip
-        print(f"exchange: cannot start the sequencer: {problem}", file=sys.stderr, flush=True)
+    except (JournalCorruptError, RecoveryError, StreamAheadError, StreamRefillError,
+            w.VersionError, msgspec.DecodeError) as problem:  # fmt: skip
+        print(f"exchange: the sequencer stops: {problem}", file=sys.stderr, flush=True)
         return 2
     except (OSError, TimeoutError, nats.errors.NoServersError) as problem:
         urls = ",".join(options.nats_urls)
@@ -244,9 +331,9 @@ async def _run(options: NodeOptions) -> int:
             f"{recovered.journal.last_seq}: another sequencer wrote them"
         )
         raise StreamAheadError(msg)
-    publisher = StreamPublisher(js)
-    for first_seq, payloads in unpublished_batches(recovered.journal, published):
-        await publisher.publish(first_seq, payloads)
+    publisher = StreamPublisher(js, recovered.journal)
+    await publisher.refill(recovered.journal.last_seq)
+    publisher.published_seq = recovered.journal.last_seq
     log.info("stream caught up to seq %d (was %d)", recovered.journal.last_seq, published)
     sequencer.durable_batch_listeners.append(publisher.enqueue)
     intake = Intake(nc, sequencer, publisher)
