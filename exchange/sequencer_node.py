@@ -199,10 +199,12 @@ class StreamPublisher:
                    "stream cannot be refilled")  # fmt: skip
             raise StreamRefillError(msg)
         for first_seq, payloads in unpublished_batches(self.journal, self.held_seq):
-            if first_seq > upto:
-                break  # durable since, and queued: the queue publishes it
             if not await self._publish_batch(first_seq, payloads):
                 return False
+            if first_seq + len(payloads) - 1 >= upto:
+                # Read no further: what follows is queued, and the journal's thread may
+                # be appending to it now (read_from reads while no one appends).
+                return True
         return True
 
     def close(self) -> None:
