@@ -97,6 +97,7 @@ class OrderStream:
     retried: dict[str, int] = field(default_factory=dict)  # code -> answers of it
     wrong: list[Message] = field(default_factory=list)  # answers no order should get
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # set on each accept
+    turned_away: asyncio.Event = field(default_factory=asyncio.Event)  # set on a retry code
 
     async def run(self, orders: int, first: int = 0) -> None:
         """Places orders `first` to `orders` - 1 (each has its number in its client
@@ -114,6 +115,7 @@ class OrderStream:
             code = answer.get("code")
             if code in RETRY_CODES:
                 self.retried[code] = self.retried.get(code, 0) + 1
+                self.turned_away.set()
                 await asyncio.sleep(RESEND_PAUSE_S)
                 continue
             if answer.get("type") == "accepted" and answer.get("client_order_id") == cid:
