@@ -17,7 +17,7 @@ stream is guarded by the lease alone (docs/CLUSTER.md).
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from exchange import natswire as w
 
@@ -33,6 +33,11 @@ class FencedError(Exception):
     """Another leader appended to the stream: this one must stop and step down."""
 
 
+class StreamLostError(Exception):
+    """The stream holds less than this leader appended (its store lost, or it was made
+    again empty), or is gone: the leader refills it from its journal."""
+
+
 class FencedAppender:
     """Appends batch messages for one leadership, fenced by the stream seq."""
 
@@ -43,20 +48,27 @@ class FencedAppender:
 
     async def append(self, first_seq: int, data: bytes, timeout: float) -> None:
         """Store one message right after `last_stream_seq`. Raises FencedError when the
-        stream moved on without it; other errors (NATS away, no ack) are the caller's to
-        retry with the same message."""
+        stream moved on without it, StreamLostError when it holds less than that (or is
+        gone); other errors (NATS away, no ack) are the caller's to retry with the same
+        message."""
         msg_id = f"{self.writer_id}:{first_seq}"
         headers = {MSG_ID: msg_id, EXPECTED_LAST_SEQUENCE: str(self.last_stream_seq)}
         try:
             ack = await self.js.publish(
                 w.BATCHES, data, stream=w.STREAM, timeout=timeout, headers=headers
             )
+        except (NoStreamResponseError, NotFoundError):
+            raise StreamLostError("the stream is gone") from None
         except APIError as refused:
             if refused.err_code != WRONG_LAST_SEQUENCE:
                 raise
             if await self._stored_next(msg_id):
                 self.last_stream_seq += 1  # our own append, whose ack was lost
                 return
+            last = (await self.js.stream_info(w.STREAM)).state.last_seq
+            if last < self.last_stream_seq:
+                msg = f"the stream ends at message {last}, short of {self.last_stream_seq}"
+                raise StreamLostError(msg) from None
             msg = (
                 f"the stream moved past seq {self.last_stream_seq} without this leader: "
                 f"another sequencer appended (refused the batch from seq {first_seq})"

@@ -10,7 +10,8 @@ One process a turn: a standby (exchange/standby.py) until it takes the leader le
 (exchange/lease.py), then the leader until it stops, or steps down when its append is
 fenced (exchange/fence.py) or its lease lost: then its journal is cut to what the stream
 holds and it is a standby again. Taking the lead it first publishes what its journal
-holds and the stream does not (a crash between a sync and a publish).
+holds and the stream does not (a crash between a sync and a publish), and so it does
+whenever it finds the stream lost records while it leads (StreamPublisher.refill).
 
 A command it cannot take is refused to its gateway at once (BUSY while the
 stream falls behind by MAX_UNPUBLISHED_BATCHES, or the queue is full); a message that is
@@ -38,12 +39,12 @@ from exchange import natswire as w
 from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
-from exchange.fence import FencedAppender, FencedError
+from exchange.fence import FencedAppender, FencedError, StreamLostError
 from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
 from exchange.lease import REFRESH_EVERY_S, Lease, ensure_bucket
-from exchange.natsstream import ensure_stream, log_nats_error
+from exchange.natsstream import ensure_stream, last_published_seq, log_nats_error
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.runtime import stop_on_signals
 from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
@@ -58,6 +59,9 @@ MAX_UNPUBLISHED_BATCHES = 1_024
 PUBLISH_RETRY_S = 0.5
 # How long one publish may wait for the stream's ack.
 PUBLISH_TIMEOUT_S = 5.0
+# How often an idle publisher looks whether the stream still holds what it published
+# (one small request; a stream lost while no order comes is refilled within it).
+STREAM_CHECK_S = 1.0
 # Connecting to NATS at start: how long before giving up with one line.
 CONNECT_TIMEOUT_S = 10.0
 # Lines a second about bad messages on the command subject (the rest are counted).
@@ -71,6 +75,10 @@ class NodeOptions:
     durability: str = "fsync"
     node_id: str = "sequencer-1"
     gather_ms: float = GATHER_MS
+
+
+class StreamRefillError(Exception):
+    """The stream lost records this journal no longer holds."""
 
 
 def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, list[bytes]]]:
@@ -90,15 +98,23 @@ def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, lis
 class StreamPublisher:
     """Publishes durable batches to the stream in seq order, each message retried until
     the stream acks it, through this leadership's fence (exchange/fence.py): a refusal
-    (FencedError) ends `run` and goes to the node, which steps down."""
+    (FencedError) ends `run` and goes to the node, which steps down.
 
-    def __init__(self, js: JetStreamContext, appender: FencedAppender) -> None:
+    A stream that lost records (its store deleted, made again empty) refuses the next
+    message too (StreamLostError): the publisher then refills it from the journal and goes
+    on. Between batches it looks at the stream every STREAM_CHECK_S, so a lost stream is
+    refilled without waiting for the next order, and a stream another leader appended to
+    is seen (fenced) without waiting for the next append."""
+
+    def __init__(self, js: JetStreamContext, appender: FencedAppender, journal: Journal) -> None:
         self.js = js
         self.appender = appender
+        self.journal = journal
         self._queue: deque[tuple[int, list[bytes]]] = deque()  # <= MAX_UNPUBLISHED_BATCHES
         self._ready = asyncio.Event()
         self.published_seq = 0
         self.closing = False
+        self.held_seq = 0  # the last record the stream holds, as the last ack or look said
 
     @property
     def backlog(self) -> int:
@@ -121,24 +137,89 @@ class StreamPublisher:
                 if self.closing:
                     return
                 self._ready.clear()
-                await self._ready.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), STREAM_CHECK_S)
+                if not self._queue and not self.closing:
+                    await self.refill(self.published_seq)
                 continue
             first_seq, payloads = self._queue[0]
             await self.publish(first_seq, payloads)
             self._queue.popleft()
 
     async def publish(self, first_seq: int, payloads: list[bytes]) -> None:
-        for start, data in w.batch_messages(first_seq, payloads):
+        while not await self._publish_batch(first_seq, payloads):  # until it is stored
+            await self.refill(first_seq - 1)
+        self.published_seq = first_seq + len(payloads) - 1
+
+    async def _publish_batch(self, first_seq: int, payloads: list[bytes]) -> bool:
+        """False when the stream lost records before it (a refill must come first)."""
+        messages = w.batch_messages(first_seq, payloads)
+        ends = [start - 1 for start, _ in messages[1:]] + [first_seq + len(payloads) - 1]
+        for (start, data), end in zip(messages, ends, strict=True):
+            if end <= self.held_seq:
+                continue  # stored already (a refill found it there)
             while True:  # until acked: the stream must hold every durable batch, in order
                 try:
                     await self.appender.append(start, data, PUBLISH_TIMEOUT_S)
                     break
+                except StreamLostError:
+                    return False
                 except FencedError:
                     raise
                 except Exception as problem:  # noqa: BLE001 - NATS away: retry
                     log.warning("stream publish of seq %d failed (%r); retrying", start, problem)
                     await asyncio.sleep(PUBLISH_RETRY_S)
-        self.published_seq = first_seq + len(payloads) - 1
+            self.held_seq = end
+        return True
+
+    async def refill(self, upto: int) -> None:
+        """Make the stream hold every record to `upto` (all published before): look at
+        how far it reaches and publish what it lost from the journal, in its batches. A
+        stream that reaches past what this leader appended was appended to by another:
+        FencedError."""
+        while True:  # until the stream reaches `upto`; each turn looks, then refills
+            stream_seq, held_seq = await self._look()
+            if stream_seq > self.appender.last_stream_seq or held_seq > self.journal.last_seq:
+                msg = (f"the stream reaches message {stream_seq} (record {held_seq}), past "
+                       f"this leader's message {self.appender.last_stream_seq} (record "
+                       f"{self.journal.last_seq}): another sequencer appended")  # fmt: skip
+                raise FencedError(msg)
+            # Shorter than this leader left it (lost): appends go on from its real end.
+            self.appender.last_stream_seq, self.held_seq = stream_seq, held_seq
+            if held_seq >= upto:
+                return
+            log.warning("the stream holds records to seq %d, the journal to %d: "
+                        "publishing the rest from the journal", held_seq, upto)  # fmt: skip
+            if not await self._refill_from_journal(upto):
+                continue  # lost again meanwhile: look again
+            log.warning("the stream holds records to seq %d again", upto)
+            return
+
+    async def _look(self) -> tuple[int, int]:
+        """(the stream's last message, the last record it holds), made again if lost."""
+        while True:  # until NATS answers
+            try:
+                await ensure_stream(self.js)
+                stream_seq = (await self.js.stream_info(w.STREAM)).state.last_seq
+                return stream_seq, await last_published_seq(self.js)
+            except Exception as problem:  # noqa: BLE001 - NATS away: retry
+                log.warning("cannot see how far the stream reaches (%r); retrying", problem)
+                await asyncio.sleep(PUBLISH_RETRY_S)
+
+    async def _refill_from_journal(self, upto: int) -> bool:
+        if self.held_seq + 1 < self.journal.first_seq:
+            msg = (f"the stream lost seq {self.held_seq + 1}, which the journal no longer "
+                   f"holds (a snapshot pruned it to seq {self.journal.first_seq}): the "
+                   "stream cannot be refilled")  # fmt: skip
+            raise StreamRefillError(msg)
+        for first_seq, payloads in unpublished_batches(self.journal, self.held_seq):
+            if not await self._publish_batch(first_seq, payloads):
+                return False
+            if first_seq + len(payloads) - 1 >= upto:
+                # Read no further: what follows is queued, and the journal's thread may
+                # be appending to it now (read_from reads while no one appends).
+                return True
+        return True
 
     def close(self) -> None:
         self.closing = True
@@ -235,9 +316,9 @@ def run(options: NodeOptions) -> int:
         return 2
     try:
         return uvloop.run(_run(options))
-    except (JournalCorruptError, RecoveryError, RewindError, w.VersionError,
-            msgspec.DecodeError) as problem:  # fmt: skip
-        print(f"exchange: cannot start the sequencer: {problem}", file=sys.stderr, flush=True)
+    except (JournalCorruptError, RecoveryError, RewindError, StreamRefillError,
+            w.VersionError, msgspec.DecodeError) as problem:  # fmt: skip
+        print(f"exchange: the sequencer stops: {problem}", file=sys.stderr, flush=True)
         return 2
     except (OSError, TimeoutError, nats.errors.NoServersError) as problem:
         urls = ",".join(options.nats_urls)
@@ -330,11 +411,11 @@ async def _lead(
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
     )  # fmt: skip
     appender = FencedAppender(js, follower.stream_seq, f"{options.node_id}-{lease.revision}")
-    publisher = StreamPublisher(js, appender)
-    published = publisher.published_seq = follower.stream_record_seq
+    publisher = StreamPublisher(js, appender, journal)
+    published = publisher.published_seq = publisher.held_seq = follower.stream_record_seq
     try:  # a crash between a sync and a publish: the journal's tail goes first
-        for first_seq, payloads in unpublished_batches(journal, published):
-            await publisher.publish(first_seq, payloads)
+        await publisher.refill(journal.last_seq)
+        publisher.published_seq = journal.last_seq
     except FencedError as refused:
         journal.close()
         log.warning("%s; steps down", refused)

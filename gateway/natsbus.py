@@ -47,6 +47,11 @@ MAX_PENDING = 100_000
 ANSWER_TIMEOUT_S = 5.0
 # How often the pending commands are looked over for ones past their time.
 SWEEP_EVERY_S = 0.25
+# The stream's heartbeat to this gateway's ordered consumer while no batch comes: two
+# missed (a NATS server restarted, its store lost) and nats-py makes the consumer again
+# from the last stream message applied, so trading resumes about two of these after
+# NATS does (nats-py's default, 5 s, kept clients waiting 10-20 s).
+STREAM_HEARTBEAT_S = 1.0
 # Commands queued for the NATS client's writer, at most (it drains them in order).
 MAX_OUTGOING = 10_000
 
@@ -135,8 +140,9 @@ class NatsBus:
         if last_stream_seq <= after_stream_seq:
             self._caught_up.set()
         batches = await self.js.subscribe(
-            w.BATCHES, stream=w.STREAM, cb=self._batch, ordered_consumer=True, config=config
-        )
+            w.BATCHES, stream=w.STREAM, cb=self._batch, ordered_consumer=True, config=config,
+            idle_heartbeat=STREAM_HEARTBEAT_S,
+        )  # fmt: skip
         self._subscriptions.append(batches)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._write_loop(), name="bus-writer"))

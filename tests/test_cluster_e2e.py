@@ -8,7 +8,6 @@ are refused and never journaled."""
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import nats
@@ -18,56 +17,11 @@ from exchange.domain.commands import CreateAccount
 from exchange.natsserver import NatsNode
 from exchange.sequencer_node import BAD_MESSAGE_LINES_PER_S
 from gateway.client import Admin, Client, RefusedError
+from tests.cluster_trading import ANSWER_WAIT_S, market, reads, trade
 from tests.server import ADMIN_TOKEN, RunningServer, start_role, stop
 from tests.wirings import roles
 
 pytest_plugins = ("tests.nats_fixtures",)
-
-# Long enough for an answer through NATS and the stream on a loaded 2-core machine.
-ANSWER_WAIT_S = 20.0
-
-
-async def market(admin: Admin) -> dict[str, Any]:
-    """An instrument in trading, a seller holding units and a buyer with cash."""
-    issuer, _ = await admin.account("issuer")
-    _, alice_key = await admin.account("alice", "10000.00")
-    bob, bob_key = await admin.account("bob", "10000.00")
-    listing = {"symbol": "XYZ", "kind": "share", "tick_size": "0.01", "issuer": issuer}
-    await admin.ok("POST", "/v1/admin/instruments", listing)
-    await admin.ok("POST", "/v1/admin/instruments/XYZ/status", {"status": "trading"})
-    await admin.ok("POST", "/v1/admin/deposits", {"account": bob, "symbol": "XYZ", "qty": 100})
-    return {"alice": alice_key, "bob": bob_key}
-
-
-async def reads(gateway: RunningServer, keys: dict[str, Any]) -> dict[str, Any]:
-    """What a client reads from one gateway: book with its seq, orders, trades, account."""
-    async with Admin(gateway.base_url, ADMIN_TOKEN) as admin:
-        return {
-            "book": await admin.ok("GET", "/v1/book/XYZ"),
-            "trades": await admin.ok("GET", "/v1/trades/XYZ"),
-            "orders": {
-                n: await admin.ok("GET", "/v1/orders?status=all", token=k) for n, k in keys.items()
-            },
-            "accounts": {n: await admin.ok("GET", "/v1/account", token=k) for n, k in keys.items()},
-        }
-
-
-async def trade(one: RunningServer, other: RunningServer, keys: dict[str, Any]) -> None:
-    """Bob rests a sell through one gateway, Alice takes part of it through the other."""
-    async with (
-        await Client.connect(other.ws_url, keys["bob"]) as bob,
-        await Client.connect(one.ws_url, keys["alice"]) as alice,
-    ):
-        await bob.subscribe(["book"], ["XYZ"])
-        await bob.next_event("book_snapshot")
-        sell = await bob.place("XYZ", "sell", 10, "5.00", client_order_id="s-1")
-        assert (sell["type"], sell["status"]) == ("accepted", "open"), sell
-        buy = await alice.place("XYZ", "buy", 4, "5.00", client_order_id="b-1")
-        assert (buy["type"], buy["status"], buy["filled"]) == ("accepted", "filled", 4), buy
-        fill = await asyncio.wait_for(bob.next_event("fill"), ANSWER_WAIT_S)
-        assert (fill["order_id"], fill["qty"], fill["remaining"]) == (sell["order_id"], 4, 6)
-        update = await asyncio.wait_for(bob.next_event("book_update"), ANSWER_WAIT_S)
-        assert update["symbol"] == "XYZ"
 
 
 async def test_two_gateways_answer_their_own_clients_and_agree_on_everything(

@@ -24,9 +24,9 @@ import pytest
 
 from exchange.natsserver import NatsNode
 from gateway.client import Admin, Client
+from tests.cluster_trading import market
 from tests.sequencers import NodeWatch, start_sequencer, state_hash, stream_hash, watching
 from tests.server import ADMIN_TOKEN, RunningServer, stop
-from tests.test_cluster_e2e import market
 from tests.wirings import Roles, roles
 
 pytest_plugins = ("tests.nats_fixtures",)

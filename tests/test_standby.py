@@ -15,6 +15,7 @@ from exchange.natsserver import NatsNode
 from exchange.recovery import recover
 from exchange.standby import Follower
 from gateway.client import Admin
+from tests.cluster_trading import market, trade
 from tests.sequencers import (
     journal_bytes,
     journal_records,
@@ -25,7 +26,6 @@ from tests.sequencers import (
     watching,
 )
 from tests.server import ADMIN_TOKEN, stop
-from tests.test_cluster_e2e import market, trade
 from tests.wirings import roles
 
 pytest_plugins = ("tests.nats_fixtures",)
