@@ -325,7 +325,9 @@ class ReadState:
                 published.levels[symbol] = changes
         tapes = self.tapes
         for symbol, executed in trades.items():
-            tapes[symbol].trade_seq += len(executed)
+            tape = tapes[symbol]
+            tape.trade_seq += len(executed)
+            _add_to_candles(tape.candles, executed)
         for symbol in published.levels:
             tapes[symbol].book_seq += 1
         return published
@@ -413,8 +415,6 @@ class ReadState:
         tape.last = price
         tape.volume += q
         tape.trades.appendleft(t)
-        for interval, kept in tape.candles.items():  # one candle list an interval
-            _add_to_candles(kept, t, CANDLE_INTERVALS[interval])
 
     def _fill(
         self, t: TradeExecuted, record: OrderRecord | None, order_id: int, account: str,
@@ -674,13 +674,35 @@ def _tape_state(symbol: str, t: Tape) -> TapeState:
 
 
 
-def _add_to_candles(candles: deque[Candle], trade: TradeExecuted, length: int) -> None:
-    start = trade.ts - trade.ts % length
-    last = candles[-1] if candles else None
-    if last is not None and last.start == start:
-        last.high = max(last.high, trade.price)
-        last.low = min(last.low, trade.price)
-        last.close = trade.price
-        last.volume += trade.qty
-    else:
-        candles.append(Candle(start, trade.price, trade.price, trade.price, trade.price, trade.qty))
+def _add_to_candles(candles: dict[str, deque[Candle]], trades: list[TradeExecuted]) -> None:
+    """A batch's trades (oldest first) into every interval's candles: each minute's run
+    of trades is summed once, then goes to each interval (every interval is whole
+    minutes, so a minute's run falls in one candle of each): five candle updates a
+    minute and batch, not a trade."""
+    i, count = 0, len(trades)
+    while i < count:  # one turn a minute's run; bounded by the batch's trades
+        first = trades[i]
+        minute = first.ts - first.ts % MINUTE_NS
+        end_of_minute = minute + MINUTE_NS
+        high = low = first.price
+        volume = 0
+        j = i
+        while j < count and trades[j].ts < end_of_minute:  # the trades of this minute
+            price = trades[j].price
+            high = max(high, price)
+            low = min(low, price)
+            volume += trades[j].qty
+            j += 1
+        close = trades[j - 1].price
+        for interval, kept in candles.items():  # one candle list an interval
+            length = CANDLE_INTERVALS[interval]
+            start = minute - minute % length
+            last = kept[-1] if kept else None
+            if last is not None and last.start == start:
+                last.high = max(last.high, high)
+                last.low = min(last.low, low)
+                last.close = close
+                last.volume += volume
+            else:
+                kept.append(Candle(start, first.price, high, low, close, volume))
+        i = j
