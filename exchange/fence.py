@@ -6,12 +6,14 @@ was appended since: another node led meanwhile, and this one must step down. The
 (exchange/lease.py) only says who should try; this is what makes two leaders harmless.
 
 An append whose ack was lost is retried with the same `Nats-Msg-Id` (this leadership's
-writer id and the batch's first seq, so no other leader's message can ever share it):
+writer id, its refill generation and the batch's first seq, so no other leader's message
+can ever share it, nor a refill's the message it replaces in a purged stream, whose
+duplicate window outlives the purge):
 within the duplicate window JetStream answers it as a duplicate; past it, the refusal is
 checked against the stream's next message, and a message of our own there is our append.
 
-NATS 2.9 ignores an expected last sequence of 0: the very first message of an empty
-stream is guarded by the lease alone (docs/CLUSTER.md).
+An expected last sequence of 0 is honoured too (nats-server 2.9.10 refuses it on a
+stream that holds messages), so the very first append to an empty stream is fenced.
 """
 
 import logging
@@ -45,13 +47,14 @@ class FencedAppender:
         self.js = js
         self.last_stream_seq = last_stream_seq  # the newest stream message this leader knows
         self.writer_id = writer_id  # unique per node and leadership (the lease's revision)
+        self.generation = 0  # bumped by each refill of a lost stream (StreamPublisher)
 
     async def append(self, first_seq: int, data: bytes, timeout: float) -> None:
         """Store one message right after `last_stream_seq`. Raises FencedError when the
         stream moved on without it, StreamLostError when it holds less than that (or is
         gone); other errors (NATS away, no ack) are the caller's to retry with the same
         message."""
-        msg_id = f"{self.writer_id}:{first_seq}"
+        msg_id = f"{self.writer_id}.{self.generation}:{first_seq}"
         headers = {MSG_ID: msg_id, EXPECTED_LAST_SEQUENCE: str(self.last_stream_seq)}
         try:
             ack = await self.js.publish(

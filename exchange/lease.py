@@ -40,12 +40,29 @@ async def ensure_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
 
 
 class Lease:
-    """This node's hold on the lease: `revision` is None while it does not hold it."""
+    """This node's hold on the lease: `revision` is None while it does not hold it. With
+    `js`, a bucket found gone (the NATS store lost) is made again (as R1: the launcher
+    makes it R3 at start) and the call tried once more, so a lost store never leaves the
+    cluster with no one able to lead."""
 
-    def __init__(self, kv: KeyValue, node_id: str) -> None:
+    def __init__(self, kv: KeyValue, node_id: str, js: JetStreamContext | None = None) -> None:
         self.kv = kv
         self.node_id = node_id
+        self.js = js
         self.revision: int | None = None
+
+    async def _bucket_gone(self) -> bool:
+        """Whether the bucket is gone; made again (and this hold dropped) if so."""
+        if self.js is None:
+            return False
+        try:
+            await self.js.stream_info(f"KV_{BUCKET}")
+        except nats.js.errors.NotFoundError:
+            log.warning("the leader lease's bucket is gone (the NATS store lost?): made again")
+            self.kv = await ensure_bucket(self.js)
+            self.revision = None
+            return True
+        return False
 
     @property
     def held(self) -> bool:
@@ -54,6 +71,14 @@ class Lease:
     async def try_take(self) -> bool:
         """Take the lease if it lapsed (or names this node: a restart of the holder);
         False when another node holds it."""
+        try:
+            return await self._try_take()
+        except nats.js.errors.NoStreamResponseError:
+            if await self._bucket_gone():
+                return await self._try_take()
+            raise
+
+    async def _try_take(self) -> bool:
         value = self.node_id.encode()
         try:
             self.revision = await self.kv.create(KEY, value)
@@ -82,7 +107,27 @@ class Lease:
         except nats.js.errors.KeyWrongLastSequenceError:
             self.revision = None
             return False
+        except nats.js.errors.NoStreamResponseError:
+            if not await self._bucket_gone():
+                raise
+            return await self.try_take()  # the holder takes it again in the new bucket
         return True
+
+    async def confirm(self) -> bool:
+        """Whether the key still names this node, read without writing (the refresher
+        writes it meanwhile, so its revision is not compared): what a leader checks
+        before it treats a stream shorter than it left as lost and refills it; a stale
+        leader, whose lease another node took, must not. A NATS error raises."""
+        if self.revision is None:
+            return False
+        try:
+            entry = await self.kv.get(KEY)
+        except nats.js.errors.KeyNotFoundError:
+            # Lapsed and not taken, or the bucket lost with the NATS store: this node may
+            # hold it again only if it can take it now (no one else leads meanwhile).
+            await self._bucket_gone()
+            return await self.try_take()
+        return entry.value == self.node_id.encode()
 
     async def release(self) -> None:
         """Give the lease up (a clean stop), so a standby need not wait for it to lapse."""

@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from exchange import natswire as w
 from exchange import nodestatus
@@ -44,7 +45,7 @@ from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
 from exchange.lease import REFRESH_EVERY_S, Lease, ensure_bucket
-from exchange.natsstream import ensure_stream, last_published_seq, log_nats_error
+from exchange.natsstream import ensure_stream, log_nats_error
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
 from exchange.runtime import stop_on_signals
 from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
@@ -95,6 +96,10 @@ def unpublished_batches(journal: Journal, after: int) -> Iterator[tuple[int, lis
         yield first, current
 
 
+async def _always() -> bool:
+    return True
+
+
 class StreamPublisher:
     """Publishes durable batches to the stream in seq order, each message retried until
     the stream acks it, through this leadership's fence (exchange/fence.py): a refusal
@@ -106,10 +111,16 @@ class StreamPublisher:
     refilled without waiting for the next order, and a stream another leader appended to
     is seen (fenced) without waiting for the next append."""
 
-    def __init__(self, js: JetStreamContext, appender: FencedAppender, journal: Journal) -> None:
+    def __init__(
+        self, js: JetStreamContext, appender: FencedAppender, journal: Journal,
+        confirm_lead: Callable[[], Awaitable[bool]] = _always,
+    ) -> None:  # fmt: skip
         self.js = js
         self.appender = appender
         self.journal = journal
+        # Asked before a stream shorter than this leader left it is taken for lost and
+        # refilled: only the lease's holder may (Lease.confirm).
+        self.confirm_lead = confirm_lead
         self._queue: deque[tuple[int, list[bytes]]] = deque()  # <= MAX_UNPUBLISHED_BATCHES
         self._ready = asyncio.Event()
         self.published_seq = 0
@@ -174,20 +185,38 @@ class StreamPublisher:
 
     async def refill(self, upto: int) -> None:
         """Make the stream hold every record to `upto` (all published before): look at
-        how far it reaches and publish what it lost from the journal, in its batches. A
-        stream that reaches past what this leader appended was appended to by another:
-        FencedError."""
+        how far it reaches and publish what it lost from the journal, in its batches.
+        FencedError when another leader appended: the stream reaches past this leader's
+        last message with records in it, holds records past its journal, or its last
+        record is not this journal's; or the lease is no longer this node's when the
+        stream is found short."""
         while True:  # until the stream reaches `upto`; each turn looks, then refills
-            stream_seq, held_seq = await self._look()
-            if stream_seq > self.appender.last_stream_seq or held_seq > self.journal.last_seq:
+            stream_seq, held_seq, last_record = await self._look()
+            known = self.appender.last_stream_seq
+            if stream_seq == known and held_seq == self.held_seq and held_seq >= upto:
+                return  # as this leader's last append left it
+            if (held_seq and stream_seq > known) or held_seq > self.journal.last_seq:
                 msg = (f"the stream reaches message {stream_seq} (record {held_seq}), past "
-                       f"this leader's message {self.appender.last_stream_seq} (record "
-                       f"{self.journal.last_seq}): another sequencer appended")  # fmt: skip
+                       f"this leader's message {known} (record {self.journal.last_seq}): "
+                       "another sequencer appended")  # fmt: skip
                 raise FencedError(msg)
-            # Shorter than this leader left it (lost): appends go on from its real end.
+            if not self._journal_holds(held_seq, last_record):
+                msg = f"the stream's record {held_seq} is not this journal's: another leader's"
+                raise FencedError(msg)
+            if stream_seq == known and held_seq >= upto:
+                self.held_seq = held_seq
+                return
+            # Short of what this leader left (lost, or emptied by a purge): refill it,
+            # if this node still holds the lease (a stale leader must not).
+            if not await self._confirm_lead():
+                msg = "the stream is short of this leader's appends and the lease is another's"
+                raise FencedError(msg)
             self.appender.last_stream_seq, self.held_seq = stream_seq, held_seq
             if held_seq >= upto:
                 return
+            # New message ids: a purged stream keeps the old ones' duplicate window, which
+            # would answer the refill "duplicate" and store nothing.
+            self.appender.generation += 1
             log.warning("the stream holds records to seq %d, the journal to %d: "
                         "publishing the rest from the journal", held_seq, upto)  # fmt: skip
             if not await self._refill_from_journal(upto):
@@ -195,13 +224,37 @@ class StreamPublisher:
             log.warning("the stream holds records to seq %d again", upto)
             return
 
-    async def _look(self) -> tuple[int, int]:
-        """(the stream's last message, the last record it holds), made again if lost."""
+    async def _confirm_lead(self) -> bool:
+        while True:  # until NATS answers
+            try:
+                return await self.confirm_lead()
+            except Exception as problem:  # noqa: BLE001 - NATS away: retry
+                log.warning("cannot read the leader lease (%r); retrying", problem)
+                await asyncio.sleep(PUBLISH_RETRY_S)
+
+    def _journal_holds(self, seq: int, payload: bytes | None) -> bool:
+        """Whether the journal's record `seq` is `payload` (True when it cannot tell: no
+        record in the stream, or the journal pruned below it)."""
+        if payload is None or not self.journal.first_seq <= seq <= self.published_seq:
+            return True
+        for record in self.journal.read_from(seq):  # the first is the one
+            return bytes(record.payload) == payload
+        return True
+
+    async def _look(self) -> tuple[int, int, bytes | None]:
+        """(the stream's last message, the last record it holds, that record's bytes),
+        the stream made again if lost."""
         while True:  # until NATS answers
             try:
                 await ensure_stream(self.js)
                 stream_seq = (await self.js.stream_info(w.STREAM)).state.last_seq
-                return stream_seq, await last_published_seq(self.js)
+                try:
+                    last = await self.js.get_last_msg(w.STREAM, w.BATCHES)
+                except NotFoundError:
+                    return stream_seq, 0, None
+                batch = w.decode_batch(last.data or b"")
+                held = batch.first_seq + len(batch.records) - 1
+                return stream_seq, held, bytes(batch.records[-1]) if batch.records else None
             except Exception as problem:  # noqa: BLE001 - NATS away: retry
                 log.warning("cannot see how far the stream reaches (%r); retrying", problem)
                 await asyncio.sleep(PUBLISH_RETRY_S)
@@ -364,7 +417,7 @@ async def _run(options: NodeOptions) -> int:
     durable = options.durability == "fsync"
     try:
         await ensure_stream(js)
-        lease = Lease(await ensure_bucket(js), options.node_id)
+        lease = Lease(await ensure_bucket(js), options.node_id, js)
         while True:  # one turn a role: standby until it leads, leader until it stops or steps down
             recovered = recover(options.data_dir, durable=durable, snapshots_durable=durable)
             follower = Follower(js, recovered)
@@ -411,21 +464,27 @@ async def _lead(
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
     )  # fmt: skip
     appender = FencedAppender(js, follower.stream_seq, f"{options.node_id}-{lease.revision}")
-    publisher = StreamPublisher(js, appender, journal)
+    publisher = StreamPublisher(js, appender, journal, confirm_lead=lease.confirm)
     published = publisher.published_seq = publisher.held_seq = follower.stream_record_seq
-    try:  # a crash between a sync and a publish: the journal's tail goes first
+    loop = asyncio.get_running_loop()
+    # Kept from now on: a long refill must not let the lease lapse (another node would
+    # lead on a stream that lacks what this one is putting back).
+    keeping = loop.create_task(_keep_lease(lease), name="lease")
+    try:  # a crash between a sync and a publish, or a lost stream: the journal's tail first
         await publisher.refill(journal.last_seq)
         publisher.published_seq = journal.last_seq
     except FencedError as refused:
+        keeping.cancel()
         journal.close()
         log.warning("%s; steps down", refused)
-        return LeadOutcome(None, publisher.published_seq, str(refused))
+        # Nothing is cut here: what this journal holds past the stream may have been
+        # acknowledged from a stream that was lost. Following the stream as a standby
+        # compares its records with the stream's and cuts from the first that differs.
+        return LeadOutcome(None, journal.last_seq, str(refused))
     sequencer.durable_batch_listeners.append(publisher.enqueue)
     intake = Intake(nc, sequencer, publisher)
-    loop = asyncio.get_running_loop()
     sequencing = loop.create_task(sequencer.run(), name="sequencer")
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
-    keeping = loop.create_task(_keep_lease(lease), name="lease")
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
     node.become("leader", lambda: sequencer.durable_seq)
     node.say_ready(

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import nats
+import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from exchange import natswire as w
-from exchange.fence import FencedAppender
+from exchange.fence import FencedAppender, FencedError
 from exchange.journal.faulty import FaultySegmentStore
 from exchange.journal.journal import Journal
 from exchange.natsserver import NatsNode
@@ -42,9 +43,11 @@ async def client(nats_server: NatsNode) -> AsyncIterator[NatsClient]:
 async def stream_records(nc: NatsClient) -> list[tuple[int, list[bytes]]]:
     """(stream position, the records) of every message in the stream, in order."""
     js = nc.jetstream()
-    last = (await js.stream_info(w.STREAM)).state.last_seq
+    state = (await js.stream_info(w.STREAM)).state
+    if not state.messages:
+        return []
     found = []
-    for position in range(1, last + 1):  # bounded by the stream's length
+    for position in range(state.first_seq, state.last_seq + 1):  # bounded by the stream
         msg = await js.get_msg(w.STREAM, position)
         batch = w.decode_batch(msg.data or b"")
         found.append((position, [bytes(r) for r in batch.records]))
@@ -73,3 +76,67 @@ async def test_a_stream_emptied_under_a_running_publisher_is_refilled_before_its
     assert after[: len(before)] == before, "the refill put each batch where it was"
     assert after == [(i + 1, payloads(*batch)) for i, batch in enumerate(BATCHES)]
     assert publisher.published_seq == 6
+
+
+async def _never() -> bool:
+    return False
+
+
+async def test_a_publisher_whose_lease_is_gone_never_refills_a_short_stream(
+    client: NatsClient,
+) -> None:
+    js = client.jetstream()
+    await ensure_stream(js)
+    journal = Journal.open(FaultySegmentStore())
+    publisher = StreamPublisher(js, FencedAppender(js, 0, "stale"), journal, confirm_lead=_never)
+    for first, last in BATCHES[:2]:
+        journal.append(payloads(first, last))
+        journal.sync()
+        await publisher.publish(first, payloads(first, last))
+    await js.delete_stream(w.STREAM)
+    await ensure_stream(js)  # lost, and made again empty: another node now leads it
+    first, last = BATCHES[2]
+    journal.append(payloads(first, last))
+    journal.sync()
+    with pytest.raises(FencedError, match="lease"):
+        await publisher.publish(first, payloads(first, last))
+    assert await stream_records(client) == [], "a stale leader put nothing back"
+
+
+async def test_a_stream_another_leader_refilled_differently_fences_the_old_one(
+    client: NatsClient,
+) -> None:
+    js = client.jetstream()
+    await ensure_stream(js)
+    journal = Journal.open(FaultySegmentStore())
+    publisher = StreamPublisher(js, FencedAppender(js, 0, "old"), journal)
+    for first, last in BATCHES[:2]:
+        journal.append(payloads(first, last))
+        journal.sync()
+        await publisher.publish(first, payloads(first, last))
+    await js.delete_stream(w.STREAM)
+    await ensure_stream(js)
+    other = [msgspec.msgpack.encode("another engine's record 1")]
+    data = w.batch_messages(1, other)[0][1]
+    await FencedAppender(js, 0, "new").append(1, data, 5.0)
+    with pytest.raises(FencedError, match="not this journal's"):
+        await publisher.refill(publisher.published_seq)  # the idle look
+    assert await stream_records(client) == [(1, other)]
+
+
+async def test_a_purged_stream_is_refilled_under_new_message_ids(client: NatsClient) -> None:
+    js = client.jetstream()
+    await ensure_stream(js)
+    journal = Journal.open(FaultySegmentStore())
+    publisher = StreamPublisher(js, FencedAppender(js, 0, "leader"), journal)
+    for first, last in BATCHES[:2]:
+        journal.append(payloads(first, last))
+        journal.sync()
+        await publisher.publish(first, payloads(first, last))
+    await js.purge_stream(w.STREAM)  # emptied; its last seq and duplicate window stay
+    await publisher.refill(publisher.published_seq)  # the idle look
+    refilled = await stream_records(client)
+    # Positions 1 and 2 are purged; the refill is stored after them, not taken for
+    # duplicates of the purged messages.
+    assert [records for _, records in refilled] == [payloads(*b) for b in BATCHES[:2]]
+    assert [position for position, _ in refilled] == [3, 4]
