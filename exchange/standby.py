@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -226,20 +227,26 @@ async def follow(
     try:
         while not stop.is_set():  # each turn follows what is new, or waits for it
             wake.clear()
-            if await follower.step():
+            try:
+                if await follower.step():
+                    continue
+            except (nats.errors.Error, TimeoutError) as problem:
+                # NATS away (restarting, a node lost): look again later, as a standby
+                # must outlive any outage to be there for a takeover.
+                log.warning("cannot read the stream (%r); trying again", problem)
+                await _either(stop, asyncio.Event(), TRY_EVERY_S)
                 continue
             if loop.time() >= next_try:
                 next_try = loop.time() + TRY_EVERY_S
                 if await _try_take(lease):
-                    target = (await follower.js.stream_info(w.STREAM)).state.last_seq
-                    while follower.stream_seq < target and await follower.step():
-                        pass  # bounded: the stream's end was read just now
+                    await _read_to_end(follower, stop)
+                    if stop.is_set():
+                        break
                     log.info("took the leader lease at stream seq %d (applied seq %d)",
                              follower.stream_seq, follower.applied_seq)  # fmt: skip
                     return True
                 node.say_ready(f"standby, applied to seq {follower.applied_seq}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_either(wake, stop), TRY_EVERY_S)
+            await _either(wake, stop, TRY_EVERY_S)
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
@@ -254,10 +261,24 @@ async def _try_take(lease: Lease) -> bool:
         return False
 
 
-async def _either(one: asyncio.Event, other: asyncio.Event) -> None:
+async def _read_to_end(follower: Follower, stop: asyncio.Event) -> None:
+    """Apply the stream to the end it has now (NATS errors retried: the lease is taken)."""
+    while not stop.is_set():  # until read to its end, or stopped
+        try:
+            target = (await follower.js.stream_info(w.STREAM)).state.last_seq
+            while follower.stream_seq < target and await follower.step():
+                pass  # bounded: the stream's end was read just now
+            return
+        except (nats.errors.Error, TimeoutError) as problem:
+            log.warning("cannot read the stream to its end (%r); trying again", problem)
+            await _either(stop, asyncio.Event(), TRY_EVERY_S)
+
+
+async def _either(one: asyncio.Event, other: asyncio.Event, timeout: float) -> None:
+    """Until either is set, or `timeout` seconds."""
     waits = {asyncio.ensure_future(one.wait()), asyncio.ensure_future(other.wait())}
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiting in waits:
             waiting.cancel()

@@ -8,6 +8,8 @@ the same client_order_id while it is answered UNAVAILABLE, as docs/PROTOCOL.md s
 - a stale leader (SIGSTOP past its lease; the standby takes over and trades; SIGCONT):
   it steps down and cuts what the stream does not hold; nothing it held was answered
   `accepted`; the hashes converge.
+- NATS killed and restarted: the standby lives through it (it looks again), then leads
+  when the leader is killed.
 - the kill loop (slow): the same kill, 20 times, leaders alternating.
 """
 
@@ -38,6 +40,9 @@ CATCH_UP_S = 30.0
 TEST_TIMEOUT_S = 150.0
 # Sends of one order at most: UNAVAILABLE answers come while no one leads (5 s each).
 MAX_SENDS = 6
+# BUSY answers an order may get while a gateway has no NATS link, and the pause between.
+MAX_BUSY = 100
+BUSY_PAUSE_S = 0.2
 # Orders each trader places between faults.
 ORDERS_BETWEEN = 4
 KILL_LOOPS = 20
@@ -64,11 +69,16 @@ class Trader:
         for _ in range(orders):
             cid = f"{self.name}-{self.count}"
             self.count += 1
-            for _ in range(MAX_SENDS):  # bounded resends of the same order
+            unavailable = 0
+            for _ in range(MAX_SENDS + MAX_BUSY):  # bounded resends of the same order
                 answer = await self.client.place("XYZ", self.side, 1, self.price,
                                                  client_order_id=cid)  # fmt: skip
-                if answer.get("code") != "UNAVAILABLE":
+                if answer.get("code") == "BUSY":  # the gateway's NATS link is down: retry
+                    await asyncio.sleep(BUSY_PAUSE_S)
+                    continue
+                if answer.get("code") != "UNAVAILABLE" or unavailable == MAX_SENDS:
                     break
+                unavailable += 1
                 self.resent.add(cid)
             assert answer["type"] == "accepted", answer
             self.answers[cid] = answer
@@ -224,6 +234,26 @@ async def test_a_stale_leader_steps_down_and_cuts_what_the_stream_does_not_hold(
         await m.until_level()
         await m.stop_all_and_compare()
         assert stale.tracebacks == 0, stale.log()
+
+
+async def test_a_standby_outlives_a_nats_outage_and_then_takes_over(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    async with failover_market(nats_server, tmp_path) as m:
+        await m.trade()
+        standby = m.sequencers["sequencer-2"]
+        await nats_server.kill()
+        async with asyncio.timeout(CATCH_UP_S):  # NATS stays away until the standby saw it
+            while "cannot read the stream" not in standby.log():  # bounded by the timeout
+                await asyncio.sleep(0.05)
+        await nats_server.start()  # the same port and store directory
+        await kill_leader_and_take_over(m)  # the standby that lived through it leads
+        assert m.leader() == "sequencer-2"
+        await m.trade()
+        await m.check_orders()
+        await m.until_level()
+        await m.stop_all_and_compare()
+        assert standby.tracebacks == 0, standby.log()
 
 
 @pytest.mark.slow
