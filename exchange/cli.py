@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _gather_flag(sequencer)
     sequencer.add_argument("--log-format", choices=LOG_FORMATS, default="text")
+    # Tests take snapshots and trim the stream more often than operators need to.
+    sequencer.add_argument("--snapshot-every", type=_positive_int, help=argparse.SUPPRESS)
+    sequencer.add_argument("--trim-margin", type=_positive_int, help=argparse.SUPPRESS)
     gateway = commands.add_parser(
         "gateway", help="cluster role: serve the client protocol, sequencer over NATS"
     )
@@ -221,10 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)
-        from exchange import sequencer_node  # noqa: PLC0415
+        from exchange import sequencer_node, streamtrim  # noqa: PLC0415
+        from exchange.sequencer import SNAPSHOT_EVERY  # noqa: PLC0415
 
         return sequencer_node.run(sequencer_node.NodeOptions(
-            args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms
+            args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms,
+            snapshot_every=args.snapshot_every or SNAPSHOT_EVERY,
+            trim_margin=args.trim_margin or streamtrim.TRIM_MARGIN_MESSAGES,
         ))  # fmt: skip
     if args.command == "cluster":
         from exchange import cluster_launcher  # noqa: PLC0415

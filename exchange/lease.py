@@ -60,7 +60,6 @@ class Lease:
         except nats.js.errors.NotFoundError:
             log.warning("the leader lease's bucket is gone (the NATS store lost?): made again")
             self.kv = await ensure_bucket(self.js)
-            self.revision = None
             return True
         return False
 
@@ -110,7 +109,10 @@ class Lease:
         except nats.js.errors.NoStreamResponseError:
             if not await self._bucket_gone():
                 raise
-            return await self.try_take()  # the holder takes it again in the new bucket
+            if await self._try_take():  # the holder takes it again in the new bucket
+                return True
+            self.revision = None
+            return False
         return True
 
     async def confirm(self) -> bool:
@@ -120,14 +122,22 @@ class Lease:
         leader, whose lease another node took, must not. A NATS error raises."""
         if self.revision is None:
             return False
-        try:
-            entry = await self.kv.get(KEY)
-        except nats.js.errors.KeyNotFoundError:
+        value = self.node_id.encode()
+        for _ in range(2):  # a second look when the key was made meanwhile
+            try:
+                return (await self.kv.get(KEY)).value == value
+            except nats.js.errors.KeyNotFoundError:
+                pass
             # Lapsed and not taken, or the bucket lost with the NATS store: this node may
-            # hold it again only if it can take it now (no one else leads meanwhile).
+            # hold it again only if it creates it now (no one else leads meanwhile). Only a
+            # create, never an update: the refresher writes the key at the same time.
             await self._bucket_gone()
-            return await self.try_take()
-        return entry.value == self.node_id.encode()
+            try:
+                self.revision = await self.kv.create(KEY, value)
+                return True
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # made meanwhile, by this node's refresher or another node
+        return False
 
     async def release(self) -> None:
         """Give the lease up (a clean stop), so a standby need not wait for it to lapse."""

@@ -36,3 +36,63 @@ async def last_published_seq(js: JetStreamContext) -> int:
         return 0
     batch = w.decode_batch(last.data or b"")
     return batch.first_seq + len(batch.records) - 1
+
+
+async def records_of(js: JetStreamContext, stream_seq: int) -> tuple[int, int, bool] | None:
+    """(first record, last record, ends its batch) of stream message `stream_seq`; None
+    when the stream does not hold it (past its end, or trimmed)."""
+    try:
+        message = await js.get_msg(w.STREAM, stream_seq)
+    except NotFoundError:
+        return None
+    batch = w.decode_batch(message.data or b"")
+    return batch.first_seq, batch.first_seq + len(batch.records) - 1, batch.batch_end
+
+
+async def message_holding(js: JetStreamContext, seq: int) -> int | None:
+    """The stream message holding record `seq` (the first such, should a batch be stored
+    twice), by a binary search over the stream's messages (their records only grow with
+    their position); None when no message holds it."""
+    state = (await js.stream_info(w.STREAM)).state
+    low, high = state.first_seq, state.last_seq
+    while low <= high:  # bounded: halves each turn, ~log2 of the stream's length
+        middle = (low + high) // 2
+        span = await records_of(js, middle)
+        if span is None or span[1] < seq:  # None: trimmed meanwhile, look above it
+            low = middle + 1
+        elif span[0] > seq:
+            high = middle - 1
+        else:
+            if middle > state.first_seq:  # an earlier copy of the same batch comes first
+                earlier = await records_of(js, middle - 1)
+                if earlier is not None and earlier[0] <= seq <= earlier[1]:
+                    high = middle - 1
+                    continue
+            return middle
+    return None
+
+
+async def follow_point(js: JetStreamContext, seq: int) -> int | None:
+    """The stream message after which a node whose state is that after record `seq`
+    follows the stream: the one ending at `seq`, or the one before the message that holds
+    it mid-way (whose records up to `seq` the node then skips); None when the stream does
+    not hold record `seq`."""
+    holding = await message_holding(js, seq)
+    if holding is None:
+        return None
+    span = await records_of(js, holding)
+    return holding if span is not None and span[1] == seq else holding - 1
+
+
+async def continues_at(js: JetStreamContext, seq: int, after: int) -> bool:
+    """Whether a node whose state is that after record `seq` can follow this stream from
+    the message after `after`: that message holds record seq+1 (or, the stream ending
+    there, message `after` ends at `seq`), and the stream still holds it."""
+    following = await records_of(js, after + 1)
+    if following is not None:
+        return following[0] <= seq + 1 <= following[1]
+    state = (await js.stream_info(w.STREAM)).state
+    if after + 1 <= state.last_seq:
+        return False  # trimmed past it
+    ending = await records_of(js, after) if after else None
+    return ending is not None and ending[1] == seq and ending[2]

@@ -40,16 +40,18 @@ from exchange import natswire as w
 from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
+from exchange.enginebucket import NoSnapshotError, SnapshotSharing, overtaken, recover_or_fetch
 from exchange.fence import FencedAppender, FencedError, StreamLostError
 from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
 from exchange.lease import REFRESH_EVERY_S, Lease, ensure_bucket
 from exchange.natsstream import ensure_stream, log_nats_error
-from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError, recover
+from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
 from exchange.runtime import stop_on_signals
-from exchange.sequencer import GATHER_MS, Sequencer, stop_and_wait
+from exchange.sequencer import GATHER_MS, SNAPSHOT_EVERY, Sequencer, stop_and_wait
 from exchange.standby import Diverged, Follower, FollowError, follow, rewind_journal
+from exchange.streamtrim import TRIM_MARGIN_MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class NodeOptions:
     durability: str = "fsync"
     node_id: str = "sequencer-1"
     gather_ms: float = GATHER_MS
+    snapshot_every: int = SNAPSHOT_EVERY  # records between engine snapshots
+    trim_margin: int = TRIM_MARGIN_MESSAGES  # stream messages never trimmed
 
 
 class StreamRefillError(Exception):
@@ -370,7 +374,7 @@ def run(options: NodeOptions) -> int:
     try:
         return uvloop.run(_run(options))
     except (JournalCorruptError, RecoveryError, RewindError, StreamRefillError,
-            w.VersionError, msgspec.DecodeError) as problem:  # fmt: skip
+            NoSnapshotError, w.VersionError, msgspec.DecodeError) as problem:  # fmt: skip
         print(f"exchange: the sequencer stops: {problem}", file=sys.stderr, flush=True)
         return 2
     except (OSError, TimeoutError, nats.errors.NoServersError) as problem:
@@ -419,8 +423,10 @@ async def _run(options: NodeOptions) -> int:
         await ensure_stream(js)
         lease = Lease(await ensure_bucket(js), options.node_id, js)
         while True:  # one turn a role: standby until it leads, leader until it stops or steps down
-            recovered = recover(options.data_dir, durable=durable, snapshots_durable=durable)
-            follower = Follower(js, recovered)
+            # A journal behind the stream's first record starts from a fetched snapshot.
+            recovered, after = await recover_or_fetch(js, options.data_dir, durable)
+            follower = Follower(js, recovered, options.snapshot_every)
+            follower.stream_seq = after
             node.become("standby", lambda f=follower: f.applied_seq)  # type: ignore[misc]
             try:
                 leads = await follow(nc, follower, lease, stop, node)
@@ -430,6 +436,8 @@ async def _run(options: NodeOptions) -> int:
                 continue
             except FollowError as problem:
                 await follower.close(snapshot=False)
+                if await overtaken(js, follower.journal.last_seq):
+                    continue  # trimmed past it while it followed: the next turn fetches
                 print(f"exchange: standby stopped: {problem}", file=sys.stderr, flush=True)
                 return 2
             if not leads:
@@ -462,6 +470,7 @@ async def _lead(
     sequencer = Sequencer(
         follower.engine, journal, follower.snapshots,
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
+        snapshot_every=options.snapshot_every,
     )  # fmt: skip
     appender = FencedAppender(js, follower.stream_seq, f"{options.node_id}-{lease.revision}")
     publisher = StreamPublisher(js, appender, journal, confirm_lead=lease.confirm)
@@ -485,6 +494,10 @@ async def _lead(
     intake = Intake(nc, sequencer, publisher)
     sequencing = loop.create_task(sequencer.run(), name="sequencer")
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
+    sharing = loop.create_task(SnapshotSharing(
+        js, follower.snapshots, lambda: publisher.held_seq, lambda: journal.first_seq,
+        options.trim_margin,
+    ).run(), name="engine-snapshots")  # fmt: skip
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
     node.become("leader", lambda: sequencer.durable_seq)
     node.say_ready(
@@ -496,6 +509,7 @@ async def _lead(
         {stopping, sequencing, publishing, keeping}, return_when=asyncio.FIRST_COMPLETED
     )
     intake.accepting = False  # at once: nothing more is taken
+    sharing.cancel()  # a snapshot put or a trim cut short is harmless
     stopping.cancel()
     with contextlib.suppress(Exception):
         await subscription.unsubscribe()

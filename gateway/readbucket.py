@@ -22,21 +22,20 @@ import contextlib
 import io
 import logging
 import os
-import re
 import shutil
 import signal
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import nats.errors
-from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
-from exchange import forked_snapshot
+from exchange import buckets, forked_snapshot
 from exchange import natswire as w
+from exchange.buckets import READ_BUCKET, Stored
 from gateway.natsbus import NatsBus
 from gateway.readmodel import ReadModel
 from gateway.readsnapshots import KEEP_READ_SNAPSHOTS, decode_snapshot, encode_snapshot
@@ -44,7 +43,6 @@ from gateway.readstate import ReadSnapshot, ReadState
 
 log = logging.getLogger(__name__)
 
-READ_BUCKET = "EXCHANGE_READ"
 # Records between two shared snapshots: a gateway started late applies at most about this
 # many from the stream (half a second at ~200,000 a second), and each gateway exports its
 # state once per this many records (in a child: the loop does not wait for it).
@@ -63,48 +61,15 @@ CHILD_POLL_S = 0.05
 # written, so a burst (a stream refilled from a journal) skips none of its first two.
 MAX_IN_FLIGHT = 2
 
-_NAME = re.compile(r"^read-(\d{20})-(\d{20})\Z")
-
-
-@dataclass(frozen=True, order=True)
-class Stored:
-    """A snapshot in the bucket: the record seq it follows, and the stream message."""
-
-    seq: int
-    stream_seq: int
-
-    @property
-    def name(self) -> str:
-        return f"read-{self.seq:020d}-{self.stream_seq:020d}"
-
-
-def parse_name(name: str | None) -> Stored | None:
-    match = _NAME.match(name or "")
-    return Stored(int(match[1]), int(match[2])) if match else None
-
 
 async def open_bucket(js: JetStreamContext) -> ObjectStore:
     """The bucket (made if missing, with as many replicas as the stream has)."""
-    try:
-        return await js.object_store(READ_BUCKET)
-    except BucketNotFoundError:
-        pass
-    replicas = (await js.stream_info(w.STREAM)).config.num_replicas or 1
-    config = api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=replicas)
-    try:
-        return await js.create_object_store(READ_BUCKET, config)
-    except BadRequestError:  # another gateway made it meanwhile
-        return await js.object_store(READ_BUCKET)
+    return await buckets.open_bucket(js, READ_BUCKET)
 
 
 async def stored(obs: ObjectStore) -> list[Stored]:
     """The snapshots in the bucket, newest first (other objects are ignored)."""
-    try:
-        infos = await obs.list(ignore_deletes=True)
-    except NotFoundError:
-        return []
-    found = {parse_name(info.name) for info in infos}
-    return sorted((s for s in found if s is not None), reverse=True)
+    return await buckets.read_snapshots(obs)
 
 
 async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState, int] | None:

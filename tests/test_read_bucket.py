@@ -19,6 +19,7 @@ import nats
 import pytest
 
 from exchange import natswire
+from exchange.buckets import READ_BUCKET, Stored
 from exchange.domain.commands import AddApiKey, Command
 from exchange.domain.engine import Engine
 from exchange.journal.journal import Journal
@@ -30,8 +31,6 @@ from exchange.recovery import JOURNAL_DIR
 from gateway.auth import hash_api_key
 from gateway.client import Admin
 from gateway.readbucket import (
-    READ_BUCKET,
-    Stored,
     load_newest,
     open_bucket,
     put_snapshot,

@@ -1,0 +1,215 @@
+"""Engine snapshots shared through the cluster's ENGINE_BUCKET (exchange/buckets.py): the
+leader puts its own there, and a node whose journal ends before the stream's first record
+starts from one (exchange/snapshotinstall.py) instead of the stream's beginning.
+
+Putting (SnapshotSharing, while a node leads): every SHARE_CHECK_S it looks at its own
+snapshot directory (the sequencer takes a snapshot every SNAPSHOT_EVERY records, in a
+forked child); the newest snapshot whose record the stream has acknowledged through this
+leader's fence (so it is the stream's history, not a tail a fence would cut) and that is
+newer than the bucket's newest is put as `engine-<seq>-<stream message after which to
+follow>`, the file's bytes as they are; all but the newest KEEP_ENGINE_SNAPSHOTS are
+deleted, and the stream is trimmed (exchange/streamtrim.py).
+
+Fetching (recover_or_fetch, as a node starts each turn): after recovery, a journal that
+ends before the stream's first record takes the newest snapshot in the bucket that checks
+out: the stream still continues it (the message after the one its name gives holds the
+next record), the object store's SHA-256, then the snapshot's own checks (CRC-32, state
+hash, the state restored) as it is installed. One line says which; an unusable one is
+logged and the next older tried; none usable stops the node with one line.
+"""
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+
+from exchange import natswire as w
+from exchange.buckets import ENGINE_BUCKET, Placed, engine_snapshots, open_bucket
+from exchange.journal.snapshots import SnapshotStore
+from exchange.natsstream import continues_at, follow_point, records_of
+from exchange.recovery import Recovered, recover
+from exchange.snapshotinstall import InstallError, finish_install, install
+from exchange.streamtrim import TRIM_MARGIN_MESSAGES, trim
+
+log = logging.getLogger(__name__)
+
+# Snapshots kept in the bucket: the newest, and two to fall back on should it be damaged
+# (the trim keeps the stream usable from the second newest: exchange/streamtrim.py).
+KEEP_ENGINE_SNAPSHOTS = 3
+# How often the leader looks for a new snapshot of its own: one directory listing; a
+# snapshot comes every SNAPSHOT_EVERY records (a second or more at full load).
+SHARE_CHECK_S = 1.0
+# One put or get of a snapshot, or a look at the bucket, at most (a get whose chunks were
+# deleted meanwhile would otherwise wait for ever).
+TRANSFER_TIMEOUT_S = 60.0
+# Between looks at the stream's start while NATS does not answer.
+LOOK_RETRY_S = 0.5
+# A snapshot bigger than this is not fetched (not one of ours, or a state past what a node
+# should hold in memory twice while it installs).
+MAX_SNAPSHOT_BYTES = 4 * 1024**3
+
+
+class NoSnapshotError(Exception):
+    """The journal ends before the stream's first record and no snapshot fits."""
+
+
+async def behind(js: JetStreamContext, last_seq: int) -> int | None:
+    """The stream's first record, if a journal ending at `last_seq` ends before it (the
+    records between were trimmed from the stream); None when the stream continues it."""
+    state = (await js.stream_info(w.STREAM)).state
+    if state.messages == 0:
+        return None
+    span = await records_of(js, state.first_seq)
+    if span is None or last_seq + 1 >= span[0]:
+        return None
+    return span[0]
+
+
+async def overtaken(js: JetStreamContext, last_seq: int) -> bool:
+    """Whether a standby whose journal ends at `last_seq` was overtaken by the stream's
+    trim while it followed (False, too, when NATS does not answer: the caller stops)."""
+    try:
+        return await behind(js, last_seq) is not None
+    except (nats.errors.Error, TimeoutError, OSError) as problem:
+        log.warning("cannot see where the stream starts (%r)", problem)
+        return False
+
+
+async def recover_or_fetch(
+    js: JetStreamContext, data_dir: Path, durable: bool
+) -> tuple[Recovered, int]:
+    """Recover `data_dir` (an install a crash interrupted finished first); a journal that
+    ends before the stream's first record is replaced by the newest fetched snapshot that
+    fits. Returns what was recovered and the stream message to follow after (0: the
+    stream's first). Raises NoSnapshotError."""
+    await asyncio.to_thread(finish_install, data_dir, durable=durable)
+    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    while True:  # until NATS answers (a node rejoining while NATS is away waits for it)
+        try:
+            first = await behind(js, recovered.journal.last_seq)
+            break
+        except (nats.errors.Error, TimeoutError, OSError) as problem:
+            log.warning("cannot see where the stream starts (%r); retrying", problem)
+            await asyncio.sleep(LOOK_RETRY_S)
+    if first is None:
+        return recovered, 0
+    last_seq = recovered.journal.last_seq
+    recovered.journal.close()
+    log.warning("the journal ends at seq %d, the stream's first record is seq %d: fetching "
+                "an engine snapshot from %s", last_seq, first, ENGINE_BUCKET)  # fmt: skip
+    placed = await fetch(js, data_dir, durable)
+    if placed is None:
+        msg = (f"the journal ends at seq {last_seq}, before the stream's first record "
+               f"{first}, and {ENGINE_BUCKET} holds no snapshot that fits the stream")  # fmt: skip
+        raise NoSnapshotError(msg)
+    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    return recovered, placed.after
+
+
+async def fetch(js: JetStreamContext, data_dir: Path, durable: bool) -> Placed | None:
+    """Install the newest snapshot in the bucket that checks out; None (logged) if none."""
+    bucket = await open_bucket(js, ENGINE_BUCKET)
+    async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+        present = await engine_snapshots(bucket)
+    for placed in present:  # bounded: the bucket keeps KEEP_ENGINE_SNAPSHOTS
+        try:
+            async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+                data = await _get(js, bucket, placed)
+            state_hash = await asyncio.to_thread(
+                install, data_dir, placed.seq, data, durable=durable
+            )
+        except (
+            InstallError, ValueError, OSError, nats.errors.Error, TimeoutError,
+            msgspec.DecodeError, w.VersionError,
+        ) as problem:  # fmt: skip
+            log.error("engine snapshot %s unusable, trying an older one: %r", placed.name, problem)
+            continue
+        log.warning(
+            "installed engine snapshot %s (seq %d, state hash %s); following the stream "
+            "after message %d", placed.name, placed.seq, state_hash, placed.after,
+        )  # fmt: skip
+        return placed
+    log.error("no usable engine snapshot in %s", ENGINE_BUCKET)
+    return None
+
+
+async def _get(js: JetStreamContext, bucket: ObjectStore, placed: Placed) -> bytes:
+    if not await continues_at(js, placed.seq, placed.after):
+        raise ValueError(f"the stream does not continue it after message {placed.after}")
+    info = await bucket.get_info(placed.name)
+    if info.size is None or info.size > MAX_SNAPSHOT_BYTES:
+        raise ValueError(f"{info.size} bytes, past the bound {MAX_SNAPSHOT_BYTES}")
+    data = io.BytesIO()
+    await bucket.get(placed.name, writeinto=data)  # checks the SHA-256 digest
+    return data.getvalue()
+
+
+class SnapshotSharing:
+    """The leader's part: put its snapshots in the bucket, then trim the stream. `held`
+    gives the last record the stream acknowledged through this leader's fence, and
+    `journal_first` the journal's first record (what a refill could still publish)."""
+
+    def __init__(
+        self, js: JetStreamContext, snapshots: SnapshotStore, held: Callable[[], int],
+        journal_first: Callable[[], int], margin: int = TRIM_MARGIN_MESSAGES,
+    ) -> None:  # fmt: skip
+        self.js = js
+        self.snapshots = snapshots
+        self.held = held
+        self.journal_first = journal_first
+        self.margin = margin
+        self.shared_seq = 0  # the newest snapshot put (or found in the bucket)
+        self._bucket: ObjectStore | None = None
+
+    async def run(self) -> None:
+        while True:  # until cancelled (the node stops leading)
+            await asyncio.sleep(SHARE_CHECK_S)
+            try:
+                async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+                    await self.share()
+            except (
+                OSError, nats.errors.Error, TimeoutError, msgspec.DecodeError, w.VersionError
+            ) as problem:  # fmt: skip
+                log.warning("engine snapshot sharing failed (%r); trying again", problem)
+            except Exception:  # a bug here must not stop the leader: the stream only grows
+                log.exception("engine snapshot sharing failed; trying again")
+
+    async def share(self) -> bool:
+        """Put the newest acknowledged snapshot if the bucket lacks it, then trim; True
+        if one was put."""
+        held = self.held()
+        ready = [seq for seq in self.snapshots.seqs() if seq <= held]
+        if not ready or ready[0] <= self.shared_seq:
+            return False
+        seq = ready[0]
+        if self._bucket is None:
+            self._bucket = await open_bucket(self.js, ENGINE_BUCKET)
+        bucket = self._bucket
+        present = await engine_snapshots(bucket)
+        put = not present or seq > present[0].seq
+        if put:
+            after = await follow_point(self.js, seq)
+            if after is None:  # the stream no longer holds it (lost, being refilled)
+                log.warning("engine snapshot at seq %d not put: the stream does not hold "
+                            "record %d", seq, seq)  # fmt: skip
+                return False
+            data = await asyncio.to_thread(self.snapshots.path(seq).read_bytes)
+            placed = Placed(seq, after)
+            await bucket.put(placed.name, data)
+            log.info("engine snapshot %s put in %s (%d bytes)", placed.name, ENGINE_BUCKET,
+                     len(data))  # fmt: skip
+            present = sorted({*present, placed}, reverse=True)
+        for old in present[KEEP_ENGINE_SNAPSHOTS:]:  # bounded: a few past the kept ones
+            with contextlib.suppress(NotFoundError):
+                await bucket.delete(old.name)
+        self.shared_seq = seq
+        await trim(self.js, bucket, self.journal_first(), self.margin)
+        return put
