@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         help="this sequencer's name (letters, digits, - and _; at most 64)",
     )  # fmt: skip
     _gather_flag(sequencer)
+    sequencer.add_argument(  # tests only: the leader's fsync fails once PATH exists
+        "--fail-sync-when", type=Path, default=None, metavar="PATH", help=argparse.SUPPRESS
+    )
     sequencer.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     gateway = commands.add_parser(
         "gateway", help="cluster role: serve the client protocol, sequencer over NATS"
@@ -224,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exchange import sequencer_node  # noqa: PLC0415
 
         return sequencer_node.run(sequencer_node.NodeOptions(
-            args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms
+            args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms,
+            args.fail_sync_when,
         ))  # fmt: skip
     if args.command == "cluster":
         from exchange import cluster_launcher  # noqa: PLC0415

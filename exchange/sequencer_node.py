@@ -40,6 +40,7 @@ from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.fence import FencedAppender, FencedError, StreamLostError
+from exchange.journal.faulty import SyncFailsWhen
 from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
@@ -75,6 +76,8 @@ class NodeOptions:
     durability: str = "fsync"
     node_id: str = "sequencer-1"
     gather_ms: float = GATHER_MS
+    # Tests only (the hidden --fail-sync-when): leading, every fsync fails once it exists.
+    fail_sync_when: Path | None = None
 
 
 class StreamRefillError(Exception):
@@ -406,6 +409,8 @@ async def _lead(
     """Lead from the stream's end until stopped (an exit status) or fenced, or the lease
     lost (stepped down: what to keep of the journal)."""
     journal = follower.journal
+    if options.fail_sync_when is not None:
+        journal.store = SyncFailsWhen(journal.store, options.fail_sync_when)
     sequencer = Sequencer(
         follower.engine, journal, follower.snapshots,
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,

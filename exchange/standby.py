@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What a standby rides out, looking again every TRY_EVERY_S: NATS away, a NATS node lost
+# (its connection moves to another node), a stream or bucket electing a new leader.
+NATS_AWAY = (nats.errors.Error, TimeoutError)
 # Stream messages fetched in one `step` at most, before the caller looks at its lease and
 # its stop signal again (a catch-up over a long stream stays responsive).
 MESSAGES_PER_STEP = 256
@@ -226,18 +230,21 @@ async def follow(
     try:
         while not stop.is_set():  # each turn follows what is new, or waits for it
             wake.clear()
-            if await follower.step():
-                continue
-            if loop.time() >= next_try:
-                next_try = loop.time() + TRY_EVERY_S
-                if await _try_take(lease):
-                    target = (await follower.js.stream_info(w.STREAM)).state.last_seq
-                    while follower.stream_seq < target and await follower.step():
-                        pass  # bounded: the stream's end was read just now
-                    log.info("took the leader lease at stream seq %d (applied seq %d)",
-                             follower.stream_seq, follower.applied_seq)  # fmt: skip
-                    return True
-                node.say_ready(f"standby, applied to seq {follower.applied_seq}")
+            try:
+                if await follower.step():
+                    continue
+                if loop.time() >= next_try:
+                    next_try = loop.time() + TRY_EVERY_S
+                    if await _try_take(lease):
+                        target = (await follower.js.stream_info(w.STREAM)).state.last_seq
+                        while follower.stream_seq < target and await follower.step():
+                            pass  # bounded: the stream's end was read just now
+                        log.info("took the leader lease at stream seq %d (applied seq %d)",
+                                 follower.stream_seq, follower.applied_seq)  # fmt: skip
+                        return True
+                    node.say_ready(f"standby, applied to seq {follower.applied_seq}")
+            except NATS_AWAY as problem:  # a lease taken meanwhile is taken again: it names us
+                log.warning("cannot read the stream (%r); retrying", problem)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_either(wake, stop), TRY_EVERY_S)
     finally:

@@ -9,6 +9,10 @@ the same client_order_id while it is answered UNAVAILABLE, as docs/PROTOCOL.md s
   it steps down and cuts what the stream does not hold; nothing it held was answered
   `accepted`; the hashes converge.
 - the kill loop (slow): the same kill, 20 times, leaders alternating.
+- the leader's local fsync fails (the hidden `--fail-sync-when`, exchange/journal/
+  faulty.py): the batch is never answered `accepted` and never in the stream; the node
+  exits with status 2 and one line, the standby leads, and the node restarted rejoins as a
+  standby, cutting the batch its journal holds unsynced.
 """
 
 import asyncio
@@ -24,8 +28,16 @@ import pytest
 
 from exchange.natsserver import NatsNode
 from gateway.client import Admin, Client
-from tests.cluster_trading import market
-from tests.sequencers import NodeWatch, start_sequencer, state_hash, stream_hash, watching
+from tests.cluster_trading import RESEND_PAUSE_S, RETRY_CODES, market
+from tests.sequencers import (
+    NodeWatch,
+    journal_records,
+    start_sequencer,
+    state_hash,
+    stream_hash,
+    stream_records,
+    watching,
+)
 from tests.server import ADMIN_TOKEN, RunningServer, stop
 from tests.wirings import Roles, roles
 
@@ -36,8 +48,9 @@ TAKEOVER_S = 5.0
 # A node started or caught up, and a whole test, on a loaded 2-core machine.
 CATCH_UP_S = 30.0
 TEST_TIMEOUT_S = 150.0
-# Sends of one order at most: UNAVAILABLE answers come while no one leads (5 s each).
-MAX_SENDS = 6
+# Sends of one order at most: UNAVAILABLE answers come while no one leads (5 s each),
+# BUSY ones at once (RESEND_PAUSE_S apart) while a failing leader stops.
+MAX_SENDS = 200
 # Orders each trader places between faults.
 ORDERS_BETWEEN = 4
 KILL_LOOPS = 20
@@ -67,9 +80,10 @@ class Trader:
             for _ in range(MAX_SENDS):  # bounded resends of the same order
                 answer = await self.client.place("XYZ", self.side, 1, self.price,
                                                  client_order_id=cid)  # fmt: skip
-                if answer.get("code") != "UNAVAILABLE":
+                if answer.get("code") not in RETRY_CODES:
                     break
                 self.resent.add(cid)
+                await asyncio.sleep(RESEND_PAUSE_S)
             assert answer["type"] == "accepted", answer
             self.answers[cid] = answer
 
@@ -137,13 +151,15 @@ class Market:
 
 @contextlib.asynccontextmanager
 async def failover_market(
-    nats_server: NatsNode, base: Path, timeout: float = TEST_TIMEOUT_S
-) -> AsyncIterator[Market]:
+    nats_server: NatsNode, base: Path, timeout: float = TEST_TIMEOUT_S,
+    leader_args: tuple[str, ...] = (),
+) -> AsyncIterator[Market]:  # fmt: skip
+    """sequencer-1 (started with `leader_args` too) leads, sequencer-2 follows."""
     dirs = {"sequencer-1": base / "s1", "sequencer-2": base / "s2"}
     async with (
         asyncio.timeout(timeout),
         watching(nats_server.url) as nodes,
-        roles(nats_server, dirs["sequencer-1"], gateways=1) as cluster,
+        roles(nats_server, dirs["sequencer-1"], gateways=1, sequencer_args=leader_args) as cluster,
     ):
         sequencers = {"sequencer-1": cluster.sequencer}
         market_ = None
@@ -234,5 +250,43 @@ async def test_twenty_leader_kills_lose_nothing_acknowledged(
         for _ in range(KILL_LOOPS):
             await kill_leader_and_take_over(m, LOOP_ORDERS)
         await m.check_orders()
+        await m.until_level()
+        await m.stop_all_and_compare()
+
+
+async def test_a_leader_whose_fsync_fails_answers_nothing_of_that_batch_and_another_leads(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    trigger = tmp_path / "fail-sync"  # while it exists, sequencer-1's fsyncs fail (EIO)
+    async with failover_market(
+        nats_server, tmp_path, leader_args=("--fail-sync-when", str(trigger))
+    ) as m:
+        await m.trade()
+        assert m.leader() == "sequencer-1"
+        failing = m.sequencers["sequencer-1"]
+        trigger.touch()
+        await m.trade()  # refused (UNAVAILABLE, BUSY) or unanswered, resent: the other places it
+        assert await failing.process.wait() == 2, failing.log()  # bounded by the test's timeout
+        await stop(failing)
+        assert "exchange stopped: journal write failed" in failing.log(), failing.log()
+        assert "injected fsync failure" in failing.log()
+        await m.until_role("sequencer-2", "leader", TAKEOVER_S)
+        # The batch whose sync failed is in sequencer-1's journal (written, never known
+        # durable) and none of its records is in the stream: gateways answer only from it.
+        stream = await stream_records(nats_server.url)
+        held = dict(stream)
+        mine = [(seq, payload) for seq, payload, _ in journal_records(m.dirs["sequencer-1"])]
+        unsynced = [(seq, p) for seq, p in mine if held.get(seq) != p]
+        assert unsynced, "the failed batch was not written at all"
+        assert [seq for seq, _ in unsynced] == list(range(unsynced[0][0], mine[-1][0] + 1))
+        assert not {p for _, p in unsynced} & {p for _, p in stream}
+        trigger.unlink()
+        await m.restart("sequencer-1")  # its journal differs from the stream: it cuts the batch
+        await m.trade()
+        async with asyncio.timeout(CATCH_UP_S):
+            while "rejoins as a standby" not in m.sequencers["sequencer-1"].log():  # bounded
+                await asyncio.sleep(0.05)
+        assert m.nodes.role("sequencer-2") == "leader"
+        await m.check_orders()  # every cid once, with the order id it was answered with
         await m.until_level()
         await m.stop_all_and_compare()
