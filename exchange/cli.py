@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument(  # tests take snapshots more often than operators need to
         "--read-snapshot-every", type=_positive_int, default=None, help=argparse.SUPPRESS
     )
+    gateway.add_argument(  # tests only: a kill loop answers lost commands sooner
+        "--answer-timeout-s", type=_positive, default=None, help=argparse.SUPPRESS
+    )
     cluster = commands.add_parser(
         "cluster", help="run a local cluster: nats-server(s), the sequencer and the gateways"
     )
@@ -214,13 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_half_open=args.max_half_open,
         ))  # fmt: skip
     if args.command == "gateway":
-        from gateway import gateway_node, readbucket  # noqa: PLC0415
+        from gateway import gateway_node, natsbus, readbucket  # noqa: PLC0415
 
         return gateway_node.run(gateway_node.GatewayOptions(
             args.nats, args.host, args.port, args.max_connections, args.rate_limit,
             args.account_rate_limit, args.header_timeout, args.max_half_open,
             demo_keys=args.demo_keys if args.demo else None,
             read_snapshot_every=args.read_snapshot_every or readbucket.READ_SNAPSHOT_EVERY,
+            answer_timeout_s=args.answer_timeout_s or natsbus.ANSWER_TIMEOUT_S,
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)
