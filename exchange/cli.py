@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         help="this sequencer's name (letters, digits, - and _; at most 64)",
     )  # fmt: skip
     _gather_flag(sequencer)
+    sequencer.add_argument(  # tests only: the leader's fsync fails once PATH exists
+        "--fail-sync-when", type=Path, default=None, metavar="PATH", help=argparse.SUPPRESS
+    )
     sequencer.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     # Tests take snapshots and trim the stream more often than operators need to.
     sequencer.add_argument("--snapshot-every", type=_positive_int, help=argparse.SUPPRESS)
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     gateway.add_argument(  # tests take snapshots more often than operators need to
         "--read-snapshot-every", type=_positive_int, default=None, help=argparse.SUPPRESS
+    )
+    gateway.add_argument(  # tests only: a kill loop answers lost commands sooner
+        "--answer-timeout-s", type=_positive, default=None, help=argparse.SUPPRESS
     )
     cluster = commands.add_parser(
         "cluster", help="run a local cluster: nats-server(s), the sequencer and the gateways"
@@ -214,13 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_half_open=args.max_half_open,
         ))  # fmt: skip
     if args.command == "gateway":
-        from gateway import gateway_node, readbucket  # noqa: PLC0415
+        from gateway import gateway_node, natsbus, readbucket  # noqa: PLC0415
 
         return gateway_node.run(gateway_node.GatewayOptions(
             args.nats, args.host, args.port, args.max_connections, args.rate_limit,
             args.account_rate_limit, args.header_timeout, args.max_half_open,
             demo_keys=args.demo_keys if args.demo else None,
             read_snapshot_every=args.read_snapshot_every or readbucket.READ_SNAPSHOT_EVERY,
+            answer_timeout_s=args.answer_timeout_s or natsbus.ANSWER_TIMEOUT_S,
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)
@@ -229,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sequencer_node.run(sequencer_node.NodeOptions(
             args.nats, args.data_dir, args.durability, args.node_id, args.gather_ms,
+            fail_sync_when=args.fail_sync_when,
             snapshot_every=args.snapshot_every or SNAPSHOT_EVERY,
             trim_margin=args.trim_margin or streamtrim.TRIM_MARGIN_MESSAGES,
         ))  # fmt: skip

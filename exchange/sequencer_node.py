@@ -42,6 +42,7 @@ from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.enginebucket import NoSnapshotError, SnapshotSharing, overtaken, recover_or_fetch
 from exchange.fence import FencedAppender, FencedError, StreamLostError
+from exchange.journal.faulty import SyncFailsWhen
 from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
@@ -80,6 +81,8 @@ class NodeOptions:
     gather_ms: float = GATHER_MS
     snapshot_every: int = SNAPSHOT_EVERY  # records between engine snapshots
     trim_margin: int = TRIM_MARGIN_MESSAGES  # stream messages never trimmed
+    # Tests only (the hidden --fail-sync-when): leading, every fsync fails once it exists.
+    fail_sync_when: Path | None = None
 
 
 class StreamRefillError(Exception):
@@ -467,6 +470,8 @@ async def _lead(
     """Lead from the stream's end until stopped (an exit status) or fenced, or the lease
     lost (stepped down: what to keep of the journal)."""
     journal = follower.journal
+    if options.fail_sync_when is not None:
+        journal.store = SyncFailsWhen(journal.store, options.fail_sync_when)
     sequencer = Sequencer(
         follower.engine, journal, follower.snapshots,
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What a standby rides out, looking again every TRY_EVERY_S: NATS away, a NATS node lost
+# (its connection moves to another node), a stream or bucket electing a new leader.
+NATS_AWAY = (nats.errors.Error, TimeoutError)
 # Stream messages fetched in one `step` at most, before the caller looks at its lease and
 # its stop signal again (a catch-up over a long stream stays responsive).
 MESSAGES_PER_STEP = 256
@@ -230,7 +233,7 @@ async def follow(
             try:
                 if await follower.step():
                     continue
-            except (nats.errors.Error, TimeoutError) as problem:
+            except NATS_AWAY as problem:
                 # NATS away (restarting, a node lost): look again later, as a standby
                 # must outlive any outage to be there for a takeover.
                 log.warning("cannot read the stream (%r); trying again", problem)
@@ -269,7 +272,7 @@ async def _read_to_end(follower: Follower, stop: asyncio.Event) -> None:
             while follower.stream_seq < target and await follower.step():
                 pass  # bounded: the stream's end was read just now
             return
-        except (nats.errors.Error, TimeoutError) as problem:
+        except NATS_AWAY as problem:
             log.warning("cannot read the stream to its end (%r); trying again", problem)
             await _either(stop, asyncio.Event(), TRY_EVERY_S)
 

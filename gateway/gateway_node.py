@@ -30,7 +30,7 @@ from gateway import demo
 from gateway.auth import ADMIN_TOKEN_ENV
 from gateway.clusterview import NatsClusterView
 from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
-from gateway.natsbus import NatsBus
+from gateway.natsbus import ANSWER_TIMEOUT_S, NatsBus
 from gateway.readbucket import READ_SNAPSHOT_EVERY, SharedSnapshots, load_newest, open_bucket
 from gateway.readmodel import ReadModel
 from gateway.readsnapshots import state_digest
@@ -55,6 +55,8 @@ class GatewayOptions:
     demo_keys: Path | None = None
     # Records between the read snapshots put in the bucket (a hidden flag: tests).
     read_snapshot_every: int = READ_SNAPSHOT_EVERY
+    # A command unanswered this long is answered UNAVAILABLE (a hidden flag: tests).
+    answer_timeout_s: float = ANSWER_TIMEOUT_S
 
 
 def run(options: GatewayOptions) -> int:
@@ -86,7 +88,9 @@ async def _run(options: GatewayOptions, token: str) -> int:
     loaded = await load_newest(js, bucket)
     state, after_stream_seq = loaded if loaded is not None else (None, 0)
     read = ReadModel(state)
-    bus = NatsBus(nc, js, durable_seq=read.durable_seq)
+    bus = NatsBus(
+        nc, js, durable_seq=read.durable_seq, answer_timeout_s=options.answer_timeout_s
+    )
     bus.subscribe(read, batch_end=read.end_batch)
     await bus.start(after_stream_seq)
     if bus.failure is not None:

@@ -26,9 +26,12 @@ READY = "exchange sequencer"
 Check = Callable[[dict[str, nodestatus.NodeStatus]], bool]
 
 
-async def start_sequencer(nats_url: str, data_dir: Path, node_id: str) -> RunningServer:
+async def start_sequencer(
+    nats_url: str, data_dir: Path, node_id: str, *extra: str
+) -> RunningServer:
+    """`exchange sequencer` (`nats_url`: one URL, or several joined by commas)."""
     args = ["sequencer", "--nats", nats_url, "--data-dir", str(data_dir), "--node-id", node_id]
-    return await start_role(args, 0, data_dir, ready=READY)
+    return await start_role([*args, *extra], 0, data_dir, ready=READY)
 
 
 class NodeWatch:
@@ -57,9 +60,9 @@ class NodeWatch:
 
 
 @contextlib.asynccontextmanager
-async def watching(nats_url: str) -> AsyncIterator[NodeWatch]:
+async def watching(nats_url: str | list[str]) -> AsyncIterator[NodeWatch]:
     watch = NodeWatch()
-    nc = await nats.connect(servers=[nats_url])
+    nc = await nats.connect(servers=nats_url)
     try:
         await nc.subscribe(nodestatus.STATUS_SUBJECTS, cb=watch.heard)
         yield watch
@@ -90,12 +93,11 @@ def journal_records(data_dir: Path) -> list[tuple[int, bytes, bool]]:
         journal.close()
 
 
-async def stream_hash(nats_url: str) -> tuple[int, str]:
-    """(last seq, state hash) of a clean replay of every record in the stream, each seq
-    once (checking each record's events as recovery does)."""
-    engine = Engine()
-    replay = Replayer(engine, 1)
-    nc = await nats.connect(servers=[nats_url])
+async def stream_records(nats_url: str | list[str]) -> list[tuple[int, bytes]]:
+    """(seq, payload) of every record in the stream, in its order (a record stored twice,
+    by a retry, appears twice)."""
+    records: list[tuple[int, bytes]] = []
+    nc = await nats.connect(servers=nats_url)
     try:
         js = nc.jetstream()
         stream_seq = 0
@@ -108,11 +110,20 @@ async def stream_hash(nats_url: str) -> tuple[int, str]:
             stream_seq = msg.seq or stream_seq + 1
             for raw in natswire.decode_batch(msg.data or b"").records:
                 payload = bytes(raw)
-                seq = int(msgspec.msgpack.decode(payload)[0])
-                if seq >= replay.next_seq:
-                    replay(seq, memoryview(payload))
+                records.append((int(msgspec.msgpack.decode(payload)[0]), payload))
     finally:
         await nc.close()
+    return records
+
+
+async def stream_hash(nats_url: str | list[str]) -> tuple[int, str]:
+    """(last seq, state hash) of a clean replay of every record in the stream, each seq
+    once (checking each record's events as recovery does)."""
+    engine = Engine()
+    replay = Replayer(engine, 1)
+    for seq, payload in await stream_records(nats_url):
+        if seq >= replay.next_seq:
+            replay(seq, memoryview(payload))
     return replay.next_seq - 1, engine.state_hash()
 
 

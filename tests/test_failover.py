@@ -10,7 +10,12 @@ the same client_order_id while it is answered UNAVAILABLE, as docs/PROTOCOL.md s
   `accepted`; the hashes converge.
 - NATS killed and restarted: the standby lives through it (it looks again), then leads
   when the leader is killed.
-- the kill loop (slow): the same kill, 20 times, leaders alternating.
+- the kill loop (slow): the same kill, 20 times, leaders alternating (its gateway
+  answers a lost command UNAVAILABLE after 1 s: the hidden --answer-timeout-s).
+- the leader's local fsync fails (the hidden `--fail-sync-when`, exchange/journal/
+  faulty.py): the batch is never answered `accepted` and never in the stream; the node
+  exits with status 2 and one line, the standby leads, and the node restarted rejoins as a
+  standby, cutting the batch its journal holds unsynced.
 """
 
 import asyncio
@@ -26,8 +31,16 @@ import pytest
 
 from exchange.natsserver import NatsNode
 from gateway.client import Admin, Client
-from tests.cluster_trading import market
-from tests.sequencers import NodeWatch, start_sequencer, state_hash, stream_hash, watching
+from tests.cluster_trading import RESEND_PAUSE_S, RETRY_CODES, market
+from tests.sequencers import (
+    NodeWatch,
+    journal_records,
+    start_sequencer,
+    state_hash,
+    stream_hash,
+    stream_records,
+    watching,
+)
 from tests.server import ADMIN_TOKEN, RunningServer, stop
 from tests.wirings import Roles, roles
 
@@ -38,16 +51,20 @@ TAKEOVER_S = 5.0
 # A node started or caught up, and a whole test, on a loaded 2-core machine.
 CATCH_UP_S = 30.0
 TEST_TIMEOUT_S = 150.0
-# Sends of one order at most: UNAVAILABLE answers come while no one leads (5 s each).
-MAX_SENDS = 6
-# BUSY answers an order may get while a gateway has no NATS link, and the pause between.
-MAX_BUSY = 100
-BUSY_PAUSE_S = 0.2
+# Sends of one order at most: UNAVAILABLE answers come while no one leads (5 s each),
+# BUSY ones at once (RESEND_PAUSE_S apart) while a failing leader stops.
+MAX_SENDS = 200
 # Orders each trader places between faults.
 ORDERS_BETWEEN = 4
 KILL_LOOPS = 20
 LOOP_ORDERS = 2  # each trader's orders around each kill of the loop
-# The kill loop's bound: about 4 s a kill (the lease's 2 s, a restart, the orders).
+# The kill loop's gateway answers a command lost with a killed leader UNAVAILABLE after
+# this (the hidden --answer-timeout-s), not ANSWER_TIMEOUT_S: the 5 s wait for the order on
+# its way at each kill was what paced the loop (~5 s a kill); the lease's 2 s lapse, the
+# takeover and the killed node's restart now do (~3.5 s). More resends, each answered
+# with the original.
+LOOP_ANSWER_TIMEOUT_S = 1.0
+# The kill loop's bound: about 3.5 s a kill, up to twice that on a loaded machine.
 KILL_LOOP_TIMEOUT_S = 240.0
 
 Message = dict[str, Any]
@@ -69,17 +86,13 @@ class Trader:
         for _ in range(orders):
             cid = f"{self.name}-{self.count}"
             self.count += 1
-            unavailable = 0
-            for _ in range(MAX_SENDS + MAX_BUSY):  # bounded resends of the same order
+            for _ in range(MAX_SENDS):  # bounded resends of the same order
                 answer = await self.client.place("XYZ", self.side, 1, self.price,
                                                  client_order_id=cid)  # fmt: skip
-                if answer.get("code") == "BUSY":  # the gateway's NATS link is down: retry
-                    await asyncio.sleep(BUSY_PAUSE_S)
-                    continue
-                if answer.get("code") != "UNAVAILABLE" or unavailable == MAX_SENDS:
+                if answer.get("code") not in RETRY_CODES:
                     break
-                unavailable += 1
                 self.resent.add(cid)
+                await asyncio.sleep(RESEND_PAUSE_S)
             assert answer["type"] == "accepted", answer
             self.answers[cid] = answer
 
@@ -147,14 +160,18 @@ class Market:
 
 @contextlib.asynccontextmanager
 async def failover_market(
-    nats_server: NatsNode, base: Path, timeout: float = TEST_TIMEOUT_S
-) -> AsyncIterator[Market]:
+    nats_server: NatsNode, base: Path, timeout: float = TEST_TIMEOUT_S,
+    leader_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
+) -> AsyncIterator[Market]:  # fmt: skip
+    """sequencer-1 (started with `leader_args` too) leads, sequencer-2 follows; one
+    gateway (started with `gateway_args`)."""
     dirs = {"sequencer-1": base / "s1", "sequencer-2": base / "s2"}
     async with (
         asyncio.timeout(timeout),
         watching(nats_server.url) as nodes,
-        roles(nats_server, dirs["sequencer-1"], gateways=1) as cluster,
+        roles(nats_server, dirs["sequencer-1"], gateways=0, sequencer_args=leader_args) as cluster,
     ):
+        await cluster.add_gateway(*gateway_args)
         sequencers = {"sequencer-1": cluster.sequencer}
         market_ = None
         try:
@@ -260,9 +277,50 @@ async def test_a_standby_outlives_a_nats_outage_and_then_takes_over(
 async def test_twenty_leader_kills_lose_nothing_acknowledged(
     nats_server: NatsNode, tmp_path: Path
 ) -> None:
-    async with failover_market(nats_server, tmp_path, KILL_LOOP_TIMEOUT_S) as m:
+    answer_timeout = ("--answer-timeout-s", str(LOOP_ANSWER_TIMEOUT_S))
+    async with failover_market(
+        nats_server, tmp_path, KILL_LOOP_TIMEOUT_S, gateway_args=answer_timeout
+    ) as m:
         for _ in range(KILL_LOOPS):
             await kill_leader_and_take_over(m, LOOP_ORDERS)
         await m.check_orders()
+        await m.until_level()
+        await m.stop_all_and_compare()
+
+
+async def test_a_leader_whose_fsync_fails_answers_nothing_of_that_batch_and_another_leads(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    trigger = tmp_path / "fail-sync"  # while it exists, sequencer-1's fsyncs fail (EIO)
+    async with failover_market(
+        nats_server, tmp_path, leader_args=("--fail-sync-when", str(trigger))
+    ) as m:
+        await m.trade()
+        assert m.leader() == "sequencer-1"
+        failing = m.sequencers["sequencer-1"]
+        trigger.touch()
+        await m.trade()  # refused (UNAVAILABLE, BUSY) or unanswered, resent: the other places it
+        assert await failing.process.wait() == 2, failing.log()  # bounded by the test's timeout
+        await stop(failing)
+        assert "exchange stopped: journal write failed" in failing.log(), failing.log()
+        assert "injected fsync failure" in failing.log()
+        await m.until_role("sequencer-2", "leader", TAKEOVER_S)
+        # The batch whose sync failed is in sequencer-1's journal (written, never known
+        # durable) and none of its records is in the stream: gateways answer only from it.
+        stream = await stream_records(nats_server.url)
+        held = dict(stream)
+        mine = [(seq, payload) for seq, payload, _ in journal_records(m.dirs["sequencer-1"])]
+        unsynced = [(seq, p) for seq, p in mine if held.get(seq) != p]
+        assert unsynced, "the failed batch was not written at all"
+        assert [seq for seq, _ in unsynced] == list(range(unsynced[0][0], mine[-1][0] + 1))
+        assert not {p for _, p in unsynced} & {p for _, p in stream}
+        trigger.unlink()
+        await m.restart("sequencer-1")  # its journal differs from the stream: it cuts the batch
+        await m.trade()
+        async with asyncio.timeout(CATCH_UP_S):
+            while "rejoins as a standby" not in m.sequencers["sequencer-1"].log():  # bounded
+                await asyncio.sleep(0.05)
+        assert m.nodes.role("sequencer-2") == "leader"
+        await m.check_orders()  # every cid once, with the order id it was answered with
         await m.until_level()
         await m.stop_all_and_compare()

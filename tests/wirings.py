@@ -37,10 +37,13 @@ class Roles:
 
 
 @contextlib.asynccontextmanager
-async def roles(nats_node: NatsNode, data_dir: Path, gateways: int) -> AsyncIterator[Roles]:
-    """A sequencer on `data_dir` and `gateways` gateways; at the end each role still
-    running must stop with status 0 and no traceback (a role the test killed is skipped)."""
-    args = ["sequencer", "--nats", nats_node.url, "--data-dir", str(data_dir)]
+async def roles(
+    nats_node: NatsNode, data_dir: Path, gateways: int, sequencer_args: tuple[str, ...] = ()
+) -> AsyncIterator[Roles]:
+    """A sequencer on `data_dir` (started with `sequencer_args` too) and `gateways`
+    gateways; at the end each role still running must stop with status 0 and no traceback
+    (a role the test killed is skipped)."""
+    args = ["sequencer", "--nats", nats_node.url, "--data-dir", str(data_dir), *sequencer_args]
     sequencer = await start_role(args, 0, data_dir, ready="exchange sequencer")
     started = Roles(nats_node, data_dir, sequencer)
     try:

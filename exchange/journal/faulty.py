@@ -1,13 +1,22 @@
-"""An in-memory segment store that simulates power loss, for tests.
+"""Fault-injecting segment stores, for tests.
 
-It keeps, per segment, the bytes a sync made durable and the bytes appended since.
-`crash()` loses the volatile part as a power cut would: all of it, or a torn prefix of
-it, or a prefix followed by zeros where a page made it to disk empty. What a sync made
-durable is never lost; that is the promise the journal builds on.
+FaultySegmentStore is an in-memory store that simulates power loss. It keeps, per
+segment, the bytes a sync made durable and the bytes appended since. `crash()` loses the
+volatile part as a power cut would: all of it, or a torn prefix of it, or a prefix
+followed by zeros where a page made it to disk empty. What a sync made durable is never
+lost; that is the promise the journal builds on.
+
+SyncFailsWhen wraps a real store so that every sync fails (EIO, as a failing disk's
+fsync does) once a trigger file exists: a real `exchange sequencer` process whose local
+fsync fails, when a test arms it (the hidden, test-only `--fail-sync-when PATH`).
 """
 
+import errno
 import random
+from pathlib import Path
 from typing import Literal
+
+from exchange.journal.storage import SegmentStore
 
 CrashMode = Literal["drop", "tear", "zero_tail"]
 
@@ -91,3 +100,52 @@ class FaultySegmentStore:
                 self.durable.setdefault(name, bytearray()).extend(kept)
         self.volatile.clear()
         self._unsynced_names.clear()
+
+
+class SyncFailsWhen:
+    """`store`, except that sync raises OSError(EIO) while `trigger` exists (a stat per
+    sync: only ever in tests). What was appended stays appended, as on a real disk whose
+    fsync failed: the bytes may be in the page cache, never known durable."""
+
+    def __init__(self, store: SegmentStore, trigger: Path) -> None:
+        self.store = store
+        self.trigger = trigger
+
+    def _fail_if_armed(self) -> None:
+        if self.trigger.exists():
+            raise OSError(errno.EIO, f"injected fsync failure ({self.trigger} exists)")
+
+    def list_segments(self) -> list[str]:
+        return self.store.list_segments()
+
+    def read(self, name: str) -> bytes:
+        return self.store.read(name)
+
+    def create(self, name: str, header: bytes) -> None:
+        self.store.create(name, header)
+
+    def append(self, data: bytes) -> None:
+        self.store.append(data)
+
+    def sync(self) -> None:
+        self._fail_if_armed()
+        self.store.sync()
+
+    def sync_segments(self, names: list[str]) -> None:
+        self._fail_if_armed()
+        self.store.sync_segments(names)
+
+    def truncate(self, name: str, size: int) -> None:
+        self.store.truncate(name, size)
+
+    def delete(self, name: str) -> None:
+        self.store.delete(name)
+
+    def read_mark(self) -> bytes:
+        return self.store.read_mark()
+
+    def write_mark(self, offset: int, data: bytes) -> None:
+        self.store.write_mark(offset, data)
+
+    def close(self) -> None:
+        self.store.close()
