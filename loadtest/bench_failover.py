@@ -149,6 +149,7 @@ async def kill_loop(cluster: LocalCluster, plan: Plan) -> dict[str, Any]:
         for i, key in enumerate(keys)
     ]  # fmt: skip
     kills: list[takeover.Kill] = []
+    stopped_early: str | None = None  # why the loop stopped before its last kill
     stop = asyncio.Event()
     async with heartbeats(cluster.nats_urls) as heard, aiohttp.ClientSession() as session:
         trading = [asyncio.create_task(p.run(session, stop)) for p in probes]
@@ -163,14 +164,22 @@ async def kill_loop(cluster: LocalCluster, plan: Plan) -> dict[str, Any]:
                 kill = await _kill_leader(cluster, heard)
                 kills.append(kill)
                 if not await _taken_over(kill, heard, probes):
-                    progress(f"kill {number}: no takeover within {TAKEOVER_BOUND_S:g} s; stopping")
+                    stopped_early = f"kill {number}: no takeover within {TAKEOVER_BOUND_S:g} s"
                     break
                 taken = time.monotonic()
                 progress(f"kill {number}/{plan.kills}: {kill.node} killed, taken over")
-                await _rejoin(cluster, kill, heard)
-                await settle(probes, taken)
-            await asyncio.sleep(plan.settle_s)
-            await settle(probes, time.monotonic())
+                try:
+                    await _rejoin(cluster, kill, heard)
+                    await settle(probes, taken)
+                except (TimeoutError, RuntimeError) as problem:
+                    stopped_early = (f"kill {number}: {kill.node} not back as a standby, or "
+                                     f"orders still unanswered, within bounds ({problem!r})")
+                    break
+            if stopped_early is None:
+                await asyncio.sleep(plan.settle_s)
+                await settle(probes, time.monotonic())
+            else:
+                progress(f"{stopped_early}; stopping (the figures so far are reported)")
         finally:
             stop.set()
             await _drained(trading)
@@ -188,6 +197,7 @@ async def kill_loop(cluster: LocalCluster, plan: Plan) -> dict[str, Any]:
         "unresolved_at_end": sum(p.unresolved for p in probes),
         "held_back": sum(p.held_back for p in probes),
         "answers_dropped": sum(p.dropped for p in probes),
+        "stopped_early": stopped_early,
         **takeover.summary(found),
     }
 
@@ -296,6 +306,7 @@ def human(result: dict[str, Any]) -> str:
         lines += [
             (f"takeover ({t['wiring']}, {t['rate']:g} orders/s): {t['taken_over']} of "
              f"{t['kills']} kills taken over"),
+            *([f"  stopped early: {t['stopped_early']}"] if t["stopped_early"] else []),
             f"  kill to first accepted answer: {_s(t['to_accepted_s'])}",
             f"  kill to new leader's heartbeat: {_s(t['to_leader_s'])}",
             (f"  longest without an accepted answer: {_s(t['silence_s'])}; "

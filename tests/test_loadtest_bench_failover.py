@@ -44,7 +44,7 @@ async def test_a_small_run_reports_a_takeover_for_each_kill_and_each_wirings_fig
     assert "2 of 2 kills taken over" in err.decode()
 
     t = result["takeover"]
-    assert (t["kills"], t["taken_over"]) == (2, 2), t
+    assert (t["kills"], t["taken_over"], t["stopped_early"]) == (2, 2, None), t
     assert [k["killed"] for k in t["each"]] == ["sequencer-1", "sequencer-2"], t
     for kill in t["each"]:
         assert kill["new_leader"] not in (None, kill["killed"]), kill
