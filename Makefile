@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/exchange serve --demo --data-dir ./data
 
-# The same exchange as processes over NATS: nats-server, the sequencer, two gateways (8080, 8081).
+# The same exchange as processes over NATS, replicated: 3 nats-server nodes (stream and lease R3),
+# 2 sequencers (a leader and a warm standby) and 2 gateways (8080, 8081).
 cluster: $(STAMP) nats-server
-	$(BIN)/exchange cluster --demo --data-dir ./cluster-data
+	$(BIN)/exchange cluster --data-dir ./cluster-data --nats-nodes 3 --sequencers 2 --gateways 2 --demo
 
 # A short scripted session on the in-process engine, printed (no server).
 demo: $(STAMP)

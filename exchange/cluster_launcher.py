@@ -212,10 +212,10 @@ class Launcher:
             pid = node.process.pid if node.process is not None else "?"
             lines.append(f"  nats {node.config.name:<7} {node.url}  pid {pid}  "
                          f"log {node.config.log_path}")  # fmt: skip
-        lines.extend(
-            f"  {role.name:<12} pid {role.pid}  data {self.data_dir / role.name}"
-            for role in self.sequencers
-        )
+        for number, role in enumerate(self.sequencers):
+            started = "leader " if number == 0 else "standby"  # as started: the first leads
+            lines.append(f"  {role.name:<12} {started}  pid {role.pid}  "
+                         f"data {self.data_dir / role.name}")  # fmt: skip
         for index, role in enumerate(self.gateways):
             where = f"{host}:{self.gateway_port(index)}"
             lines.append(f"  {role.name:<12} http://{where}  ws://{where}/v1/ws  pid {role.pid}")
@@ -225,9 +225,9 @@ class Launcher:
         if keys:
             lines.extend("  " + line for line in demo.key_lines(keys, self.data_dir))
         lines.append(
-            f"exchange cluster ready: {len(self.nats.nodes)} NATS node(s) at {self.nats_arg}, "
-            f"{len(self.sequencers)} sequencer(s), {len(self.gateways)} gateway(s); "
-            "Ctrl-C stops everything"
+            f"exchange cluster ready: {len(self.nats.nodes)} NATS node(s) at {self.nats_arg} "
+            f"(stream and lease R{len(self.nats.nodes)}), {len(self.sequencers)} sequencer(s), "
+            f"{len(self.gateways)} gateway(s); Ctrl-C stops everything"
         )
         return "\n".join(lines)
 

@@ -1,7 +1,9 @@
 """`exchange cluster` as a real subprocess: it starts nats-server, the sequencer and two
 gateways on loopback, seeds the demo market once, trades through both gateways, answers
 GET /v1/cluster the same on both, stops everything on SIGINT (exit 0, no child left), and
-stops everything with a non-zero exit when a role is killed or cannot start."""
+stops everything with a non-zero exit when a role is killed or cannot start. `make
+cluster`'s command (the README's) starts 3 NATS nodes (stream and lease R3), 2 sequencers
+(a leader and a standby) and 2 gateways."""
 
 import asyncio
 import contextlib
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import pytest
 
+from exchange import lease, natswire
 from gateway.client import Admin, Client
 from tests.server import ROOT, RunningServer, start_role
 
@@ -252,5 +256,61 @@ async def test_two_sequencers_start_as_leader_and_standby_and_the_standby_takes_
                    for line in launched.lines), launched.output()  # fmt: skip
         launched.process.send_signal(signal.SIGINT)
         assert await launched.exit_status() == 1, "sequencer-1's death is reported at the end"
+        left = [name for name, pid in pids.items() if not gone(pid)]
+        assert not left, f"still running after the launcher exited: {left}\n{launched.output()}"
+
+
+def make_cluster_args() -> list[str]:
+    """The flags `make cluster` gives `exchange cluster` (after `--data-dir DIR`)."""
+    makefile = (ROOT / "Makefile").read_text()
+    command = re.search(r"^cluster:.*\n\t\$\(BIN\)/exchange cluster (.*)$", makefile, re.MULTILINE)
+    assert command is not None, "no `exchange cluster` line under the Makefile's cluster target"
+    args = command[1].split()
+    assert args[:2] == ["--data-dir", "./cluster-data"], args
+    return args[2:]
+
+
+async def stream_replicas(nats_urls: list[str]) -> dict[str, int]:
+    """Replicas of the stream and of the lease bucket's stream, as NATS has them."""
+    nc = await nats.connect(servers=nats_urls)
+    try:
+        js = nc.jetstream()
+        names = {"stream": natswire.STREAM, "lease": f"KV_{lease.BUCKET}"}
+        return {k: (await js.stream_info(n)).config.num_replicas or 1 for k, n in names.items()}
+    finally:
+        await nc.close()
+
+
+async def test_make_cluster_starts_three_nats_nodes_two_sequencers_and_two_gateways(
+    tmp_path: Path,
+) -> None:
+    args = make_cluster_args()
+    readme = (ROOT / "README.md").read_text()
+    assert f"exchange cluster --data-dir ./cluster-data {' '.join(args)}" in readme
+    data_dir = tmp_path / "cluster"
+    async with cluster(data_dir, *args) as launched:
+        pids = launched.pids
+        assert set(pids) == {"nats n1", "nats n2", "nats n3", "sequencer-1", "sequencer-2",
+                             "gateway-1", "gateway-2"}, launched.output()  # fmt: skip
+        banner = launched.output()
+        assert re.search(r"^\s+sequencer-1\s+leader\s", banner, re.MULTILINE), banner
+        assert re.search(r"^\s+sequencer-2\s+standby\s", banner, re.MULTILINE), banner
+        ready = [line for line in launched.lines if line.startswith("exchange cluster ready")]
+        assert ready[0].startswith("exchange cluster ready: 3 NATS node(s)"), banner
+        assert "(stream and lease R3), 2 sequencer(s), 2 gateway(s)" in ready[0], banner
+        nats_urls = re.findall(r"^\s+nats n\d\s+(nats://\S+)", banner, re.MULTILINE)
+        assert len(nats_urls) == 3, banner
+        assert await stream_replicas(nats_urls) == {"stream": 3, "lease": 3}
+        token = (data_dir / "admin-token").read_text().strip()
+        async with Admin(launched.url(1), token) as admin, asyncio.timeout(TAKEOVER_VIEW_TIMEOUT_S):
+            while True:  # bounded: both heartbeats within a second or two
+                view = await admin.ok("GET", "/v1/cluster")
+                roles = {n["node_id"]: n["role"] for n in view["nodes"]}
+                if roles == {"sequencer-1": "leader", "sequencer-2": "standby"}:
+                    break
+                await asyncio.sleep(POLL_S)
+        assert view["leader"] == "sequencer-1", view
+        launched.process.send_signal(signal.SIGINT)
+        assert await launched.exit_status() == 0, launched.output()
         left = [name for name, pid in pids.items() if not gone(pid)]
         assert not left, f"still running after the launcher exited: {left}\n{launched.output()}"
