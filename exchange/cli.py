@@ -69,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
         "cluster", help="run a local cluster: nats-server(s), the sequencer and the gateways"
     )
     cluster.add_argument("--data-dir", type=Path, default=Path("data"))
-    cluster.add_argument("--nats-nodes", type=int, choices=(1, 3), default=1)
+    # The contract's defaults (API.md): a replicated cluster, as a venue would run it.
+    cluster.add_argument("--nats-nodes", type=int, choices=(1, 3), default=3)
     cluster.add_argument(
-        "--sequencers", type=_positive_int, default=1,
+        "--sequencers", type=_positive_int, default=2,
         help="sequencer nodes: the first leads, the others follow as standbys",
     )  # fmt: skip
     cluster.add_argument("--gateways", type=_positive_int, default=2)

@@ -92,7 +92,10 @@ class Launched:
 
 async def launch(data_dir: Path, *extra: str) -> Launched:
     port = free_port_pair()
-    args = ["cluster", "--data-dir", str(data_dir), "--port", str(port), "--gateways", "2"]
+    # One NATS node and one sequencer unless a test asks for more: quicker, and what
+    # most of these tests are about (the defaults are three and two).
+    args = ["cluster", "--data-dir", str(data_dir), "--port", str(port), "--gateways", "2",
+            "--nats-nodes", "1", "--sequencers", "1"]  # fmt: skip
     ready = "exchange cluster ready"
     return Launched(await start_role([*args, *extra], port, data_dir, ready, admin_token=None))
 
@@ -213,7 +216,8 @@ async def test_a_role_that_cannot_start_stops_what_started_and_is_named(tmp_path
         taken.listen()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "exchange", "cluster", "--data-dir", str(data_dir),
-            "--port", str(port), "--gateways", "2", "--demo",
+            "--port", str(port), "--gateways", "2", "--demo", "--nats-nodes", "1",
+            "--sequencers", "1",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         async with asyncio.timeout(EXIT_TIMEOUT_S):
