@@ -241,14 +241,16 @@ async def follow(
                 continue
             if loop.time() >= next_try:
                 next_try = loop.time() + TRY_EVERY_S
-                if await _try_take(lease):
+                taken = await _try_take(lease)
+                if taken:
                     await _read_to_end(follower, stop)
                     if stop.is_set():
                         break
                     log.info("took the leader lease at stream seq %d (applied seq %d)",
                              follower.stream_seq, follower.applied_seq)  # fmt: skip
                     return True
-                node.say_ready(f"standby, applied to seq {follower.applied_seq}")
+                if taken is False:  # another node holds it (not a NATS error: unknown)
+                    node.say_ready(f"standby, applied to seq {follower.applied_seq}")
             await _either(wake, stop, TRY_EVERY_S)
     finally:
         with contextlib.suppress(Exception):
@@ -256,12 +258,15 @@ async def follow(
     return False
 
 
-async def _try_take(lease: Lease) -> bool:
+async def _try_take(lease: Lease) -> bool | None:
+    """Whether the lease was taken; None when NATS did not say (the next try retries).
+    The ready line waits for a clear answer: a lone node that says "standby" because its
+    first try timed out would have its starter send commands no one takes."""
     try:
         return await lease.try_take()
     except Exception as problem:  # noqa: BLE001 - NATS away: the next try retries
         log.warning("could not try the leader lease: %r", problem)
-        return False
+        return None
 
 
 async def _read_to_end(follower: Follower, stop: asyncio.Event) -> None:
