@@ -484,8 +484,23 @@ async def _lead(
     # Kept from now on: a long refill must not let the lease lapse (another node would
     # lead on a stream that lacks what this one is putting back).
     keeping = loop.create_task(_keep_lease(lease), name="lease")
-    try:  # a crash between a sync and a publish, or a lost stream: the journal's tail first
-        await publisher.refill(journal.last_seq)
+    # A crash between a sync and a publish, or a lost stream: the journal's tail first
+    # (as a task, so a stop meanwhile is heard: the refill retries while NATS is away).
+    refilling = loop.create_task(publisher.refill(journal.last_seq), name="refill")
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({refilling, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not refilling.done():
+        for task in (refilling, keeping):
+            task.cancel()
+        journal.close()
+        with contextlib.suppress(Exception):
+            await lease.release()
+        log.warning("stopped before the stream held this journal's tail: it is published "
+                    "when this node leads again")  # fmt: skip
+        return LeadOutcome(0)
+    try:
+        refilling.result()
         publisher.published_seq = journal.last_seq
     except FencedError as refused:
         keeping.cancel()

@@ -98,11 +98,18 @@ async def _drain(server: RunningServer) -> None:
 
 
 async def stop(server: RunningServer) -> int:
-    """SIGTERM, then wait for a clean exit; returns the exit status."""
+    """SIGTERM, then wait for a clean exit; returns the exit status. A process still
+    running when this ends anyway (the wait timed out, or the test's own timeout cancelled
+    it) is killed: a failing test never leaves a process behind."""
     if server.process.returncode is None:
         server.process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(STOP_TIMEOUT_S):
-        status = await server.process.wait()
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            status = await server.process.wait()
+    finally:
+        if server.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                server.process.kill()
     if server.drain is not None:
         with contextlib.suppress(asyncio.CancelledError):
             await server.drain
