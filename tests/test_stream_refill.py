@@ -5,13 +5,14 @@ it; the publisher then refills the stream from its journal and the batch follows
 stream holds every record once, in order, at the positions it had. (The fault tests of
 whole processes are tests/test_nats_faults.py.)"""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
 from exchange import natswire as w
 from exchange.fence import FencedAppender, FencedError
@@ -54,17 +55,33 @@ async def stream_records(nc: NatsClient) -> list[tuple[int, list[bytes]]]:
     return found
 
 
-async def test_a_stream_emptied_under_a_running_publisher_is_refilled_before_its_next_batch(
-    client: NatsClient,
-) -> None:
-    js = client.jetstream()
+async def _always() -> bool:
+    return True
+
+
+async def _never() -> bool:
+    return False
+
+
+async def two_batches_published(
+    js: JetStreamContext, writer: str, confirm_lead: Callable[[], Awaitable[bool]] = _always
+) -> tuple[Journal, StreamPublisher]:
+    """A journal and its publisher, the first two of BATCHES journaled and in the stream."""
     await ensure_stream(js)
     journal = Journal.open(FaultySegmentStore())
-    publisher = StreamPublisher(js, FencedAppender(js, 0, "refill-test"), journal)
+    publisher = StreamPublisher(js, FencedAppender(js, 0, writer), journal, confirm_lead)
     for first, last in BATCHES[:2]:
         journal.append(payloads(first, last))
         journal.sync()
         await publisher.publish(first, payloads(first, last))
+    return journal, publisher
+
+
+async def test_a_stream_emptied_under_a_running_publisher_is_refilled_before_its_next_batch(
+    client: NatsClient,
+) -> None:
+    js = client.jetstream()
+    journal, publisher = await two_batches_published(js, "refill-test")
     before = await stream_records(client)
     await js.delete_stream(w.STREAM)
     await ensure_stream(js)  # made again, empty, as a gateway starting now would make it
@@ -78,21 +95,11 @@ async def test_a_stream_emptied_under_a_running_publisher_is_refilled_before_its
     assert publisher.published_seq == 6
 
 
-async def _never() -> bool:
-    return False
-
-
 async def test_a_publisher_whose_lease_is_gone_never_refills_a_short_stream(
     client: NatsClient,
 ) -> None:
     js = client.jetstream()
-    await ensure_stream(js)
-    journal = Journal.open(FaultySegmentStore())
-    publisher = StreamPublisher(js, FencedAppender(js, 0, "stale"), journal, confirm_lead=_never)
-    for first, last in BATCHES[:2]:
-        journal.append(payloads(first, last))
-        journal.sync()
-        await publisher.publish(first, payloads(first, last))
+    journal, publisher = await two_batches_published(js, "stale", confirm_lead=_never)
     await js.delete_stream(w.STREAM)
     await ensure_stream(js)  # lost, and made again empty: another node now leads it
     first, last = BATCHES[2]
@@ -107,13 +114,7 @@ async def test_a_stream_another_leader_refilled_differently_fences_the_old_one(
     client: NatsClient,
 ) -> None:
     js = client.jetstream()
-    await ensure_stream(js)
-    journal = Journal.open(FaultySegmentStore())
-    publisher = StreamPublisher(js, FencedAppender(js, 0, "old"), journal)
-    for first, last in BATCHES[:2]:
-        journal.append(payloads(first, last))
-        journal.sync()
-        await publisher.publish(first, payloads(first, last))
+    _, publisher = await two_batches_published(js, "old")
     await js.delete_stream(w.STREAM)
     await ensure_stream(js)
     other = [msgspec.msgpack.encode("another engine's record 1")]
@@ -126,13 +127,7 @@ async def test_a_stream_another_leader_refilled_differently_fences_the_old_one(
 
 async def test_a_purged_stream_is_refilled_under_new_message_ids(client: NatsClient) -> None:
     js = client.jetstream()
-    await ensure_stream(js)
-    journal = Journal.open(FaultySegmentStore())
-    publisher = StreamPublisher(js, FencedAppender(js, 0, "leader"), journal)
-    for first, last in BATCHES[:2]:
-        journal.append(payloads(first, last))
-        journal.sync()
-        await publisher.publish(first, payloads(first, last))
+    _, publisher = await two_batches_published(js, "leader")
     await js.purge_stream(w.STREAM)  # emptied; its last seq and duplicate window stay
     await publisher.refill(publisher.published_seq)  # the idle look
     refilled = await stream_records(client)
