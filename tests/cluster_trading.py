@@ -1,13 +1,17 @@
 """What the cluster tests trade and read through their gateways: a small market set up by
 an admin, a trade across two gateways, a client streaming orders through one gateway
-(resending the same order while the cluster answers UNAVAILABLE or BUSY), and what a
-client reads from a gateway, to compare gateways with."""
+(resending the same order while the cluster answers UNAVAILABLE or BUSY, and moving to
+another gateway when its own is lost), a subscriber following a book, and what a client
+reads from a gateway, to compare gateways with."""
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.client import Admin, Client
+import aiohttp
+
+from gateway.client import Admin, Client, LocalBook
 from tests.server import ADMIN_TOKEN, RunningServer
 
 # Long enough for an answer through NATS and the stream on a loaded 2-core machine.
@@ -87,31 +91,70 @@ async def same_seq(gateways: list[RunningServer]) -> int:
 class OrderStream:
     """One account's client placing small XYZ orders through one gateway, one after the
     other, each resent with its client_order_id until it is answered otherwise than
-    UNAVAILABLE or BUSY. Every answer is kept, so a test can say none was wrong."""
+    UNAVAILABLE or BUSY. Every answer is kept, so a test can say none was wrong.
+
+    With `fallbacks`, it does what docs/PROTOCOL.md ("Losing a gateway") tells a client
+    whose gateway is lost: connects to the next fallback, subscribes again (with
+    `subscribed`, XYZ's book: its book_snapshot must apply) and resends the order left
+    unanswered with the same client_order_id."""
 
     name: str
     key: str
     url: str
     side: str  # "buy" prices 4.95-5.04, "sell" 5.00-5.09: some cross, some rest
+    fallbacks: list[str] = field(default_factory=list)  # gateways to move to, in order
+    subscribed: bool = False  # subscribe to XYZ's book on each connection
     accepted: dict[str, str] = field(default_factory=dict)  # client_order_id -> order_id
     retried: dict[str, int] = field(default_factory=dict)  # code -> answers of it
     wrong: list[Message] = field(default_factory=list)  # answers no order should get
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # set on each accept
     turned_away: asyncio.Event = field(default_factory=asyncio.Event)  # set on a retry code
+    reconnects: int = 0  # gateways lost, each followed by a move to the next fallback
+    snapshots: int = 0  # book snapshots applied, one a subscribed connection
+    client: Client | None = None
 
     async def run(self, orders: int, first: int = 0) -> None:
         """Places orders `first` to `orders` - 1 (each has its number in its client
         order id)."""
-        async with await Client.connect(self.url, self.key) as client:
+        self.client = await self._connect(self.url)
+        try:
             for n in range(first, orders):  # bounded: each at most MAX_SENDS sends
                 cid = f"{self.name}-{n}"
                 base = 495 if self.side == "buy" else 500
                 price = f"{(base + n % 10) / 100:.2f}"
-                await self._place(client, cid, price)
+                await self._place(cid, price)
+        finally:
+            with contextlib.suppress(Exception):  # the socket of a killed gateway included
+                await self.client.close()
 
-    async def _place(self, client: Client, cid: str, price: str) -> None:
+    async def _connect(self, url: str) -> Client:
+        client = await Client.connect(url, self.key)
+        if self.subscribed:
+            await client.subscribe(["book"], ["XYZ"])
+            book = LocalBook("XYZ")
+            assert book.apply(await client.next_event("book_snapshot")), self.name
+            self.snapshots += 1
+        return client
+
+    async def _fail_over(self) -> None:
+        """The gateway is lost: on to the next one (or the loss is the test's failure)."""
+        assert self.client is not None
+        with contextlib.suppress(Exception):
+            await self.client.close()
+        if self.reconnects >= len(self.fallbacks):
+            raise ConnectionError(f"{self.name}: gateway lost, no fallback left")
+        self.reconnects += 1
+        self.client = await self._connect(self.fallbacks[self.reconnects - 1])
+
+    async def _place(self, cid: str, price: str) -> None:
         for _ in range(MAX_SENDS):
-            answer = await client.place("XYZ", self.side, 1, price, client_order_id=cid)
+            assert self.client is not None
+            try:
+                answer = await self.client.place("XYZ", self.side, 1, price,
+                                                 client_order_id=cid)  # fmt: skip
+            except (ConnectionError, aiohttp.ClientError):
+                await self._fail_over()  # then resend: the outcome is unknown
+                continue
             code = answer.get("code")
             if code in RETRY_CODES:
                 self.retried[code] = self.retried.get(code, 0) + 1
@@ -132,6 +175,16 @@ class OrderStream:
             await self.progress.wait()
 
 
+async def finished(tasks: list["asyncio.Task[None]"]) -> None:
+    """Until every task is done; the first failure cancels the others."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def listed_orders(gateway: RunningServer, stream: OrderStream) -> dict[str, str]:
     """client_order_id -> order_id of the stream's orders, as the gateway lists them over
     REST (each client_order_id must appear once)."""
@@ -141,3 +194,10 @@ async def listed_orders(gateway: RunningServer, stream: OrderStream) -> dict[str
     listed = {o["client_order_id"]: o["order_id"] for o in ours}
     assert len(listed) == len(ours), f"{stream.name}: a client_order_id listed twice"
     return listed
+
+
+async def watch(client: Client, book: LocalBook, stop: "asyncio.Event") -> None:
+    """Apply every market-data message as it comes, until told to stop."""
+    while not stop.is_set():  # each turn takes one pushed message
+        with contextlib.suppress(TimeoutError):
+            book.apply(await client.next_event(timeout=0.5))

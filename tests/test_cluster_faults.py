@@ -29,7 +29,14 @@ from exchange.lease import ensure_bucket
 from exchange.natsserver import LOOPBACK, NatsCluster, NatsNode
 from exchange.natsstream import ensure_stream
 from gateway.client import Admin
-from tests.cluster_trading import OrderStream, listed_orders, market, reads, same_seq
+from tests.cluster_trading import (
+    OrderStream,
+    finished,
+    listed_orders,
+    market,
+    reads,
+    same_seq,
+)
 from tests.sequencers import NodeWatch, start_sequencer, state_hash, stream_hash, watching
 from tests.server import ADMIN_TOKEN, RunningServer, free_port, start_role, stop
 
@@ -231,15 +238,6 @@ async def a_round(streams: list[OrderStream], number: int) -> list["asyncio.Task
     for stream in streams:
         await stream.accepted_at_least(first + BEFORE_FAULT)
     return tasks
-
-
-async def finished(tasks: list["asyncio.Task[None]"]) -> None:
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @pytest.mark.slow

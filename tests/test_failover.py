@@ -108,7 +108,8 @@ class Market:
 
     @property
     def gateway(self) -> RunningServer:
-        return self.cluster.gateways[0]
+        """The first gateway still running (a test may kill one)."""
+        return next(g for g in self.cluster.gateways if g.process.returncode is None)
 
     def leader(self) -> str:
         leaders = [n for n, s in self.nodes.latest.items() if s.role == "leader"]
@@ -161,17 +162,19 @@ class Market:
 @contextlib.asynccontextmanager
 async def failover_market(
     nats_server: NatsNode, base: Path, timeout: float = TEST_TIMEOUT_S,
-    leader_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
+    leader_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (), gateways: int = 1,
 ) -> AsyncIterator[Market]:  # fmt: skip
-    """sequencer-1 (started with `leader_args` too) leads, sequencer-2 follows; one
-    gateway (started with `gateway_args`)."""
+    """sequencer-1 (started with `leader_args` too) leads, sequencer-2 follows;
+    `gateways` gateways (started with `gateway_args`); the traders trade through the
+    first."""
     dirs = {"sequencer-1": base / "s1", "sequencer-2": base / "s2"}
     async with (
         asyncio.timeout(timeout),
         watching(nats_server.url) as nodes,
         roles(nats_server, dirs["sequencer-1"], gateways=0, sequencer_args=leader_args) as cluster,
     ):
-        await cluster.add_gateway(*gateway_args)
+        for _ in range(gateways):
+            await cluster.add_gateway(*gateway_args)
         sequencers = {"sequencer-1": cluster.sequencer}
         market_ = None
         try:

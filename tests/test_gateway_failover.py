@@ -19,6 +19,7 @@ import aiohttp
 
 from gateway.client import Admin, Client, LocalBook
 from gateway.demo import DEMO_KEYS_FILE
+from tests.cluster_trading import watch
 from tests.server import ADMIN_TOKEN
 from tests.wirings import cluster
 
@@ -102,13 +103,6 @@ class Trader:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
-
-
-async def watch(client: Client, book: LocalBook, stop: "asyncio.Event") -> None:
-    """Apply every market-data message as it comes, until told to stop."""
-    while not stop.is_set():  # each turn takes one pushed message
-        with contextlib.suppress(TimeoutError):
-            book.apply(await client.next_event(timeout=0.5))
 
 
 async def test_a_gateway_killed_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
