@@ -54,9 +54,12 @@ MAX_QUEUE = 10_000
 # sequencer waits for the writer to take it, so at most 2 * MAX_BATCH records are applied
 # and not yet durable.
 MAX_BATCH = 4_096
-# A snapshot every this many records bounds the replay on restart (about a second's
-# worth of replay on this machine).
-SNAPSHOT_EVERY = 200_000
+# A snapshot every this many records bounds the replay on restart (about five seconds of
+# replay on this machine). Not fewer: each fork of a big process stalls the loop for tens
+# of milliseconds afterwards (copy-on-write of the pages it writes next), and at 200,000 the
+# two forks (engine and read side) every ~7 s at the peak set the half-peak ack p99 (51 ms
+# against 6.6 ms; BENCHMARKS.md).
+SNAPSHOT_EVERY = 1_000_000
 # A batch this large is written as soon as the disk is free, whatever the gather window.
 GATHER_ENOUGH = 256
 
