@@ -16,8 +16,11 @@ must leave it able to follow.
 Both are made, if missing, with file storage and as many replicas as the stream.
 """
 
+import asyncio
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
@@ -100,3 +103,20 @@ async def _names(obs: ObjectStore) -> list[str | None]:
     except NotFoundError:  # an empty bucket
         return []
     return [info.name for info in infos]
+
+
+async def put_file(bucket: ObjectStore, name: str, path: Path) -> None:
+    """Put the file at `path` as `name`, read from the file as it goes (never whole in
+    memory). A put cut short (the caller's timeout, a step-down cancelling it) is left to
+    fail inside nats-py, on the file closed under it: nats-py removes a failed put's chunks
+    only on an exception, and a put cancelled outright would leave them in the bucket for
+    ever, where nothing points to them."""
+    with path.open("rb") as f:
+        putting = asyncio.ensure_future(bucket.put(name, f))
+        putting.add_done_callback(_retrieved)
+        await asyncio.shield(putting)
+
+
+def _retrieved(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled():
+        task.exception()  # a put failed after its caller left: its chunks were removed

@@ -32,7 +32,7 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from exchange import natswire as w
-from exchange.buckets import ENGINE_BUCKET, Placed, engine_snapshots, open_bucket
+from exchange.buckets import ENGINE_BUCKET, Placed, engine_snapshots, open_bucket, put_file
 from exchange.journal.snapshots import SnapshotStore
 from exchange.natsstream import continues_at, follow_point, records_of
 from exchange.recovery import Recovered, recover
@@ -201,15 +201,19 @@ class SnapshotSharing:
                 log.warning("engine snapshot at seq %d not put: the stream does not hold "
                             "record %d", seq, seq)  # fmt: skip
                 return False
-            data = await asyncio.to_thread(self.snapshots.path(seq).read_bytes)
+            path = self.snapshots.path(seq)
             placed = Placed(seq, after)
-            await bucket.put(placed.name, data)
+            try:
+                await put_file(bucket, placed.name, path)
+            except NotFoundError:
+                self._bucket = None  # the bucket is gone: opened (made) again next time
+                raise
             log.info("engine snapshot %s put in %s (%d bytes)", placed.name, ENGINE_BUCKET,
-                     len(data))  # fmt: skip
+                     path.stat().st_size)  # fmt: skip
             present = sorted({*present, placed}, reverse=True)
         for old in present[KEEP_ENGINE_SNAPSHOTS:]:  # bounded: a few past the kept ones
             with contextlib.suppress(NotFoundError):
                 await bucket.delete(old.name)
-        self.shared_seq = seq
         await trim(self.js, bucket, self.journal_first(), self.margin)
+        self.shared_seq = seq  # only now: a trim that failed is tried again
         return put

@@ -35,7 +35,7 @@ from nats.js.object_store import ObjectStore
 
 from exchange import buckets, forked_snapshot
 from exchange import natswire as w
-from exchange.buckets import READ_BUCKET, Stored
+from exchange.buckets import READ_BUCKET, Stored, put_file
 from gateway.natsbus import NatsBus
 from gateway.readmodel import ReadModel
 from gateway.readsnapshots import KEEP_READ_SNAPSHOTS, decode_snapshot, encode_snapshot
@@ -192,8 +192,7 @@ async def put_snapshot(obs: ObjectStore, taken: Stored, path: Path) -> bool:
         kept = present[:KEEP_READ_SNAPSHOTS]
         put = taken not in present and (len(kept) < KEEP_READ_SNAPSHOTS or taken > kept[-1])
         if put:
-            with path.open("rb") as f:
-                await obs.put(taken.name, f)
+            await put_file(obs, taken.name, path)
             log.info("read snapshot %s put in %s", taken.name, READ_BUCKET)
             present = sorted({*present, taken}, reverse=True)
         else:
