@@ -206,7 +206,7 @@ def test_reused_client_order_id_with_other_content_is_refused(m: Market) -> None
 def test_client_order_ids_are_remembered_up_to_a_bound_open_ones_always(
     m: Market, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("exchange.domain.engine.MAX_CLIENT_ORDER_IDS_PER_ACCOUNT", 3)
+    monkeypatch.setattr("exchange.domain.client_orders.MAX_CLIENT_ORDER_IDS_PER_ACCOUNT", 3)
     trader = m.account(cash=10_000)
     m.rest(trader, "buy", 1, 10, client_order_id="open-1")
     for n in range(1, 4):

@@ -230,7 +230,7 @@ def test_place_refusals(m: Market, fields: dict[str, Any], code: str) -> None:
 
 
 def test_open_orders_per_account_are_bounded(m: Market, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("exchange.domain.engine.MAX_OPEN_ORDERS_PER_ACCOUNT", 3)
+    monkeypatch.setattr("exchange.domain.order_entry.MAX_OPEN_ORDERS_PER_ACCOUNT", 3)
     trader = m.account()
     for price in (10, 11, 12):
         m.rest(trader, "buy", 1, price)

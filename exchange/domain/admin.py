@@ -1,0 +1,79 @@
+"""Accounts and instruments admin: creating accounts, adding API keys, listing instruments
+and moving an instrument between statuses (CreateAccount, AddApiKey, ListInstrument,
+SetInstrumentStatus).
+"""
+
+import re
+
+from exchange.domain.accounts import Account
+from exchange.domain.book import OrderBook
+from exchange.domain.codes import RejectCode as Code
+from exchange.domain.commands import (
+    AddApiKey,
+    CreateAccount,
+    ListInstrument,
+    SetInstrumentStatus,
+)
+from exchange.domain.events import (
+    AccountCreated,
+    ApiKeyAdded,
+    Event,
+    InstrumentListed,
+    InstrumentStatusChanged,
+)
+from exchange.domain.instruments import Instrument
+from exchange.domain.limits import (
+    MAX_TICK,
+    SYMBOL_PATTERN,
+)
+from exchange.domain.market import Market
+from exchange.domain.replies import refuse
+
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+def create_account(market: Market, cmd: CreateAccount) -> list[Event]:
+    account_id = f"A{market.next_account}"
+    market.next_account += 1
+    account = market.accounts[account_id] = Account(account_id, cmd.name)
+    if cmd.api_key_hash:
+        account.api_key_hashes.append(cmd.api_key_hash)
+    return [AccountCreated(account=account_id, name=cmd.name, api_key_hash=cmd.api_key_hash)]
+
+
+def add_api_key(market: Market, cmd: AddApiKey) -> list[Event]:
+    account = market.accounts.get(cmd.account)
+    if account is None:
+        return refuse(cmd, Code.UNKNOWN_ACCOUNT, "no such account", cmd.account)
+    account.api_key_hashes.append(cmd.api_key_hash)
+    return [ApiKeyAdded(account=cmd.account, api_key_hash=cmd.api_key_hash)]
+
+
+def list_instrument(market: Market, cmd: ListInstrument) -> list[Event]:
+    if not _SYMBOL.fullmatch(cmd.symbol):
+        return refuse(cmd, Code.BAD_SYMBOL, "symbol: 1-16 of A-Z 0-9 . _ -")
+    if cmd.symbol in market.instruments:
+        return refuse(cmd, Code.DUPLICATE_SYMBOL, "symbol already listed")
+    if cmd.issuer not in market.accounts:
+        return refuse(cmd, Code.UNKNOWN_ACCOUNT, "no such issuer account")
+    if not 0 < cmd.tick <= MAX_TICK:
+        return refuse(cmd, Code.BAD_TICK_SIZE, "tick out of range")
+    market.instruments[cmd.symbol] = Instrument(
+        cmd.symbol, cmd.kind, cmd.tick, cmd.issuer, "listed"
+    )
+    market.books[cmd.symbol] = OrderBook(cmd.symbol)
+    return [
+        InstrumentListed(symbol=cmd.symbol, kind=cmd.kind, tick=cmd.tick, issuer=cmd.issuer)
+    ]
+
+
+def set_status(market: Market, cmd: SetInstrumentStatus) -> list[Event]:
+    instrument = market.instruments.get(cmd.symbol)
+    if instrument is None:
+        return refuse(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")
+    if instrument.status == "in_offering" or (
+        instrument.status == "listed" and cmd.status == "halted"
+    ):
+        return refuse(cmd, Code.BAD_STATUS, f"cannot go from {instrument.status}")
+    instrument.status = cmd.status
+    return [InstrumentStatusChanged(symbol=cmd.symbol, status=cmd.status)]

@@ -1,0 +1,158 @@
+"""Cancel and replace of resting orders (CancelOrder, CancelAll, ReplaceOrder): which
+replace keeps its time priority, the holds resized to the new price and size, and a replace that
+crosses going through matching again.
+"""
+
+
+from exchange.domain.book import Order
+from exchange.domain.client_orders import archive
+from exchange.domain.codes import RejectCode as Code
+from exchange.domain.commands import (
+    CancelAll,
+    CancelOrder,
+    ReplaceOrder,
+)
+from exchange.domain.events import (
+    DoneReason,
+    Event,
+)
+from exchange.domain.limits import (
+    MAX_PRICE_TICKS,
+    MAX_QTY,
+)
+from exchange.domain.market import Market
+from exchange.domain.matching import NO_BUDGET, crosses, match
+from exchange.domain.replies import (
+    cancel_all_rejected,
+    cancel_rejected,
+    cancelled,
+    replace_rejected,
+    replaced,
+)
+from exchange.domain.settlement import release_holds, resize_holds
+
+
+def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
+    account = market.accounts.get(cmd.account)
+    if account is None:
+        return [cancel_rejected(cmd, Code.UNKNOWN_ACCOUNT, "no such account")]
+    order: Order | None = None
+    if cmd.order_id:
+        order = account.open_orders.get(cmd.order_id)
+    elif cmd.client_order_id:
+        record = account.client_orders.get(cmd.client_order_id)
+        if record is not None and isinstance(record[1], Order):
+            order = record[1]
+    else:
+        return [cancel_rejected(cmd, Code.BAD_REQUEST, "give order_id or client_order_id")]
+    if order is None or order.level is None:
+        return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
+    events: list[Event] = []
+    cancel_resting(market, order, "cancelled", events)
+    return events
+
+
+def cancel_resting(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:
+    """End a resting order outside matching, dropping its level when it empties.
+    (_end_resting and _end_taker, flattened: cancels are a third of all traffic.)"""
+    level = order.level
+    assert level is not None, "only resting orders can be cancelled"
+    level.unlink(order)
+    account = order.account
+    symbol = order.symbol
+    if order.is_buy:  # a resting order is a limit order
+        account.cash_held -= order.price * market.instruments[symbol].tick * order.remaining
+    else:
+        account.units_held[symbol] -= order.remaining
+    order.status = reason
+    del account.open_orders[order.order_id]
+    if order.client_order_id:
+        archive(order)
+    events.append(cancelled(order, reason))
+    if level.head is None:
+        book = market.books[symbol]
+        (book.bids if order.is_buy else book.asks).drop_level(level.price)
+
+
+def cancel_all(market: Market, cmd: CancelAll) -> list[Event]:
+    account = market.accounts.get(cmd.account)
+    if account is None:
+        return [cancel_all_rejected(cmd, Code.UNKNOWN_ACCOUNT, "no such account")]
+    if cmd.symbol and cmd.symbol not in market.instruments:
+        return [cancel_all_rejected(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")]
+    events: list[Event] = []
+    for order in list(account.open_orders.values()):
+        if not cmd.symbol or order.symbol == cmd.symbol:
+            cancel_resting(market, order, "cancelled", events)
+    return events
+
+
+def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
+    account = market.accounts.get(cmd.account)
+    if account is None:
+        return [replace_rejected(cmd, Code.UNKNOWN_ACCOUNT, "no such account")]
+    order = account.open_orders.get(cmd.order_id)
+    if order is None:
+        return [replace_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
+    if not cmd.qty and not cmd.price:
+        return [replace_rejected(cmd, Code.BAD_REQUEST, "give qty, price or both")]
+    if not 0 <= cmd.qty <= MAX_QTY:
+        return [replace_rejected(cmd, Code.BAD_QTY, "quantity out of range")]
+    if not 0 <= cmd.price <= MAX_PRICE_TICKS:
+        return [replace_rejected(cmd, Code.BAD_PRICE, "price out of range")]
+    instrument = market.instruments[order.symbol]
+    if instrument.status != "trading":
+        return [replace_rejected(cmd, Code.NOT_TRADING, f"instrument is {instrument.status}")]
+    tick = instrument.tick
+    new_price = cmd.price or order.price
+    new_qty = cmd.qty or order.qty
+    old_remaining = order.remaining
+    new_remaining = max(new_qty - (order.qty - old_remaining), 0)
+    symbol = order.symbol
+    if order.is_buy:
+        extra = (new_price * new_remaining - order.price * old_remaining) * tick
+        if extra > account.cash - account.cash_held:
+            return [replace_rejected(cmd, Code.INSUFFICIENT_FUNDS, "not enough cash")]
+    elif new_remaining - old_remaining > account.available_units(symbol):
+        return [replace_rejected(cmd, Code.INSUFFICIENT_UNITS, "not enough units")]
+    book = market.books[symbol]
+    if (
+        order.post_only
+        and new_remaining
+        and new_price != order.price
+        and crosses(book, order.is_buy, new_price)
+    ):
+        return [replace_rejected(cmd, Code.POST_ONLY_WOULD_TAKE, "the order would take")]
+
+    side = book.bids if order.is_buy else book.asks
+    if not new_remaining:
+        side.remove(order)
+        release_holds(market, order)
+        account.open_orders.pop(order.order_id, None)
+        order.price, order.qty, order.remaining = new_price, new_qty, 0
+        order.status = "replaced_out"
+        if order.client_order_id:
+            archive(order)
+        return [
+            replaced(order, kept_priority=False, remaining=0),
+            cancelled(order, "replaced_out"),
+        ]
+    events: list[Event] = []
+    kept_priority = new_price == order.price and new_remaining <= old_remaining
+    if kept_priority:
+        resize_holds(order, new_price, new_remaining, tick)
+        level = order.level
+        assert level is not None, "an open order rests on a level"
+        level.total += new_remaining - old_remaining
+        order.qty = new_qty
+        order.remaining = new_remaining
+        events.append(replaced(order, kept_priority=True, remaining=new_remaining))
+        return events
+    side.remove(order)
+    resize_holds(order, new_price, new_remaining, tick)
+    order.price = new_price
+    order.qty = new_qty
+    order.remaining = new_remaining
+    events.append(replaced(order, kept_priority=False, remaining=new_remaining))
+    match(market, order, book, tick, NO_BUDGET, cmd.ts, events)
+    return events

@@ -1,0 +1,216 @@
+"""Matching: a taker against the book, by price then time, settling each fill as it happens.
+
+Owns the walk of the opposite side (`match`, and `fillable` for fill-or-kill), self-trade
+prevention, the market-order budget, what becomes of a taker's remainder (rest, expire,
+cancel), and ending an order that is not left resting. The book's structure is book.py.
+"""
+
+
+from exchange.domain.book import Order, OrderBook
+from exchange.domain.client_orders import archive
+from exchange.domain.events import (
+    DoneReason,
+    Event,
+    OrderCancelled,
+    TradeExecuted,
+)
+from exchange.domain.market import Market
+from exchange.domain.replies import cancelled
+from exchange.domain.settlement import release_holds
+
+NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
+
+
+def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
+    """How much of `taker` would fill now, walking the book without changing it."""
+    opposite = book.asks if taker.is_buy else book.bids
+    is_buy, is_market, limit = taker.is_buy, taker.type == "market", taker.price
+    want = taker.remaining
+    filled = 0
+    for level in opposite.levels_best_first():
+        price = level.price
+        if not is_market and (price > limit if is_buy else price < limit):
+            break
+        maker = level.head
+        while maker is not None and filled < want:
+            if maker.account is taker.account:
+                if taker.stp != "cancel_oldest":
+                    return filled
+                maker = maker.next
+                continue
+            q = min(want - filled, maker.remaining)
+            if budget != NO_BUDGET:
+                q = min(q, budget // (price * tick))
+                if q == 0:
+                    return filled
+                budget -= q * price * tick
+            filled += q
+            maker = maker.next
+        if filled >= want:
+            break
+    return filled
+
+
+def match(
+    market: Market,
+    taker: Order,
+    book: OrderBook,
+    tick: int,
+    budget: int,
+    ts: int,
+    events: list[Event],
+) -> None:
+    """Trade `taker` against the book, then rest, expire or cancel what is left of it.
+
+    The taker's holds are in place; each fill settles both accounts at once. The loop
+    is bounded by the number of resting orders: each turn fills or removes one.
+    """
+    is_buy = taker.is_buy
+    opposite = book.asks if is_buy else book.bids
+    keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
+    is_market = taker.type == "market"
+    limit = taker.price
+    symbol = taker.symbol
+    taker_account = taker.account
+    taker_id = taker.order_id
+    remaining = taker.remaining
+    end_reason: DoneReason | None = None
+    append = events.append
+    while remaining and keys:
+        price = keys[-1] * sign
+        if not is_market and (price > limit if is_buy else price < limit):
+            break
+        level = levels[price]
+        maker = level.head
+        while maker is not None:
+            maker_account = maker.account
+            if maker_account is taker_account:
+                stp = taker.stp
+                if stp == "cancel_newest":
+                    end_reason = "self_trade"
+                    break
+                following = maker.next
+                end_resting(market, maker, "self_trade", events)
+                maker = following
+                if stp == "cancel_both":
+                    end_reason = "self_trade"
+                    break
+                continue
+            maker_remaining = maker.remaining
+            q = remaining if remaining < maker_remaining else maker_remaining  # noqa: FURB136 - min() is a call on the hot path
+            notional = price * tick * q
+            if budget != NO_BUDGET:
+                affordable = budget // (price * tick)
+                if affordable < q:
+                    q = affordable
+                    if q == 0:
+                        end_reason = "expired"
+                        break
+                    notional = price * tick * q
+                budget -= notional
+            if is_buy:
+                buyer, seller = taker_account, maker_account
+                if not is_market:
+                    buyer.cash_held -= limit * tick * q
+                seller.cash += notional
+                buyer.cash -= notional
+            else:
+                buyer, seller = maker_account, taker_account
+                buyer.cash_held -= notional
+                buyer.cash -= notional
+                seller.cash += notional
+            positions = buyer.positions
+            positions[symbol] = positions.get(symbol, 0) + q
+            seller.positions[symbol] -= q
+            seller.units_held[symbol] -= q
+            remaining -= q
+            maker_remaining -= q
+            maker.remaining = maker_remaining
+            level.total -= q
+            trade_id = market.next_trade
+            market.next_trade = trade_id + 1
+            append(
+                TradeExecuted(
+                    trade_id, symbol, price, q, taker.side, maker.order_id,
+                    maker_account.account_id, maker_remaining, taker_id,
+                    taker_account.account_id, remaining, ts,
+                )
+            )
+            if maker_remaining:
+                break  # the taker is done: only a filled maker lets it go on
+            following = maker.next
+            level.head = following
+            if following is None:
+                level.tail = None
+            else:
+                following.prev = None
+            maker.level = maker.next = None
+            maker.status = "filled"
+            del maker_account.open_orders[maker.order_id]
+            if maker.client_order_id:
+                archive(maker)
+            maker = following
+            if not remaining:
+                break
+        if level.head is None:
+            opposite.drop_level(price)
+        if end_reason:
+            break
+    taker.remaining = remaining
+    if not remaining:
+        taker.status = "filled"
+        taker_account.open_orders.pop(taker_id, None)
+        if taker.client_order_id:
+            archive(taker)
+    elif end_reason or is_market or taker.tif != "gtc":
+        # Inlined _end_taker: an IOC remainder expiring is the common case.
+        if is_buy:
+            if not is_market:
+                taker_account.cash_held -= limit * tick * remaining
+        else:
+            taker_account.units_held[symbol] -= remaining
+        reason: DoneReason = end_reason or "expired"
+        taker.status = reason
+        taker_account.open_orders.pop(taker_id, None)
+        if taker.client_order_id:
+            archive(taker)
+        append(
+            OrderCancelled(
+                taker_id, taker_account.account_id, taker.client_order_id, symbol,
+                taker.side, limit, remaining, reason,
+            )
+        )
+    else:
+        own_side = book.bids if is_buy else book.asks
+        own_level = own_side.levels.get(limit)
+        if own_level is None:
+            own_level = own_side.add_level(limit)
+        own_level.append(taker)
+        taker_account.open_orders[taker_id] = taker
+
+
+def end_taker(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:
+    """End an order that is not resting (a taker's remainder)."""
+    release_holds(market, order)
+    order.status = reason
+    order.account.open_orders.pop(order.order_id, None)
+    if order.client_order_id:
+        archive(order)
+    events.append(cancelled(order, reason))
+
+
+def end_resting(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:
+    """Take a resting order off the book (keeping its level for the caller to drop)."""
+    level = order.level
+    assert level is not None, "only resting orders end this way"
+    level.unlink(order)
+    end_taker(market, order, reason, events)
+
+
+def crosses(book: OrderBook, is_buy: bool, price: int) -> bool:
+    """Would a limit order at `price` meet a resting order of the other side?"""
+    if is_buy:
+        best_ask = book.asks.best_price()
+        return best_ask is not None and price >= best_ask
+    best_bid = book.bids.best_price()
+    return best_bid is not None and price <= best_bid

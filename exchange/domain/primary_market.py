@@ -1,0 +1,124 @@
+"""The primary market: an issuer's offering, subscriptions against cash holds, and the pro-rata
+allocation at close that issues the units and pays the issuer (OpenOffering, SubscribeOffering,
+CloseOffering). The allocation rule itself is `instruments.allocate`.
+"""
+
+
+from exchange.domain.codes import RejectCode as Code
+from exchange.domain.commands import (
+    CloseOffering,
+    OpenOffering,
+    SubscribeOffering,
+)
+from exchange.domain.events import (
+    Event,
+    InstrumentStatusChanged,
+    OfferingClosed,
+    OfferingOpened,
+    OfferingSubscribed,
+    UnitsAllocated,
+)
+from exchange.domain.instruments import Offering, allocate
+from exchange.domain.limits import (
+    MAX_PRICE_TICKS,
+    MAX_QTY,
+)
+from exchange.domain.market import Market
+from exchange.domain.replies import refuse
+from exchange.domain.settlement import add_units
+
+
+def open_offering(market: Market, cmd: OpenOffering) -> list[Event]:
+    instrument = market.instruments.get(cmd.symbol)
+    if instrument is None:
+        return refuse(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")
+    if instrument.status != "listed":
+        return refuse(cmd, Code.BAD_STATUS, "only a listed instrument can be offered")
+    if not 0 < cmd.price <= MAX_PRICE_TICKS:
+        return refuse(cmd, Code.BAD_PRICE, "price out of range")
+    if not 0 < cmd.qty <= MAX_QTY:
+        return refuse(cmd, Code.BAD_QTY, "quantity out of range")
+    offering_id = market.next_offering
+    market.next_offering += 1
+    market.offerings[offering_id] = Offering(
+        offering_id, cmd.symbol, cmd.price, cmd.qty, cmd.closes_at
+    )
+    instrument.status = "in_offering"
+    return [
+        OfferingOpened(
+            offering_id=offering_id,
+            symbol=cmd.symbol,
+            price=cmd.price,
+            qty=cmd.qty,
+            closes_at=cmd.closes_at,
+        ),
+        InstrumentStatusChanged(symbol=cmd.symbol, status="in_offering"),
+    ]
+
+
+def subscribe_offering(market: Market, cmd: SubscribeOffering) -> list[Event]:
+    account = market.accounts.get(cmd.account)
+    if account is None:
+        return refuse(cmd, Code.UNKNOWN_ACCOUNT, "no such account", cmd.account)
+    offering = market.offerings.get(cmd.offering_id)
+    if offering is None:
+        return refuse(cmd, Code.UNKNOWN_OFFERING, "no such offering", cmd.account)
+    if not offering.is_open or (offering.closes_at and cmd.ts > offering.closes_at):
+        return refuse(cmd, Code.OFFERING_CLOSED, "the offering is closed", cmd.account)
+    if not 0 < cmd.qty <= MAX_QTY:
+        return refuse(cmd, Code.BAD_QTY, "quantity out of range", cmd.account)
+    cost = offering.price * market.instruments[offering.symbol].tick * cmd.qty
+    if cost > account.cash - account.cash_held:
+        return refuse(cmd, Code.INSUFFICIENT_FUNDS, "not enough available cash", cmd.account)
+    account.cash_held += cost
+    subs = offering.subscriptions
+    total = subs[cmd.account] = subs.get(cmd.account, 0) + cmd.qty
+    return [
+        OfferingSubscribed(
+            offering_id=cmd.offering_id, account=cmd.account, qty=cmd.qty, total=total
+        )
+    ]
+
+
+def close_offering(market: Market, cmd: CloseOffering) -> list[Event]:
+    offering = market.offerings.get(cmd.offering_id)
+    if offering is None:
+        return refuse(cmd, Code.UNKNOWN_OFFERING, "no such offering")
+    if not offering.is_open:
+        return refuse(cmd, Code.OFFERING_CLOSED, "the offering is closed already")
+    instrument = market.instruments[offering.symbol]
+    unit_cost = offering.price * instrument.tick
+    subscribers = list(offering.subscriptions.items())
+    shares = allocate([qty for _, qty in subscribers], offering.qty)
+    events: list[Event] = []
+    proceeds = 0
+    for (account_id, requested), allocated in zip(subscribers, shares, strict=True):
+        account = market.accounts[account_id]
+        cost = allocated * unit_cost
+        account.cash_held -= requested * unit_cost
+        account.cash -= cost
+        add_units(account.positions, offering.symbol, allocated)
+        proceeds += cost
+        events.append(
+            UnitsAllocated(
+                offering_id=offering.offering_id,
+                account=account_id,
+                requested=requested,
+                allocated=allocated,
+                cost=cost,
+            )
+        )
+    market.accounts[instrument.issuer].cash += proceeds
+    offering.is_open = False
+    instrument.status = "trading"
+    events.append(
+        OfferingClosed(
+            offering_id=offering.offering_id,
+            symbol=offering.symbol,
+            issuer=instrument.issuer,
+            issued=sum(shares),
+            proceeds=proceeds,
+        )
+    )
+    events.append(InstrumentStatusChanged(symbol=offering.symbol, status="trading"))
+    return events
