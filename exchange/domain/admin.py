@@ -8,12 +8,7 @@ import re
 from exchange.domain.accounts import Account
 from exchange.domain.book import OrderBook
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    AddApiKey,
-    CreateAccount,
-    ListInstrument,
-    SetInstrumentStatus,
-)
+from exchange.domain.commands import AddApiKey, CreateAccount, ListInstrument, SetInstrumentStatus
 from exchange.domain.events import (
     AccountCreated,
     ApiKeyAdded,
@@ -22,10 +17,7 @@ from exchange.domain.events import (
     InstrumentStatusChanged,
 )
 from exchange.domain.instruments import Instrument
-from exchange.domain.limits import (
-    MAX_TICK,
-    SYMBOL_PATTERN,
-)
+from exchange.domain.limits import MAX_TICK, SYMBOL_PATTERN
 from exchange.domain.market import Market
 from exchange.domain.replies import refuse
 

@@ -3,23 +3,12 @@ replace keeps its time priority, the holds resized to the new price and size, an
 crosses going through matching again.
 """
 
-
 from exchange.domain.book import Order
 from exchange.domain.client_orders import archive
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    CancelAll,
-    CancelOrder,
-    ReplaceOrder,
-)
-from exchange.domain.events import (
-    DoneReason,
-    Event,
-)
-from exchange.domain.limits import (
-    MAX_PRICE_TICKS,
-    MAX_QTY,
-)
+from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
+from exchange.domain.events import DoneReason, Event
+from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, match
 from exchange.domain.replies import (

@@ -1,7 +1,7 @@
 """Client order ids: what answered each one, so a resent place is answered, not repeated.
 
 An account keeps its newest MAX_CLIENT_ORDER_IDS_PER_ACCOUNT ids (those of open orders always);
-an ended order is kept as plain values (`EndedOrder`). docs/ENGINE.md, "Client order ids".
+an ended order is kept as plain values (`EndedOrder`). docs/ENGINE.md, "Orders".
 """
 
 import msgspec
@@ -9,17 +9,9 @@ import msgspec
 from exchange.domain.accounts import Account, ClientOrderRecord
 from exchange.domain.book import EndedOrder, Order
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    PlaceOrder,
-)
-from exchange.domain.events import (
-    Event,
-    OrderAccepted,
-    OrderRejected,
-)
-from exchange.domain.limits import (
-    MAX_CLIENT_ORDER_IDS_PER_ACCOUNT,
-)
+from exchange.domain.commands import PlaceOrder
+from exchange.domain.events import Event, OrderAccepted, OrderRejected
+from exchange.domain.limits import MAX_CLIENT_ORDER_IDS_PER_ACCOUNT
 from exchange.domain.replies import order_rejected
 
 

@@ -5,15 +5,9 @@ prevention, the market-order budget, what becomes of a taker's remainder (rest, 
 cancel), and ending an order that is not left resting. The book's structure is book.py.
 """
 
-
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.client_orders import archive
-from exchange.domain.events import (
-    DoneReason,
-    Event,
-    OrderCancelled,
-    TradeExecuted,
-)
+from exchange.domain.events import DoneReason, Event, OrderCancelled, TradeExecuted
 from exchange.domain.market import Market
 from exchange.domain.replies import cancelled
 from exchange.domain.settlement import release_holds

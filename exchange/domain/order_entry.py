@@ -2,26 +2,14 @@
 the answer to a resent client order id, fill-or-kill, and the holds placed before matching.
 """
 
-
 from exchange.domain.accounts import Account
 from exchange.domain.book import Order
 from exchange.domain.client_orders import answer_resend, archive, remember
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    PlaceOrder,
-)
-from exchange.domain.events import (
-    Event,
-    OrderAccepted,
-    OrderRejected,
-)
+from exchange.domain.commands import PlaceOrder
+from exchange.domain.events import Event, OrderAccepted, OrderRejected
 from exchange.domain.instruments import Instrument
-from exchange.domain.limits import (
-    MAX_CASH,
-    MAX_OPEN_ORDERS_PER_ACCOUNT,
-    MAX_PRICE_TICKS,
-    MAX_QTY,
-)
+from exchange.domain.limits import MAX_CASH, MAX_OPEN_ORDERS_PER_ACCOUNT, MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, fillable, match
 from exchange.domain.replies import cancelled, order_rejected

@@ -3,13 +3,8 @@ allocation at close that issues the units and pays the issuer (OpenOffering, Sub
 CloseOffering). The allocation rule itself is `instruments.allocate`.
 """
 
-
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    CloseOffering,
-    OpenOffering,
-    SubscribeOffering,
-)
+from exchange.domain.commands import CloseOffering, OpenOffering, SubscribeOffering
 from exchange.domain.events import (
     Event,
     InstrumentStatusChanged,
@@ -19,10 +14,7 @@ from exchange.domain.events import (
     UnitsAllocated,
 )
 from exchange.domain.instruments import Offering, allocate
-from exchange.domain.limits import (
-    MAX_PRICE_TICKS,
-    MAX_QTY,
-)
+from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.replies import refuse
 from exchange.domain.settlement import add_units

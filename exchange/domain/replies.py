@@ -3,16 +3,9 @@
 Pure builders, no state: each rule module refuses through these so every refusal has one shape.
 """
 
-
 from exchange.domain.book import Order
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    CancelAll,
-    CancelOrder,
-    Command,
-    PlaceOrder,
-    ReplaceOrder,
-)
+from exchange.domain.commands import CancelAll, CancelOrder, Command, PlaceOrder, ReplaceOrder
 from exchange.domain.events import (
     DoneReason,
     Event,

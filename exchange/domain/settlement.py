@@ -6,15 +6,9 @@ Placing a hold at entry (order_entry) and settling each fill (matching) are inli
 happen: they are the hot path, and a call per fill costs more than the rule it would name.
 """
 
-
 from exchange.domain.book import Order
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import (
-    DepositCash,
-    DepositUnits,
-    WithdrawCash,
-    WithdrawUnits,
-)
+from exchange.domain.commands import DepositCash, DepositUnits, WithdrawCash, WithdrawUnits
 from exchange.domain.events import (
     CashDeposited,
     CashWithdrawn,
@@ -22,10 +16,7 @@ from exchange.domain.events import (
     UnitsDeposited,
     UnitsWithdrawn,
 )
-from exchange.domain.limits import (
-    MAX_CASH,
-    MAX_QTY,
-)
+from exchange.domain.limits import MAX_CASH, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.replies import refuse
 
