@@ -427,7 +427,17 @@ async def _run(options: NodeOptions) -> int:
         lease = Lease(await ensure_bucket(js), options.node_id, js)
         while True:  # one turn a role: standby until it leads, leader until it stops or steps down
             # A journal behind the stream's first record starts from a fetched snapshot.
-            recovered, after = await recover_or_fetch(js, options.data_dir, durable)
+            # As a task, so a stop is heard while it waits for NATS to answer.
+            starting = asyncio.ensure_future(recover_or_fetch(js, options.data_dir, durable))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return 0
+            recovered, after = starting.result()
             follower = Follower(js, recovered, options.snapshot_every)
             follower.stream_seq = after
             node.become("standby", lambda f=follower: f.applied_seq)  # type: ignore[misc]
