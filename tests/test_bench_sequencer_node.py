@@ -4,11 +4,14 @@ import pytest
 
 from loadtest import bench_sequencer_node
 
+COMMANDS = 6_000
+
 
 @pytest.mark.asyncio
 async def test_the_benchmark_drives_the_sequencer_and_reports_its_cpu() -> None:
-    report = await bench_sequencer_node.main(commands=600, window=50)
-    assert report["commands"] >= 600
+    # Enough commands for the sequencer's CPU to span several of /proc's 10 ms ticks.
+    report = await bench_sequencer_node.main(commands=COMMANDS, window=50)
+    assert report["commands"] >= COMMANDS
     # Each pair's two orders, and a third resting order (then its cancel) every other pair.
     assert report["orders"] == pytest.approx(report["commands"] * 5 / 6, abs=3)
     assert report["sequencer_us_per_command"] > 0
