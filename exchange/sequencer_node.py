@@ -529,6 +529,10 @@ async def _lead(
         options.trim_margin,
     ).run(), name="engine-snapshots")  # fmt: skip
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
+    # The server has the subscription before this node says it leads (a command sent right
+    # after the ready line would otherwise find no one on the subject).
+    with contextlib.suppress(Exception):
+        await nc.flush(int(PUBLISH_TIMEOUT_S))
     node.become("leader", lambda: sequencer.durable_seq)
     node.say_ready(
         f"leader from seq {journal.last_seq} (stream had {published}), commands on "
