@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.logs import LOG_FORMATS, configure
 from exchange.sequencer import GATHER_MS
@@ -19,6 +20,10 @@ from gateway.limits import (
     RATE_PER_S,
 )
 
+if TYPE_CHECKING:
+    from gateway.demofeed import DemoFeed
+    from gateway.server import Companion
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
@@ -28,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
+    serve.add_argument(
+        "--simulate", action="store_true",
+        help="run the simulated market beside the server (agents trading ACME over WebSocket "
+        "around a hidden value; the demo-only feed /v1/demo/fundamental shows it)",
+    )  # fmt: skip
     _gather_flag(serve)
     sequencer = commands.add_parser(
         "sequencer", help="cluster role: sequence, match and journal commands from NATS"
@@ -252,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_connections, args.rate_limit, gather_ms=args.gather_ms,
             account_rate_limit=args.account_rate_limit, header_timeout=args.header_timeout,
             max_half_open=args.max_half_open,
+            companion=_companion(args.data_dir) if args.simulate else None,
         ))  # fmt: skip
     if args.command == "gateway":
         from gateway import gateway_node, natsbus, readbucket  # noqa: PLC0415
@@ -298,6 +309,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.journal_command == "verify":
         return journal_tools.verify(args.dir)
     return journal_tools.inspect(args.dir, args.from_seq, args.limit)
+
+
+# The simulated market beside `exchange serve --simulate`: its agents' accounts are kept
+# here, so a restart trades on with them (cancelling what they left resting).
+SIM_ACCOUNTS_FILE = "sim-accounts.json"
+
+
+def _companion(data_dir: Path) -> "Companion":
+    """`exchange serve --simulate`'s simulated market, at the default (gentle) rates."""
+    from loadtest.simulation import runner  # noqa: PLC0415
+
+    async def run(base_url: str, admin_token: str, feed: "DemoFeed") -> None:
+        options = runner.SimOptions(
+            base_url, admin_token, symbol=feed.symbol, accounts_file=data_dir / SIM_ACCOUNTS_FILE
+        )
+        await runner.live(options, feed.record)
+
+    return run
 
 
 def _simulate(args: argparse.Namespace) -> int:

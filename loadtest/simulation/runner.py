@@ -348,3 +348,15 @@ async def simulate(options: SimOptions, on_value: Callable[[str], None] | None =
         report.write(options.report_dir, summary, sim.samples, sim.prices.tick)
     print(json.dumps(report.headline(summary)), flush=True)
     return 0 if consistent else 1
+
+
+async def live(options: SimOptions, on_value: Callable[[str], None]) -> None:
+    """Run beside a demo server until cancelled (`exchange serve --demo --simulate`),
+    telling `on_value` the hidden value after each step; its orders are cancelled at the end."""
+    sim = Simulation(options, on_value)
+    async with Admin(options.base_url, options.admin_token) as admin:
+        try:
+            await sim.setup(admin)
+            await sim.run()
+        finally:
+            await sim.close()

@@ -1,0 +1,229 @@
+"""The trading page in a real browser (Debian's Chromium through Playwright) against the
+real server: it loads without console errors, its ladder is the REST book, a limit order
+sent through its ticket shows in open orders and in GET /v1/orders and can be cancelled
+there, another client's trade reaches its tape and candles, a stalled socket is shown and
+recovers, a bad API key is refused in words. Screenshots: test-artifacts/web/."""
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, expect
+
+from gateway.client import Client
+from tests import server as srv
+from tests.browser import page_at
+from tests.wirings import WIRINGS, serving
+
+pytestmark = pytest.mark.slow
+# Waits for the page (a bound, never a measurement): a stall is seen after 5 s of silence.
+PAGE_TIMEOUT_MS = 20_000
+LADDER_DEPTH = 20  # what the page's ladder shows (gateway/web/main.js LADDER_DEPTH)
+READ_LADDER = """() => ({
+  bids: [...document.querySelectorAll('[data-testid=book-bids] [data-testid=level]')]
+        .map(e => [e.dataset.price, Number(e.dataset.qty)]),
+  asks: [...document.querySelectorAll('[data-testid=book-asks] [data-testid=level]')]
+        .map(e => [e.dataset.price, Number(e.dataset.qty)]).reverse(),
+})"""
+
+
+def _key(server: srv.RunningServer, name: str = "alice") -> str:
+    keys = json.loads((server.data_dir / "demo-keys.json").read_text())
+    return str(keys[name]["api_key"])
+
+
+async def _rest(server: srv.RunningServer, path: str, key: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.base_url + path, headers=headers) as reply,
+    ):
+        assert reply.status == 200, await reply.text()
+        return await reply.json()
+
+
+async def _live(page: Page) -> None:
+    await expect(page.get_by_test_id("connection")).to_have_attribute(
+        "data-state", "live", timeout=PAGE_TIMEOUT_MS
+    )
+
+
+async def _ladder_is_rest_book(page: Page, server: srv.RunningServer) -> dict[str, Any]:
+    """Wait (bounded) until the ladder shows the REST book's levels; returns them."""
+    book = await _rest(server, f"/v1/book/ACME?depth={LADDER_DEPTH}")
+    expected = {"bids": book["bids"], "asks": book["asks"]}
+    await page.wait_for_function(
+        f"expected => JSON.stringify(({READ_LADDER})()) === JSON.stringify(expected)",
+        arg=expected, timeout=PAGE_TIMEOUT_MS,
+    )  # fmt: skip
+    shown: dict[str, Any] = await page.evaluate(READ_LADDER)
+    assert shown == expected
+    return shown
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+async def test_the_page_loads_without_console_errors_and_its_ladder_is_the_rest_book(
+    wiring: str, tmp_path: Path
+) -> None:
+    async with serving(wiring, tmp_path, demo=True) as server, page_at(server.base_url) as opened:
+        page = opened.page
+        await _live(page)
+        shown = await _ladder_is_rest_book(page, server)
+        assert len(shown["bids"]) == 5  # the demo's maker quotes five levels a side
+        assert len(shown["asks"]) == 5
+        await expect(page.get_by_test_id("symbol-select")).to_have_value("ACME")
+        await expect(page.get_by_test_id("spread")).to_contain_text("spread 0.10")
+        # No simulation here: the demo-only value is not shown.
+        await expect(page.get_by_test_id("fundamental")).to_be_hidden()
+        await expect(page.get_by_test_id("offerings")).to_contain_text("ACME #1")
+        await opened.screenshot(f"page-loaded-{wiring}")
+        assert opened.console_errors == []
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+async def test_a_limit_order_from_the_ticket_shows_in_open_orders_and_is_cancelled_there(
+    wiring: str, tmp_path: Path
+) -> None:
+    async with serving(wiring, tmp_path, demo=True) as server, page_at(server.base_url) as opened:
+        page, key = opened.page, _key(server)
+        await _live(page)
+        await page.get_by_test_id("api-key-input").fill(key)
+        await page.get_by_test_id("login-button").click()
+        await expect(page.get_by_test_id("status-line")).to_contain_text("Logged in")
+        assert await page.evaluate("() => sessionStorage.getItem('exchange.apiKey')") == key
+        assert key not in page.url
+        await expect(page.get_by_test_id("balances")).to_contain_text("ACME units2,857")
+        # The ticket by keyboard alone: focus, type, Tab on, Enter submits.
+        await page.get_by_test_id("ticket-side").select_option("buy")
+        await page.get_by_test_id("ticket-price").focus()
+        await page.keyboard.type("9.50")
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("Control+A")
+        await page.keyboard.type("7")
+        await page.keyboard.press("Enter")
+        status = page.get_by_test_id("status-line")
+        await expect(status).to_contain_text("Accepted: ▲ Buy 7 ACME @ 9.50")
+        row = page.get_by_test_id("open-orders").get_by_test_id("order")
+        await expect(row).to_have_count(1)
+        order_id = await row.get_attribute("data-order-id")
+        listed = await _rest(server, "/v1/orders?status=open", key)
+        assert [(o["order_id"], o["price"], o["qty"]) for o in listed["orders"]] == [
+            (order_id, "9.50", 7)
+        ]
+        await opened.screenshot(f"order-placed-{wiring}")
+        await row.get_by_test_id("cancel").click()
+        await expect(status).to_contain_text(f"Order {order_id} cancelled")
+        await expect(row).to_have_count(0)
+        assert (await _rest(server, "/v1/orders?status=open", key))["orders"] == []
+        # A refusal is shown in words with its code.
+        await page.get_by_test_id("ticket-price").fill("9.505")
+        await page.get_by_test_id("ticket-submit").click()
+        await expect(status).to_contain_text("the price is between two ticks (OFF_TICK)")
+        assert opened.console_errors == []
+
+
+async def test_another_clients_trade_reaches_the_tape_and_moves_the_candles(
+    tmp_path: Path,
+) -> None:
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        page_at(server.base_url) as opened,
+    ):
+        page = opened.page
+        await _live(page)
+        candles = page.get_by_test_id("candles")
+        await expect(candles).to_have_attribute("data-count", "0")  # nothing traded yet
+        async with await Client.connect(server.ws_url, _key(server, "bob")) as bob:
+            answer = await bob.place("ACME", "buy", 3, "10.05", tif="ioc")
+            assert answer["type"] == "accepted"
+            fill = await bob.next_event("fill")
+        trade = page.get_by_test_id("trades").get_by_test_id("trade").first
+        await expect(trade).to_have_attribute("data-trade-id", fill["trade_id"])
+        await expect(trade).to_contain_text("▲ Buy")
+        await expect(trade).to_contain_text("10.05")
+        last = (await _rest(server, "/v1/candles/ACME?interval=1m"))["candles"][-1]
+        assert (last["close"], last["volume"]) == ("10.05", 3)
+        await expect(candles).to_have_attribute("data-count", "1")
+        await expect(candles).to_have_attribute("data-last-close", last["close"])
+        await expect(candles).to_have_attribute("data-last-volume", str(last["volume"]))
+        await _ladder_is_rest_book(page, server)  # the trade took 3 of the best ask
+        await opened.screenshot("trade-in-tape")
+        assert opened.console_errors == []
+
+
+@pytest.mark.single_only
+async def test_a_stalled_websocket_is_shown_and_the_page_recovers(tmp_path: Path) -> None:
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        page_at(server.base_url) as opened,
+    ):
+        page = opened.page
+        await _live(page)
+        await _ladder_is_rest_book(page, server)
+        connection = page.get_by_test_id("connection")
+        os.kill(server.process.pid, signal.SIGSTOP)  # no heartbeat, no answer
+        try:
+            await expect(connection).to_have_attribute(
+                "data-state", "stalled", timeout=PAGE_TIMEOUT_MS
+            )
+            await expect(connection).to_contain_text("stalled")
+            await opened.screenshot("stalled")
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await _live(page)
+        await expect(connection).to_contain_text("reconnected")
+        # The new socket's book follows what changes after it: a new level shows.
+        async with await Client.connect(server.ws_url, _key(server, "bob")) as bob:
+            assert (await bob.place("ACME", "buy", 11, "9.91"))["type"] == "accepted"
+        shown = await _ladder_is_rest_book(page, server)
+        assert ["9.91", 11] in shown["bids"]
+        await opened.screenshot("recovered")
+
+
+async def test_a_bad_api_key_shows_a_readable_error(tmp_path: Path) -> None:
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        page_at(server.base_url) as opened,
+    ):
+        page = opened.page
+        await _live(page)
+        await page.get_by_test_id("api-key-input").fill("ek_not-a-key-of-this-exchange")
+        await page.get_by_test_id("login-button").click()
+        status = page.get_by_test_id("status-line")
+        await expect(status).to_contain_text(
+            "Login failed: the exchange does not know this API key (AUTH_FAILED)"
+        )
+        assert await page.evaluate("() => sessionStorage.getItem('exchange.apiKey')") is None
+        assert "ek_" not in page.url
+        await expect(page.get_by_test_id("login-button")).to_be_visible()
+        # Order entry without a login is refused in words too, and nothing is sent.
+        await page.get_by_test_id("ticket-price").fill("9.50")
+        await page.get_by_test_id("ticket-submit").click()
+        await expect(status).to_contain_text("Log in with an API key first")
+        await _live(page)  # the socket was never dropped
+        await opened.screenshot("bad-key")
+
+
+async def test_the_demo_with_its_simulation_shows_the_hidden_value(tmp_path: Path) -> None:
+    extra = ("--simulate", "--durability", "none")
+    async with (
+        srv.running(tmp_path / "data", demo=True, extra=extra) as server,
+        page_at(server.base_url) as opened,
+    ):
+        page = opened.page
+        await _live(page)
+        await expect(page.get_by_test_id("fundamental")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+        await expect(page.get_by_test_id("fundamental")).to_have_text(re.compile(r"^\d+\.\d\d$"))
+        # The agents trade: the tape fills without anyone else.
+        await expect(page.get_by_test_id("trade").first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+        await opened.screenshot("simulated-demo")
+        assert opened.console_errors == []
+        feed = await _rest(server, "/v1/demo/fundamental")
+        assert feed["running"] is True
+        assert feed["symbol"] == "ACME"
+        assert feed["points"]
