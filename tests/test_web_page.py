@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
-from gateway.client import Client
+from gateway.client import Client, LocalBook, book_checksum
 from tests import server as srv
 from tests.browser import page_at
 from tests.wirings import WIRINGS, serving
@@ -227,3 +228,41 @@ async def test_the_demo_with_its_simulation_shows_the_hidden_value(tmp_path: Pat
         assert feed["running"] is True
         assert feed["symbol"] == "ACME"
         assert feed["points"]
+
+
+async def test_the_pages_book_checks_seqs_and_checksums_like_the_client_library(
+    tmp_path: Path,
+) -> None:
+    """gateway/web/book.js against gateway/client.py's LocalBook on the same messages: the
+    same checksums, and the same verdicts on a good update, a gap and a bad checksum."""
+    bids = {"9.95": 100, "9.90": 200, "10.00": 5}
+    asks = {"10.05": 100, "10.10": 7, "10.20": 1}
+    after = {**bids, "9.95": 40}
+    messages: list[dict[str, Any]] = [
+        {"type": "book_snapshot", "symbol": "ACME", "seq": 41, "trade_seq": 12,
+         "bids": [[p, q] for p, q in bids.items()], "asks": [[p, q] for p, q in asks.items()],
+         "checksum": book_checksum(bids, asks)},
+        {"type": "trade", "symbol": "ACME", "seq": 13},
+        {"type": "book_update", "symbol": "ACME", "seq": 42, "changes": [["buy", "9.95", 40]],
+         "checksum": book_checksum(after, asks)},
+        {"type": "book_update", "symbol": "ACME", "seq": 44, "changes": [], "checksum": 0},
+    ]  # fmt: skip
+    bad_checksum = [messages[0], {**messages[2], "checksum": messages[2]["checksum"] ^ 1}]
+    trade_gap = [messages[0], {"type": "trade", "symbol": "ACME", "seq": 14}]
+    python = LocalBook("ACME")
+    expected = [python.apply(m) for m in messages]
+    assert expected == [True, True, True, False]
+    async with srv.running(tmp_path / "data") as server, page_at(server.base_url) as opened:
+        verdicts = await opened.page.evaluate(
+            """async (cases) => {
+                const { LocalBook, crc32 } = await import('/web/book.js');
+                const run = (ms) => {
+                    const book = new LocalBook('ACME');
+                    return ms.map(m => book.apply(m));
+                };
+                return { runs: cases.map(run), crc: crc32('A10.05:100|B9.95:100') };
+            }""",
+            [messages, bad_checksum, trade_gap],
+        )
+    assert verdicts["runs"] == [expected, [True, False], [True, False]]
+    assert verdicts["crc"] == zlib.crc32(b"A10.05:100|B9.95:100")
