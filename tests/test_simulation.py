@@ -3,6 +3,11 @@ steps, the traded price tracks the hidden value within the report's stated bound
 is the same every time, and the book the agents saw (checked by seq and checksum) is the
 book REST serves."""
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -47,3 +52,40 @@ async def test_the_price_tracks_the_hidden_value_and_the_book_stays_consistent(
     assert {k: v for k, v in second.items() if k not in drop} == {
         k: v for k, v in summary.items() if k not in drop
     }
+
+
+async def test_exchange_simulate_runs_from_the_command_line(tmp_path: Path) -> None:
+    async with srv.running(tmp_path / "data", extra=("--durability", "none")) as server:
+        args = ["--url", server.base_url, "--admin-token", srv.ADMIN_TOKEN, "--symbol", "CLI"]
+        done = await asyncio.to_thread(
+            _exchange, tmp_path, "simulate", *args, "--steps", "200", "--speed", "0",
+            "--report", str(tmp_path / "report"), "--accounts", str(tmp_path / "accounts.json"),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        line = json.loads(done.stdout.splitlines()[-1])
+        assert line["steps"] == 200
+        assert line["book_consistent"] is True
+        assert (tmp_path / "report" / report.PLOT_FILE).exists()
+        assert (tmp_path / "accounts.json").stat().st_mode & 0o777 == 0o600
+        # The accounts file is reused: no new accounts, the same agents trade on.
+        again = await asyncio.to_thread(
+            _exchange, tmp_path, "simulate", *args, "--steps", "200", "--speed", "0",
+            "--accounts", str(tmp_path / "accounts.json"), "--report", str(tmp_path / "again"),
+        )  # fmt: skip
+        assert again.returncode == 0, again.stdout + again.stderr
+        second = json.loads((tmp_path / "again" / report.SUMMARY_FILE).read_text())
+        # New client order ids each run: none is taken for a resend of the first run's.
+        assert "DUPLICATE_CLIENT_ORDER_ID" not in second["rejects"], second["rejects"]
+        assert second["trades"] > 0
+    no_token = _exchange(tmp_path, "simulate", "--url", server.base_url)
+    assert no_token.returncode == 2
+    assert "--admin-token" in no_token.stderr
+
+
+def _exchange(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "EXCHANGE_ADMIN_TOKEN"}
+    env["PYTHONPATH"] = str(srv.ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "exchange", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ class Simulation:
         self.fundamental: Fundamental | None = None
         self.time_s = 0.0
         self.book_consistent: bool | None = None
+        # Client order ids are new in every run (an accounts file carries the agents over
+        # restarts; a reused id would be taken as a resend). Not part of any decision.
+        self.run_id = secrets.token_hex(4)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -251,7 +255,7 @@ class Simulation:
         self.tally.orders += 1
         member.sent += 1
         fields: dict[str, Any] = {
-            "client_order_id": f"{agent.name}-{self.options.seed}-{member.sent}",
+            "client_order_id": f"{agent.name}-{self.run_id}-{member.sent}",
             "tif": action.tif,
             "post_only": action.post_only,
         }
