@@ -15,6 +15,7 @@ import msgspec
 from loadtest.simulation import report
 from loadtest.simulation.runner import SimOptions, simulate
 from tests import server as srv
+from tests.wirings import serving
 
 STEPS = 1_500  # ~6 simulated minutes at the default rates: a minute of warm-up and five
 
@@ -89,3 +90,17 @@ def _exchange(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "exchange", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+async def test_the_agents_trade_through_a_cluster_gateway_too(tmp_path: Path) -> None:
+    """Ordinary clients of the protocol: the same agents against `exchange gateway` over
+    NATS, the book they checked equal to the gateway's REST book at the end."""
+    async with serving("cluster", tmp_path) as gateway:
+        options = SimOptions(
+            gateway.base_url, srv.ADMIN_TOKEN, symbol="SIMC", seed=3, steps=300, speed=0,
+            report_dir=tmp_path / "report",
+        )  # fmt: skip
+        assert await simulate(options) == 0
+    summary = json.loads((tmp_path / "report" / report.SUMMARY_FILE).read_text())
+    assert summary["book_consistent"] is True
+    assert summary["trades"] > 0
