@@ -36,11 +36,16 @@ export function drawCandles(canvas, candles, value, intervalMs, decimals) {
     label(ctx, "no trades yet", width / 2, height / 2, "center");
     return;
   }
-  // A fixed number of slots ending with the newest candle (or now): candles keep their width.
-  const slots = Math.max(20, Math.min(90, Math.floor((width - left - right) / 8)));
+  // Slots of one interval: as many as there are candles and a few more (at least 20, at
+  // most what fits). A young market's few candles start at the left; an older one's newest
+  // end at the right.
+  const fit = Math.floor((width - left - right) / 8);
+  const slots = Math.max(20, Math.min(candles.length + 4, fit));
   const newest = Math.max(candles[candles.length - 1].ts, Math.floor(Date.now() / intervalMs) * intervalMs);
-  const end = newest + intervalMs;
-  const start = end - slots * intervalMs;
+  const first = candles[0].ts - intervalMs;
+  const young = (newest - first) / intervalMs + 1 < slots;
+  const start = young ? first : newest + intervalMs - slots * intervalMs;
+  const end = start + slots * intervalMs;
   const shown = candles.filter((c) => c.ts >= start);
   const points = (value || []).filter(([ts]) => ts >= start && ts <= end);
   if (!shown.length) {
