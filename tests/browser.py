@@ -4,7 +4,7 @@ to test-artifacts/web/ for people to look at."""
 
 import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +44,11 @@ async def chromium() -> AsyncIterator[Browser]:
 
 
 @contextlib.asynccontextmanager
-async def page_at(url: str) -> AsyncIterator[Opened]:
-    """A fresh browser page on `url`, its console errors and uncaught exceptions kept."""
+async def page_at(
+    url: str, before: Callable[[Page], Awaitable[None]] | None = None
+) -> AsyncIterator[Opened]:
+    """A fresh browser page on `url`, its console errors and uncaught exceptions kept;
+    `before` sets the page up before it loads (routes)."""
     async with chromium() as browser:
         context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
         page = await context.new_page()
@@ -60,6 +63,8 @@ async def page_at(url: str) -> AsyncIterator[Opened]:
 
         page.on("console", on_console)
         page.on("pageerror", on_page_error)
+        if before is not None:
+            await before(page)
         await page.goto(url)
         try:
             yield opened

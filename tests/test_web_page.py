@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from gateway.client import Client, LocalBook, book_checksum
 from tests import server as srv
@@ -154,6 +154,45 @@ async def test_another_clients_trade_reaches_the_tape_and_moves_the_candles(
         await expect(candles).to_have_attribute("data-last-volume", str(last["volume"]))
         await _ladder_is_rest_book(page, server)  # the trade took 3 of the best ask
         await opened.screenshot("trade-in-tape")
+        assert opened.console_errors == []
+
+
+async def test_a_gap_in_the_book_seq_resubscribes_and_the_ladder_recovers(tmp_path: Path) -> None:
+    """One book_update is lost on its way to the page (Playwright stands between the page
+    and the server's socket): the next one's seq shows the gap, the page resubscribes, and
+    the ladder is the REST book again."""
+    dropped: list[str] = []
+
+    async def drop_one_update(page: Page) -> None:
+        def route(ws: WebSocketRoute) -> None:
+            server = ws.connect_to_server()
+
+            def from_server(message: str | bytes) -> None:
+                text = message.decode() if isinstance(message, bytes) else message
+                if not dropped and json.loads(text).get("type") == "book_update":
+                    dropped.append(text)  # lost
+                    return
+                ws.send(message)
+
+            server.on_message(from_server)
+
+        await page.route_web_socket("**/v1/ws", route)
+
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        page_at(server.base_url, before=drop_one_update) as opened,
+    ):
+        page = opened.page
+        await _live(page)
+        await _ladder_is_rest_book(page, server)
+        async with await Client.connect(server.ws_url, _key(server, "bob")) as bob:
+            assert (await bob.place("ACME", "buy", 11, "9.91"))["type"] == "accepted"
+            assert (await bob.place("ACME", "buy", 12, "9.92"))["type"] == "accepted"
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-resyncs", "1")
+        shown = await _ladder_is_rest_book(page, server)
+        assert ["9.91", 11] in shown["bids"]
+        assert ["9.92", 12] in shown["bids"]
+        assert len(dropped) == 1
         assert opened.console_errors == []
 
 

@@ -93,6 +93,7 @@ async function subscribe(symbol) {
 
 async function resync() {
   state.resyncs += 1;
+  $("connection").dataset.resyncs = String(state.resyncs);
   const symbol = state.symbol;
   try {
     await connection.request("unsubscribe", { channels: ["book", "trades", "ticker"], symbols: [symbol] });
