@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, WebSocketRoute, expect
 
-from gateway.client import Client, LocalBook, book_checksum
+from gateway.client import Admin, Client, LocalBook, book_checksum
 from tests import server as srv
 from tests.browser import page_at
 from tests.wirings import WIRINGS, serving
@@ -117,6 +117,14 @@ async def test_a_limit_order_from_the_ticket_shows_in_open_orders_and_is_cancell
             (order_id, "9.50", 7)
         ]
         await opened.screenshot(f"order-placed-{wiring}")
+        # Replace in the row: a lower quantity at the same price keeps its priority.
+        await row.get_by_label(f"new quantity for order {order_id}").fill("5")
+        await row.get_by_test_id("replace").click()
+        await expect(status).to_contain_text(
+            f"Replaced order {order_id}: 5 @ 9.50 (kept its time priority)"
+        )
+        await expect(row).to_contain_text("5 of 5")
+        assert (await _rest(server, f"/v1/orders/{order_id}", key))["qty"] == 5
         await row.get_by_test_id("cancel").click()
         await expect(status).to_contain_text(f"Order {order_id} cancelled")
         await expect(row).to_have_count(0)
@@ -125,7 +133,54 @@ async def test_a_limit_order_from_the_ticket_shows_in_open_orders_and_is_cancell
         await page.get_by_test_id("ticket-price").fill("9.505")
         await page.get_by_test_id("ticket-submit").click()
         await expect(status).to_contain_text("the price is between two ticks (OFF_TICK)")
+        # An order that trades at once: its fill shows with its fee.
+        await page.get_by_test_id("ticket-price").fill("10.05")
+        await page.get_by_test_id("ticket-qty").fill("2")
+        await page.get_by_test_id("ticket-submit").click()
+        await expect(status).to_contain_text("filled 2 at 10.05 on average")
+        fill = page.get_by_test_id("fills").get_by_test_id("fill")
+        await expect(fill).to_have_count(1)
+        rest_fill = (await _rest(server, "/v1/fills", key))["fills"][0]
+        await expect(fill).to_contain_text(f"{rest_fill['fee']} {rest_fill['fee_asset']}")
+        await expect(fill).to_contain_text("taker")
         assert opened.console_errors == []
+
+
+async def test_an_offering_is_subscribed_from_the_page_and_its_allocation_shown(
+    tmp_path: Path,
+) -> None:
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        Admin(server.base_url, srv.ADMIN_TOKEN) as admin,
+    ):
+        issuer, _ = await admin.account("fund-issuer")
+        listing = {"symbol": "FUND", "kind": "fund", "tick_size": "0.01", "issuer": issuer}
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        offer = {"symbol": "FUND", "price": "5.00", "qty": 100}
+        offering_id = (await admin.ok("POST", "/v1/admin/offerings", offer))["offering_id"]
+        async with page_at(server.base_url) as opened:
+            page = opened.page
+            await _live(page)
+            await page.get_by_test_id("api-key-input").fill(_key(server))
+            await page.get_by_test_id("login-button").click()
+            await expect(page.get_by_test_id("status-line")).to_contain_text("Logged in")
+            offering = page.locator(f"[data-testid=offering][data-offering-id='{offering_id}']")
+            await expect(offering).to_have_attribute("data-status", "open")
+            units = offering.get_by_label(f"units to subscribe in offering {offering_id}")
+            await units.fill("30")
+            await offering.get_by_role("button", name="Subscribe").click()
+            await expect(page.get_by_test_id("status-line")).to_contain_text(
+                f"Subscribed 30 units in offering {offering_id}"
+            )
+            await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+            await page.reload()  # still logged in: the key is in the tab's sessionStorage
+            await _live(page)
+            await expect(page.get_by_test_id("status-line")).to_contain_text("Logged in as")
+            await expect(offering).to_have_attribute("data-status", "closed")
+            await expect(offering).to_contain_text("allocated in full")
+            await expect(page.get_by_test_id("balances")).to_contain_text("FUND units30")
+            await opened.screenshot("offering-allocated")
+            assert opened.console_errors == []
 
 
 async def test_another_clients_trade_reaches_the_tape_and_moves_the_candles(

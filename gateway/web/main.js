@@ -77,6 +77,10 @@ const connection = new Connection(wsUrl, {
     if (state.apiKey) {
       const answer = await connection.request("auth", { api_key: state.apiKey });
       if (answer.type !== "authenticated") forgetKey(answer);
+      else if (!state.account) { // a reload of a logged-in tab
+        state.account = answer.account;
+        say(`Logged in as account ${answer.account}.`);
+      }
     }
     state.subscriptions = [];
     await subscribe(state.symbol);
