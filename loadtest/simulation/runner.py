@@ -25,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway.client import Admin, Client, LocalBook, Message
+from gateway.client import Admin, Client, LocalBook, Message, ProtocolError
 from loadtest.simulation import report
 from loadtest.simulation.agents import (
     Action,
@@ -51,6 +51,9 @@ BOOK_CHECK_TRIES = 20
 # Every step's (time, value, last trade) is kept for the report; a long live run keeps the
 # newest this many (a day at the default rates is ~350,000 steps).
 SAMPLES_KEPT = 400_000
+# Resubscribes in a row at one step before the run stops: each brings a fresh snapshot, so
+# a book that fails its check again at once is a broken feed, not a lost message.
+MAX_RESUBSCRIBES_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -293,18 +296,24 @@ class Simulation:
                 member.agent.on_ended(event["order_id"])
 
     async def _take_market_data(self, observer: Client) -> None:
-        resubscribed = False
-        while observer.events:  # what arrived before the pong
-            message = observer.events.popleft()
-            if message.get("type") == "trade" and message.get("symbol") == self.options.symbol:
-                self.tally.trades += 1
-                self.tally.volume += message["qty"]
-                self.last = self.prices.ticks(message["price"])
-            if not await observer.follow(self.book, message):
-                resubscribed = True
-        if resubscribed:  # the new snapshot is in before the next step
+        """Apply what arrived before the pong to the checked book; after a resubscribe
+        (a gap or a bad checksum) ping again, so the new snapshot is in before the next step."""
+        for _ in range(MAX_RESUBSCRIBES_IN_A_ROW + 1):
+            resubscribed = False
+            while observer.events:  # what arrived before the pong
+                message = observer.events.popleft()
+                kind, symbol = message.get("type"), message.get("symbol")
+                if kind == "trade" and symbol == self.options.symbol:
+                    self.tally.trades += 1
+                    self.tally.volume += message["qty"]
+                    self.last = self.prices.ticks(message["price"])
+                if not await observer.follow(self.book, message):
+                    resubscribed = True
+            if not resubscribed:
+                return
             await observer.ping()
-            await self._take_market_data(observer)
+        raise ProtocolError(f"the {self.options.symbol} book failed its check after each of "
+                            f"{MAX_RESUBSCRIBES_IN_A_ROW} fresh snapshots")  # fmt: skip
 
     # --- the end -------------------------------------------------------------------------------
 
