@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,19 +220,7 @@ async def test_a_gap_in_the_book_seq_resubscribes_and_the_ladder_recovers(tmp_pa
     dropped: list[str] = []
 
     async def drop_one_update(page: Page) -> None:
-        def route(ws: WebSocketRoute) -> None:
-            server = ws.connect_to_server()
-
-            def from_server(message: str | bytes) -> None:
-                text = message.decode() if isinstance(message, bytes) else message
-                if not dropped and json.loads(text).get("type") == "book_update":
-                    dropped.append(text)  # lost
-                    return
-                ws.send(message)
-
-            server.on_message(from_server)
-
-        await page.route_web_socket("**/v1/ws", route)
+        await page.route_web_socket("**/v1/ws", _dropping("book_update", dropped))
 
     async with (
         srv.running(tmp_path / "data", demo=True) as server,
@@ -249,6 +238,46 @@ async def test_a_gap_in_the_book_seq_resubscribes_and_the_ladder_recovers(tmp_pa
         assert ["9.92", 12] in shown["bids"]
         assert len(dropped) == 1
         assert opened.console_errors == []
+
+
+async def test_a_lost_last_update_is_caught_by_the_seqs_that_follow_it(tmp_path: Path) -> None:
+    """The only book_update of a change is lost and no other follows: the ticker and the
+    heartbeat carry the book seq past the page's, and it resubscribes."""
+    dropped: list[str] = []
+
+    async def drop_one_update(page: Page) -> None:
+        await page.route_web_socket("**/v1/ws", _dropping("book_update", dropped))
+
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        page_at(server.base_url, before=drop_one_update) as opened,
+    ):
+        page = opened.page
+        await _live(page)
+        await _ladder_is_rest_book(page, server)
+        async with await Client.connect(server.ws_url, _key(server, "bob")) as bob:
+            assert (await bob.place("ACME", "buy", 11, "9.91"))["type"] == "accepted"
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-resyncs", "1")
+        assert ["9.91", 11] in (await _ladder_is_rest_book(page, server))["bids"]
+        assert len(dropped) == 1
+
+
+def _dropping(kind: str, dropped: list[str]) -> Callable[[WebSocketRoute], None]:
+    """A WebSocket route that loses the first message of `kind` from the server."""
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            text = message.decode() if isinstance(message, bytes) else message
+            if not dropped and json.loads(text).get("type") == kind:
+                dropped.append(text)  # lost
+                return
+            ws.send(message)
+
+        server.on_message(from_server)
+
+    return route
 
 
 @pytest.mark.single_only

@@ -2,7 +2,9 @@
 // rules as the Python client library (gateway/client.py, LocalBook): the book seq must go
 // up by one with each book_update, the trades seq by one with each trade (from the
 // snapshot's trade_seq), and every snapshot and update's checksum must match the book
-// after it. Any miss means the book can no longer be trusted: resubscribe.
+// after it. Any miss means the book can no longer be trusted: resubscribe. The page also
+// compares the seqs a ticker or heartbeat carries (`behind`): a lost last update, which no
+// later update would reveal, is caught too.
 
 const CHECKSUM_DEPTH = 10; // levels a side the contract's checksum covers
 
@@ -78,6 +80,15 @@ export class LocalBook {
       default:
         return true;
     }
+  }
+
+  // Whether a ticker's or heartbeat's seqs (sent after what they count, on the same
+  // socket) are past what this book has seen: then a message was lost.
+  behind(bookSeq, tradeSeq) {
+    if (this.seq === null) return false; // a snapshot is on its way
+    const lost = bookSeq > this.seq || (tradeSeq !== null && this.tradeSeq !== null && tradeSeq > this.tradeSeq);
+    if (lost) this.gap();
+    return lost;
   }
 
   gap() {

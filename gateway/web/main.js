@@ -117,9 +117,16 @@ function onMessage(m) {
       if (m.type === "trade") addTrade(m, true);
       scheduleDraw();
       return;
-    case "ticker":
-      if (m.symbol === state.symbol) showTicker(m);
+    case "ticker": // carries the book seq after its batch: ahead of ours, an update was lost
+      if (m.symbol !== state.symbol) return;
+      if (state.book && state.book.behind(m.seq, null)) { resync(); return; }
+      showTicker(m);
       return;
+    case "heartbeat": { // both seqs, once a second: catches a loss nothing followed yet
+      const seqs = m.seqs?.[state.symbol];
+      if (seqs && state.book && state.book.behind(seqs.book, seqs.trades)) resync();
+      return;
+    }
     case "status":
       if (state.instruments.has(m.symbol)) state.instruments.get(m.symbol).status = m.status;
       showStatus();
