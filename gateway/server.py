@@ -49,6 +49,7 @@ Companion = Callable[[str, str, DemoFeed], Awaitable[object]]
 # The instrument the simulated market of the demo trades, and its feed shows.
 DEMO_SIMULATED_SYMBOL = "ACME"
 
+
 @dataclass(frozen=True)
 class ServeOptions:
     host: str = "127.0.0.1"
