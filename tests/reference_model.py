@@ -750,8 +750,9 @@ class ReferenceModel:
     def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> tuple[int, int]:
         """Trade q at the maker's price; (maker fee, taker fee), each at its order's rate."""
         value = maker.price * tick * q
-        maker_fee = _charge(value, maker.maker_bps)
         taker_fee = _charge(value, taker.taker_bps)
+        # A rebate is paid only out of the same fill's taker fee.
+        maker_fee = max(_charge(value, maker.maker_bps), -taker_fee)
         self._accounts[maker.account].cash -= maker_fee
         self._accounts[taker.account].cash -= taker_fee
         if maker_fee or taker_fee:

@@ -189,3 +189,21 @@ def test_a_state_without_fees_hashes_as_before_fees() -> None:
     assert msgspec.msgpack.encode(encoded) == msgspec.msgpack.encode(
         ["ACME", "share", 1, m.issuer, "trading"]
     )
+
+
+def test_a_rebate_is_never_more_than_the_same_fills_taker_fee() -> None:
+    m = Market()
+    m.instrument()
+    _fees(m, maker=-10, taker=10)
+    maker = m.account(cash=100_000)
+    m.rest(maker, "buy", 10, 1_000)  # accepted with a 10 bps rebate
+    _fees(m, maker=0, taker=0)  # the taker comes after fees were dropped
+    seller = m.account(cash=0, units={"ACME": 10})
+    trade = _trade(m.place(seller, "sell", 10, 1_000))
+    assert (trade.maker_fee, trade.taker_fee) == (0, 0)
+    assert m.engine.balances(FEE_ACCOUNT)[0] == 0
+    _fees(m, maker=-10, taker=10)
+    m.rest(maker, "buy", 10, 1_000)
+    _fees(m, maker=0, taker=3)  # 0.03% of 100.00 = 0.03: the rebate shrinks to it
+    trade = _trade(m.place(m.account(cash=0, units={"ACME": 10}), "sell", 10, 1_000))
+    assert (trade.maker_fee, trade.taker_fee) == (-3, 3)

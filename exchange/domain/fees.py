@@ -2,8 +2,9 @@
 its worst-case fee, the exchange's fee account, and SetInstrumentFees.
 
 Integer arithmetic only: a fee is a whole number of cash minor units. A charge is rounded up
-(the account pays at least the exact rate), a rebate down (it gets at most the exact rate),
-so the exchange never pays out more than it takes. docs/ENGINE.md, "Fees".
+(the account pays at least the exact rate), a rebate down (it gets at most the exact rate)
+and never more than the same fill's taker fee, so the fee account gains on every fill.
+docs/ENGINE.md, "Fees".
 """
 
 from exchange.domain.accounts import Account

@@ -132,7 +132,8 @@ def match(
             maker_bps = maker.maker_bps
             maker_fee = 0
             if maker_bps or taker_fee:
-                maker_fee = fee_of(notional, maker_bps) if maker_bps else 0
+                if maker_bps:  # a rebate is paid only out of this fill's taker fee
+                    maker_fee = max(fee_of(notional, maker_bps), -taker_fee)
                 taker_account.cash -= taker_fee
                 maker_account.cash -= maker_fee
                 if fee_account is None:
