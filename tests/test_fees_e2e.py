@@ -1,5 +1,6 @@
-"""End to end over the real server (one process): an underwritten, firm, undersubscribed
-offering and a fill's fee in the WebSocket fill message, /v1/fills and the fee account."""
+"""End to end over the real server: an underwritten, firm, undersubscribed offering and a
+fill's fee in the WebSocket fill message, /v1/fills and the fee account, in both wirings
+(one process, and the roles over NATS: the read side each gateway builds from the stream)."""
 
 from pathlib import Path
 
@@ -7,12 +8,14 @@ import pytest
 
 from gateway.client import Admin, Client, RefusedError
 from tests.server import ADMIN_TOKEN, running
+from tests.wirings import WIRINGS, serving
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_an_underwritten_offering_then_trading_with_fees(tmp_path: Path) -> None:
-    async with running(tmp_path / "data") as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
+@pytest.mark.parametrize("wiring", WIRINGS)
+async def test_an_underwritten_offering_then_trading_with_fees(wiring: str, tmp_path: Path) -> None:
+    async with serving(wiring, tmp_path) as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
         issuer, issuer_key = await admin.account("issuer")
         bank, _ = await admin.account("bank", "20000.00")
         _alice, alice_key = await admin.account("alice", "10000.00")

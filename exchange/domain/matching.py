@@ -124,16 +124,23 @@ def match(
             else:
                 buyer, seller = maker_account, taker_account
                 maker_taker_bps = maker.taker_bps  # its hold's fee rate
-                buyer.cash_held -= notional + q * unit_fee_hold(price * tick, maker_taker_bps) if (
-                    maker_taker_bps
-                ) else notional
+                if maker_taker_bps:  # inlined fees.unit_fee_hold: its unit fee at its price
+                    buyer.cash_held -= notional + q * -(
+                        -price * tick * maker_taker_bps // BPS_PER_UNIT
+                    )
+                else:
+                    buyer.cash_held -= notional
                 buyer.cash -= notional
                 seller.cash += notional
             maker_bps = maker.maker_bps
             maker_fee = 0
             if maker_bps or taker_fee:
-                if maker_bps:  # a rebate is paid only out of this fill's taker fee
-                    maker_fee = max(fee_of(notional, maker_bps), -taker_fee)
+                if maker_bps > 0:  # inlined fees.fee_of: a charge rounded up
+                    maker_fee = -(-notional * maker_bps // BPS_PER_UNIT)
+                elif maker_bps:  # a rebate rounded down, paid only out of this fill's taker fee
+                    maker_fee = -(notional * -maker_bps // BPS_PER_UNIT)
+                    if maker_fee < -taker_fee:  # noqa: PLR1730 - max() is a call on the hot path
+                        maker_fee = -taker_fee
                 taker_account.cash -= taker_fee
                 maker_account.cash -= maker_fee
                 if fee_account is None:
