@@ -16,7 +16,8 @@ from exchange.domain.events import OrderStatus
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it."""
+    """A resting order as plain values, as a snapshot stores it (its fee rates, when not
+    zero, are kept apart: state.FeeState)."""
 
     order_id: int
     account: str
@@ -53,6 +54,7 @@ class Order:
         "client_order_id",
         "is_buy",
         "level",
+        "maker_bps",
         "next",
         "order_id",
         "post_only",
@@ -64,6 +66,7 @@ class Order:
         "status",
         "stp",
         "symbol",
+        "taker_bps",
         "tif",
         "ts",
         "type",
@@ -83,6 +86,8 @@ class Order:
         post_only: bool,
         stp: SelfTradePrevention,
         ts: int,
+        maker_bps: int = 0,
+        taker_bps: int = 0,
     ) -> None:
         self.order_id = order_id
         self.account = account
@@ -98,6 +103,9 @@ class Order:
         self.post_only = post_only
         self.stp = stp
         self.ts = ts
+        # The instrument's fee rates when the order was accepted: it keeps them for life.
+        self.maker_bps = maker_bps
+        self.taker_bps = taker_bps
         self.status: OrderStatus = "open"
         self.level: Level | None = None
         self.prev: Order | None = None

@@ -3,6 +3,11 @@
 The export is canonical: the same history gives the same bytes on every run and
 every PYTHONHASHSEED (lists in creation, id or book-priority order; symbol-keyed
 maps sorted), so its SHA-256 is the state hash and snapshots restore to an equal hash.
+
+State added after the first release (fees, underwriting) lives in EngineState fields that
+default to empty and are left out when empty (msgspec encodes an array-like Struct's
+defaults, a map's it can omit): a state that has none encodes, and hashes, as it did, so
+snapshots written before still restore and check.
 """
 
 import hashlib
@@ -12,6 +17,7 @@ import msgspec
 from exchange.domain.accounts import Account, ClientOrderRecord
 from exchange.domain.book import EndedOrder, Order, OrderBook, OrderState
 from exchange.domain.commands import (
+    Commitment,
     InstrumentKind,
     PlaceOrder,
 )
@@ -62,6 +68,23 @@ class OfferingState(msgspec.Struct, frozen=True, array_like=True):
     subscriptions: list[tuple[str, int]]
 
 
+class FeeRates(msgspec.Struct, frozen=True, array_like=True):
+    """Non-zero fee rates of an instrument (by symbol) or of a resting order (by id)."""
+
+    key: str
+    maker_bps: int
+    taker_bps: int
+
+
+class Underwriting(msgspec.Struct, frozen=True, array_like=True):
+    """An offering's underwriter, gross spread and commitment (offerings without one: none)."""
+
+    offering_id: int
+    underwriter: str
+    fee_bps: int
+    commitment: Commitment
+
+
 class BookState(msgspec.Struct, frozen=True, array_like=True):
     """Resting orders of one book in priority order: bids best first, then asks."""
 
@@ -69,7 +92,7 @@ class BookState(msgspec.Struct, frozen=True, array_like=True):
     orders: list[OrderState]
 
 
-class EngineState(msgspec.Struct, frozen=True):
+class EngineState(msgspec.Struct, frozen=True, omit_defaults=True):
     version: int
     next_account: int
     next_order: int
@@ -79,6 +102,10 @@ class EngineState(msgspec.Struct, frozen=True):
     instruments: list[InstrumentState]
     offerings: list[OfferingState]
     books: list[BookState]
+    # Left out when empty (the module's docstring): in instrument, then order id order.
+    instrument_fees: list[FeeRates] = msgspec.field(default_factory=list)
+    order_fees: list[FeeRates] = msgspec.field(default_factory=list)
+    underwriting: list[Underwriting] = msgspec.field(default_factory=list)
 
 
 def export_state(engine: Engine) -> EngineState:
@@ -106,7 +133,26 @@ def export_state(engine: Engine) -> EngineState:
             for o in engine.offerings.values()
         ],
         books=[_export_book(book) for book in engine.books.values()],
+        instrument_fees=[
+            FeeRates(i.symbol, i.maker_bps, i.taker_bps)
+            for i in engine.instruments.values()
+            if i.maker_bps or i.taker_bps
+        ],
+        order_fees=[
+            FeeRates(str(o.order_id), o.maker_bps, o.taker_bps)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.maker_bps or o.taker_bps
+        ],
+        underwriting=[
+            Underwriting(o.offering_id, o.underwriter, o.fee_bps, o.commitment)
+            for o in engine.offerings.values()
+            if o.underwriter
+        ],
     )
+
+
+def _open_orders(engine: Engine) -> list[Order]:
+    return [o for a in engine.accounts.values() for o in a.open_orders.values()]
 
 
 def restore_state(state: EngineState) -> Engine:
@@ -133,12 +179,23 @@ def restore_state(state: EngineState) -> Engine:
         )
         offering.is_open = o.is_open
         offering.subscriptions = dict(o.subscriptions)
+    for u in state.underwriting:
+        offering = engine.offerings[u.offering_id]
+        offering.underwriter, offering.fee_bps, offering.commitment = (
+            u.underwriter, u.fee_bps, u.commitment,
+        )
+    for f in state.instrument_fees:
+        instrument = engine.instruments[f.key]
+        instrument.maker_bps, instrument.taker_bps = f.maker_bps, f.taker_bps
     open_orders: dict[int, Order] = {}
     for b in state.books:
         book = engine.books[b.symbol]
         for s in b.orders:
             order = open_orders[s.order_id] = _restore_order(engine, s)
             (book.bids if order.is_buy else book.asks).rest(order)
+    for f in state.order_fees:
+        order = open_orders[int(f.key)]
+        order.maker_bps, order.taker_bps = f.maker_bps, f.taker_bps
     for order_id in sorted(open_orders):
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
