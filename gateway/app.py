@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from exchange.bus import Bus
-from gateway import clusterview, queryparams, rest
+from gateway import binance, clusterview, queryparams, rest
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
@@ -61,6 +61,8 @@ def build_app(
     account_rate_limit: float | None = None,
     guard: HalfOpenGuard | None = None,
     cluster: clusterview.ClusterSource | None = None,
+    currency: str = binance.DEFAULT_CURRENCY,
+    binance_weight_limit: int | None = None,
 ) -> web.Application:
     edge = [json_errors, queryparams.refuse_unknown_params]
     middlewares = edge if guard is None else [guard.middleware(), *edge]
@@ -78,6 +80,8 @@ def build_app(
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/metrics", metrics.handler)
     app.router.add_get("/v1/cluster", clusterview.handler)
+    # The Binance-spot dialect (docs/BINANCE.md): a second face of the same gateway.
+    binance.setup(app, admin_token, currency, binance_weight_limit)
     queryparams.check_routes(app.router)
     app.cleanup_ctx.append(_heartbeats)
     return app

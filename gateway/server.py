@@ -56,6 +56,10 @@ class ServeOptions:
     account_rate_limit: float | None = None
     header_timeout: float = HEADER_TIMEOUT_S
     max_half_open: int = MAX_HALF_OPEN
+    # The cash currency: the quote asset of the Binance dialect's symbols (ACME + USD).
+    currency: str = "USD"
+    # The Binance dialect's request weight a minute and address (None: its default).
+    binance_weight_limit: int | None = None
 
 
 def serve(options: ServeOptions) -> int:
@@ -109,7 +113,7 @@ async def _serve(options: ServeOptions) -> int:
     keys_path = options.data_dir / demo.DEMO_KEYS_FILE
     keys = demo.saved_keys(keys_path)
     if options.demo and not read.state.balances:
-        keys = await demo.seed(sequencer, keys_path)
+        keys = await demo.seed(sequencer, keys_path, token)
     _welcome(options, keys)
 
     stopping = loop.create_task(stop.wait())
@@ -156,7 +160,8 @@ async def start_app(
     guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
     app = build_app(
         bus, read, token, options.max_connections, options.rate_limit,
-        options.account_rate_limit, guard, cluster,
+        options.account_rate_limit, guard, cluster, getattr(options, "currency", "USD"),
+        getattr(options, "binance_weight_limit", None),
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 MINUTE_NS = 60_000_000_000
 DAY_NS = 1_440 * MINUTE_NS
 # A route's placeholders, filled so that the route is found.
-PLACEHOLDERS = {"{symbol}": "ACME", "{order_id}": "1", "{offering_id}": "1"}
+PLACEHOLDERS = {"{symbol}": "ACME", "{order_id}": "1", "{offering_id}": "1", "{account}": "A1"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
