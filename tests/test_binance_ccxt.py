@@ -46,7 +46,10 @@ async def test_markets_time_book_tickers_trades_and_candles(server: RunningServe
         markets = await ex.load_markets()
         acme = markets["ACME/USD"]
         assert (acme["id"], acme["base"], acme["quote"], acme["active"]) == (
-            "ACMEUSD", "ACME", "USD", True
+            "ACMEUSD",
+            "ACME",
+            "USD",
+            True,
         )
         assert acme["precision"]["amount"] == 1
         assert acme["precision"]["price"] == 0.01
