@@ -6,6 +6,8 @@ balance, and an order book kept in sync over 1,000 updates while others trade)."
 
 import asyncio
 import json
+import re
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest_asyncio
 
 from gateway.client import Client
 from tests.binance_helpers import ccxt_client, instrument, trader
-from tests.server import RunningServer, running, start, stop
+from tests.server import ROOT, RunningServer, running, start, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_S = 10.0
@@ -334,3 +336,25 @@ async def _trade_sync(server: RunningServer, buyer_key: str, seller_key: str) ->
 async def test_demo_keys_carry_their_secret(server: RunningServer) -> None:
     keys = json.loads((server.data_dir / "demo-keys.json").read_text())
     assert all(len(entry["api_secret"]) == 64 for entry in keys.values())
+
+
+async def test_the_readme_snippet_runs_as_written(server: RunningServer) -> None:
+    """The README's ccxt example, with this server's address and a demo key put in."""
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(import asyncio\nimport ccxt\.pro.*?)```", readme, re.DOTALL)
+    assert code is not None, "README.md: the ccxt example is gone"
+    keys = json.loads((server.data_dir / "demo-keys.json").read_text())
+    alice = keys["alice"]
+    text = (
+        code.group(1)
+        .replace("http://127.0.0.1:8080", server.base_url)
+        .replace("ws://127.0.0.1:8080", f"ws://127.0.0.1:{server.port}")
+        .replace('"ek_...", "..."', f"{alice['api_key']!r}, {alice['api_secret']!r}")
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", text, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert b"ACMEUSD" in output

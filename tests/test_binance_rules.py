@@ -4,6 +4,7 @@ that maps every reject code of ours to Binance's."""
 
 import hashlib
 import hmac
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,10 @@ def test_request_weight_is_counted_per_address_and_minute() -> None:
     assert weights.spend("a", 1)[1] == 1  # half a second left: retry after 1 s
     now[0] = 660.0
     assert weights.spend("a", 1) == (1, None)  # a new minute
+
+
+def test_docs_binance_shows_the_table_the_code_answers_with() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "BINANCE.md").read_text()
+    for code, m in errors.REJECTS.items():
+        row = f"| `{code}` | {m.status} | {m.code} | {m.msg} |"
+        assert row in page, f"docs/BINANCE.md lacks or differs from: {row}"

@@ -92,8 +92,11 @@ class UserData:
 
     def detach(self, session: UserSession, sub: int | None) -> None:
         account = session.subscriptions.pop(sub, None)
-        if account is not None:
-            self.by_account.get(account, set()).discard((session, sub))
+        held = self.by_account.get(account or "")
+        if held is not None:
+            held.discard((session, sub))
+            if not held:  # bounded by the accounts with a subscription
+                del self.by_account[account or ""]
 
     def forget(self, session: UserSession) -> None:
         for sub in list(session.subscriptions):
@@ -103,7 +106,7 @@ class UserData:
 
     def on_durable(self, sequenced: Sequenced) -> None:
         by_account = self.by_account
-        if not any(by_account.values()):
+        if not by_account:  # no user-data subscriber at all: nothing to build
             return
         read = self.d.read
         fills = read.state.record_fills
