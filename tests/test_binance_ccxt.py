@@ -16,9 +16,11 @@ import ccxt.pro
 import pytest
 import pytest_asyncio
 
+from exchange.domain.limits import MAX_QTY
 from gateway.client import Client
 from tests.binance_helpers import ccxt_client, instrument, trader
 from tests.server import ROOT, RunningServer, running, start, stop
+from tests.wirings import cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_S = 10.0
@@ -136,10 +138,15 @@ async def test_orders_of_every_kind_queried_edited_and_cancelled(server: Running
         assert all(t["fee"] == {"cost": 0.0, "currency": "USD"} for t in mine)
         assert {t["takerOrMaker"] for t in mine} == {"taker"}
 
+        ask = (await ex.fetch_order_book("ACME/USD"))["asks"][0][0]
+        by_cost = await ex.create_market_buy_order_with_cost("ACME/USD", 2 * ask + 1)
+        assert by_cost["info"]["origQty"] == str(MAX_QTY)  # as many as the amount buys
+        assert (by_cost["filled"], by_cost["cost"]) == (2, round(2 * ask, 2))
+
         balance = await ex.fetch_balance()
         cash = await _account(server, ex.apiKey)
         assert balance["USD"]["total"] == float(cash["cash"])
-        assert balance["ACME"]["total"] == cash["positions"]["ACME"] == 100 + 2 - 1
+        assert balance["ACME"]["total"] == cash["positions"]["ACME"] == 100 + 2 - 1 + 2
     finally:
         await ex.close()
 
@@ -358,3 +365,29 @@ async def test_the_readme_snippet_runs_as_written(server: RunningServer) -> None
         output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
     assert b"ACMEUSD" in output
+
+
+async def test_every_cluster_gateway_speaks_the_dialect_with_the_same_secrets(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A key made through gateway 1 signs on gateway 2 (the secret is derived from the
+    shared admin token, never stored); an order placed on one shows on the other's
+    user-data stream and REST."""
+    async with cluster(tmp_path_factory.mktemp("binance-cluster"), gateways=2) as roles:
+        first, second = roles.gateways
+        _, key, secret = await trader(first, "cluster-trader")
+        await instrument(first, "CLU")
+        one, two = ccxt_client(first, key, secret), ccxt_client(second, key, secret)
+        try:
+            await one.load_markets()
+            await two.load_markets()
+            watching = asyncio.ensure_future(two.watch_orders("CLU/USD"))
+            await _subscribed(two)
+            placed = await one.create_order("CLU/USD", "limit", "buy", 2, 1.25)
+            streamed = await asyncio.wait_for(watching, WAIT_S)
+            assert streamed[-1]["id"] == placed["id"]
+            assert (await two.fetch_order(placed["id"], "CLU/USD"))["status"] == "open"
+            assert (await two.cancel_order(placed["id"], "CLU/USD"))["status"] == "canceled"
+        finally:
+            await one.close()
+            await two.close()

@@ -102,6 +102,12 @@ async def test_a_fraction_of_a_unit_is_refused_as_lot_size(server: RunningServer
     assert (status, body["code"]) == (400, -1121)
 
 
+async def test_a_call_not_offered_is_answered_in_binance_shape(server: RunningServer) -> None:
+    for method, path in (("GET", "/api/v3/historicalTrades"), ("PATCH", "/api/v3/order")):
+        status, body, _ = await raw(server, method, path, None)
+        assert (status, body) == (404, {"code": -1020, "msg": "This operation is not supported."})
+
+
 async def test_a_new_key_of_an_account_comes_with_its_secret(server: RunningServer) -> None:
     account, _, _ = await trader(server, "raw-second-key", units={"ACME": 3})
     made = await admin(server, f"/v1/admin/accounts/{account}/keys", {})

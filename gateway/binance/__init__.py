@@ -40,4 +40,5 @@ def setup(
     app.router.add_get("/ws/{tail:.+}", streams.handler)
     app.router.add_get("/stream", streams.handler)
     app.router.add_get("/ws-api/v3", userdata.ws_api_handler)
+    app.router.add_route("*", "/api/{tail:.*}", public.not_offered)  # last: what is left
     return d

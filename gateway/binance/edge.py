@@ -126,8 +126,12 @@ async def signed(request: web.Request) -> tuple[str, dict[str, str]]:
     account = api_key_account(request)
     d = dialect(request)
     got = await params(request)
-    secret = signing.api_secret(d.key, request.headers[API_KEY_HEADER])
-    signing.check_signature(secret, got)
+    api_key = request.headers[API_KEY_HEADER]
+    try:
+        signing.check_signature(signing.api_secret(d.key, api_key), got)
+    except BinanceError:
+        request.app["auth_failures"].failed("binance_signature", audit.peer_of(request), api_key)
+        raise
     signing.check_timestamp(got.params, d.clock_ms())
     return account, got.params
 

@@ -69,6 +69,11 @@ def _symbols(d: Dialect, q: dict[str, str]) -> list[str]:
     return list(d.read.instruments)
 
 
+async def not_offered(request: web.Request) -> web.Response:
+    """Any other /api/ path or method: Binance's "not supported" (registered last)."""
+    return json({"code": -1020, "msg": "This operation is not supported."}, 404)
+
+
 @routes.get("/api/v3/ping")
 @endpoint(1)
 async def ping(request: web.Request) -> web.Response:
