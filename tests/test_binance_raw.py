@@ -4,6 +4,7 @@ fraction of a unit refused with LOT_SIZE, the weight header and 429 with Retry-A
 SUBSCRIBE answered before any event, the combined stream's wrapper, the WebSocket API's
 signature check, and the older listen-key flow of the user-data stream."""
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.binance_helpers import admin, now_ms, raw, signed_query, trader
-from tests.server import RunningServer, running
+from tests.server import RunningServer, running, start, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_S = 10.0
@@ -228,3 +229,26 @@ async def test_past_the_weight_a_minute_the_answer_is_429_with_retry_after(
     assert 1 <= int(headers["Retry-After"]) <= 60
     assert int(headers["X-MBX-USED-WEIGHT-1M"]) <= 400
     assert all(s == 200 for s, _, _ in seen[:-1])
+
+
+async def test_open_dialect_sockets_are_closed_1001_when_the_server_stops(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Like the native sessions: a stream or WebSocket API connection left open gets a
+    going-away close at shutdown instead of holding the server's exit."""
+    own = await start(tmp_path_factory.mktemp("binance-stop") / "data")
+    base = f"ws://127.0.0.1:{own.port}"
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(base + "/ws/0") as stream,
+            http.ws_connect(base + "/ws-api/v3") as api,
+        ):
+            stopping = asyncio.ensure_future(stop(own))
+            for ws in (stream, api):
+                closing = await ws.receive(timeout=WAIT_S)
+                assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+            assert await stopping == 0, own.log()
+    finally:
+        if own.process.returncode is None:
+            await stop(own)

@@ -31,6 +31,7 @@ def setup(
                 signing.secret_key(admin_token),
                 Weights(weight_limit or WEIGHT_PER_MINUTE))  # fmt: skip
     app["binance"] = d
+    app.on_shutdown.append(d.close_sockets)
     app["binance_streams"] = streams.Streams(d)
     app["binance_users"] = userdata.UserData(d)
     app.add_routes(public.routes)

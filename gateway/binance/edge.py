@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from exchange.bus import (
     Bus,
@@ -44,6 +44,13 @@ class Dialect:
     key: bytes  # signing.secret_key(admin token)
     weights: Weights = field(default_factory=Weights)
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
+    # The dialect's open WebSockets (bounded by the server's connections), closed with
+    # 1001 when the server stops: an open one would hold aiohttp's shutdown for its timeout.
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    async def close_sockets(self, _app: web.Application) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
     def account_of_key(self, api_key: str) -> str | None:
         if not api_key or len(api_key) > signing.MAX_API_KEY_LENGTH:
@@ -98,9 +105,9 @@ async def params(request: web.Request) -> signing.Signed:
     """The call's parameters: the query string and (POST/PUT) the form body, as received."""
     body = ""
     if request.method in {"POST", "PUT"} and request.can_read_body:
-        data = await request.content.read(MAX_FORM_BYTES + 1)
-        if len(data) > MAX_FORM_BYTES:
+        if (request.content_length or 0) > MAX_FORM_BYTES:
             raise BinanceError(-1101, "Request body too large.", 413)
+        data = await request.read()  # the app's client_max_size bounds it too
         try:
             body = data.decode("ascii")
         except UnicodeDecodeError:

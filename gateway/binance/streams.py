@@ -220,6 +220,7 @@ async def handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
     await ws.prepare(request)
     session = StreamSession(ws, combined)
+    streams.d.sockets.add(ws)
     try:
         if names:
             try:
@@ -233,6 +234,7 @@ async def handler(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
+        streams.d.sockets.discard(ws)
         streams.forget(session)
         await session.outbox.close()
     return ws

@@ -208,11 +208,13 @@ class UserData:
         await ws.prepare(request)
         session = UserSession(ws)
         self.attach(session, None, account)
+        self.d.sockets.add(ws)
         try:
             async for message in ws:  # nothing to ask here: read until closed
                 if message.type == WSMsgType.ERROR:
                     break
         finally:
+            self.d.sockets.discard(ws)
             self.forget(session)
             await session.outbox.close()
         return ws
@@ -279,6 +281,7 @@ async def ws_api_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
     await ws.prepare(request)
     session = UserSession(ws)
+    users.d.sockets.add(ws)
     try:
         async for message in ws:  # until the client (or the server) closes
             if message.type == WSMsgType.TEXT:
@@ -286,6 +289,7 @@ async def ws_api_handler(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
+        users.d.sockets.discard(ws)
         users.forget(session)
         await session.outbox.close()
     return ws
