@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import ccxt
 import pytest
 import pytest_asyncio
 
-from tests.binance_helpers import admin, now_ms, raw, signed_query, trader
+from tests.binance_helpers import admin, ccxt_client, now_ms, raw, signed_query, trader
 from tests.server import RunningServer, running, start, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -153,7 +154,7 @@ async def test_subscribe_is_answered_and_the_combined_stream_wraps_events(
 
 
 async def test_user_data_on_the_websocket_api_and_by_listen_key(server: RunningServer) -> None:
-    _, key, secret = await trader(server, "raw-user-data", units={"ACME": 5})
+    account, key, secret = await trader(server, "raw-user-data", units={"ACME": 5})
     status, made, _ = await raw(server, "POST", "/api/v3/userDataStream", key, body="")
     assert status == 200, made
     listen_key = made["listenKey"]
@@ -209,6 +210,14 @@ async def test_user_data_on_the_websocket_api_and_by_listen_key(server: RunningS
             assert {"a": "ACME", "f": "3", "l": "2"} in locked
             plain = [await legacy.receive_json(timeout=WAIT_S) for _ in range(4)]
             assert [p["e"] for p in plain] == [e["event"]["e"] for e in events]
+            # A deposit changes the balance too: its position comes on both.
+            await admin(
+                server, "/v1/admin/deposits", {"account": account, "symbol": "ACME", "qty": 7}
+            )
+            deposited = (await api.receive_json(timeout=WAIT_S))["event"]
+            assert deposited["e"] == "outboundAccountPosition"
+            assert {"a": "ACME", "f": "12", "l": "0"} in deposited["B"]
+            assert (await legacy.receive_json(timeout=WAIT_S))["B"] == deposited["B"]
     status, _, _ = await raw(
         server, "DELETE", "/api/v3/userDataStream", key, f"listenKey={listen_key}"
     )
@@ -229,6 +238,12 @@ async def test_past_the_weight_a_minute_the_answer_is_429_with_retry_after(
     assert 1 <= int(headers["Retry-After"]) <= 60
     assert int(headers["X-MBX-USED-WEIGHT-1M"]) <= 400
     assert all(s == 200 for s, _, _ in seen[:-1])
+    ex = ccxt_client(server)
+    try:
+        with pytest.raises(ccxt.DDoSProtection):  # what ccxt makes of a 429
+            await ex.load_markets()  # exchangeInfo again: past the minute's weight
+    finally:
+        await ex.close()
 
 
 async def test_open_dialect_sockets_are_closed_1001_when_the_server_stops(

@@ -19,10 +19,16 @@ from aiohttp import WSMsgType, web
 
 from exchange.bus import Sequenced
 from exchange.domain.events import (
+    CashDeposited,
+    CashWithdrawn,
+    OfferingSubscribed,
     OrderAccepted,
     OrderCancelled,
     OrderReplaced,
     TradeExecuted,
+    UnitsAllocated,
+    UnitsDeposited,
+    UnitsWithdrawn,
 )
 from exchange.domain.money import format_cash
 from gateway.binance import shapes, signing
@@ -132,6 +138,13 @@ class UserData:
                     report = self._ended_report(event, stamp)
                     if report is not None:
                         reports.append((event.account, report))
+            elif isinstance(event, UnitsDeposited | UnitsWithdrawn):
+                touched.setdefault(event.account, set()).add(event.symbol)
+            elif isinstance(event, CashDeposited | CashWithdrawn | OfferingSubscribed):
+                touched.setdefault(event.account, set())  # the cash line alone
+            elif isinstance(event, UnitsAllocated):
+                symbol = read.offerings[event.offering_id].symbol
+                touched.setdefault(event.account, set()).add(symbol)
         for account, report in reports:
             self._tell(account, report)
         for account, symbols in touched.items():
