@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from exchange import cli
 from exchange.domain.codes import RejectCode
 from gateway.binance import errors, shapes, signing
 from gateway.binance.errors import BinanceError
 from gateway.binance.weights import Weights
+from gateway.readmodel import ReadModel
+from gateway.readstate import InstrumentView
 
 
 def sign(secret: str, payload: str) -> str:
@@ -129,3 +132,20 @@ def test_docs_binance_shows_the_table_the_code_answers_with() -> None:
     for code, m in errors.REJECTS.items():
         row = f"| `{code}` | {m.status} | {m.code} | {m.msg} |"
         assert row in page, f"docs/BINANCE.md lacks or differs from: {row}"
+
+
+def test_symbols_are_the_instrument_then_the_currency_of_serve_currency() -> None:
+    read = ReadModel()
+    read.state.instruments["ACME"] = InstrumentView("ACME", "share", 1, "A1", "trading")
+    names = shapes.Names(read, "EUR")
+    assert names.wire("ACME") == "ACMEEUR"
+    assert names.ours("ACMEEUR") == names.ours("acmeeur") == "ACME"
+    for unknown in ("ACMEUSD", "ACME", "EUR", "BONDEUR"):
+        with pytest.raises(BinanceError) as refused:
+            names.ours(unknown)
+        assert refused.value.code == -1121
+    assert cli._parser().parse_args(["serve", "--currency", "EUR"]).currency == "EUR"
+    assert cli._parser().parse_args(["gateway", "--nats", "nats://x:1"]).currency == "USD"
+    for bad in ("eur", "E", "EU1", "ABCDEFGHIJK"):
+        with pytest.raises(SystemExit):
+            cli._parser().parse_args(["serve", "--currency", bad])
