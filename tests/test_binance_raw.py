@@ -250,8 +250,10 @@ async def test_open_dialect_sockets_are_closed_1001_when_the_server_stops(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Like the native sessions: a stream or WebSocket API connection left open gets a
-    going-away close at shutdown instead of holding the server's exit."""
-    own = await start(tmp_path_factory.mktemp("binance-stop") / "data")
+    going-away close at shutdown instead of holding the server's exit. They count against
+    --max-connections as the native ones do."""
+    data_dir = tmp_path_factory.mktemp("binance-stop") / "data"
+    own = await start(data_dir, extra=("--max-connections", "2"))
     base = f"ws://127.0.0.1:{own.port}"
     try:
         async with (
@@ -259,6 +261,12 @@ async def test_open_dialect_sockets_are_closed_1001_when_the_server_stops(
             http.ws_connect(base + "/ws/0") as stream,
             http.ws_connect(base + "/ws-api/v3") as api,
         ):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as full:
+                await http.ws_connect(base + "/stream?streams=")
+            assert full.value.status == 503
+            with pytest.raises(aiohttp.WSServerHandshakeError) as native:
+                await http.ws_connect(f"{base}/v1/ws")
+            assert native.value.status == 503
             stopping = asyncio.ensure_future(stop(own))
             for ws in (stream, api):
                 closing = await ws.receive(timeout=WAIT_S)

@@ -48,6 +48,15 @@ class Dialect:
     # 1001 when the server stops: an open one would hold aiohttp's shutdown for its timeout.
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
+    def room_for_socket(self, request: web.Request) -> None:
+        """503 when the server's open WebSockets (native and dialect together) are at
+        `--max-connections`."""
+        hub = request.app["hub"]
+        if len(hub.sessions) + len(self.sockets) >= hub.max_connections:
+            hub.count_reject("BUSY")
+            body = msgspec.json.encode({"code": -1008, "msg": "Too many connections."})
+            raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
+
     async def close_sockets(self, _app: web.Application) -> None:
         for ws in list(self.sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

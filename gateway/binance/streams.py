@@ -217,6 +217,7 @@ async def handler(request: web.Request) -> web.StreamResponse:
     names = [n for n in (request.query.get("streams", "") if combined else tail).split("/") if n]
     if not combined and names and not all("@" in n for n in names):
         names = []  # ccxt's "/ws/0": a connection index, no streams
+    streams.d.room_for_socket(request)
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
     await ws.prepare(request)
     session = StreamSession(ws, combined)

@@ -217,6 +217,7 @@ class UserData:
     # --- the sockets ----------------------------------------------------------------------
 
     async def listen_key_socket(self, request: web.Request, account: str) -> web.StreamResponse:
+        self.d.room_for_socket(request)
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
         await ws.prepare(request)
         session = UserSession(ws)
@@ -291,6 +292,7 @@ class ApiRequest(msgspec.Struct):
 
 async def ws_api_handler(request: web.Request) -> web.StreamResponse:
     users: UserData = request.app["binance_users"]
+    users.d.room_for_socket(request)
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
     await ws.prepare(request)
     session = UserSession(ws)
