@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from exchange.bus import Bus
-from gateway import clusterview, demofeed, queryparams, rest, webpage
+from gateway import binance, clusterview, demofeed, queryparams, rest, webpage
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
@@ -62,6 +62,8 @@ def build_app(
     guard: HalfOpenGuard | None = None,
     cluster: clusterview.ClusterSource | None = None,
     demo_feed: demofeed.DemoFeed | None = None,
+    currency: str = binance.DEFAULT_CURRENCY,
+    binance_weight_limit: int | None = None,
 ) -> web.Application:
     edge = [json_errors, queryparams.refuse_unknown_params]
     middlewares = edge if guard is None else [guard.middleware(), *edge]
@@ -83,6 +85,8 @@ def build_app(
     webpage.add_routes(app.router)
     app["demo_feed"] = demo_feed
     app.router.add_get("/v1/demo/fundamental", demofeed.handler)
+    # The Binance-spot dialect (docs/BINANCE.md): a second face of the same gateway.
+    binance.setup(app, admin_token, currency, binance_weight_limit)
     queryparams.check_routes(app.router)
     app.cleanup_ctx.append(_heartbeats)
     return app

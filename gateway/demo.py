@@ -20,6 +20,7 @@ from exchange.domain import commands as cmd
 from exchange.domain.events import AccountCreated, OfferingOpened
 from exchange.domain.money import parse_cash
 from gateway.auth import hash_api_key, new_api_key
+from gateway.binance import signing
 
 DEMO_KEYS_FILE = "demo-keys.json"
 # The underwriter comes last, so the first five keep the ids they had before it.
@@ -39,16 +40,22 @@ async def _do(sequencer: Bus, command: cmd.Command) -> list[Any]:
     return list(done.events)
 
 
-async def seed(sequencer: Bus, keys_path: Path) -> dict[str, dict[str, str]]:
+async def seed(
+    sequencer: Bus, keys_path: Path, admin_token: str | None = None
+) -> dict[str, dict[str, str]]:
     """Create the demo market and write its keys to `keys_path`; returns
-    {name: {"account": id, "api_key": key}}."""
+    {name: {"account": id, "api_key": key}}, with each key's "api_secret" (the Binance
+    dialect's signing secret) when the admin token it derives from is given."""
     keys: dict[str, dict[str, str]] = {}
+    secret_key = signing.secret_key(admin_token) if admin_token is not None else None
     for name in ACCOUNTS:
         api_key = new_api_key()
         new = cmd.CreateAccount(name=name, api_key_hash=hash_api_key(api_key))
         created = (await _do(sequencer, new))[0]
         assert isinstance(created, AccountCreated)
         keys[name] = {"account": created.account, "api_key": api_key}
+        if secret_key is not None:
+            keys[name]["api_secret"] = signing.api_secret(secret_key, api_key)
         if name in CASH:
             cash = parse_cash(CASH[name])
             await _do(sequencer, cmd.DepositCash(account=created.account, amount=cash))
@@ -112,6 +119,8 @@ def key_lines(keys: dict[str, dict[str, str]], data_dir: Path) -> list[str]:
     """The demo keys as people read them at start (serve's welcome, the cluster's banner)."""
     lines = [f"demo API keys (also in {data_dir / DEMO_KEYS_FILE}):"]
     lines.extend(
-        f"  {name:<13} {entry['account']:<4} {entry['api_key']}" for name, entry in keys.items()
+        f"  {name:<13} {entry['account']:<4} {entry['api_key']}"
+        + (f"  secret {entry['api_secret']}" if "api_secret" in entry else "")
+        for name, entry in keys.items()
     )
     return lines

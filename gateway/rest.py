@@ -57,6 +57,7 @@ from exchange.domain.text import (
 )
 from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
+from gateway.binance import signing
 from gateway.daystats import last_day
 from gateway.messages import FEE_ASSET, shown_tif
 from gateway.readmodel import ReadModel
@@ -612,7 +613,28 @@ async def create_account(request: web.Request) -> web.Response:
     _note(request, account=created.account)
     if cash:
         await execute(request, cmd.DepositCash(account=created.account, amount=cash))
-    return _json({"account": created.account, "api_key": api_key}, 201)
+    secret = _api_secret(request, api_key)
+    return _json({"account": created.account, "api_key": api_key, "api_secret": secret}, 201)
+
+
+def _api_secret(request: web.Request, api_key: str) -> str:
+    """The key's secret for signing Binance-dialect calls: derived, never stored
+    (gateway/binance/signing.py), so it is shown here once and nowhere else."""
+    return signing.api_secret(signing.secret_key(request.app["admin_token"]), api_key)
+
+
+@routes.post("/v1/admin/accounts/{account}/keys")
+@_admin_action("add_api_key")
+async def add_api_key(request: web.Request) -> web.Response:
+    """Another API key (and its secret) for an account; shown once."""
+    _admin(request)
+    account_id = request.match_info["account"]
+    if not (0 < len(account_id) <= MAX_ID_LENGTH and _VISIBLE_TEXT.match(account_id)):
+        raise ApiError(404, RejectCode.UNKNOWN_ACCOUNT, "no such account")
+    api_key = new_api_key()
+    await execute(request, cmd.AddApiKey(account=account_id, api_key_hash=hash_api_key(api_key)))
+    secret = _api_secret(request, api_key)
+    return _json({"account": account_id, "api_key": api_key, "api_secret": secret}, 201)
 
 
 @routes.post("/v1/admin/deposits")

@@ -66,6 +66,10 @@ class ServeOptions:
     max_half_open: int = MAX_HALF_OPEN
     # `--simulate`: run the simulated market beside the server (and its demo feed).
     companion: Companion | None = None
+    # The cash currency: the quote asset of the Binance dialect's symbols (ACME + USD).
+    currency: str = "USD"
+    # The Binance dialect's request weight a minute and address (None: its default).
+    binance_weight_limit: int | None = None
 
 
 def serve(options: ServeOptions) -> int:
@@ -120,7 +124,7 @@ async def _serve(options: ServeOptions) -> int:
     keys_path = options.data_dir / demo.DEMO_KEYS_FILE
     keys = demo.saved_keys(keys_path)
     if options.demo and not read.state.balances:
-        keys = await demo.seed(sequencer, keys_path)
+        keys = await demo.seed(sequencer, keys_path, token)
     _welcome(options, keys)
     beside = None
     if options.companion is not None and feed is not None:
@@ -191,6 +195,7 @@ async def start_app(
     app = build_app(
         bus, read, token, options.max_connections, options.rate_limit,
         options.account_rate_limit, guard, cluster, demo_feed,
+        getattr(options, "currency", "USD"), getattr(options, "binance_weight_limit", None),
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

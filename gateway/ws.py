@@ -930,7 +930,9 @@ def _send_all(sessions: list[Session], text: bytes) -> None:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub: Hub = request.app["hub"]
-    if len(hub.sessions) >= hub.max_connections:
+    dialect = request.app.get("binance")  # the Binance dialect's sockets count too
+    others = len(dialect.sockets) if dialect is not None else 0
+    if len(hub.sessions) + others >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
     token = bearer(request.headers.get("Authorization"))
