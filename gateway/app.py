@@ -13,7 +13,7 @@ from gateway import binance, clusterview, demofeed, queryparams, rest, webpage
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
-from gateway.readmodel import ReadModel
+from gateway.readmodel import DEFAULT_CURRENCY, ReadModel
 from gateway.ws import Hub, websocket
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def build_app(
     guard: HalfOpenGuard | None = None,
     cluster: clusterview.ClusterSource | None = None,
     demo_feed: demofeed.DemoFeed | None = None,
-    currency: str = binance.DEFAULT_CURRENCY,
+    currency: str = DEFAULT_CURRENCY,
     binance_weight_limit: int | None = None,
 ) -> web.Application:
     edge = [json_errors, queryparams.refuse_unknown_params]
@@ -71,6 +71,7 @@ def build_app(
     hub = Hub(sequencer, read, max_connections, rate_limit, account_rate_limit)
     app["sequencer"] = sequencer
     app["read"] = read
+    read.currency = currency
     app["hub"] = hub
     app["admin_token"] = admin_token
     app["cluster"] = cluster if cluster is not None else clusterview.SingleProcess(read)

@@ -19,13 +19,14 @@ from exchange.domain.money import format_cash
 from gateway.readstate import Fill, OrderRecord
 
 Message = dict[str, Any]
-# Fees are charged in the cash currency (docs/PROTOCOL.md, "Fees").
-FEE_ASSET = "USD"
 PriceFormat = Callable[[str, int], str]
 
 
 class Prices(Protocol):
     """What writes prices: the read model (it knows each instrument's tick)."""
+
+    # The cash currency (`--currency`): fees are charged in it (docs/PROTOCOL.md, "Fees").
+    currency: str
 
     def price(self, symbol: str, ticks: int) -> str: ...
 
@@ -92,7 +93,7 @@ def fill(f: Fill, prices: Prices) -> Message:
         "avg_price": prices.avg_price(f.symbol, f.filled, f.notional),
         "liquidity": f.liquidity,
         "fee": format_cash(f.fee),
-        "fee_asset": FEE_ASSET,
+        "fee_asset": prices.currency,
         "ts": f.ts,
     }
 

@@ -59,7 +59,7 @@ from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.binance import signing
 from gateway.daystats import last_day
-from gateway.messages import FEE_ASSET, shown_tif
+from gateway.messages import shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
@@ -446,7 +446,7 @@ def _fill(read: ReadModel, f: Fill) -> dict[str, Any]:
         "price": read.price(f.symbol, f.price),
         "qty": f.qty,
         "fee": format_cash(f.fee),
-        "fee_asset": FEE_ASSET,
+        "fee_asset": read.currency,
         "liquidity": f.liquidity,
         "ts": f.ts,
     }

@@ -117,3 +117,32 @@ async def test_fee_and_underwriting_refusals_over_rest(tmp_path: Path) -> None:
         # The fee account is the admin's to read: an API key is refused.
         status, body = await admin.call("GET", "/v1/admin/accounts/FEES", token=poor_key)
         assert (status, body["code"]) == (403, "FORBIDDEN")
+
+
+async def test_fees_are_charged_in_the_servers_currency(tmp_path: Path) -> None:
+    extra = ("--currency", "EUR")
+    async with (
+        running(tmp_path / "data", extra=extra) as server,
+        Admin(server.base_url, ADMIN_TOKEN) as admin,
+    ):
+        issuer, _ = await admin.account("issuer")
+        _alice, alice_key = await admin.account("alice", "1000.00")
+        _bob, bob_key = await admin.account("bob", "1000.00")
+        listing = {"symbol": "NEWCO", "kind": "share", "tick_size": "0.01", "issuer": issuer,
+                   "taker_bps": 20}  # fmt: skip
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        terms = {"symbol": "NEWCO", "price": "5.00", "qty": 100}
+        offering_id = (await admin.ok("POST", "/v1/admin/offerings", terms))["offering_id"]
+        async with (
+            await Client.connect(server.ws_url, alice_key) as a,
+            await Client.connect(server.ws_url, bob_key) as b,
+        ):
+            await a.request("subscribe_offering", offering_id=offering_id, qty=100)
+            await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+            assert (await a.place("NEWCO", "sell", 10, "5.00"))["type"] == "accepted"
+            assert (await b.place("NEWCO", "buy", 10, "5.00"))["type"] == "accepted"
+            taker_fill = await b.next_event("fill")
+        # 10 x 5.00 = 50.00 at 20 bps: 0.10, in the currency `--currency` names.
+        assert (taker_fill["fee"], taker_fill["fee_asset"]) == ("0.10", "EUR")
+        (bob_fill,) = (await admin.ok("GET", "/v1/fills", token=bob_key))["fills"]
+        assert (bob_fill["fee"], bob_fill["fee_asset"]) == ("0.10", "EUR")

@@ -10,12 +10,12 @@ from gateway.binance import private, public, signing, streams, userdata
 from gateway.binance.edge import Dialect
 from gateway.binance.shapes import Names
 from gateway.binance.weights import WEIGHT_PER_MINUTE, Weights
+from gateway.readmodel import DEFAULT_CURRENCY
 
 # Paths this dialect owns: they check their own parameters (Binance's rules and codes),
 # not the native table of gateway/queryparams.py.
 PATH_PREFIXES = ("/api/", "/ws/", "/stream", "/ws-api/")
 PATHS = frozenset({"/ws"})
-DEFAULT_CURRENCY = "USD"
 
 
 def owns(path: str) -> bool:

@@ -69,6 +69,7 @@ REJECTS: dict[str, Mapped] = {
     RejectCode.AUTH_FAILED: Mapped(401, -2015, "Invalid API-key, IP, or permissions for action."),
     RejectCode.FORBIDDEN: Mapped(403, -1002, "You are not authorized to execute this request."),
     RejectCode.NOT_FOUND: Mapped(404, -1020, "This operation is not supported."),
+    RejectCode.BAD_FEE: Mapped(400, -1013, "Filter failure: fee rate out of bounds"),
 }
 # A code added to RejectCode after this table (tests/test_binance_signing.py insists that
 # every one is listed): refused as a generic order rejection, our code in the message.

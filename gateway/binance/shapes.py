@@ -1,8 +1,8 @@
 """How our records look in Binance's shapes: symbols (`ACME` -> `ACMEUSD`), statuses,
 order and trade objects, quantities as decimal strings. Pure functions over the read side.
 
-COMMISSION is the one place that says what a fill's commission is: fills carry no fee on
-this build, so it is "0" in the quote asset; switch it here once fills carry `fee`.
+`commission` is the one place that says what a fill's commission is: the fee the fill
+carries (negative for a maker rebate), in the quote asset.
 """
 
 from decimal import Decimal, InvalidOperation
@@ -58,10 +58,7 @@ class Names:
 
 def commission(fill: Fill, currency: str) -> tuple[str, str]:
     """(commission, commissionAsset) of a fill: the one place fees enter the dialect."""
-    fee = getattr(fill, "fee", None)  # set once fills carry their fee (issue 16)
-    if isinstance(fee, int):
-        return format_cash(fee), str(getattr(fill, "fee_asset", currency) or currency)
-    return "0.00", currency
+    return format_cash(fill.fee), currency
 
 
 def quantity(text: str | None, name: str = "quantity") -> int:
