@@ -34,9 +34,10 @@ from nats.js.object_store import ObjectStore
 from exchange import natswire as w
 from exchange.buckets import ENGINE_BUCKET, Placed, engine_snapshots, open_bucket, put_file
 from exchange.journal.snapshots import SnapshotStore
-from exchange.natsstream import continues_at, follow_point, records_of
+from exchange.natsstream import continues_at, first_record, follow_point
 from exchange.recovery import Recovered, recover
 from exchange.snapshotinstall import InstallError, finish_install, install
+from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES, trim
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,8 @@ class NoSnapshotError(Exception):
 async def behind(js: JetStreamContext, last_seq: int) -> int | None:
     """The stream's first record, if a journal ending at `last_seq` ends before it (the
     records between were trimmed from the stream); None when the stream continues it."""
-    state = (await js.stream_info(w.STREAM)).state
-    if state.messages == 0:
-        return None
-    span = await records_of(js, state.first_seq)
-    if span is None or last_seq + 1 >= span[0]:
-        return None
-    return span[0]
+    first = await first_record(js)
+    return first if first is not None and last_seq + 1 < first else None
 
 
 async def overtaken(js: JetStreamContext, last_seq: int) -> bool:
@@ -84,23 +80,30 @@ async def overtaken(js: JetStreamContext, last_seq: int) -> bool:
 
 
 async def recover_or_fetch(
-    js: JetStreamContext, data_dir: Path, durable: bool
+    js: JetStreamContext, data_dir: Path, durable: bool, floor: StreamFloor | None = None
 ) -> tuple[Recovered, int]:
     """Recover `data_dir` (an install a crash interrupted finished first); a journal that
     ends before the stream's first record is replaced by the newest fetched snapshot that
     fits. Returns what was recovered and the stream message to follow after (0: the
-    stream's first). Raises NoSnapshotError."""
+    stream's first); `floor` is told where the stream starts. Raises NoSnapshotError.
+    Recovery and installs run in a thread: a long restore never stalls the loop (the
+    node's heartbeats, its stop signal)."""
     await asyncio.to_thread(finish_install, data_dir, durable=durable)
-    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    recovered = await asyncio.to_thread(
+        recover, data_dir, durable=durable, snapshots_durable=durable
+    )
     while True:  # until NATS answers (a node rejoining while NATS is away waits for it)
         try:
-            first = await behind(js, recovered.journal.last_seq)
+            stream_first = await first_record(js)
             break
         except (nats.errors.Error, TimeoutError, OSError) as problem:
             log.warning("cannot see where the stream starts (%r); retrying", problem)
             await asyncio.sleep(LOOK_RETRY_S)
-    if first is None:
+    if floor is not None:
+        floor.saw(stream_first)
+    if stream_first is None or recovered.journal.last_seq + 1 >= stream_first:
         return recovered, 0
+    first = stream_first
     last_seq = recovered.journal.last_seq
     recovered.journal.close()
     log.warning("the journal ends at seq %d, the stream's first record is seq %d: fetching "
@@ -110,7 +113,9 @@ async def recover_or_fetch(
         msg = (f"the journal ends at seq {last_seq}, before the stream's first record "
                f"{first}, and {ENGINE_BUCKET} holds no snapshot that fits the stream")  # fmt: skip
         raise NoSnapshotError(msg)
-    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    recovered = await asyncio.to_thread(
+        recover, data_dir, durable=durable, snapshots_durable=durable
+    )
     return recovered, placed.after
 
 
@@ -153,18 +158,18 @@ async def _get(js: JetStreamContext, bucket: ObjectStore, placed: Placed) -> byt
 
 
 class SnapshotSharing:
-    """The leader's part: put its snapshots in the bucket, then trim the stream. `held`
-    gives the last record the stream acknowledged through this leader's fence, and
-    `journal_first` the journal's first record (what a refill could still publish)."""
+    """The leader's part: put its snapshots in the bucket, then trim the stream and tell
+    `floor` where it starts now (the journal is pruned no further). `held` gives the last
+    record the stream acknowledged through this leader's fence."""
 
     def __init__(
         self, js: JetStreamContext, snapshots: SnapshotStore, held: Callable[[], int],
-        journal_first: Callable[[], int], margin: int = TRIM_MARGIN_MESSAGES,
+        floor: StreamFloor, margin: int = TRIM_MARGIN_MESSAGES,
     ) -> None:  # fmt: skip
         self.js = js
         self.snapshots = snapshots
         self.held = held
-        self.journal_first = journal_first
+        self.floor = floor
         self.margin = margin
         self.shared_seq = 0  # the newest snapshot put (or found in the bucket)
         self._bucket: ObjectStore | None = None
@@ -214,6 +219,7 @@ class SnapshotSharing:
         for old in present[KEEP_ENGINE_SNAPSHOTS:]:  # bounded: a few past the kept ones
             with contextlib.suppress(NotFoundError):
                 await bucket.delete(old.name)
-        await trim(self.js, bucket, self.journal_first(), self.margin)
+        await trim(self.js, bucket, self.margin)
+        await self.floor.look(self.js)
         self.shared_seq = seq  # only now: a trim that failed is tried again
         return put

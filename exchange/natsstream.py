@@ -49,6 +49,15 @@ async def records_of(js: JetStreamContext, stream_seq: int) -> tuple[int, int, b
     return batch.first_seq, batch.first_seq + len(batch.records) - 1, batch.batch_end
 
 
+async def first_record(js: JetStreamContext) -> int | None:
+    """The first record the stream holds; None when it holds none."""
+    state = (await js.stream_info(w.STREAM)).state
+    if state.messages == 0:
+        return None
+    span = await records_of(js, state.first_seq)
+    return span[0] if span is not None else None
+
+
 async def message_holding(js: JetStreamContext, seq: int) -> int | None:
     """The stream message holding record `seq` (the first such, should a batch be stored
     twice), by a binary search over the stream's messages (their records only grow with

@@ -52,6 +52,7 @@ from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
 from exchange.runtime import stop_on_signals
 from exchange.sequencer import GATHER_MS, SNAPSHOT_EVERY, Sequencer, stop_and_wait
 from exchange.standby import Diverged, Follower, FollowError, follow, rewind_journal
+from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES
 
 log = logging.getLogger(__name__)
@@ -267,12 +268,20 @@ class StreamPublisher:
                 await asyncio.sleep(PUBLISH_RETRY_S)
 
     async def _refill_from_journal(self, upto: int) -> bool:
-        if self.held_seq + 1 < self.journal.first_seq:
-            msg = (f"the stream lost seq {self.held_seq + 1}, which the journal no longer "
+        after = self.held_seq
+        if after == 0 and self.journal.first_seq > 1:
+            # Lost whole: refilled from the journal's first record, at or before where the
+            # stream started (a journal is never pruned past it: exchange/streamfloor.py);
+            # the stream then starts there, as a trimmed one does.
+            after = self.journal.first_seq - 1
+            log.warning("the stream lost every record: refilled from the journal's "
+                        "first, seq %d (those before are in snapshots)", after + 1)  # fmt: skip
+        elif after + 1 < self.journal.first_seq:
+            msg = (f"the stream lost seq {after + 1}, which the journal no longer "
                    f"holds (a snapshot pruned it to seq {self.journal.first_seq}): the "
                    "stream cannot be refilled")  # fmt: skip
             raise StreamRefillError(msg)
-        for first_seq, payloads in unpublished_batches(self.journal, self.held_seq):
+        for first_seq, payloads in unpublished_batches(self.journal, after):
             if not await self._publish_batch(first_seq, payloads):
                 return False
             if first_seq + len(payloads) - 1 >= upto:
@@ -422,13 +431,16 @@ async def _run(options: NodeOptions) -> int:
     heartbeat = loop.create_task(_heartbeats(nc, node), name="heartbeat")
     stop = stop_on_signals()
     durable = options.durability == "fsync"
+    floor = StreamFloor()  # where the stream starts, as last seen: the journal keeps it
     try:
         await ensure_stream(js)
         lease = Lease(await ensure_bucket(js), options.node_id, js)
         while True:  # one turn a role: standby until it leads, leader until it stops or steps down
             # A journal behind the stream's first record starts from a fetched snapshot.
             # As a task, so a stop is heard while it waits for NATS to answer.
-            starting = asyncio.ensure_future(recover_or_fetch(js, options.data_dir, durable))
+            starting = asyncio.ensure_future(
+                recover_or_fetch(js, options.data_dir, durable, floor)
+            )
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
@@ -438,7 +450,7 @@ async def _run(options: NodeOptions) -> int:
                     await starting
                 return 0
             recovered, after = starting.result()
-            follower = Follower(js, recovered, options.snapshot_every)
+            follower = Follower(js, recovered, options.snapshot_every, floor)
             follower.stream_seq = after
             node.become("standby", lambda f=follower: f.applied_seq)  # type: ignore[misc]
             try:
@@ -487,6 +499,7 @@ async def _lead(
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
         snapshot_every=options.snapshot_every,
     )  # fmt: skip
+    sequencer.prune_below = follower.floor.prune_below  # what a refill may still need
     appender = FencedAppender(js, follower.stream_seq, f"{options.node_id}-{lease.revision}")
     publisher = StreamPublisher(js, appender, journal, confirm_lead=lease.confirm)
     published = publisher.published_seq = publisher.held_seq = follower.stream_record_seq
@@ -525,8 +538,7 @@ async def _lead(
     sequencing = loop.create_task(sequencer.run(), name="sequencer")
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
     sharing = loop.create_task(SnapshotSharing(
-        js, follower.snapshots, lambda: publisher.held_seq, lambda: journal.first_seq,
-        options.trim_margin,
+        js, follower.snapshots, lambda: publisher.held_seq, follower.floor, options.trim_margin,
     ).run(), name="engine-snapshots")  # fmt: skip
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
     # The server has the subscription before this node says it leads (a command sent right

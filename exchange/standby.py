@@ -37,6 +37,7 @@ from exchange.journal.storage import FileSegmentStore
 from exchange.lease import TRY_EVERY_S, Lease
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, Recovered, RecoveryError, Replayer
 from exchange.sequencer import SNAPSHOT_EVERY
+from exchange.streamfloor import StreamFloor
 
 if TYPE_CHECKING:
     from exchange.journal.journal import Record
@@ -80,9 +81,13 @@ class Follower:
     """Applies the stream to a recovered data directory's engine and journal."""
 
     def __init__(
-        self, js: JetStreamContext, recovered: Recovered, snapshot_every: int = SNAPSHOT_EVERY
-    ) -> None:
+        self, js: JetStreamContext, recovered: Recovered, snapshot_every: int = SNAPSHOT_EVERY,
+        floor: StreamFloor | None = None,
+    ) -> None:  # fmt: skip
         self.js = js
+        # Where the stream starts: the journal is never pruned past it (a leader refills
+        # a lost stream from its journal). The node's own, kept across its turns.
+        self.floor = floor if floor is not None else StreamFloor()
         self.engine = recovered.engine
         self.journal = recovered.journal
         self.snapshots = recovered.snapshots
@@ -174,6 +179,7 @@ class Follower:
 
     async def _write_snapshot(self, seq: int, state: EngineState) -> None:
         loop = asyncio.get_running_loop()
+        await self.floor.look(self.js)
         try:  # in the journal's thread: pruning must not race a journal write
             await loop.run_in_executor(self._thread, self._store_snapshot, seq, state)
         except Exception:  # the journal still holds everything; the next one tries again
@@ -182,7 +188,10 @@ class Follower:
     def _store_snapshot(self, seq: int, state: EngineState) -> None:
         path = self.snapshots.write(seq, state)
         oldest_kept = self.snapshots.prune()
-        pruned = self.journal.prune_before(oldest_kept + 1) if oldest_kept is not None else []
+        pruned = (
+            self.journal.prune_before(self.floor.prune_below(oldest_kept))
+            if oldest_kept is not None else []
+        )  # fmt: skip
         log.info("standby snapshot at seq %d written to %s; %d old segments pruned",
                  seq, path, len(pruned))  # fmt: skip
 

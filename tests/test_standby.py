@@ -8,8 +8,10 @@ from pathlib import Path
 
 import msgspec
 import nats
+import pytest
 
 from exchange import natswire
+from exchange.journal import journal as journal_module
 from exchange.journal.records import JournalEntry, decode_entry, encode_entry
 from exchange.natsserver import NatsNode
 from exchange.recovery import recover
@@ -92,6 +94,31 @@ async def test_a_standby_takes_its_own_snapshots(nats_server: NatsNode, tmp_path
     assert recovered.snapshot_seq == applied, "a snapshot at the clean stop"
     assert len(recovered.snapshots.seqs()) == 2, "snapshots on the way, pruned to the newest two"
     assert state_hash(tmp_path / "two") == state_hash(tmp_path / "one")
+
+
+async def test_a_standbys_snapshots_never_prune_records_the_stream_still_starts_from(
+    nats_server: NatsNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its journal is pruned only below the stream's first record (exchange/streamfloor.py):
+    as leader it may have to refill a lost stream from it. The stream starts at record 1
+    here, so nothing is pruned however many snapshots it takes."""
+    async with roles(nats_server, tmp_path / "one", gateways=1) as cluster:
+        await seed(cluster.gateways[0].base_url)
+    monkeypatch.setattr(journal_module, "SEGMENT_TARGET_BYTES", 1)  # a segment a batch
+    nc = await nats.connect(servers=[nats_server.url])
+    try:
+        follower = Follower(nc.jetstream(), recover(tmp_path / "two"), snapshot_every=3)
+        while await follower.step():  # bounded by the stream's length
+            pass
+        await follower.close(snapshot=True)
+    finally:
+        await nc.close()
+    recovered = recover(tmp_path / "two")
+    recovered.journal.close()
+    assert len(recovered.snapshots.seqs()) == 2
+    assert recovered.snapshots.seqs()[-1] > 3, "snapshots that would prune a single process's"
+    assert recovered.journal.first_seq == 1
+    assert journal_records(tmp_path / "two") == journal_records(tmp_path / "one")
 
 
 async def test_a_record_whose_replay_differs_stops_the_standby_with_status_2(
