@@ -37,6 +37,7 @@ from exchange.journal.snapshots import SnapshotStore
 from exchange.natsstream import continues_at, first_record, follow_point
 from exchange.recovery import Recovered, recover
 from exchange.snapshotinstall import InstallError, finish_install, install
+from exchange.standby import unless_stopped
 from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES, trim
 
@@ -69,14 +70,17 @@ async def behind(js: JetStreamContext, last_seq: int) -> int | None:
     return first if first is not None and last_seq + 1 < first else None
 
 
-async def overtaken(js: JetStreamContext, last_seq: int) -> bool:
+async def overtaken(js: JetStreamContext, last_seq: int, stop: asyncio.Event) -> bool:
     """Whether a standby whose journal ends at `last_seq` was overtaken by the stream's
-    trim while it followed (False, too, when NATS does not answer: the caller stops)."""
-    try:
-        return await behind(js, last_seq) is not None
-    except (nats.errors.Error, TimeoutError, OSError) as problem:
-        log.warning("cannot see where the stream starts (%r)", problem)
-        return False
+    trim while it followed. A NATS that does not answer is asked again every
+    LOOK_RETRY_S (a standby outlives NATS outages); Stopped once `stop` is set."""
+    while True:  # until NATS answers, or the stop
+        try:
+            return await unless_stopped(behind(js, last_seq), stop) is not None
+        except (nats.errors.Error, TimeoutError, OSError) as problem:
+            log.warning("cannot see where the stream starts (%r); retrying", problem)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LOOK_RETRY_S)
 
 
 async def recover_or_fetch(

@@ -47,11 +47,11 @@ from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
 from exchange.lease import REFRESH_EVERY_S, Lease, ensure_bucket
-from exchange.natsstream import ensure_stream, log_nats_error
+from exchange.natsstream import close_quietly, ensure_stream, log_nats_error
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
 from exchange.runtime import stop_on_signals
 from exchange.sequencer import GATHER_MS, SNAPSHOT_EVERY, Sequencer, stop_and_wait
-from exchange.standby import Diverged, Follower, FollowError, follow, rewind_journal
+from exchange.standby import Diverged, Follower, FollowError, Stopped, follow, rewind_journal
 from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES
 
@@ -71,6 +71,11 @@ STREAM_CHECK_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 # Lines a second about bad messages on the command subject (the rest are counted).
 BAD_MESSAGE_LINES_PER_S = 5
+# Turns in a row a standby may be overtaken by the stream's trim (and fetch a snapshot
+# again) before it ever reached the stream's end: once is a node away for a while, twice
+# bad luck; this many means its fetch, install and catch-up take longer than the stream
+# keeps (about two snapshot intervals), and fetching again would go on for ever.
+MAX_OVERTAKEN_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -432,6 +437,7 @@ async def _run(options: NodeOptions) -> int:
     stop = stop_on_signals()
     durable = options.durability == "fsync"
     floor = StreamFloor()  # where the stream starts, as last seen: the journal keeps it
+    overtakes = Overtakes()
     try:
         await ensure_stream(js)
         lease = Lease(await ensure_bucket(js), options.node_id, js)
@@ -450,7 +456,7 @@ async def _run(options: NodeOptions) -> int:
                     await starting
                 return 0
             recovered, after = starting.result()
-            follower = Follower(js, recovered, options.snapshot_every, floor)
+            follower = Follower(js, recovered, options.snapshot_every, floor, stop)
             follower.stream_seq = after
             node.become("standby", lambda f=follower: f.applied_seq)  # type: ignore[misc]
             try:
@@ -461,10 +467,17 @@ async def _run(options: NodeOptions) -> int:
                 continue
             except FollowError as problem:
                 await follower.close(snapshot=False)
-                if await overtaken(js, follower.journal.last_seq):
-                    continue  # trimmed past it while it followed: the next turn fetches
-                print(f"exchange: standby stopped: {problem}", file=sys.stderr, flush=True)
-                return 2
+                try:
+                    trimmed_past = await overtaken(js, follower.journal.last_seq, stop)
+                except Stopped:
+                    return 0
+                if not trimmed_past:
+                    print(f"exchange: standby stopped: {problem}", file=sys.stderr, flush=True)
+                    return 2
+                if overtakes.too_many(caught_up=follower.caught_up):
+                    print(overtakes.why(), file=sys.stderr, flush=True)
+                    return 2
+                continue  # trimmed past it while it followed: the next turn fetches
             if not leads:
                 await follower.close(snapshot=True)
                 return 0
@@ -475,7 +488,29 @@ async def _run(options: NodeOptions) -> int:
             await rewind_journal(options.data_dir, durable, outcome.keep_seq, outcome.reason)
     finally:
         heartbeat.cancel()
-        await nc.close()
+        await close_quietly(nc)
+
+
+class Overtakes:
+    """Turns in a row the stream's trim overtook this standby before it ever reached the
+    stream's end (each then fetches a snapshot again), bounded by `limit`."""
+
+    def __init__(self, limit: int = MAX_OVERTAKEN_IN_A_ROW) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def too_many(self, *, caught_up: bool) -> bool:
+        """Count one more (a turn that reached the stream's end starts the count again);
+        True when the node should stop fetching (`why` says why)."""
+        self.count = 1 if caught_up else self.count + 1
+        return self.count >= self.limit
+
+    def why(self) -> str:
+        return (f"exchange: standby stopped: the stream's trim overtook it {self.count} times "
+                "in a row before it caught up (fetching and installing a snapshot, then "
+                "catching up, take longer than the stream keeps: about two snapshot intervals "
+                "of the leader's load); give it a faster disk or network, or start it when "
+                "the load is lower")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ the stream's first record only grows (a trim), except when a lost stream is refi
 from this very journal.
 """
 
+import asyncio
 import logging
 
 import nats.errors
@@ -23,6 +24,10 @@ from nats.js import JetStreamContext
 from exchange.natsstream import first_record
 
 log = logging.getLogger(__name__)
+
+# One look at most: two small requests. A NATS that does not answer within it keeps the
+# last look (the journal is pruned less, never more), and a stop waits no longer for it.
+LOOK_TIMEOUT_S = 1.0
 
 
 class StreamFloor:
@@ -44,7 +49,8 @@ class StreamFloor:
     async def look(self, js: JetStreamContext) -> None:
         """Look again; a NATS error keeps the last look (logged)."""
         try:
-            self.saw(await first_record(js))
+            async with asyncio.timeout(LOOK_TIMEOUT_S):
+                self.saw(await first_record(js))
         except (nats.errors.Error, TimeoutError, OSError) as problem:
             log.warning("cannot see where the stream starts (%r): the journal is pruned "
                         "as the last look said (%d)", problem, self.first_record)  # fmt: skip

@@ -1,21 +1,27 @@
-"""A sequencer node's start of each turn (exchange/enginebucket.py's recover_or_fetch)
-against a real nats-server: recovery runs in a thread, so a long restore never stalls the
-node's loop (its lease refresh, its heartbeats, its stop signal)."""
+"""A sequencer node's start of each turn and its looks at where the stream starts, against
+a real nats-server: recovery runs in a thread, so a long restore never stalls the node's
+loop (its lease refresh, its heartbeats, its stop signal); a standby's waits for NATS end
+at its stop; a look at the stream's start rides out NATS away and a trim meanwhile; a
+standby overtaken by the trim too often in a row stops."""
 
 import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
-from exchange import enginebucket
+from exchange import enginebucket, natsstream
+from exchange import natswire as w
 from exchange.natsserver import NatsNode
-from exchange.natsstream import ensure_stream
+from exchange.natsstream import ensure_stream, first_record
 from exchange.recovery import Recovered, recover
+from exchange.sequencer_node import MAX_OVERTAKEN_IN_A_ROW, Overtakes
+from exchange.standby import Follower, Stopped
 from exchange.streamfloor import StreamFloor
 
 pytest_plugins = ("tests.nats_fixtures",)
@@ -26,11 +32,11 @@ WAIT_S = 10.0
 
 @pytest_asyncio.fixture
 async def client(nats_server: NatsNode) -> AsyncIterator[NatsClient]:
-    nc = await nats.connect(servers=[nats_server.url])
+    nc = await nats.connect(servers=[nats_server.url], max_reconnect_attempts=-1)
     try:
         yield nc
     finally:
-        await nc.close()
+        await natsstream.close_quietly(nc)  # NATS may be away
 
 
 async def test_recovery_runs_while_the_loop_goes_on(
@@ -63,3 +69,76 @@ async def test_recovery_runs_while_the_loop_goes_on(
     assert loop_ran == [True], "the loop ran while the journal was recovered"
     assert after == 0
     assert floor.first_record == 1, "the stream holds no record: the journal keeps all"
+
+
+async def publish_batches(client: NatsClient, count: int) -> None:
+    """`count` stream messages, one record each (seqs 1..count)."""
+    js = client.jetstream()
+    await ensure_stream(js)
+    for seq in range(1, count + 1):
+        data = w.batch_messages(seq, [msgspec.msgpack.encode(f"record {seq}")])[0][1]
+        await js.publish(w.BATCHES, data, stream=w.STREAM)
+
+
+async def test_a_followers_wait_for_nats_ends_at_its_stop(
+    client: NatsClient, nats_server: NatsNode, tmp_path: Path
+) -> None:
+    await publish_batches(client, 1)
+    stop = asyncio.Event()
+    follower = Follower(client.jetstream(), recover(tmp_path), stop=stop)
+    await nats_server.kill()
+    stepping = asyncio.create_task(follower.step())
+    await asyncio.sleep(0)  # the step has asked NATS, which will not answer
+    stop.set()
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(stepping, WAIT_S)
+    await follower.close(snapshot=False)
+
+
+async def test_overtaken_asks_again_while_nats_is_away_and_ends_at_the_stop(
+    client: NatsClient, nats_server: NatsNode
+) -> None:
+    await publish_batches(client, 3)
+    js = client.jetstream()
+    await js.purge_stream(w.STREAM, seq=3)  # trimmed: it starts at record 3
+    await nats_server.kill()
+    stop = asyncio.Event()
+    looking = asyncio.create_task(enginebucket.overtaken(js, 1, stop))
+    await nats_server.start()  # the same store: the trimmed stream is back
+    assert await asyncio.wait_for(looking, WAIT_S * 2), "journal at 1, stream from 3"
+    await nats_server.kill()
+    looking = asyncio.create_task(enginebucket.overtaken(js, 1, stop))
+    await asyncio.sleep(0)
+    stop.set()
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(looking, WAIT_S)
+
+
+async def test_the_first_record_is_found_when_a_trim_comes_between_two_reads(
+    client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish_batches(client, 4)
+    js = client.jetstream()
+    real = natsstream.records_of
+    trims = [2, 3]  # the trim passes the message just read as the first, twice
+
+    async def trimmed_meanwhile(
+        js_: object, stream_seq: int
+    ) -> tuple[int, int, bool] | None:
+        if trims:
+            await js.purge_stream(w.STREAM, seq=trims.pop(0))
+        return await real(js, stream_seq)
+
+    monkeypatch.setattr(natsstream, "records_of", trimmed_meanwhile)
+    assert await first_record(js) == 3
+    assert not trims
+
+
+def test_a_standby_overtaken_too_often_before_it_caught_up_stops() -> None:
+    overtakes = Overtakes()
+    assert MAX_OVERTAKEN_IN_A_ROW == 3
+    assert not overtakes.too_many(caught_up=True)  # away a while: fetches once
+    assert not overtakes.too_many(caught_up=True), "it caught up between: a new count"
+    assert not overtakes.too_many(caught_up=False)
+    assert overtakes.too_many(caught_up=False), "three in a row without catching up"
+    assert "overtook it 3 times in a row" in overtakes.why()

@@ -4,6 +4,7 @@ while another leads follows the stream with a warm engine. It applies every reco
 batch ends), says `standby` in its heartbeats (and so in /v1/cluster), and a record whose
 replay gives other events stops it with one line and status 2."""
 
+import asyncio
 from pathlib import Path
 
 import msgspec
@@ -145,3 +146,25 @@ async def test_a_record_whose_replay_differs_stops_the_standby_with_status_2(
     assert status == 2, output
     assert "exchange: standby stopped: replay of seq" in output, output
     assert "Traceback" not in output, output
+
+
+async def test_a_standby_and_a_leader_stopped_while_nats_is_away_exit_cleanly(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    """SIGTERM with NATS away (killed): each stops (status 0, no traceback) instead of
+    waiting out a NATS request, or failing as its connection closes."""
+    leader = await start_sequencer(nats_server.url, tmp_path / "one", "sequencer-1")
+    standby = await start_sequencer(nats_server.url, tmp_path / "two", "sequencer-2")
+    try:
+        assert "ready: standby" in standby.log()
+        await nats_server.kill()
+        async with asyncio.timeout(FOLLOW_WAIT_S):  # until both saw NATS go
+            while not all("NATS: " in node.log() for node in (leader, standby)):
+                await asyncio.sleep(0.05)  # bounded by the timeout
+        for node in (standby, leader):
+            async with asyncio.timeout(FOLLOW_WAIT_S):  # a generous bound, not a timing
+                assert await stop(node) == 0, node.log()
+            assert node.tracebacks == 0, node.log()
+    finally:
+        for node in (standby, leader):
+            await stop(node)
