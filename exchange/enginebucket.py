@@ -20,7 +20,6 @@ logged and the next older tried; none usable stops the node with one line.
 
 import asyncio
 import contextlib
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +31,25 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from exchange import natswire as w
-from exchange.buckets import ENGINE_BUCKET, Placed, engine_snapshots, open_bucket, put_file
+from exchange.buckets import (
+    ENGINE_BUCKET,
+    Placed,
+    TooBigError,
+    engine_snapshots,
+    get_file,
+    open_bucket,
+    put_file,
+)
 from exchange.journal.snapshots import SnapshotStore
 from exchange.natsstream import continues_at, first_record, follow_point
 from exchange.recovery import Recovered, recover
-from exchange.snapshotinstall import InstallError, finish_install, install
+from exchange.snapshotinstall import (
+    InstallError,
+    discard_staged,
+    finish_install,
+    install_staged,
+    stage,
+)
 from exchange.standby import unless_stopped
 from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES, trim
@@ -54,8 +67,8 @@ SHARE_CHECK_S = 1.0
 TRANSFER_TIMEOUT_S = 60.0
 # Between looks at the stream's start while NATS does not answer.
 LOOK_RETRY_S = 0.5
-# A snapshot bigger than this is not fetched (not one of ours, or a state past what a node
-# should hold in memory twice while it installs).
+# A snapshot bigger than this is neither put nor fetched (not one of ours, or a state past
+# what a node should load: its bytes are read once to be checked and restored).
 MAX_SNAPSHOT_BYTES = 4 * 1024**3
 
 
@@ -131,14 +144,15 @@ async def fetch(js: JetStreamContext, data_dir: Path, durable: bool) -> Placed |
     for placed in present:  # bounded: the bucket keeps KEEP_ENGINE_SNAPSHOTS
         try:
             async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-                data = await _get(js, bucket, placed)
+                await _get(js, bucket, placed, data_dir)
             state_hash = await asyncio.to_thread(
-                install, data_dir, placed.seq, data, durable=durable
+                install_staged, data_dir, placed.seq, durable=durable
             )
         except (
             InstallError, ValueError, OSError, nats.errors.Error, TimeoutError,
-            msgspec.DecodeError, w.VersionError,
+            msgspec.DecodeError, w.VersionError, TooBigError,
         ) as problem:  # fmt: skip
+            await asyncio.to_thread(discard_staged, data_dir)
             log.error("engine snapshot %s unusable, trying an older one: %r", placed.name, problem)
             continue
         log.warning(
@@ -150,15 +164,12 @@ async def fetch(js: JetStreamContext, data_dir: Path, durable: bool) -> Placed |
     return None
 
 
-async def _get(js: JetStreamContext, bucket: ObjectStore, placed: Placed) -> bytes:
+async def _get(js: JetStreamContext, bucket: ObjectStore, placed: Placed, data_dir: Path) -> None:
+    """Fetch it into the data directory's staging file (never whole in memory)."""
     if not await continues_at(js, placed.seq, placed.after):
         raise ValueError(f"the stream does not continue it after message {placed.after}")
-    info = await bucket.get_info(placed.name)
-    if info.size is None or info.size > MAX_SNAPSHOT_BYTES:
-        raise ValueError(f"{info.size} bytes, past the bound {MAX_SNAPSHOT_BYTES}")
-    data = io.BytesIO()
-    await bucket.get(placed.name, writeinto=data)  # checks the SHA-256 digest
-    return data.getvalue()
+    path = await asyncio.to_thread(stage, data_dir, placed.seq)
+    await get_file(js, bucket, placed.name, path, MAX_SNAPSHOT_BYTES)  # checks the SHA-256
 
 
 class SnapshotSharing:
@@ -213,7 +224,11 @@ class SnapshotSharing:
             path = self.snapshots.path(seq)
             placed = Placed(seq, after)
             try:
-                await put_file(bucket, placed.name, path)
+                await put_file(bucket, placed.name, path, MAX_SNAPSHOT_BYTES)
+            except TooBigError as problem:  # no node could fetch it: the stream is not trimmed
+                log.error("engine snapshot not shared: %s", problem)
+                self.shared_seq = seq
+                return False
             except NotFoundError:
                 self._bucket = None  # the bucket is gone: opened (made) again next time
                 raise

@@ -19,7 +19,6 @@ stream from its first message. At most MAX_IN_FLIGHT snapshots are written or pu
 
 import asyncio
 import contextlib
-import io
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from nats.js.object_store import ObjectStore
 
 from exchange import buckets, forked_snapshot
 from exchange import natswire as w
-from exchange.buckets import READ_BUCKET, Stored, put_file
+from exchange.buckets import READ_BUCKET, Stored, TooBigError, get_file, put_file
 from gateway.natsbus import NatsBus
 from gateway.readmodel import ReadModel
 from gateway.readsnapshots import KEEP_READ_SNAPSHOTS, decode_snapshot, encode_snapshot
@@ -47,8 +46,9 @@ log = logging.getLogger(__name__)
 # many from the stream (half a second at ~200,000 a second), and each gateway exports its
 # state once per this many records (in a child: the loop does not wait for it).
 READ_SNAPSHOT_EVERY = 100_000
-# A snapshot bigger than this is not loaded (not one of ours, or a read side past what a
-# gateway should hold in memory twice while it loads): the stream is replayed instead.
+# A snapshot bigger than this is neither put nor loaded (not one of ours, or a read side
+# past what a gateway should load: its bytes are read once to be checked and decoded):
+# the stream is replayed instead.
 MAX_SNAPSHOT_BYTES = 1024**3
 # One get or put of a snapshot, or a look at the bucket, at most: a get whose chunks a
 # prune purged meanwhile would otherwise wait for them for ever.
@@ -86,7 +86,8 @@ async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState
             async with asyncio.timeout(TRANSFER_TIMEOUT_S):
                 state = await _load(js, obs, snapshot)
         except (
-            ValueError, msgspec.DecodeError, w.VersionError, nats.errors.Error, TimeoutError
+            ValueError, msgspec.DecodeError, w.VersionError, nats.errors.Error, TimeoutError,
+            TooBigError, OSError,
         ) as problem:  # fmt: skip
             log.error("read snapshot %s unusable, trying an older one: %r", snapshot.name, problem)
             continue
@@ -101,12 +102,14 @@ async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState
 
 
 async def _load(js: JetStreamContext, obs: ObjectStore, snapshot: Stored) -> ReadState:
-    info = await obs.get_info(snapshot.name)
-    if info.size is None or info.size > MAX_SNAPSHOT_BYTES:
-        raise ValueError(f"{info.size} bytes, past the bound {MAX_SNAPSHOT_BYTES}")
-    data = io.BytesIO()
-    await obs.get(snapshot.name, writeinto=data)  # checks the SHA-256 digest
-    state = decode_snapshot(data.getvalue(), snapshot.seq)
+    # Fetched into a file as its chunks come, then read once to be checked and decoded
+    # (a fetch into memory held it two or three times over).
+    with tempfile.TemporaryDirectory(prefix="exchange-read-fetch-") as directory:
+        path = Path(directory) / snapshot.name
+        await get_file(js, obs, snapshot.name, path, MAX_SNAPSHOT_BYTES)  # checks the SHA-256
+        data = await asyncio.to_thread(path.read_bytes)
+    state = decode_snapshot(data, snapshot.seq)
+    del data
     # It must continue this stream: the message it names ends the batch of its seq.
     message = await js.get_msg(w.STREAM, snapshot.stream_seq)
     batch = w.decode_batch(message.data or b"")
@@ -169,7 +172,10 @@ class SharedSnapshots:
                 await _wait_for_child(pid)
             async with self._putting:
                 await put_snapshot(self.obs, taken, path)
-        except (forked_snapshot.ChildFailedError, OSError, nats.errors.Error, TimeoutError) as e:
+        except (
+            forked_snapshot.ChildFailedError, OSError, nats.errors.Error, TimeoutError,
+            TooBigError,
+        ) as e:  # fmt: skip
             log.error("read snapshot %s not put: %r", taken.name, e)
         finally:
             path.unlink(missing_ok=True)
@@ -192,7 +198,7 @@ async def put_snapshot(obs: ObjectStore, taken: Stored, path: Path) -> bool:
         kept = present[:KEEP_READ_SNAPSHOTS]
         put = taken not in present and (len(kept) < KEEP_READ_SNAPSHOTS or taken > kept[-1])
         if put:
-            await put_file(obs, taken.name, path)
+            await put_file(obs, taken.name, path, MAX_SNAPSHOT_BYTES)
             log.info("read snapshot %s put in %s", taken.name, READ_BUCKET)
             present = sorted({*present, taken}, reverse=True)
         else:
