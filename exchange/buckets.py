@@ -18,6 +18,7 @@ Both are made, if missing, with file storage and as many replicas as the stream.
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ from exchange import natswire as w
 READ_BUCKET = "EXCHANGE_READ"
 ENGINE_BUCKET = "EXCHANGE_ENGINE"
 
-_READ_NAME = re.compile(r"^read-(\d{20})-(\d{20})\Z")
-_ENGINE_NAME = re.compile(r"^engine-(\d{20})-(\d{20})\Z")
+# The third part names the stream the snapshot belongs to (stream_id): absent in names
+# from before it was added, which then belong to no stream.
+_READ_NAME = re.compile(r"^read-(\d{20})-(\d{20})(?:-([0-9A-Za-z]{1,40}))?\Z")
+_ENGINE_NAME = re.compile(r"^engine-(\d{20})-(\d{20})(?:-([0-9A-Za-z]{1,40}))?\Z")
 
 
 @dataclass(frozen=True, order=True)
@@ -49,10 +52,11 @@ class Stored:
 
     seq: int
     stream_seq: int
+    stream: str = ""  # the stream's identity (stream_id): whose positions these are
 
     @property
     def name(self) -> str:
-        return f"read-{self.seq:020d}-{self.stream_seq:020d}"
+        return f"read-{self.seq:020d}-{self.stream_seq:020d}" + _suffix(self.stream)
 
 
 @dataclass(frozen=True, order=True)
@@ -62,20 +66,35 @@ class Placed:
 
     seq: int
     after: int
+    stream: str = ""  # the stream's identity (stream_id): whose positions these are
 
     @property
     def name(self) -> str:
-        return f"engine-{self.seq:020d}-{self.after:020d}"
+        return f"engine-{self.seq:020d}-{self.after:020d}" + _suffix(self.stream)
+
+
+def _suffix(stream: str) -> str:
+    return f"-{stream}" if stream else ""
 
 
 def parse_name(name: str | None) -> Stored | None:
     match = _READ_NAME.match(name or "")
-    return Stored(int(match[1]), int(match[2])) if match else None
+    return Stored(int(match[1]), int(match[2]), match[3] or "") if match else None
 
 
 def parse_engine_name(name: str | None) -> Placed | None:
     match = _ENGINE_NAME.match(name or "")
-    return Placed(int(match[1]), int(match[2])) if match else None
+    return Placed(int(match[1]), int(match[2]), match[3] or "") if match else None
+
+
+def stream_id(info: api.StreamInfo) -> str:
+    """Which stream this is, told apart from one of the same name made again (deleted,
+    lost with a NATS store, wiped): its creation time, to the microsecond, as every
+    replica has it. A snapshot names the stream it was taken on: one from another stream
+    (a bucket left over) is passed over, whatever its seqs and positions say."""
+    if info.created is None:
+        return "unknown"  # a server that does not say: every stream looks alike
+    return info.created.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 async def open_bucket(js: JetStreamContext, bucket: str) -> ObjectStore:
@@ -92,16 +111,20 @@ async def open_bucket(js: JetStreamContext, bucket: str) -> ObjectStore:
         return await js.object_store(bucket)
 
 
-async def read_snapshots(obs: ObjectStore) -> list[Stored]:
-    """The read snapshots in the bucket, newest first (other objects are ignored)."""
+async def read_snapshots(obs: ObjectStore, stream: str | None = None) -> list[Stored]:
+    """The read snapshots in the bucket, newest first (other objects are ignored); with
+    `stream`, only that stream's."""
     found = {parse_name(name) for name in await _names(obs)}
-    return sorted((s for s in found if s is not None), reverse=True)
+    return sorted((s for s in found if s is not None and stream in (None, s.stream)),
+                  reverse=True)  # fmt: skip
 
 
-async def engine_snapshots(obs: ObjectStore) -> list[Placed]:
-    """The engine snapshots in the bucket, newest first (other objects are ignored)."""
+async def engine_snapshots(obs: ObjectStore, stream: str | None = None) -> list[Placed]:
+    """The engine snapshots in the bucket, newest first (other objects are ignored); with
+    `stream`, only that stream's."""
     found = {parse_engine_name(name) for name in await _names(obs)}
-    return sorted((s for s in found if s is not None), reverse=True)
+    return sorted((s for s in found if s is not None and stream in (None, s.stream)),
+                  reverse=True)  # fmt: skip
 
 
 async def _names(obs: ObjectStore) -> list[str | None]:

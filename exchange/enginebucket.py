@@ -39,6 +39,7 @@ from exchange.buckets import (
     get_file,
     open_bucket,
     put_file,
+    stream_id,
 )
 from exchange.journal.snapshots import SnapshotStore
 from exchange.natsstream import continues_at, first_record, follow_point
@@ -140,7 +141,10 @@ async def fetch(js: JetStreamContext, data_dir: Path, durable: bool) -> Placed |
     """Install the newest snapshot in the bucket that checks out; None (logged) if none."""
     bucket = await open_bucket(js, ENGINE_BUCKET)
     async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-        present = await engine_snapshots(bucket)
+        # Only this stream's: one left from a stream since made again (its positions
+        # another history's) is passed over.
+        stream = stream_id(await js.stream_info(w.STREAM))
+        present = await engine_snapshots(bucket, stream)
     for placed in present:  # bounded: the bucket keeps KEEP_ENGINE_SNAPSHOTS
         try:
             async with asyncio.timeout(TRANSFER_TIMEOUT_S):
@@ -187,6 +191,7 @@ class SnapshotSharing:
         self.floor = floor
         self.margin = margin
         self.shared_seq = 0  # the newest snapshot put (or found in the bucket)
+        self.shared_stream = ""  # on this stream (stream_id): one made again gets its own
         self._bucket: ObjectStore | None = None
 
     async def run(self) -> None:
@@ -207,13 +212,18 @@ class SnapshotSharing:
         if one was put."""
         held = self.held()
         ready = [seq for seq in self.snapshots.seqs() if seq <= held]
-        if not ready or ready[0] <= self.shared_seq:
+        if not ready:
+            return False
+        stream = stream_id(await self.js.stream_info(w.STREAM))
+        if ready[0] <= self.shared_seq and stream == self.shared_stream:
             return False
         seq = ready[0]
         if self._bucket is None:
             self._bucket = await open_bucket(self.js, ENGINE_BUCKET)
         bucket = self._bucket
-        present = await engine_snapshots(bucket)
+        every = await engine_snapshots(bucket)
+        present = [p for p in every if p.stream == stream]
+        foreign = [p for p in every if p.stream != stream]  # of a stream since lost: useless
         put = not present or seq > present[0].seq
         if put:
             after = await follow_point(self.js, seq)
@@ -222,12 +232,12 @@ class SnapshotSharing:
                             "record %d", seq, seq)  # fmt: skip
                 return False
             path = self.snapshots.path(seq)
-            placed = Placed(seq, after)
+            placed = Placed(seq, after, stream)
             try:
                 await put_file(bucket, placed.name, path, MAX_SNAPSHOT_BYTES)
             except TooBigError as problem:  # no node could fetch it: the stream is not trimmed
                 log.error("engine snapshot not shared: %s", problem)
-                self.shared_seq = seq
+                self.shared_seq, self.shared_stream = seq, stream
                 return False
             except NotFoundError:
                 self._bucket = None  # the bucket is gone: opened (made) again next time
@@ -235,10 +245,11 @@ class SnapshotSharing:
             log.info("engine snapshot %s put in %s (%d bytes)", placed.name, ENGINE_BUCKET,
                      path.stat().st_size)  # fmt: skip
             present = sorted({*present, placed}, reverse=True)
-        for old in present[KEEP_ENGINE_SNAPSHOTS:]:  # bounded: a few past the kept ones
+        for old in present[KEEP_ENGINE_SNAPSHOTS:] + foreign:  # bounded: a few past the kept
             with contextlib.suppress(NotFoundError):
                 await bucket.delete(old.name)
         await trim(self.js, bucket, self.margin)
         await self.floor.look(self.js)
-        self.shared_seq = seq  # only now: a trim that failed is tried again
+        # Only now: a trim that failed is tried again.
+        self.shared_seq, self.shared_stream = seq, stream
         return put

@@ -19,7 +19,8 @@ newest one damaged, a node falls back to the older one, which must still be usab
 trim at all while a kind has fewer than two. Snapshots are only ever added newer than
 those kept, and deleted oldest first, so every snapshot still in a bucket after a trim is
 at or past the trim point. A snapshot whose named message does not fit this stream (a
-bucket left from a stream since lost) stops the trim: nothing is trimmed on its account.
+bucket left from a stream since lost, named by another stream_id or not fitting its
+positions) stops the trim: nothing is trimmed on its account.
 
 The leader trims (JetStream purge up to, not including, the point) each time it has put
 an engine snapshot, so at most once every SNAPSHOT_EVERY records.
@@ -34,7 +35,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
 from exchange import natswire as w
-from exchange.buckets import READ_BUCKET, engine_snapshots, read_snapshots
+from exchange.buckets import READ_BUCKET, engine_snapshots, read_snapshots, stream_id
 from exchange.natsstream import continues_at, records_of
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ def basis(snapshots: Sequence[T]) -> T | None:
 
 async def trim(js: JetStreamContext, engine: ObjectStore, margin: int) -> int | None:
     """Trim the stream by the rule above; returns the new first message, None if untouched."""
-    state = (await js.stream_info(w.STREAM)).state
+    info = await js.stream_info(w.STREAM)
+    state, stream = info.state, stream_id(info)
     if state.messages == 0:
         return None
-    needed = [await _engine_point(js, engine), await _read_point(js)]
+    needed = [await _engine_point(js, engine, stream), await _read_point(js, stream)]
     point = trim_point(state.first_seq, state.last_seq, needed, margin)
     if point is None:
         return None
@@ -87,19 +89,19 @@ async def trim(js: JetStreamContext, engine: ObjectStore, margin: int) -> int | 
     return point
 
 
-async def _engine_point(js: JetStreamContext, engine: ObjectStore) -> int | None:
-    placed = basis(await engine_snapshots(engine))
+async def _engine_point(js: JetStreamContext, engine: ObjectStore, stream: str) -> int | None:
+    placed = basis(await engine_snapshots(engine, stream))
     if placed is None or not await continues_at(js, placed.seq, placed.after):
         return None
     return placed.after + 1
 
 
-async def _read_point(js: JetStreamContext) -> int | None:
+async def _read_point(js: JetStreamContext, stream: str) -> int | None:
     try:
         bucket = await js.object_store(READ_BUCKET)
     except BucketNotFoundError:
         return None
-    stored = basis(await read_snapshots(bucket))
+    stored = basis(await read_snapshots(bucket, stream))
     if stored is None:
         return None
     span = await records_of(js, stored.stream_seq)

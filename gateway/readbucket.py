@@ -19,6 +19,7 @@ stream from its first message. At most MAX_IN_FLIGHT snapshots are written or pu
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -67,9 +68,10 @@ async def open_bucket(js: JetStreamContext) -> ObjectStore:
     return await buckets.open_bucket(js, READ_BUCKET)
 
 
-async def stored(obs: ObjectStore) -> list[Stored]:
-    """The snapshots in the bucket, newest first (other objects are ignored)."""
-    return await buckets.read_snapshots(obs)
+async def stored(obs: ObjectStore, stream: str | None = None) -> list[Stored]:
+    """The snapshots in the bucket, newest first (other objects are ignored); with
+    `stream` (buckets.stream_id), only that stream's."""
+    return await buckets.read_snapshots(obs, stream)
 
 
 async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState, int] | None:
@@ -77,7 +79,8 @@ async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState
     message it follows); None (logged) when there is none."""
     try:
         async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-            present = await stored(obs)
+            # Only this stream's: one left from a stream since made again is passed over.
+            present = await stored(obs, buckets.stream_id(await js.stream_info(w.STREAM)))
     except (nats.errors.Error, TimeoutError) as problem:
         log.error("cannot list the read snapshots in %s: %r", READ_BUCKET, problem)
         present = []
@@ -170,6 +173,9 @@ class SharedSnapshots:
         try:
             if pid:
                 await _wait_for_child(pid)
+            async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+                info = await self.bus.js.stream_info(w.STREAM)
+            taken = dataclasses.replace(taken, stream=buckets.stream_id(info))
             async with self._putting:
                 await put_snapshot(self.obs, taken, path)
         except (
@@ -194,7 +200,9 @@ async def put_snapshot(obs: ObjectStore, taken: Stored, path: Path) -> bool:
     gateway put it) or older than the newest KEEP_READ_SNAPSHOTS; then delete all but
     those. True if this call put it."""
     async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-        present = await stored(obs)
+        every = await stored(obs)
+        present = [s for s in every if s.stream == taken.stream]
+        foreign = [s for s in every if s.stream != taken.stream]  # of a stream since lost
         kept = present[:KEEP_READ_SNAPSHOTS]
         put = taken not in present and (len(kept) < KEEP_READ_SNAPSHOTS or taken > kept[-1])
         if put:
@@ -203,7 +211,7 @@ async def put_snapshot(obs: ObjectStore, taken: Stored, path: Path) -> bool:
             present = sorted({*present, taken}, reverse=True)
         else:
             log.info("read snapshot %s not put: in the bucket already, or older", taken.name)
-        for old in present[KEEP_READ_SNAPSHOTS:]:  # bounded: a few past the kept ones
+        for old in present[KEEP_READ_SNAPSHOTS:] + foreign:  # bounded: a few past the kept
             with contextlib.suppress(NotFoundError):  # another gateway deleted it
                 await obs.delete(old.name)
     return put

@@ -17,12 +17,25 @@ from nats.aio.client import Client as NatsClient
 
 from exchange import enginebucket, natsstream
 from exchange import natswire as w
+from exchange.buckets import (
+    ENGINE_BUCKET,
+    Placed,
+    engine_snapshots,
+    open_bucket,
+    put_file,
+    stream_id,
+)
+from exchange.domain.engine import Engine
+from exchange.domain.state import export_state
+from exchange.enginebucket import SnapshotSharing
+from exchange.journal.snapshots import SnapshotStore
 from exchange.natsserver import NatsNode
 from exchange.natsstream import ensure_stream, first_record
 from exchange.recovery import Recovered, recover
 from exchange.sequencer_node import MAX_OVERTAKEN_IN_A_ROW, Overtakes
 from exchange.standby import Follower, Stopped
 from exchange.streamfloor import StreamFloor
+from exchange.streamtrim import trim
 
 pytest_plugins = ("tests.nats_fixtures",)
 
@@ -142,3 +155,30 @@ def test_a_standby_overtaken_too_often_before_it_caught_up_stops() -> None:
     assert not overtakes.too_many(caught_up=False)
     assert overtakes.too_many(caught_up=False), "three in a row without catching up"
     assert "overtook it 3 times in a row" in overtakes.why()
+
+
+async def test_an_engine_snapshot_left_from_a_wiped_stream_is_neither_fetched_nor_trimmed_by(
+    client: NatsClient, tmp_path: Path
+) -> None:
+    """Snapshots name their stream (buckets.stream_id, its creation time): a stream made
+    again holds records of the same seqs at the same positions, but another history."""
+    await publish_batches(client, 4)
+    js = client.jetstream()
+    old = stream_id(await js.stream_info(w.STREAM))
+    snapshots = SnapshotStore(tmp_path / "leader")
+    snapshots.write(2, export_state(Engine()))  # a valid snapshot, taken on the old stream
+    bucket = await open_bucket(js, ENGINE_BUCKET)
+    for seq, after in ((2, 2), (3, 3)):  # two: the trim counts from the second newest
+        await put_file(bucket, Placed(seq, after, old).name, snapshots.path(2), 1024**2)
+    await js.delete_stream(w.STREAM)  # wiped, the bucket left over
+    await publish_batches(client, 4)
+    assert stream_id(await js.stream_info(w.STREAM)) != old
+    assert await enginebucket.fetch(js, tmp_path / "node", durable=False) is None
+    assert await trim(js, bucket, margin=1) is None
+    assert (await js.stream_info(w.STREAM)).state.first_seq == 1, "nothing trimmed"
+    # The leader shares its snapshot again, for this stream, and deletes the old ones.
+    sharing = SnapshotSharing(js, snapshots, lambda: 4, StreamFloor())
+    sharing.shared_seq, sharing.shared_stream = 2, old  # shared on the old stream
+    assert await sharing.share()
+    new = stream_id(await js.stream_info(w.STREAM))
+    assert await engine_snapshots(bucket) == [Placed(2, 2, new)]
