@@ -177,7 +177,7 @@ class SharedSnapshots:
                 info = await self.bus.js.stream_info(w.STREAM)
             taken = dataclasses.replace(taken, stream=buckets.stream_id(info))
             async with self._putting:
-                await put_snapshot(self.obs, taken, path)
+                self.obs, _ = await put_reopening(self.bus.js, self.obs, taken, path)
         except (
             forked_snapshot.ChildFailedError, OSError, nats.errors.Error, TimeoutError,
             TooBigError,
@@ -215,6 +215,31 @@ async def put_snapshot(obs: ObjectStore, taken: Stored, path: Path) -> bool:
             with contextlib.suppress(NotFoundError):  # another gateway deleted it
                 await obs.delete(old.name)
     return put
+
+
+async def put_reopening(
+    js: JetStreamContext, obs: ObjectStore, taken: Stored, path: Path
+) -> tuple[ObjectStore, bool]:
+    """`put_snapshot`, through a bucket handle made again (and the bucket with it) when
+    the bucket is gone (its NATS store lost, or deleted): a handle kept from start would
+    otherwise fail every put for good. Returns the handle to keep, and whether it put."""
+    try:
+        return obs, await put_snapshot(obs, taken, path)
+    except NotFoundError:
+        if not await _bucket_gone(js):
+            raise
+    log.warning("the read snapshot bucket %s is gone (the NATS store lost?): made again",
+                READ_BUCKET)  # fmt: skip
+    obs = await open_bucket(js)
+    return obs, await put_snapshot(obs, taken, path)
+
+
+async def _bucket_gone(js: JetStreamContext) -> bool:
+    try:
+        await js.stream_info(f"OBJ_{READ_BUCKET}")
+    except NotFoundError:
+        return True
+    return False
 
 
 def _write(path: Path, snapshot: ReadSnapshot) -> None:

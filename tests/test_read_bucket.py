@@ -33,6 +33,7 @@ from gateway.client import Admin
 from gateway.readbucket import (
     load_newest,
     open_bucket,
+    put_reopening,
     put_snapshot,
     stored,
 )
@@ -236,6 +237,30 @@ async def test_a_snapshot_in_the_bucket_already_or_older_than_the_kept_is_not_pu
         assert await stored(bucket) == [Stored(300, 12), Stored(200, 9)]
         assert not await put_snapshot(bucket, Stored(100, 7), path), "older than the kept"
         assert await stored(bucket) == [Stored(300, 12), Stored(200, 9)]
+    finally:
+        await client.close()
+
+
+async def test_a_gateway_puts_its_next_snapshot_in_a_bucket_made_again_when_it_was_lost(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    path = tmp_path / "snapshot"
+    path.write_bytes(msgspec.msgpack.encode("any bytes: put_snapshot does not read them"))
+    client = await nats.connect(servers=[nats_server.url])
+    try:
+        js = client.jetstream()
+        await ensure_stream(js)
+        bucket = await open_bucket(js)
+        kept, put = await put_reopening(js, bucket, Stored(100, 7), path)
+        assert put
+        assert kept is bucket, "the bucket is there: the same handle"
+        await js.delete_stream(f"OBJ_{READ_BUCKET}")  # lost (with a NATS store, or deleted)
+        kept, put = await put_reopening(js, bucket, Stored(200, 9), path)
+        assert put
+        assert await stored(kept) == [Stored(200, 9)]
+        kept, put = await put_reopening(js, kept, Stored(300, 12), path)
+        assert put
+        assert await stored(kept) == [Stored(300, 12), Stored(200, 9)]
     finally:
         await client.close()
 
