@@ -146,6 +146,10 @@ class Sequencer:
         self.gather_enough = gather_enough
         self.window_clock: WindowClock = window_clock or LoopClock()
         self.fork_snapshots = fork_snapshots and forked_snapshot.available()
+        # The seq below which the journal may be pruned after a snapshot, given the oldest
+        # one kept: all it covers here; a cluster node keeps what the stream may still
+        # need refilled (exchange/streamfloor.py). Called from the snapshot thread.
+        self.prune_below: Callable[[int], int] = _covered_by
         self.last_seq = journal.last_seq
         self.durable_seq = journal.last_seq
         self.last_snapshot_seq = journal.last_seq
@@ -539,7 +543,7 @@ class Sequencer:
         pruned: list[str] = []
         if oldest_kept is not None:
             # Safe from this thread: pruning touches only old, closed segments.
-            pruned = self.journal.prune_before(oldest_kept + 1)
+            pruned = self.journal.prune_before(self.prune_below(oldest_kept))
         log.info(
             "snapshot at seq %d written to %s in %.2fs; %d old segments pruned",
             seq, path, time.perf_counter() - started, len(pruned),
@@ -617,6 +621,10 @@ def _timed_write(journal: Journal, framed: Framed) -> float:
     started = time.perf_counter()
     journal.write_framed(framed)
     return time.perf_counter() - started
+
+
+def _covered_by(oldest_kept_snapshot: int) -> int:
+    return oldest_kept_snapshot + 1
 
 
 def _last_timestamp(journal: Journal) -> int:
