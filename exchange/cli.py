@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
+    serve.add_argument(  # tests only: time moves by POST /v1/admin/clock (docs/PROTOCOL.md)
+        "--test-clock", type=_positive_int, default=0, help=argparse.SUPPRESS
+    )
     _gather_flag(serve)
     sequencer = commands.add_parser(
         "sequencer", help="cluster role: sequence, match and journal commands from NATS"
@@ -218,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host, args.port, args.data_dir, args.durability, args.demo,
             args.max_connections, args.rate_limit, gather_ms=args.gather_ms,
             account_rate_limit=args.account_rate_limit, header_timeout=args.header_timeout,
-            max_half_open=args.max_half_open,
+            max_half_open=args.max_half_open, test_clock=args.test_clock,
         ))  # fmt: skip
     if args.command == "gateway":
         from gateway import gateway_node, natsbus, readbucket  # noqa: PLC0415

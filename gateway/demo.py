@@ -1,7 +1,8 @@
 """The demo market `exchange serve --demo` seeds on a fresh data directory.
 
-A share (ACME) that went through an oversubscribed offering, a bond (BOND) listed
-straight into trading, five accounts with cash and units, and a market maker's resting
+A share (ACME) that went through an oversubscribed offering and opened through an opening
+auction, a bond (BOND) listed straight into trading, five accounts
+with cash and units, and a market maker's resting
 orders on both, so a newcomer sees a live book at once. The API keys are printed and
 written to a keys file (mode 0600): DATA_DIR/demo-keys.json for `exchange serve --demo`,
 the `--demo-keys FILE` of `exchange gateway --demo`. Everything goes through a Bus as
@@ -75,6 +76,9 @@ async def seed(sequencer: Bus, keys_path: Path) -> dict[str, dict[str, str]]:
                         symbol=symbol, side=side, price=price, qty=100 * level,  # type: ignore[arg-type]
                     ),
                 )  # fmt: skip
+    # ACME's offering left it pre_open: the quotes above rested in its opening auction,
+    # which now uncrosses (they do not cross, so nothing trades) and trading begins.
+    await _do(sequencer, cmd.Uncross(symbol="ACME"))
     fd = os.open(keys_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(keys, f, indent=2)

@@ -37,6 +37,11 @@ ROUTE_PARAMS: dict[str, frozenset[str]] = {
     "/v1/admin/offerings": frozenset(),
     "/v1/admin/offerings/{offering_id}/close": frozenset(),
     "/v1/admin/instruments/{symbol}/status": frozenset(),
+    "/v1/admin/instruments/{symbol}/halt": frozenset(),
+    "/v1/admin/instruments/{symbol}/resume": frozenset(),
+    "/v1/admin/instruments/{symbol}/auction": frozenset(),
+    "/v1/admin/instruments/{symbol}/rules": frozenset(),
+    "/v1/admin/clock": frozenset(),
 }
 # Characters of a refused parameter's name quoted back in the error message.
 NAME_SHOWN = 32

@@ -26,6 +26,7 @@ from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
 from exchange.domain.events import (
     AccountCreated,
+    AuctionUncrossed,
     CashDeposited,
     Event,
     InstrumentListed,
@@ -33,11 +34,14 @@ from exchange.domain.events import (
     OfferingClosed,
     OfferingOpened,
     Rejected,
+    TradingRulesSet,
     UnitsDeposited,
 )
 from exchange.domain.limits import (
+    MAX_BAND_PCT,
     MAX_ENTITY_ID,
     MAX_ID_LENGTH,
+    MAX_INTERRUPTION_S,
     MAX_OFFERING_QTY,
     MAX_PRICE_TICKS,
     MAX_QTY,
@@ -207,6 +211,12 @@ async def instruments(request: web.Request) -> web.Response:
                     "max_qty": MAX_QTY,
                     "max_price": read.price(i.symbol, MAX_PRICE_TICKS),
                     "fees": NO_FEES,
+                    "rules": {
+                        "band_pct": i.band_pct,
+                        "interruption_s": i.interruption_s,
+                        "open_at": i.open_at or None,
+                        "close_at": i.close_at or None,
+                    },
                 }
                 for i in read.instruments.values()
                 if (status is None or i.status == status) and (kind is None or i.kind == kind)
@@ -483,9 +493,22 @@ class NewStatus(msgspec.Struct, forbid_unknown_fields=True):
     status: cmd.TradingStatus
 
 
+class NewRules(msgspec.Struct, forbid_unknown_fields=True):
+    """An instrument's trading rules; a field left out keeps its value (0 clears a time)."""
+
+    band_pct: Annotated[int, Meta(ge=0, le=MAX_BAND_PCT)] | None = None
+    interruption_s: Annotated[int, Meta(ge=0, le=MAX_INTERRUPTION_S)] | None = None
+    open_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
+    close_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
+
+
+class NewTime(msgspec.Struct, forbid_unknown_fields=True):
+    now: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)]
+
+
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind)
-    for kind in (NewAccount, Deposit, NewInstrument, NewOffering, NewStatus)
+    for kind in (NewAccount, Deposit, NewInstrument, NewOffering, NewStatus, NewRules, NewTime)
 }
 
 
@@ -672,7 +695,88 @@ async def set_status(request: web.Request) -> web.Response:
     symbol = request.match_info["symbol"]
     if not is_symbol(symbol):
         raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
-    command = cmd.SetInstrumentStatus(symbol=symbol, status=body.status)
-    changed = (await execute(request, command))[0]
-    assert isinstance(changed, InstrumentStatusChanged)
-    return _json({"symbol": changed.symbol, "status": changed.status})
+    return await _change_status(request, symbol, body.status)
+
+
+# --- market phases (docs/ENGINE.md "Market phases") -----------------------------------------
+
+
+def _path_symbol(request: web.Request) -> str:
+    symbol = request.match_info["symbol"]
+    if not is_symbol(symbol):
+        raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
+    return symbol
+
+
+async def _change_status(request: web.Request, symbol: str, status: cmd.TradingStatus
+) -> web.Response:  # fmt: skip
+    events = await execute(request, cmd.SetInstrumentStatus(symbol=symbol, status=status))
+    return _status_answer(request, events)
+
+
+def _status_answer(request: web.Request, events: list[Event]) -> web.Response:
+    """The instrument's status after the command (its last status change), and what an
+    uncross traded."""
+    changed = [e for e in events if isinstance(e, InstrumentStatusChanged)][-1]
+    answer: dict[str, Any] = {
+        "symbol": changed.symbol, "status": changed.status, "open_at": changed.open_at or None,
+    }  # fmt: skip
+    uncrossed = next((e for e in events if isinstance(e, AuctionUncrossed)), None)
+    if uncrossed is not None:
+        price = _read(request).price(uncrossed.symbol, uncrossed.price)
+        answer["uncrossed"] = {"price": price, "qty": uncrossed.qty}
+    return _json(answer)
+
+
+@routes.post("/v1/admin/instruments/{symbol}/halt")
+@_admin_action("halt")
+async def halt(request: web.Request) -> web.Response:
+    _admin(request)
+    return await _change_status(request, _path_symbol(request), "halted")
+
+
+@routes.post("/v1/admin/instruments/{symbol}/resume")
+@_admin_action("resume")
+async def resume(request: web.Request) -> web.Response:
+    _admin(request)
+    return await _change_status(request, _path_symbol(request), "trading")
+
+
+@routes.post("/v1/admin/instruments/{symbol}/auction")
+@_admin_action("uncross")
+async def auction(request: web.Request) -> web.Response:
+    _admin(request)
+    events = await execute(request, cmd.Uncross(symbol=_path_symbol(request)))
+    return _status_answer(request, events)
+
+
+@routes.post("/v1/admin/instruments/{symbol}/rules")
+@_admin_action("set_rules")
+async def set_rules(request: web.Request) -> web.Response:
+    body = await _body(request, NewRules)
+    keep = cmd.KEEP
+
+    def given(value: int | None) -> int:
+        return keep if value is None else value
+
+    command = cmd.SetTradingRules(
+        symbol=_path_symbol(request), band_pct=given(body.band_pct),
+        interruption_s=given(body.interruption_s), open_at=given(body.open_at),
+        close_at=given(body.close_at),
+    )  # fmt: skip
+    (rules,) = await execute(request, command)
+    assert isinstance(rules, TradingRulesSet)
+    return _json(msgspec.structs.asdict(rules))
+
+
+@routes.post("/v1/admin/clock")
+@_admin_action("set_clock")
+async def set_clock(request: web.Request) -> web.Response:
+    """Tests only (`exchange serve --test-clock NS`): move the sequencer's clock forward;
+    anything due then happens at once. Without the flag there is no such route."""
+    set_time: Callable[[int], int] | None = request.app.get("set_clock")
+    if set_time is None:
+        _admin(request)
+        raise ApiError(404, RejectCode.NOT_FOUND, "no such route")
+    body = await _body(request, NewTime)
+    return _json({"now": set_time(body.now)})

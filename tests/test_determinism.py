@@ -24,7 +24,7 @@ from exchange.domain.engine import Engine
 from exchange.domain.events import Event
 from tests.streams import mixed_stream
 engine, digest = Engine(), hashlib.sha256()
-for command in mixed_stream({seed}, {length}):
+for command in mixed_stream({seed}, {length}, timed=True):
     for event in engine.apply(command):
         digest.update(msgspec.msgpack.encode(event))
 print(digest.hexdigest(), engine.state_hash())
@@ -49,14 +49,20 @@ def test_same_stream_gives_same_events_and_hash_under_different_hash_seeds() -> 
 def test_the_stream_exercises_trading() -> None:
     engine = Engine()
     kinds: set[str] = set()
-    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH):
-        kinds.update(type(e).__name__ for e in engine.apply(command))
-    expected = {"TradeExecuted", "OrderCancelled", "OrderReplaced", "UnitsAllocated"}
+    reasons: set[str] = set()
+    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH, timed=True):
+        events = engine.apply(command)
+        kinds.update(type(e).__name__ for e in events)
+        reasons.update(str(getattr(e, "reason", "")) for e in events)
+    expected = {"TradeExecuted", "OrderCancelled", "OrderReplaced", "UnitsAllocated",
+                "AuctionUncrossed", "AuctionIndicative", "TradingRulesSet"}  # fmt: skip
     assert expected <= kinds
+    # Time moves the market: expiries, closes and auction ends by Timer, interruptions.
+    assert {"expired", "close_at", "open_at", "volatility"} <= reasons
 
 
 def test_export_and_restore_mid_stream_gives_the_same_final_hash() -> None:
-    stream = mixed_stream(STREAM_SEED, STREAM_LENGTH)
+    stream = mixed_stream(STREAM_SEED, STREAM_LENGTH, timed=True)
     straight = Engine()
     for command in stream:
         straight.apply(command)
@@ -72,6 +78,7 @@ def test_export_and_restore_mid_stream_gives_the_same_final_hash() -> None:
     for command in stream[:half]:
         again.apply(command)
     assert tail_events == [again.apply(command) for command in stream[half:]]
+    assert restored.next_deadline() == straight.next_deadline()
 
 
 def test_state_hash_changes_with_the_state() -> None:
@@ -86,6 +93,6 @@ def test_state_hash_changes_with_the_state() -> None:
 
 def test_events_round_trip_through_msgpack_and_json() -> None:
     engine = Engine()
-    events = [e for c in mixed_stream(STREAM_SEED, 500) for e in engine.apply(c)]
+    events = [e for c in mixed_stream(STREAM_SEED, 500, timed=True) for e in engine.apply(c)]
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(events), type=list[Event]) == events
     assert msgspec.json.decode(msgspec.json.encode(events), type=list[Event]) == events

@@ -32,6 +32,7 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     stp: SelfTradePrevention
     ts: int
     status: OrderStatus
+    expire_at: int = 0
 
 
 class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -51,6 +52,7 @@ class Order:
     __slots__ = (
         "account",
         "client_order_id",
+        "expire_at",
         "is_buy",
         "level",
         "next",
@@ -83,6 +85,7 @@ class Order:
         post_only: bool,
         stp: SelfTradePrevention,
         ts: int,
+        expire_at: int = 0,
     ) -> None:
         self.order_id = order_id
         self.account = account
@@ -98,6 +101,7 @@ class Order:
         self.post_only = post_only
         self.stp = stp
         self.ts = ts
+        self.expire_at = expire_at  # a gtd order's expiry (ns); 0 for any other
         self.status: OrderStatus = "open"
         self.level: Level | None = None
         self.prev: Order | None = None
@@ -110,7 +114,7 @@ class Order:
         return OrderState(
             self.order_id, self.account.account_id, self.client_order_id, self.symbol,
             self.side, self.type, self.tif, self.price, self.qty, self.remaining,
-            self.post_only, self.stp, self.ts, self.status,
+            self.post_only, self.stp, self.ts, self.status, self.expire_at,
         )
 
 

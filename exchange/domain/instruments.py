@@ -5,10 +5,14 @@ Pure data and one pure function; the engine decides when they change.
 
 from exchange.domain.commands import InstrumentKind
 from exchange.domain.events import InstrumentStatus
+from exchange.domain.limits import DEFAULT_INTERRUPTION_S, MAX_PRICE_TICKS
 
 
 class Instrument:
-    __slots__ = ("issuer", "kind", "status", "symbol", "tick")
+    __slots__ = (
+        "band_pct", "close_at", "interruption_s", "issuer", "kind", "open_at", "ref", "status",
+        "symbol", "tick",
+    )  # fmt: skip
 
     def __init__(
         self, symbol: str, kind: InstrumentKind, tick: int, issuer: str, status: InstrumentStatus
@@ -18,6 +22,24 @@ class Instrument:
         self.tick = tick  # cash minor units per price tick
         self.issuer = issuer
         self.status = status
+        # Market phases (market_phases.py): the reference price (the last uncross or trade
+        # price, the offering price before either; 0: none), the band around it in percent
+        # (0: none), a volatility interruption's length, and the schedule (ns, 0: none).
+        self.ref = 0
+        self.band_pct = 0
+        self.interruption_s = DEFAULT_INTERRUPTION_S
+        self.open_at = 0
+        self.close_at = 0
+
+
+def band_limits(instrument: Instrument) -> tuple[int, int]:
+    """The lowest and highest price (ticks) within the instrument's band around its
+    reference price; every price when it has no band or no reference yet."""
+    ref, pct = instrument.ref, instrument.band_pct
+    if not ref or not pct:
+        return 0, MAX_PRICE_TICKS
+    low = -(-ref * (100 - pct) // 100)  # rounded up: a price below it is out
+    return low, ref * (100 + pct) // 100
 
 
 class Offering:

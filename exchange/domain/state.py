@@ -18,6 +18,8 @@ from exchange.domain.commands import (
 from exchange.domain.engine import Engine
 from exchange.domain.events import InstrumentStatus, OrderRejected
 from exchange.domain.instruments import Instrument, Offering
+from exchange.domain.limits import DEFAULT_INTERRUPTION_S
+from exchange.domain.market import CLOSE_SESSION, END_AUCTION, EXPIRE_ORDER
 
 STATE_VERSION = 1
 
@@ -50,6 +52,12 @@ class InstrumentState(msgspec.Struct, frozen=True, array_like=True):
     tick: int
     issuer: str
     status: InstrumentStatus
+    # Market phases (added last, with defaults: older snapshots still read).
+    ref: int = 0
+    band_pct: int = 0
+    interruption_s: int = DEFAULT_INTERRUPTION_S
+    open_at: int = 0
+    close_at: int = 0
 
 
 class OfferingState(msgspec.Struct, frozen=True, array_like=True):
@@ -90,7 +98,10 @@ def export_state(engine: Engine) -> EngineState:
         next_offering=engine.next_offering,
         accounts=[_export_account(a) for a in engine.accounts.values()],
         instruments=[
-            InstrumentState(i.symbol, i.kind, i.tick, i.issuer, i.status)
+            InstrumentState(
+                i.symbol, i.kind, i.tick, i.issuer, i.status, i.ref, i.band_pct,
+                i.interruption_s, i.open_at, i.close_at,
+            )
             for i in engine.instruments.values()
         ],
         offerings=[
@@ -125,8 +136,18 @@ def restore_state(state: EngineState) -> Engine:
         account.positions = dict(a.positions)
         account.units_held = dict(a.units_held)
     for i in state.instruments:
-        engine.instruments[i.symbol] = Instrument(i.symbol, i.kind, i.tick, i.issuer, i.status)
+        instrument = Instrument(i.symbol, i.kind, i.tick, i.issuer, i.status)
+        instrument.ref, instrument.band_pct, instrument.interruption_s = (
+            i.ref, i.band_pct, i.interruption_s
+        )
+        instrument.open_at, instrument.close_at = i.open_at, i.close_at
+        engine.instruments[i.symbol] = instrument
         engine.books[i.symbol] = OrderBook(i.symbol)
+        # The deadlines are derived state: rebuilt from the times they come from.
+        if i.open_at:
+            engine.add_timer(i.open_at, END_AUCTION, 0, i.symbol)
+        if i.close_at:
+            engine.add_timer(i.close_at, CLOSE_SESSION, 0, i.symbol)
     for o in state.offerings:
         offering = engine.offerings[o.offering_id] = Offering(
             o.offering_id, o.symbol, o.price, o.qty, o.closes_at
@@ -142,6 +163,8 @@ def restore_state(state: EngineState) -> Engine:
     for order_id in sorted(open_orders):
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
+        if order.expire_at:
+            engine.add_timer(order.expire_at, EXPIRE_ORDER, order_id, order.account.account_id)
     for a in state.accounts:
         account = engine.accounts[a.account]
         account.client_orders = {
@@ -205,7 +228,7 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
 def _restore_order(engine: Engine, s: OrderState) -> Order:
     order = Order(
         s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side, s.type,
-        s.tif, s.price, s.qty, s.post_only, s.stp, s.ts,
+        s.tif, s.price, s.qty, s.post_only, s.stp, s.ts, s.expire_at,
     )
     order.remaining = s.remaining
     order.status = s.status
