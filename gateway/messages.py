@@ -63,6 +63,7 @@ def accepted(e: OrderAccepted, prices: Prices, after: OrderRecord | None = None)
         "post_only": e.post_only,
         "resent": e.resent,
         "ts": e.ts,
+        "expire_at": e.expire_at or None,
     }
 
 

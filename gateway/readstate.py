@@ -83,6 +83,7 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     filled: int = 0
     notional: int = 0  # sum of price (ticks) x qty over its fills: for the average price
     resting: bool = False  # on the book (counted in its level's total)
+    expire_at: int = 0  # a gtd order's (ns)
 
 
 class Fill(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -387,7 +388,7 @@ class ReadState:
             return
         record = OrderRecord(
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
-            e.price, e.qty, e.remaining, "open", e.ts,
+            e.price, e.qty, e.remaining, "open", e.ts, expire_at=e.expire_at,
         )  # fmt: skip
         self.open_orders[e.order_id] = record
         mine = self.open_by_account.get(e.account)
@@ -694,6 +695,7 @@ class ReadState:
                     order.order_id, a.account_id, order.client_order_id, order.symbol,
                     order.side, order.type, order.tif, order.price, order.qty, order.remaining,
                     "open", order.ts, filled, order.price * filled, resting=True,
+                    expire_at=order.expire_at,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record

@@ -420,6 +420,7 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "filled": o.filled,
         "avg_price": read.avg_price(o.symbol, o.filled, o.notional),
         "ts": o.ts,
+        "expire_at": o.expire_at or None,
     }
 
 
@@ -480,6 +481,11 @@ class NewInstrument(msgspec.Struct, forbid_unknown_fields=True):
     kind: cmd.InstrumentKind
     tick_size: str
     issuer: VisibleId
+    # Its trading rules may come with the listing (as POST .../rules takes them).
+    band_pct: Annotated[int, Meta(ge=0, le=MAX_BAND_PCT)] | None = None
+    interruption_s: Annotated[int, Meta(ge=0, le=MAX_INTERRUPTION_S)] | None = None
+    open_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
+    close_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
 
 
 class NewOffering(msgspec.Struct, forbid_unknown_fields=True):
@@ -646,7 +652,11 @@ async def list_instrument(request: web.Request) -> web.Response:
     command = cmd.ListInstrument(symbol=body.symbol, kind=body.kind, tick=tick, issuer=body.issuer)
     listed = (await execute(request, command))[0]
     assert isinstance(listed, InstrumentListed)
-    return _json({"symbol": listed.symbol, "status": "listed"}, 201)
+    answer: dict[str, Any] = {"symbol": listed.symbol, "status": "listed"}
+    rules = (body.band_pct, body.interruption_s, body.open_at, body.close_at)
+    if any(value is not None for value in rules):  # a second command: listed either way
+        answer["rules"] = await _set_rules(request, listed.symbol, body)
+    return _json(answer, 201)
 
 
 @routes.post("/v1/admin/offerings")
@@ -754,19 +764,25 @@ async def auction(request: web.Request) -> web.Response:
 @_admin_action("set_rules")
 async def set_rules(request: web.Request) -> web.Response:
     body = await _body(request, NewRules)
+    return _json(await _set_rules(request, _path_symbol(request), body))
+
+
+async def _set_rules(
+    request: web.Request, symbol: str, body: "NewRules | NewInstrument"
+) -> dict[str, Any]:
     keep = cmd.KEEP
 
     def given(value: int | None) -> int:
         return keep if value is None else value
 
     command = cmd.SetTradingRules(
-        symbol=_path_symbol(request), band_pct=given(body.band_pct),
+        symbol=symbol, band_pct=given(body.band_pct),
         interruption_s=given(body.interruption_s), open_at=given(body.open_at),
         close_at=given(body.close_at),
     )  # fmt: skip
     (rules,) = await execute(request, command)
     assert isinstance(rules, TradingRulesSet)
-    return _json(msgspec.structs.asdict(rules))
+    return msgspec.structs.asdict(rules)
 
 
 @routes.post("/v1/admin/clock")

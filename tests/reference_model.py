@@ -738,7 +738,7 @@ class ReferenceModel:
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, status="open",
-            post_only=command.post_only, ts=command.ts,
+            post_only=command.post_only, ts=command.ts, expire_at=command.expire_at,
         )
         order = _Order(
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,

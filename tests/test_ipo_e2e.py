@@ -36,10 +36,16 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
         alice, alice_key = await admin.account("alice", "20000.00")
         _, bob_key = await admin.account("bob", "20000.00")
         _, carol_key = await admin.account("carol", "20000.00")
-        listing = {"symbol": "IPO", "kind": "share", "tick_size": "0.01", "issuer": issuer}
-        await admin.ok("POST", "/v1/admin/instruments", listing)
-        rules = {"band_pct": 10, "interruption_s": INTERRUPTION_S}
-        assert (await admin.ok("POST", "/v1/admin/instruments/IPO/rules", rules))["band_pct"] == 10
+        listing = {
+            "symbol": "IPO", "kind": "share", "tick_size": "0.01", "issuer": issuer,
+            "band_pct": 10, "interruption_s": INTERRUPTION_S,
+        }  # fmt: skip
+        listed = await admin.ok("POST", "/v1/admin/instruments", listing)
+        assert (listed["status"], listed["rules"]["band_pct"]) == ("listed", 10)
+        code, refused = await admin.call(
+            "POST", "/v1/admin/instruments/IPO/rules", {"open_at": T0 - 1}
+        )
+        assert (code, refused["code"]) == (409, "BAD_EXPIRY")
         terms = {"symbol": "IPO", "price": "10.00", "qty": 1000}
         offering_id = (await admin.ok("POST", "/v1/admin/offerings", terms))["offering_id"]
 
@@ -111,6 +117,18 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
             assert (reopened["status"], reopened["reason"]) == ("trading", "open_at")
             last = await admin.ok("GET", "/v1/trades/IPO?limit=1")
             assert [(t["price"], t["qty"]) for t in last["trades"]] == [("10.50", 20)]
+
+            # A gtd order ends at its time, by the same timer.
+            expire_at = T0 + (INTERRUPTION_S + 10) * SECOND
+            gtd = await c.place("IPO", "buy", 5, "10.30", tif="gtd", expire_at=expire_at)
+            assert (gtd["tif"], gtd["expire_at"], gtd["status"]) == ("gtd", expire_at, "open")
+            late = await c.place("IPO", "buy", 5, "10.30", tif="gtd", expire_at=T0)
+            assert (late["type"], late["code"]) == ("rejected", "BAD_EXPIRY")
+            await admin.ok("POST", "/v1/admin/clock", {"now": expire_at})
+            done = await _until(c, "done", order_id=gtd["order_id"])
+            assert (done["order_id"], done["reason"]) == (gtd["order_id"], "expired")
+            order = await admin.ok("GET", f"/v1/orders/{gtd['order_id']}", token=carol_key)
+            assert (order["status"], order["expire_at"]) == ("expired", expire_at)
         # Alice: 500 allocated, 300 sold in the opening auction, 10 and 40 continuously,
         # 20 in the re-opening auction.
         account = await admin.ok("GET", "/v1/account", token=alice_key)

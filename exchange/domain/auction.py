@@ -95,7 +95,7 @@ def uncross(
     if volume:
         events.append(AuctionUncrossed(symbol, price, volume))
         _execute(market, book, instrument, price, volume, ts, events)
-        instrument.ref = price
+        instrument.reprice(price, instrument.band_pct)
     instrument.status = "trading"
     instrument.open_at = 0
     events.append(InstrumentStatusChanged(symbol, "trading", 0, reason))

@@ -40,7 +40,8 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
         return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
     events: list[Event] = []
     cancel_resting(market, order, "cancelled", events)
-    book_changed(market, order.symbol, events)
+    if market.instruments[order.symbol].status == "pre_open":  # inlined book_changed
+        book_changed(market, order.symbol, events)
     return events
 
 

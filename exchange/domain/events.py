@@ -141,6 +141,7 @@ class OrderAccepted(_Event, frozen=True, gc=False):
     post_only: bool
     ts: int
     resent: bool = False
+    expire_at: int = 0  # a gtd order's
 
 
 class OrderRejected(_Event, frozen=True, gc=False):

@@ -10,8 +10,8 @@ from exchange.domain.limits import DEFAULT_INTERRUPTION_S, MAX_PRICE_TICKS
 
 class Instrument:
     __slots__ = (
-        "band_pct", "close_at", "interruption_s", "issuer", "kind", "open_at", "ref", "status",
-        "symbol", "tick",
+        "band_pct", "close_at", "high", "interruption_s", "issuer", "kind", "low", "open_at",
+        "ref", "status", "symbol", "tick",
     )  # fmt: skip
 
     def __init__(
@@ -27,19 +27,29 @@ class Instrument:
         # (0: none), a volatility interruption's length, and the schedule (ns, 0: none).
         self.ref = 0
         self.band_pct = 0
+        # The band's lowest and highest price (ticks): kept with ref and band_pct (reprice),
+        # as every order reads them.
+        self.low = 0
+        self.high = MAX_PRICE_TICKS
         self.interruption_s = DEFAULT_INTERRUPTION_S
         self.open_at = 0
         self.close_at = 0
 
 
+    def reprice(self, ref: int, band_pct: int) -> None:
+        """A new reference price or band, and the band's prices: every price when there
+        is no band or no reference yet."""
+        self.ref, self.band_pct = ref, band_pct
+        if not ref or not band_pct:
+            self.low, self.high = 0, MAX_PRICE_TICKS
+            return
+        self.low = -(-ref * (100 - band_pct) // 100)  # rounded up: a price below it is out
+        self.high = ref * (100 + band_pct) // 100
+
+
 def band_limits(instrument: Instrument) -> tuple[int, int]:
-    """The lowest and highest price (ticks) within the instrument's band around its
-    reference price; every price when it has no band or no reference yet."""
-    ref, pct = instrument.ref, instrument.band_pct
-    if not ref or not pct:
-        return 0, MAX_PRICE_TICKS
-    low = -(-ref * (100 - pct) // 100)  # rounded up: a price below it is out
-    return low, ref * (100 + pct) // 100
+    """The lowest and highest price (ticks) within the instrument's band."""
+    return instrument.low, instrument.high
 
 
 class Offering:

@@ -87,7 +87,7 @@ def set_rules(market: Market, cmd: SetTradingRules) -> list[Event]:
         if at < KEEP or 0 < at <= cmd.ts:
             return refuse(cmd, Code.BAD_EXPIRY, "open_at and close_at: 0 or in the future")
     if cmd.band_pct != KEEP:
-        instrument.band_pct = cmd.band_pct
+        instrument.reprice(instrument.ref, cmd.band_pct)
     if cmd.interruption_s != KEEP:
         instrument.interruption_s = cmd.interruption_s
     symbol = instrument.symbol

@@ -9,7 +9,6 @@ from exchange.domain.auction import enter_call
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.client_orders import archive
 from exchange.domain.events import DoneReason, Event, OrderCancelled, TradeExecuted
-from exchange.domain.instruments import band_limits
 from exchange.domain.limits import NS_PER_S
 from exchange.domain.market import EXPIRE_ORDER, Market
 from exchange.domain.replies import cancelled
@@ -73,7 +72,7 @@ def match(
     not made: the instrument goes into a volatility interruption instead.
     """
     instrument = market.instruments[taker.symbol]
-    low, high = band_limits(instrument)
+    low, high = instrument.low, instrument.high
     interrupted = False
     last_price = 0
     is_buy = taker.is_buy
@@ -173,7 +172,10 @@ def match(
             break
     taker.remaining = remaining
     if last_price:
-        instrument.ref = last_price
+        if instrument.band_pct:
+            instrument.reprice(last_price, instrument.band_pct)
+        else:  # no band to move with it (the hot path: no call)
+            instrument.ref = last_price
     if not remaining:
         taker.status = "filled"
         taker_account.open_orders.pop(taker_id, None)

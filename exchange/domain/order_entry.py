@@ -48,7 +48,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     events: list[Event] = [
         OrderAccepted(
             order_id, account.account_id, cid, symbol, side, type_, tif, price, qty, qty,
-            "open", cmd.post_only, ts,
+            "open", cmd.post_only, ts, False, cmd.expire_at,
         )
     ]
     budget = NO_BUDGET
@@ -100,12 +100,11 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
     if is_limit:
         if not 0 < cmd.price <= MAX_PRICE_TICKS:
             return order_rejected(cmd, Code.BAD_PRICE, "price out of range")
-        low, high = band_limits(instrument)
-        if not low <= cmd.price <= high:
+        if not instrument.low <= cmd.price <= instrument.high:
             return order_rejected(cmd, Code.PRICE_OUT_OF_BAND, "price beyond the band")
     elif cmd.price != 0:
         return order_rejected(cmd, Code.BAD_PRICE, "a market order has no price")
-    if (tif == "gtd") != (cmd.expire_at != 0) or (tif == "gtd" and cmd.expire_at <= cmd.ts):
+    if (cmd.expire_at or tif == "gtd") and (tif != "gtd" or cmd.expire_at <= cmd.ts):
         return order_rejected(cmd, Code.BAD_EXPIRY, "expire_at: only gtd, in the future")
     is_buy = cmd.side == "buy"
     if cmd.max_notional:

@@ -113,6 +113,6 @@ def close_offering(market: Market, cmd: CloseOffering) -> list[Event]:
         )
     )
     # Secondary trading opens through a call auction, the offering price its reference.
-    instrument.ref = offering.price
+    instrument.reprice(offering.price, instrument.band_pct)
     enter_call(market, instrument, instrument.open_at, "offering", events)
     return events

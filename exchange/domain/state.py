@@ -137,9 +137,8 @@ def restore_state(state: EngineState) -> Engine:
         account.units_held = dict(a.units_held)
     for i in state.instruments:
         instrument = Instrument(i.symbol, i.kind, i.tick, i.issuer, i.status)
-        instrument.ref, instrument.band_pct, instrument.interruption_s = (
-            i.ref, i.band_pct, i.interruption_s
-        )
+        instrument.reprice(i.ref, i.band_pct)
+        instrument.interruption_s = i.interruption_s
         instrument.open_at, instrument.close_at = i.open_at, i.close_at
         engine.instruments[i.symbol] = instrument
         engine.books[i.symbol] = OrderBook(i.symbol)
