@@ -235,6 +235,8 @@ class Sequencer:
     ) -> None:
         if not self._accepting:
             raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
+        if type(command) is Timer:  # time is the sequencer's alone (a replay repeats it)
+            raise InvalidCommandError("Timer commands come only from the sequencer")
         if not validated:
             try:  # about 1 µs: the same check the journal's reader will make
                 _command_decoder.decode(_command_encoder.encode(command))
@@ -368,8 +370,8 @@ class Sequencer:
                     self._refuse(future, origin, self._failure)
                     stopping = True
                     break
-                # Only the sequencer's own timers apply: a Timer from outside is a wake-up.
-                if type(command) is not Timer and not self._apply_one(
+                # The wake-up item is no command: it only made the loop look at the time.
+                if command is not _WAKE and not self._apply_one(
                     msgspec.structs.replace(command, ts=ts), future, origin, batch
                 ):
                     stopping = True

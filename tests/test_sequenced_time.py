@@ -6,7 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import msgspec
+import pytest
 
+from exchange.bus import InvalidCommandError
 from exchange.domain.commands import (
     Command,
     CreateAccount,
@@ -142,3 +144,14 @@ async def test_a_volatility_interruption_reopens_by_a_timer_before_the_next_comm
     assert engine.instruments["ACME"].ref == 107
     assert engine.state_hash() == seq.engine.state_hash()
 
+
+
+async def test_a_timer_from_outside_is_refused() -> None:
+    seq = Sequencer(Engine(), Journal.open(FaultySegmentStore()), clock=ManualClock())
+    task = asyncio.create_task(seq.run())
+    try:
+        with pytest.raises(InvalidCommandError):
+            seq.submit(Timer())
+    finally:
+        await seq.stop()
+        await asyncio.wait_for(task, WAIT_S)
