@@ -133,3 +133,40 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
         # 20 in the re-opening auction.
         account = await admin.ok("GET", "/v1/account", token=alice_key)
         assert (account["account"], account["positions"]) == (alice, {"IPO": 130})
+
+
+async def test_a_halt_and_its_reopening_auction_over_the_admin_routes(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path / "data", extra=("--test-clock", str(T0))) as server,
+        Admin(server.base_url, ADMIN_TOKEN) as admin,
+    ):
+        _, issuer_key = await admin.account("issuer")
+        issuer = (await admin.ok("GET", "/v1/account", token=issuer_key))["account"]
+        _, key = await admin.account("trader", "1000.00")
+        listing = {"symbol": "HLT", "kind": "share", "tick_size": "0.01", "issuer": issuer,
+                   "interruption_s": 5, "close_at": T0 + 60 * SECOND}  # fmt: skip
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        await admin.ok("POST", "/v1/admin/instruments/HLT/status", {"status": "trading"})
+        async with await Client.connect(server.ws_url, key) as trader:
+            day = await trader.place("HLT", "buy", 1, "5.00", tif="day")
+            assert (await admin.ok("POST", "/v1/admin/instruments/HLT/halt"))["status"] == "halted"
+            refused = await trader.place("HLT", "buy", 1, "5.00")
+            assert (refused["type"], refused["code"]) == ("rejected", "NOT_IN_PHASE")
+            resumed = await admin.ok("POST", "/v1/admin/instruments/HLT/resume")
+            assert (resumed["status"], resumed["open_at"]) == ("pre_open", T0 + 5 * SECOND)
+            status, body = await admin.call("POST", "/v1/admin/instruments/HLT/auction")
+            assert (status, body["status"]) == (200, "trading")
+            status, body = await admin.call("POST", "/v1/admin/instruments/HLT/auction")
+            assert (status, body["code"]) == (409, "NOT_IN_PHASE")
+            # The session's close (close_at) expires the day order.
+            await admin.ok("POST", "/v1/admin/clock", {"now": T0 + 60 * SECOND})
+            done = await _until(trader, "done", order_id=day["order_id"])
+            assert done["reason"] == "expired"
+            listed = (await admin.ok("GET", "/v1/instruments?status=closed"))["instruments"]
+            assert [i["symbol"] for i in listed] == ["HLT"]
+
+
+async def test_the_clock_route_exists_only_with_a_test_clock(tmp_path: Path) -> None:
+    async with running(tmp_path / "data") as server, Admin(server.base_url, ADMIN_TOKEN) as admin:
+        status, body = await admin.call("POST", "/v1/admin/clock", {"now": T0})
+        assert (status, body["code"]) == (404, "NOT_FOUND")
