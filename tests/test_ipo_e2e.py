@@ -1,6 +1,7 @@
 """End to end over the real server: an offering, its opening auction with indicative prices
 on the book channel, the uncross at the volume-maximising price, continuous trading, an
-order beyond the dynamic band, the volatility interruption, and its timer-driven re-open.
+order beyond the dynamic band, the volatility interruption, and its timer-driven re-open;
+a gtd order's expiry; a halt and its re-opening auction; a session's close.
 
 The server runs with `--test-clock`: the sequencer's clock stands still until the test
 moves it (POST /v1/admin/clock), so the interruption ends when the test says, with no
