@@ -42,6 +42,11 @@ ROUTE_PARAMS: dict[str, frozenset[str]] = {
     "/v1/admin/instruments/{symbol}/auction": frozenset(),
     "/v1/admin/instruments/{symbol}/rules": frozenset(),
     "/v1/admin/clock": frozenset(),
+    "/": frozenset(),
+    "/web/{name}": frozenset(),
+    "/v1/demo/fundamental": frozenset(),
+    "/v1/admin/instruments/{symbol}/fees": frozenset(),
+    "/v1/admin/accounts/{account}": frozenset(),
 }
 # Characters of a refused parameter's name quoted back in the error message.
 NAME_SHOWN = 32

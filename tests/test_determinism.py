@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from exchange.domain.engine import Engine
-from exchange.domain.events import Event
+from exchange.domain.events import AuctionUncrossed, Event, TradeExecuted
 from exchange.domain.state import decode_state, encode_state, export_state, restore_state
 from tests.streams import mixed_stream
 
@@ -21,7 +21,7 @@ STREAM_LENGTH = 4_000
 REPLAY = """
 import hashlib, msgspec
 from exchange.domain.engine import Engine
-from exchange.domain.events import Event
+from exchange.domain.events import Event, TradeExecuted
 from tests.streams import mixed_stream
 engine, digest = Engine(), hashlib.sha256()
 for command in mixed_stream({seed}, {length}, timed=True):
@@ -55,10 +55,39 @@ def test_the_stream_exercises_trading() -> None:
         kinds.update(type(e).__name__ for e in events)
         reasons.update(str(getattr(e, "reason", "")) for e in events)
     expected = {"TradeExecuted", "OrderCancelled", "OrderReplaced", "UnitsAllocated",
+                "OfferingUnderwritten", "InstrumentFeesSet",
                 "AuctionUncrossed", "AuctionIndicative", "TradingRulesSet"}  # fmt: skip
     assert expected <= kinds
     # Time moves the market: expiries, closes and auction ends by Timer, interruptions.
     assert {"expired", "close_at", "open_at", "volatility"} <= reasons
+
+
+def test_the_stream_charges_fees_and_rebates() -> None:
+    engine = Engine()
+    fees: set[int] = set()
+    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH):
+        for e in engine.apply(command):
+            if isinstance(e, TradeExecuted):
+                fees.update((e.maker_fee, e.taker_fee))
+    assert min(fees) < 0 < max(fees), "rebates and charges both appear"
+    state = export_state(engine)
+    assert state.instrument_fees
+    assert state.order_fees
+    assert state.underwriting
+
+
+def test_the_timed_stream_charges_fees_in_call_auctions() -> None:
+    engine = Engine()
+    auction_fees: set[int] = set()
+    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH, timed=True):
+        events = engine.apply(command)
+        if any(isinstance(e, AuctionUncrossed) for e in events):
+            auction_fees.update(
+                fee for e in events if isinstance(e, TradeExecuted)
+                for fee in (e.maker_fee, e.taker_fee)
+            )  # fmt: skip
+    assert any(auction_fees), "some uncross fills pay fees"
+    assert export_state(engine).phases
 
 
 def test_export_and_restore_mid_stream_gives_the_same_final_hash() -> None:

@@ -1,6 +1,7 @@
 """Market phases, one rule a test: call auctions and their uncross, halts, session closes,
 price bands and volatility interruptions, gtd and day orders, and sequenced time."""
 
+import msgspec
 import pytest
 
 from exchange.domain.auction import clearing_price
@@ -337,3 +338,22 @@ def test_export_and_restore_keep_phases_bands_and_deadlines(m: Market) -> None:
     assert restored.state_hash() == m.engine.state_hash()
     assert status_of(m) == "closed"
     assert status_of(m, "NEW") == "trading"
+
+
+def test_a_state_without_phase_state_hashes_as_before_phases(m: Market) -> None:
+    """Phase state is kept apart and left out at its defaults (state.py): a market that
+    never traded, with no rules and no gtd order, exports as it did before phases."""
+    buyer = m.account()
+    m.rest(buyer, "buy", 1, 100)
+    state = export_state(m.engine)
+    assert (state.phases, state.order_expiry) == ([], [])
+    encoded = msgspec.msgpack.decode(encode_state(state))
+    assert "phases" not in encoded
+    assert "order_expiry" not in encoded
+    assert encoded["books"][0][1][0][-1] == "open"  # an order ends with its status
+    expire_at = m.ts + 100 * SECOND
+    m.rest(buyer, "buy", 1, 99, tif="gtd", expire_at=expire_at)
+    m.do(SetTradingRules(symbol="ACME", band_pct=7))
+    state = export_state(m.engine)
+    assert [(p.symbol, p.band_pct) for p in state.phases] == [("ACME", 7)]
+    assert [e.expire_at for e in state.order_expiry] == [expire_at]

@@ -18,6 +18,7 @@ from exchange.domain.events import (
     InstrumentStatusChanged,
     TradeExecuted,
 )
+from exchange.domain.fees import fee_account, fee_of, unit_fee_hold
 from exchange.domain.instruments import Instrument
 from exchange.domain.market import END_AUCTION, Market
 
@@ -107,7 +108,10 @@ def _execute(
 ) -> None:  # fmt: skip
     """Fill `volume` units at `price`: the best bid against the best ask, oldest first
     within a price. Both orders rest, so neither took liquidity: the newer one is named the
-    taker (and its side the aggressor), the older one the maker."""
+    taker (and its side the aggressor), the older one the maker. Fees follow the names, as
+    in continuous trading (fees.py): the older order pays its maker rate (or gets its
+    rebate, at most this fill's taker fee), the newer its taker rate. A buy's hold covers
+    either (its maker rate is at most its taker rate; the price at most its limit)."""
     symbol, tick = instrument.symbol, instrument.tick
     value = price * tick
     while volume:  # each turn fills at least one unit
@@ -117,7 +121,8 @@ def _execute(
         assert ask is not None, "the clearing volume rests on both sides"
         q = min(volume, bid.remaining, ask.remaining)
         buyer, seller = bid.account, ask.account
-        buyer.cash_held -= bid.price * tick * q
+        limit_value = bid.price * tick
+        buyer.cash_held -= q * (limit_value + unit_fee_hold(limit_value, bid.taker_bps))
         buyer.cash -= value * q
         seller.cash += value * q
         buyer.positions[symbol] = buyer.positions.get(symbol, 0) + q
@@ -129,13 +134,19 @@ def _execute(
             assert level is not None
             level.total -= q
         maker, taker = (bid, ask) if bid.order_id < ask.order_id else (ask, bid)
+        taker_fee = fee_of(value * q, taker.taker_bps)
+        maker_fee = max(fee_of(value * q, maker.maker_bps), -taker_fee)
+        if taker_fee or maker_fee:
+            taker.account.cash -= taker_fee
+            maker.account.cash -= maker_fee
+            fee_account(market).cash += taker_fee + maker_fee
         trade_id = market.next_trade
         market.next_trade = trade_id + 1
         events.append(
             TradeExecuted(
                 trade_id, symbol, price, q, taker.side, maker.order_id,
                 maker.account.account_id, maker.remaining, taker.order_id,
-                taker.account.account_id, taker.remaining, ts,
+                taker.account.account_id, taker.remaining, ts, maker_fee, taker_fee,
             )
         )  # fmt: skip
         for order in (bid, ask):

@@ -16,7 +16,8 @@ from exchange.domain.events import OrderStatus
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it."""
+    """A resting order as plain values, as a snapshot stores it (its fee rates and a gtd
+    order's expiry, when not zero, are kept apart: state.FeeRates, state.OrderExpiry)."""
 
     order_id: int
     account: str
@@ -32,7 +33,6 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     stp: SelfTradePrevention
     ts: int
     status: OrderStatus
-    expire_at: int = 0
 
 
 class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -55,6 +55,7 @@ class Order:
         "expire_at",
         "is_buy",
         "level",
+        "maker_bps",
         "next",
         "order_id",
         "post_only",
@@ -66,6 +67,7 @@ class Order:
         "status",
         "stp",
         "symbol",
+        "taker_bps",
         "tif",
         "ts",
         "type",
@@ -86,6 +88,8 @@ class Order:
         stp: SelfTradePrevention,
         ts: int,
         expire_at: int = 0,
+        maker_bps: int = 0,
+        taker_bps: int = 0,
     ) -> None:
         self.order_id = order_id
         self.account = account
@@ -102,6 +106,9 @@ class Order:
         self.stp = stp
         self.ts = ts
         self.expire_at = expire_at  # a gtd order's expiry (ns); 0 for any other
+        # The instrument's fee rates when the order was accepted: it keeps them for life.
+        self.maker_bps = maker_bps
+        self.taker_bps = taker_bps
         self.status: OrderStatus = "open"
         self.level: Level | None = None
         self.prev: Order | None = None
@@ -114,7 +121,7 @@ class Order:
         return OrderState(
             self.order_id, self.account.account_id, self.client_order_id, self.symbol,
             self.side, self.type, self.tif, self.price, self.qty, self.remaining,
-            self.post_only, self.stp, self.ts, self.status, self.expire_at,
+            self.post_only, self.stp, self.ts, self.status,
         )
 
 

@@ -32,6 +32,7 @@ from exchange.domain.commands import (
     OpenOffering,
     PlaceOrder,
     ReplaceOrder,
+    SetInstrumentFees,
     SetInstrumentStatus,
     SetTradingRules,
     SubscribeOffering,
@@ -41,6 +42,7 @@ from exchange.domain.commands import (
     WithdrawUnits,
 )
 from exchange.domain.events import Event
+from exchange.domain.fees import set_fees
 from exchange.domain.market import Market
 from exchange.domain.market_phases import (
     next_deadline,
@@ -81,6 +83,7 @@ class Engine(Market):
             SetTradingRules: set_rules,
             Uncross: uncross_now,
             Timer: run_timers,
+            SetInstrumentFees: set_fees,
         }
 
     # --- the one entry point --------------------------------------------------------------

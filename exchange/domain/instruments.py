@@ -3,19 +3,26 @@
 Pure data and one pure function; the engine decides when they change.
 """
 
-from exchange.domain.commands import InstrumentKind
+from exchange.domain.commands import Commitment, InstrumentKind
 from exchange.domain.events import InstrumentStatus
 from exchange.domain.limits import DEFAULT_INTERRUPTION_S, MAX_PRICE_TICKS
 
 
 class Instrument:
     __slots__ = (
-        "band_pct", "close_at", "high", "interruption_s", "issuer", "kind", "low", "open_at",
-        "ref", "status", "symbol", "tick",
+        "band_pct", "close_at", "high", "interruption_s", "issuer", "kind", "low", "maker_bps",
+        "open_at", "ref", "status", "symbol", "taker_bps", "tick",
     )  # fmt: skip
 
     def __init__(
-        self, symbol: str, kind: InstrumentKind, tick: int, issuer: str, status: InstrumentStatus
+        self,
+        symbol: str,
+        kind: InstrumentKind,
+        tick: int,
+        issuer: str,
+        status: InstrumentStatus,
+        maker_bps: int = 0,
+        taker_bps: int = 0,
     ) -> None:
         self.symbol = symbol
         self.kind = kind
@@ -34,7 +41,9 @@ class Instrument:
         self.interruption_s = DEFAULT_INTERRUPTION_S
         self.open_at = 0
         self.close_at = 0
-
+        # The fee rates an order placed now keeps for its life (fees.py).
+        self.maker_bps = maker_bps
+        self.taker_bps = taker_bps
 
     def reprice(self, ref: int, band_pct: int) -> None:
         """A new reference price or band, and the band's prices: every price when there
@@ -53,16 +62,38 @@ def band_limits(instrument: Instrument) -> tuple[int, int]:
 
 
 class Offering:
-    __slots__ = ("closes_at", "is_open", "offering_id", "price", "qty", "subscriptions", "symbol")
+    __slots__ = (
+        "closes_at",
+        "commitment",
+        "fee_bps",
+        "is_open",
+        "offering_id",
+        "price",
+        "qty",
+        "subscriptions",
+        "symbol",
+        "underwriter",
+    )
 
     def __init__(
-        self, offering_id: int, symbol: str, price: int, qty: int, closes_at: int
+        self,
+        offering_id: int,
+        symbol: str,
+        price: int,
+        qty: int,
+        closes_at: int,
+        underwriter: str = "",
+        fee_bps: int = 0,
+        commitment: Commitment = "best_efforts",
     ) -> None:
         self.offering_id = offering_id
         self.symbol = symbol
         self.price = price
         self.qty = qty
         self.closes_at = closes_at
+        self.underwriter = underwriter  # "" when none (then no fee, best efforts)
+        self.fee_bps = fee_bps
+        self.commitment: Commitment = commitment
         self.is_open = True
         # Units requested per account, in the order of each account's first subscription.
         self.subscriptions: dict[str, int] = {}

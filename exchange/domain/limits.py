@@ -39,3 +39,10 @@ MAX_INTERRUPTION_S = 86_400
 # An instrument's interruption unless the admin sets another: Xetra's two minutes.
 DEFAULT_INTERRUPTION_S = 120
 NS_PER_S = 1_000_000_000
+# Fees in basis points (1 bps = 0.01% of a fill's cash value; fees.BPS_PER_UNIT in one).
+# A trading fee of at most 10%: real venues charge 0.1-0.5%, so this only stops an admin's
+# slip of a digit. A maker rebate (negative maker fee) is at most the taker fee (fees.py).
+MAX_TRADE_FEE_BPS = 1_000
+# An offering's gross spread: at most all of the proceeds (the issuer would get nothing);
+# a typical IPO's is 700 (7%).
+MAX_OFFERING_FEE_BPS = 10_000

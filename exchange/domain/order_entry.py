@@ -10,6 +10,7 @@ from exchange.domain.client_orders import answer_resend, archive, remember
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import Event, OrderAccepted, OrderRejected
+from exchange.domain.fees import buy_hold
 from exchange.domain.instruments import Instrument, band_limits
 from exchange.domain.limits import MAX_CASH, MAX_OPEN_ORDERS_PER_ACCOUNT, MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import EXPIRE_ORDER, Market
@@ -39,10 +40,11 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     market.next_order = order_id + 1
     side, type_, tif, price, qty, ts = cmd.side, cmd.type, cmd.tif, cmd.price, cmd.qty, cmd.ts
     tick = instrument.tick
+    taker_bps = instrument.taker_bps
     order = Order(
         order_id, account, cid, symbol, side, type_, tif, price, qty, cmd.post_only, cmd.stp, ts,
-        cmd.expire_at,
-    )
+        cmd.expire_at, instrument.maker_bps, taker_bps,
+    )  # fmt: skip
     if cid:
         remember(account, cid, (cmd, order))
     events: list[Event] = [
@@ -64,10 +66,13 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
             archive(order)
         events.append(cancelled(order, "expired"))
         return events
-    # Hold what the order may spend or deliver; matching draws these holds down.
+    # Hold what the order may spend (its worst-case fees too) or deliver; matching draws
+    # these holds down.
     if is_buy:
         if budget == NO_BUDGET:
-            account.cash_held += price * tick * qty
+            account.cash_held += buy_hold(price, tick, qty, taker_bps) if taker_bps else (
+                price * tick * qty
+            )
     else:
         held = account.units_held
         held[symbol] = held.get(symbol, 0) + qty
@@ -122,7 +127,8 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
         return order_rejected(cmd, Code.TOO_MANY_ORDERS, "too many open orders")
     if is_buy:
         available = account.cash - account.cash_held
-        if (cmd.price * instrument.tick * qty if is_limit else 1) > available:
+        need = buy_hold(cmd.price, instrument.tick, qty, instrument.taker_bps) if is_limit else 1
+        if need > available:
             return order_rejected(cmd, Code.INSUFFICIENT_FUNDS, "not enough available cash")
     elif qty > account.positions.get(cmd.symbol, 0) - account.units_held.get(cmd.symbol, 0):
         return order_rejected(cmd, Code.INSUFFICIENT_UNITS, "not enough available units")

@@ -16,6 +16,7 @@ from exchange.domain.events import (
     UnitsDeposited,
     UnitsWithdrawn,
 )
+from exchange.domain.fees import buy_hold
 from exchange.domain.limits import MAX_CASH, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.replies import refuse
@@ -82,7 +83,7 @@ def release_holds(market: Market, order: Order) -> None:
     if order.is_buy:
         if order.type == "limit":
             tick = market.instruments[order.symbol].tick
-            account.cash_held -= order.price * tick * order.remaining
+            account.cash_held -= buy_hold(order.price, tick, order.remaining, order.taker_bps)
     else:
         account.units_held[order.symbol] -= order.remaining
 
@@ -90,7 +91,10 @@ def release_holds(market: Market, order: Order) -> None:
 def resize_holds(order: Order, new_price: int, new_remaining: int, tick: int) -> None:
     account = order.account
     if order.is_buy:
-        account.cash_held += (new_price * new_remaining - order.price * order.remaining) * tick
+        bps = order.taker_bps
+        account.cash_held += buy_hold(new_price, tick, new_remaining, bps) - buy_hold(
+            order.price, tick, order.remaining, bps
+        )
     else:
         account.units_held[order.symbol] += new_remaining - order.remaining
 

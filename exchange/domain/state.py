@@ -3,6 +3,14 @@
 The export is canonical: the same history gives the same bytes on every run and
 every PYTHONHASHSEED (lists in creation, id or book-priority order; symbol-keyed
 maps sorted), so its SHA-256 is the state hash and snapshots restore to an equal hash.
+
+State added after the first release (fees, underwriting, market phases) lives in
+EngineState fields that default to empty and are left out when empty (msgspec encodes an
+array-like Struct's defaults, a map's it can omit): a state that has none encodes, and
+hashes, as it did, so snapshots written before still restore and check. Market phases
+leave an instrument out while its phase state is all defaults (no reference price: it
+never traded or uncrossed, nor came out of an offering; no rules), and an order without
+an expiry.
 """
 
 import hashlib
@@ -12,6 +20,7 @@ import msgspec
 from exchange.domain.accounts import Account, ClientOrderRecord
 from exchange.domain.book import EndedOrder, Order, OrderBook, OrderState
 from exchange.domain.commands import (
+    Commitment,
     InstrumentKind,
     PlaceOrder,
 )
@@ -52,12 +61,6 @@ class InstrumentState(msgspec.Struct, frozen=True, array_like=True):
     tick: int
     issuer: str
     status: InstrumentStatus
-    # Market phases (added last, with defaults: older snapshots still read).
-    ref: int = 0
-    band_pct: int = 0
-    interruption_s: int = DEFAULT_INTERRUPTION_S
-    open_at: int = 0
-    close_at: int = 0
 
 
 class OfferingState(msgspec.Struct, frozen=True, array_like=True):
@@ -70,6 +73,42 @@ class OfferingState(msgspec.Struct, frozen=True, array_like=True):
     subscriptions: list[tuple[str, int]]
 
 
+class FeeRates(msgspec.Struct, frozen=True, array_like=True):
+    """Non-zero fee rates of an instrument (by symbol) or of a resting order (by id)."""
+
+    key: str
+    maker_bps: int
+    taker_bps: int
+
+
+class Underwriting(msgspec.Struct, frozen=True, array_like=True):
+    """An offering's underwriter, gross spread and commitment (offerings without one: none)."""
+
+    offering_id: int
+    underwriter: str
+    fee_bps: int
+    commitment: Commitment
+
+
+class PhaseState(msgspec.Struct, frozen=True, array_like=True):
+    """An instrument's market-phase state (market_phases.py), when any differs from a new
+    instrument's: its reference price, band, interruption and schedule."""
+
+    symbol: str
+    ref: int
+    band_pct: int
+    interruption_s: int
+    open_at: int
+    close_at: int
+
+
+class OrderExpiry(msgspec.Struct, frozen=True, array_like=True):
+    """A resting gtd order's expiry (ns)."""
+
+    order_id: int
+    expire_at: int
+
+
 class BookState(msgspec.Struct, frozen=True, array_like=True):
     """Resting orders of one book in priority order: bids best first, then asks."""
 
@@ -77,7 +116,7 @@ class BookState(msgspec.Struct, frozen=True, array_like=True):
     orders: list[OrderState]
 
 
-class EngineState(msgspec.Struct, frozen=True):
+class EngineState(msgspec.Struct, frozen=True, omit_defaults=True):
     version: int
     next_account: int
     next_order: int
@@ -87,6 +126,13 @@ class EngineState(msgspec.Struct, frozen=True):
     instruments: list[InstrumentState]
     offerings: list[OfferingState]
     books: list[BookState]
+    # Left out when empty (the module's docstring): in instrument, then order id order.
+    instrument_fees: list[FeeRates] = msgspec.field(default_factory=list)
+    order_fees: list[FeeRates] = msgspec.field(default_factory=list)
+    underwriting: list[Underwriting] = msgspec.field(default_factory=list)
+    # Market phases, left out likewise: in instrument, then order id order.
+    phases: list[PhaseState] = msgspec.field(default_factory=list)
+    order_expiry: list[OrderExpiry] = msgspec.field(default_factory=list)
 
 
 def export_state(engine: Engine) -> EngineState:
@@ -98,10 +144,7 @@ def export_state(engine: Engine) -> EngineState:
         next_offering=engine.next_offering,
         accounts=[_export_account(a) for a in engine.accounts.values()],
         instruments=[
-            InstrumentState(
-                i.symbol, i.kind, i.tick, i.issuer, i.status, i.ref, i.band_pct,
-                i.interruption_s, i.open_at, i.close_at,
-            )
+            InstrumentState(i.symbol, i.kind, i.tick, i.issuer, i.status)
             for i in engine.instruments.values()
         ],
         offerings=[
@@ -117,7 +160,42 @@ def export_state(engine: Engine) -> EngineState:
             for o in engine.offerings.values()
         ],
         books=[_export_book(book) for book in engine.books.values()],
+        instrument_fees=[
+            FeeRates(i.symbol, i.maker_bps, i.taker_bps)
+            for i in engine.instruments.values()
+            if i.maker_bps or i.taker_bps
+        ],
+        order_fees=[
+            FeeRates(str(o.order_id), o.maker_bps, o.taker_bps)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.maker_bps or o.taker_bps
+        ],
+        underwriting=[
+            Underwriting(o.offering_id, o.underwriter, o.fee_bps, o.commitment)
+            for o in engine.offerings.values()
+            if o.underwriter
+        ],
+        phases=[
+            PhaseState(
+                i.symbol, i.ref, i.band_pct, i.interruption_s, i.open_at, i.close_at
+            )
+            for i in engine.instruments.values()
+            if (i.ref, i.band_pct, i.interruption_s, i.open_at, i.close_at) != _NO_PHASE_STATE
+        ],
+        order_expiry=[
+            OrderExpiry(o.order_id, o.expire_at)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.expire_at
+        ],
     )
+
+
+# A new instrument's (ref, band_pct, interruption_s, open_at, close_at).
+_NO_PHASE_STATE = (0, 0, DEFAULT_INTERRUPTION_S, 0, 0)
+
+
+def _open_orders(engine: Engine) -> list[Order]:
+    return [o for a in engine.accounts.values() for o in a.open_orders.values()]
 
 
 def restore_state(state: EngineState) -> Engine:
@@ -136,29 +214,43 @@ def restore_state(state: EngineState) -> Engine:
         account.positions = dict(a.positions)
         account.units_held = dict(a.units_held)
     for i in state.instruments:
-        instrument = Instrument(i.symbol, i.kind, i.tick, i.issuer, i.status)
-        instrument.reprice(i.ref, i.band_pct)
-        instrument.interruption_s = i.interruption_s
-        instrument.open_at, instrument.close_at = i.open_at, i.close_at
-        engine.instruments[i.symbol] = instrument
+        engine.instruments[i.symbol] = Instrument(i.symbol, i.kind, i.tick, i.issuer, i.status)
         engine.books[i.symbol] = OrderBook(i.symbol)
+    for p in state.phases:
+        instrument = engine.instruments[p.symbol]
+        instrument.reprice(p.ref, p.band_pct)
+        instrument.interruption_s = p.interruption_s
+        instrument.open_at, instrument.close_at = p.open_at, p.close_at
         # The deadlines are derived state: rebuilt from the times they come from.
-        if i.open_at:
-            engine.add_timer(i.open_at, END_AUCTION, 0, i.symbol)
-        if i.close_at:
-            engine.add_timer(i.close_at, CLOSE_SESSION, 0, i.symbol)
+        if p.open_at:
+            engine.add_timer(p.open_at, END_AUCTION, 0, p.symbol)
+        if p.close_at:
+            engine.add_timer(p.close_at, CLOSE_SESSION, 0, p.symbol)
     for o in state.offerings:
         offering = engine.offerings[o.offering_id] = Offering(
             o.offering_id, o.symbol, o.price, o.qty, o.closes_at
         )
         offering.is_open = o.is_open
         offering.subscriptions = dict(o.subscriptions)
+    for u in state.underwriting:
+        offering = engine.offerings[u.offering_id]
+        offering.underwriter, offering.fee_bps, offering.commitment = (
+            u.underwriter, u.fee_bps, u.commitment,
+        )
+    for f in state.instrument_fees:
+        instrument = engine.instruments[f.key]
+        instrument.maker_bps, instrument.taker_bps = f.maker_bps, f.taker_bps
     open_orders: dict[int, Order] = {}
     for b in state.books:
         book = engine.books[b.symbol]
         for s in b.orders:
             order = open_orders[s.order_id] = _restore_order(engine, s)
             (book.bids if order.is_buy else book.asks).rest(order)
+    for f in state.order_fees:
+        order = open_orders[int(f.key)]
+        order.maker_bps, order.taker_bps = f.maker_bps, f.taker_bps
+    for e in state.order_expiry:
+        open_orders[e.order_id].expire_at = e.expire_at
     for order_id in sorted(open_orders):
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
@@ -227,7 +319,7 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
 def _restore_order(engine: Engine, s: OrderState) -> Order:
     order = Order(
         s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side, s.type,
-        s.tif, s.price, s.qty, s.post_only, s.stp, s.ts, s.expire_at,
+        s.tif, s.price, s.qty, s.post_only, s.stp, s.ts,
     )
     order.remaining = s.remaining
     order.status = s.status
