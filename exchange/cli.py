@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
+    serve.add_argument(  # tests only: time moves by POST /v1/admin/clock (docs/PROTOCOL.md)
+        "--test-clock", type=_positive_int, default=0, help=argparse.SUPPRESS
+    )
     serve.add_argument(
         "--simulate", action="store_true",
         help="run the simulated market beside the server (agents trading ACME over WebSocket "
@@ -276,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_connections, args.rate_limit, gather_ms=args.gather_ms,
             account_rate_limit=args.account_rate_limit, header_timeout=args.header_timeout,
             max_half_open=args.max_half_open, currency=args.currency,
-            binance_weight_limit=args.binance_weight_limit,
+            binance_weight_limit=args.binance_weight_limit, test_clock=args.test_clock,
             companion=_companion(args.data_dir) if args.simulate else None,
         ))  # fmt: skip
     if args.command == "gateway":

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from exchange.bus import Bus
+from exchange.bus import Bus, ManualClock
 from gateway import binance, clusterview, demofeed, queryparams, rest, webpage
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
@@ -75,6 +75,9 @@ def build_app(
     app["hub"] = hub
     app["admin_token"] = admin_token
     app["cluster"] = cluster if cluster is not None else clusterview.SingleProcess(read)
+    # Tests step the in-process sequencer's clock by hand (exchange serve --test-clock).
+    clock = getattr(sequencer, "clock", None)
+    app["set_clock"] = clock.advance_to if isinstance(clock, ManualClock) else None
     app["auth_failures"] = hub.auth_failures  # one bound on the lines, WebSocket and REST
     metrics = Metrics(sequencer, read, hub, guard)
     app["metrics"] = metrics

@@ -1,13 +1,13 @@
 """The demo market `exchange serve --demo` seeds on a fresh data directory.
 
 A share (ACME) that went through an oversubscribed offering underwritten by a bank (firm,
-a 7% gross spread) and trades with fees (a maker rebate of 2 bps, a taker fee of 10), a bond
-(BOND) listed straight into trading without fees, six accounts with cash and units, and a
-market maker's resting orders on both, so a newcomer sees a live book at once. The API
-keys are printed and written to a keys file (mode 0600): DATA_DIR/demo-keys.json for
-`exchange serve --demo`, the `--demo-keys FILE` of `exchange gateway --demo`. Everything
-goes through a Bus as ordinary commands, so it is journaled like any other activity and
-never seeded twice.
+a 7% gross spread), opened through an opening auction and trades with fees (a maker rebate
+of 2 bps, a taker fee of 10), a bond (BOND) listed straight into trading without fees, six
+accounts with cash and units, and a market maker's resting orders on both, so a newcomer
+sees a live book at once. The API keys are printed and written to a keys file (mode 0600):
+DATA_DIR/demo-keys.json for `exchange serve --demo`, the `--demo-keys FILE` of `exchange
+gateway --demo`. Everything goes through a Bus as ordinary commands, so it is journaled
+like any other activity and never seeded twice.
 """
 
 import json
@@ -101,6 +101,9 @@ async def seed(
                         symbol=symbol, side=side, price=price, qty=100 * level,  # type: ignore[arg-type]
                     ),
                 )  # fmt: skip
+    # ACME's offering left it pre_open: the quotes above rested in its opening auction,
+    # which now uncrosses (they do not cross, so nothing trades) and trading begins.
+    await _do(sequencer, cmd.Uncross(symbol="ACME"))
     fd = os.open(keys_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(keys, f, indent=2)

@@ -20,6 +20,7 @@ from exchange.domain.engine import Engine
 from exchange.domain.events import (
     AccountCreated,
     ApiKeyAdded,
+    AuctionIndicative,
     CashDeposited,
     CashWithdrawn,
     Event,
@@ -34,11 +35,13 @@ from exchange.domain.events import (
     OrderCancelled,
     OrderReplaced,
     TradeExecuted,
+    TradingRulesSet,
     UnitsAllocated,
     UnitsDeposited,
     UnitsWithdrawn,
 )
 from exchange.domain.fees import FEE_ACCOUNT, buy_hold
+from exchange.domain.limits import DEFAULT_INTERRUPTION_S
 
 # Recent trades kept per instrument for GET /v1/trades (the newest first).
 TRADES_KEPT = 1_000
@@ -83,6 +86,7 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     filled: int = 0
     notional: int = 0  # sum of price (ticks) x qty over its fills: for the average price
     resting: bool = False  # on the book (counted in its level's total)
+    expire_at: int = 0  # a gtd order's (ns)
     taker_bps: int = 0  # the taker fee rate it was accepted with: a buy's hold covers it
 
 
@@ -122,6 +126,13 @@ class InstrumentView(msgspec.Struct, array_like=True):
     status: str
     maker_bps: int = 0
     taker_bps: int = 0
+    # Market phases: the trading rules, when a call auction uncrosses, and where it would
+    # uncross now (while pre_open).
+    band_pct: int = 0
+    interruption_s: int = DEFAULT_INTERRUPTION_S
+    open_at: int = 0
+    close_at: int = 0
+    indicative: AuctionIndicative | None = None
 
 
 class OfferingView(msgspec.Struct, array_like=True):
@@ -222,6 +233,10 @@ class Published:
 
     trades: dict[str, list[TradeExecuted]] = field(default_factory=dict)
     levels: dict[str, list[Level]] = field(default_factory=dict)
+    # Market phases: status changes in order, and a call auction's latest indicative (it
+    # takes the book seq after the book update's).
+    statuses: dict[str, list[InstrumentStatusChanged]] = field(default_factory=dict)
+    auctions: dict[str, AuctionIndicative] = field(default_factory=dict)
 
 
 # --- the snapshot's shape --------------------------------------------------------------------
@@ -281,6 +296,8 @@ class ReadState:
         self._touched: dict[str, set[tuple[str, int]]] = {}
         self._trades: dict[str, list[TradeExecuted]] = {}
         self._public: dict[str, dict[tuple[str, int], int]] = {}
+        self._statuses: dict[str, list[InstrumentStatusChanged]] = {}
+        self._auctions: dict[str, AuctionIndicative] = {}
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             TradeExecuted: self._trade,
             OrderAccepted: self._accepted,
@@ -298,6 +315,8 @@ class ReadState:
             OfferingSubscribed: self._offering_subscribed,
             UnitsAllocated: self._units_allocated,
             OfferingClosed: self._offering_closed,
+            TradingRulesSet: self._rules_set,
+            AuctionIndicative: self._indicative,
             InstrumentFeesSet: self._fees_set,
             OfferingUnderwritten: self._offering_underwritten,
         }
@@ -328,9 +347,11 @@ class ReadState:
         every level touched (None when nothing public changed)."""
         touched, self._touched = self._touched, {}
         trades, self._trades = self._trades, {}
-        if not touched and not trades:
+        statuses, self._statuses = self._statuses, {}
+        auctions, self._auctions = self._auctions, {}
+        if not touched and not trades and not statuses and not auctions:
             return None
-        published = Published(trades=trades)
+        published = Published(trades=trades, statuses=statuses, auctions=auctions)
         for symbol, levels in touched.items():
             changes = self._level_changes(symbol, levels)
             if changes:
@@ -341,6 +362,8 @@ class ReadState:
             tape.trade_seq += len(executed)
             _add_to_candles(tape.candles, executed)
         for symbol in published.levels:
+            tapes[symbol].book_seq += 1
+        for symbol in auctions:
             tapes[symbol].book_seq += 1
         return published
 
@@ -378,7 +401,8 @@ class ReadState:
         instrument = self.instruments[e.symbol]
         record = OrderRecord(
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
-            e.price, e.qty, e.remaining, "open", e.ts, taker_bps=instrument.taker_bps,
+            e.price, e.qty, e.remaining, "open", e.ts, expire_at=e.expire_at,
+            taker_bps=instrument.taker_bps,
         )  # fmt: skip
         self.open_orders[e.order_id] = record
         mine = self.open_by_account.get(e.account)
@@ -398,11 +422,16 @@ class ReadState:
         symbol, price, q = t.symbol, t.price, t.qty
         tick = self.instruments[symbol].tick
         maker_side = "sell" if t.aggressor == "buy" else "buy"
-        self.books[symbol].side(maker_side).add(price, -q)
-        self._touch(symbol, maker_side, price)
         open_orders = self.open_orders
         maker = open_orders.get(t.maker_order_id)
         taker = open_orders.get(t.taker_order_id)
+        # The maker's level: the trade's price, but an auction prints both at its own.
+        level = maker.price if maker is not None else price
+        self.books[symbol].side(maker_side).add(level, -q)
+        self._touch(symbol, maker_side, level)
+        if taker is not None and taker.resting:  # an auction's: both orders rested
+            self.books[symbol].side(taker.side).add(taker.price, -q)
+            self._touch(symbol, taker.side, taker.price)
         # Settlement: the buyer's hold is drawn down at its own limit (a market buy
         # held nothing), cash moves at the trade's price, units from seller to buyer.
         if t.aggressor == "buy":
@@ -544,7 +573,23 @@ class ReadState:
         self._public[e.symbol] = {}
 
     def _status_changed(self, e: InstrumentStatusChanged) -> None:
-        self.instruments[e.symbol].status = e.status
+        instrument = self.instruments[e.symbol]
+        instrument.status = e.status
+        instrument.open_at = e.open_at
+        if e.status != "pre_open":
+            instrument.indicative = None
+        if e.status == "closed":
+            instrument.close_at = 0
+        self._statuses.setdefault(e.symbol, []).append(e)
+
+    def _rules_set(self, e: TradingRulesSet) -> None:
+        instrument = self.instruments[e.symbol]
+        instrument.band_pct, instrument.interruption_s = e.band_pct, e.interruption_s
+        instrument.open_at, instrument.close_at = e.open_at, e.close_at
+
+    def _indicative(self, e: AuctionIndicative) -> None:
+        self.instruments[e.symbol].indicative = e
+        self._auctions[e.symbol] = e
 
     def _fees_set(self, e: InstrumentFeesSet) -> None:
         instrument = self.instruments[e.symbol]
@@ -673,7 +718,8 @@ class ReadState:
         state = cls()
         for i in engine.instruments.values():
             state.instruments[i.symbol] = InstrumentView(
-                i.symbol, i.kind, i.tick, i.issuer, i.status, i.maker_bps, i.taker_bps
+                i.symbol, i.kind, i.tick, i.issuer, i.status, i.maker_bps, i.taker_bps,
+                i.band_pct, i.interruption_s, i.open_at, i.close_at,
             )
             state.books[i.symbol] = Book()
             state.tapes[i.symbol] = Tape()
@@ -695,7 +741,7 @@ class ReadState:
                     order.order_id, a.account_id, order.client_order_id, order.symbol,
                     order.side, order.type, order.tif, order.price, order.qty, order.remaining,
                     "open", order.ts, filled, order.price * filled, resting=True,
-                    taker_bps=order.taker_bps,
+                    expire_at=order.expire_at, taker_bps=order.taker_bps,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record

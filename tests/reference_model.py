@@ -17,6 +17,7 @@ import msgspec
 
 from exchange.domain.codes import RejectCode
 from exchange.domain.commands import (
+    KEEP,
     AddApiKey,
     CancelAll,
     CancelOrder,
@@ -32,14 +33,19 @@ from exchange.domain.commands import (
     SelfTradePrevention,
     SetInstrumentFees,
     SetInstrumentStatus,
+    SetTradingRules,
     Side,
     SubscribeOffering,
+    Timer,
+    Uncross,
     WithdrawCash,
     WithdrawUnits,
 )
 from exchange.domain.events import (
     AccountCreated,
     ApiKeyAdded,
+    AuctionIndicative,
+    AuctionUncrossed,
     CashDeposited,
     CashWithdrawn,
     DoneReason,
@@ -59,12 +65,16 @@ from exchange.domain.events import (
     OrderStatus,
     Rejected,
     TradeExecuted,
+    TradingRulesSet,
     UnitsAllocated,
     UnitsDeposited,
     UnitsWithdrawn,
 )
 from exchange.domain.limits import (
+    DEFAULT_INTERRUPTION_S,
+    MAX_BAND_PCT,
     MAX_CASH,
+    MAX_INTERRUPTION_S,
     MAX_OFFERING_FEE_BPS,
     MAX_OFFERING_QTY,
     MAX_OPEN_ORDERS_PER_ACCOUNT,
@@ -72,9 +82,11 @@ from exchange.domain.limits import (
     MAX_QTY,
     MAX_TICK,
     MAX_TRADE_FEE_BPS,
+    NS_PER_S,
     SYMBOL_PATTERN,
 )
 
+RESTING_TIFS = ("gtc", "gtd", "day")
 FEE_ACCOUNT = "FEES"  # docs/ENGINE.md, "Fees"
 
 
@@ -109,6 +121,11 @@ class _Instrument:
     tick: int
     issuer: str
     status: InstrumentStatus
+    ref: int = 0
+    band_pct: int = 0
+    interruption_s: int = DEFAULT_INTERRUPTION_S
+    open_at: int = 0
+    close_at: int = 0
     maker_bps: int = 0
     taker_bps: int = 0
 
@@ -130,6 +147,7 @@ class _Order:
     status: OrderStatus
     accepted: OrderAccepted
     arrival: int = 0
+    expire_at: int = 0
     maker_bps: int = 0
     taker_bps: int = 0
 
@@ -341,6 +359,15 @@ class ReferenceModel:
             return self._cancel(command)
         if isinstance(command, CancelAll):
             return self._cancel_all(command)
+        if isinstance(command, SetTradingRules):
+            return self._set_rules(command)
+        if isinstance(command, Uncross):
+            inst = self._need_symbol(command.symbol)
+            if inst.status != "pre_open":
+                raise _Refusal(RejectCode.NOT_IN_PHASE)
+            return self._uncross(inst, command.ts, "")
+        if isinstance(command, Timer):
+            return self._timer(command.ts)
         if isinstance(command, SetInstrumentFees):
             return self._set_fees(command)
         return self._replace(command)
@@ -442,10 +469,185 @@ class ReferenceModel:
 
     def _set_status(self, command: SetInstrumentStatus) -> list[Event]:
         inst = self._need_symbol(command.symbol)
-        if inst.status == "in_offering" or (inst.status == "listed" and command.status == "halted"):
+        now, to = inst.status, command.status
+        refused = {
+            ("listed", "halted"), ("listed", "closed"), ("closed", "halted"),
+            ("pre_open", "pre_open"),
+        }
+        if now == "in_offering" or (now, to) in refused:
             raise _Refusal(RejectCode.BAD_STATUS)
-        inst.status = command.status
-        return [InstrumentStatusChanged(symbol=inst.symbol, status=command.status)]
+        if to == "closed":
+            return self._close_session(inst, "")
+        if to == "halted":
+            inst.status = "halted"
+            return [InstrumentStatusChanged(symbol=inst.symbol, status="halted")]
+        if now == "pre_open":
+            return self._uncross(inst, command.ts, "")
+        if now == "halted":
+            open_at = inst.open_at
+            if open_at <= command.ts:
+                open_at = command.ts + inst.interruption_s * NS_PER_S
+            return self._enter_call(inst, open_at, "resume")
+        if to == "pre_open" or now == "closed":
+            return self._enter_call(inst, inst.open_at, "")
+        inst.status = "trading"
+        return [InstrumentStatusChanged(symbol=inst.symbol, status="trading")]
+
+    # --- market phases ----------------------------------------------------------------------
+
+    def _in_band(self, inst: _Instrument, price: int) -> bool:
+        if not inst.ref or not inst.band_pct:
+            return True
+        return (
+            inst.ref * (100 - inst.band_pct) <= price * 100 <= inst.ref * (100 + inst.band_pct)
+        )
+
+    def _indicative(self, symbol: str) -> AuctionIndicative:
+        """Brute force: every price from the lowest to the highest limit in the book, and
+        the reference price; volumes summed order by order."""
+        resting = [o for o in self._book if o.symbol == symbol]
+        ref = self._instruments[symbol].ref
+        best: tuple[int, int, int, int] | None = None
+        net = 0
+        if resting:
+            prices = [o.price for o in resting]
+            for price in [*range(min(prices), max(prices) + 1), ref]:
+                demand = sum(o.remaining for o in resting if o.side == "buy" and o.price >= price)
+                supply = sum(o.remaining for o in resting if o.side == "sell" and o.price <= price)
+                key = (-min(demand, supply), abs(demand - supply), abs(price - ref), price)
+                if best is None or key < best:
+                    best, net = key, demand - supply
+        if best is None or best[0] == 0:
+            return AuctionIndicative(symbol, 0, 0, "", 0)
+        side = "buy" if net > 0 else "sell" if net < 0 else ""
+        return AuctionIndicative(symbol, best[3], -best[0], side, abs(net))
+
+    def _book_changed(self, symbol: str) -> list[Event]:
+        if self._instruments[symbol].status == "pre_open":
+            return [self._indicative(symbol)]
+        return []
+
+    def _enter_call(self, inst: _Instrument, open_at: int, reason: str) -> list[Event]:
+        inst.status = "pre_open"
+        inst.open_at = open_at
+        return [
+            InstrumentStatusChanged(inst.symbol, "pre_open", open_at, reason),
+            self._indicative(inst.symbol),
+        ]
+
+    def _uncross(self, inst: _Instrument, ts: int, reason: str) -> list[Event]:
+        symbol = inst.symbol
+        found = self._indicative(symbol)
+        events: list[Event] = []
+        if found.qty:
+            price, volume = found.price, found.qty
+            events.append(AuctionUncrossed(symbol, price, volume))
+            bids = [o for o in self._sorted_side(symbol, "buy") if o.price >= price]
+            asks = [o for o in self._sorted_side(symbol, "sell") if o.price <= price]
+            tick = inst.tick
+            while volume:
+                bid, ask = bids[0], asks[0]
+                q = min(volume, bid.remaining, ask.remaining)
+                value = price * tick * q
+                buyer, seller = self._accounts[bid.account], self._accounts[ask.account]
+                buyer.cash -= value
+                seller.cash += value
+                buyer.positions[symbol] = buyer.positions.get(symbol, 0) + q
+                seller.positions[symbol] = seller.positions.get(symbol, 0) - q
+                bid.remaining -= q
+                ask.remaining -= q
+                # Neither took liquidity: the older order is the maker (and pays or gets
+                # its maker rate), the newer the taker (its taker rate).
+                maker, taker = sorted((bid, ask), key=lambda o: o.order_id)
+                maker_fee, taker_fee = self._pay_fees(taker, maker, value)
+                events.append(TradeExecuted(
+                    trade_id=self._next_trade, symbol=symbol, price=price, qty=q,
+                    aggressor=taker.side, maker_order_id=maker.order_id,
+                    maker_account=maker.account, maker_remaining=maker.remaining,
+                    taker_order_id=taker.order_id, taker_account=taker.account,
+                    taker_remaining=taker.remaining, ts=ts, maker_fee=maker_fee,
+                    taker_fee=taker_fee,
+                ))
+                self._next_trade += 1
+                for order, queue in ((bid, bids), (ask, asks)):
+                    if order.remaining == 0:
+                        order.status = "filled"
+                        self._book.remove(order)
+                        queue.pop(0)
+                volume -= q
+            inst.ref = price
+        inst.status = "trading"
+        inst.open_at = 0
+        events.append(InstrumentStatusChanged(symbol, "trading", 0, reason))
+        return events
+
+    def _close_session(self, inst: _Instrument, reason: str) -> list[Event]:
+        inst.status = "closed"
+        inst.close_at = 0
+        events: list[Event] = [InstrumentStatusChanged(inst.symbol, "closed", 0, reason)]
+        day = sorted(
+            (o for o in self._book if o.symbol == inst.symbol and o.tif == "day"),
+            key=lambda o: o.order_id,
+        )
+        events.extend(self._end(o, "expired") for o in day)
+        return events
+
+    def _set_rules(self, command: SetTradingRules) -> list[Event]:
+        inst = self._need_symbol(command.symbol)
+        if not KEEP <= command.band_pct <= MAX_BAND_PCT:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if not KEEP <= command.interruption_s <= MAX_INTERRUPTION_S:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        for at in (command.open_at, command.close_at):
+            if at < KEEP or 0 < at <= command.ts:
+                raise _Refusal(RejectCode.BAD_EXPIRY)
+        if command.band_pct != KEEP:
+            inst.band_pct = command.band_pct
+        if command.interruption_s != KEEP:
+            inst.interruption_s = command.interruption_s
+        if command.open_at != KEEP:
+            inst.open_at = command.open_at
+        if command.close_at != KEEP:
+            inst.close_at = command.close_at
+        return [TradingRulesSet(inst.symbol, inst.band_pct, inst.interruption_s, inst.open_at,
+                                inst.close_at)]
+
+    def _deadlines(self) -> list[tuple[int, int, int, str]]:
+        """Everything that will be due: (due, kind, order id, account or symbol)."""
+        found = [
+            (o.expire_at, 0, o.order_id, o.account) for o in self._book if o.tif == "gtd"
+        ]
+        for inst in self._instruments.values():
+            if inst.close_at:
+                found.append((inst.close_at, 1, 0, inst.symbol))
+            if inst.open_at and inst.status == "pre_open":
+                found.append((inst.open_at, 2, 0, inst.symbol))
+        return sorted(found)
+
+    def next_deadline(self) -> int | None:
+        found = self._deadlines()
+        return found[0][0] if found else None
+
+    def _timer(self, ts: int) -> list[Event]:
+        events: list[Event] = []
+        for _ in range(len(self._book) + 3 * len(self._instruments) + 1):
+            due = [d for d in self._deadlines() if d[0] <= ts]
+            if not due:
+                return events
+            _, kind, order_id, key = due[0]
+            if kind == 0:
+                order = self._orders[order_id]
+                events.append(self._end(order, "expired"))
+                events.extend(self._book_changed(order.symbol))
+            elif kind == 1:
+                inst = self._instruments[key]
+                if inst.status in ("pre_open", "trading", "halted"):
+                    events.extend(self._close_session(inst, "close_at"))
+                else:
+                    inst.close_at = 0  # a session that is not open has nothing to close
+            else:
+                events.extend(self._uncross(self._instruments[key], ts, "open_at"))
+        raise AssertionError("timers did not end")
 
     def _open_offering(self, command: OpenOffering) -> list[Event]:
         inst = self._need_symbol(command.symbol)
@@ -553,11 +755,11 @@ class ReferenceModel:
         self._accounts[inst.issuer].cash += proceeds - fee
         if off.underwriter:
             self._accounts[off.underwriter].cash += fee
-        inst.status = "trading"
         events.append(OfferingClosed(offering_id=off.offering_id, symbol=off.symbol,
                                      issuer=inst.issuer, issued=issued,
                                      proceeds=proceeds, underwriter=off.underwriter, fee=fee))
-        events.append(InstrumentStatusChanged(symbol=off.symbol, status="trading"))
+        inst.ref = off.price
+        events.extend(self._enter_call(inst, inst.open_at, "offering"))
         return events
 
     # --- orders ----------------------------------------------------------------------------
@@ -573,23 +775,35 @@ class ReferenceModel:
                     return [memory.rejection]
                 return [self._resend_answer(self._orders[memory.order_id])]
         inst = self._need_symbol(command.symbol)
-        if inst.status != "trading":
+        is_limit = command.type == "limit"
+        rests = is_limit and command.tif in RESTING_TIFS
+        if inst.status in ("listed", "in_offering"):
             raise _Refusal(RejectCode.NOT_TRADING)
+        if inst.status in ("halted", "closed") or (inst.status == "pre_open" and not rests):
+            raise _Refusal(RejectCode.NOT_IN_PHASE)
         if command.qty <= 0 or command.qty > MAX_QTY:
             raise _Refusal(RejectCode.BAD_QTY)
-        is_limit = command.type == "limit"
         if is_limit and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
             raise _Refusal(RejectCode.BAD_PRICE)
+        if is_limit and not self._in_band(inst, command.price):
+            raise _Refusal(RejectCode.PRICE_OUT_OF_BAND)
         if not is_limit and command.price != 0:
             raise _Refusal(RejectCode.BAD_PRICE)
+        if command.tif == "gtd":
+            if command.expire_at <= command.ts:  # 0 (missing) included
+                raise _Refusal(RejectCode.BAD_EXPIRY)
+        elif command.expire_at:
+            raise _Refusal(RejectCode.BAD_EXPIRY)
         market_buy = command.type == "market" and command.side == "buy"
         if command.max_notional != 0 and not market_buy:
             raise _Refusal(RejectCode.BAD_REQUEST)
-        if command.post_only and not (is_limit and command.tif == "gtc"):
+        if command.post_only and not rests:
             raise _Refusal(RejectCode.BAD_REQUEST)
         if command.max_notional < 0 or command.max_notional > MAX_CASH:
             raise _Refusal(RejectCode.BAD_AMOUNT)
-        if is_limit and command.tif == "gtc":
+        if not is_limit and command.tif in ("gtd", "day"):
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if rests:
             open_orders = sum(1 for o in self._book if o.account == acct.account_id)
             if open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
                 raise _Refusal(RejectCode.TOO_MANY_ORDERS)
@@ -602,7 +816,11 @@ class ReferenceModel:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
         elif command.qty > self._available_units(acct.account_id, inst.symbol):
             raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
-        if command.post_only and self._crosses(command.side, command.price, inst.symbol):
+        if (
+            command.post_only
+            and inst.status == "trading"
+            and self._crosses(command.side, command.price, inst.symbol)
+        ):
             raise _Refusal(RejectCode.POST_ONLY_WOULD_TAKE)
 
         order_id = self._next_order
@@ -611,14 +829,14 @@ class ReferenceModel:
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, status="open",
-            post_only=command.post_only, ts=command.ts,
+            post_only=command.post_only, ts=command.ts, expire_at=command.expire_at,
         )
         order = _Order(
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, stp=command.stp,
             post_only=command.post_only, status="open", accepted=accepted,
-            maker_bps=inst.maker_bps, taker_bps=inst.taker_bps,
+            expire_at=command.expire_at, maker_bps=inst.maker_bps, taker_bps=inst.taker_bps,
         )
         self._orders[order_id] = order
         if command.client_order_id:
@@ -631,6 +849,12 @@ class ReferenceModel:
             if command.max_notional > 0:
                 budget = min(budget, command.max_notional)
         events: list[Event] = [accepted]
+        if inst.status == "pre_open":
+            order.arrival = self._next_arrival
+            self._next_arrival += 1
+            self._book.append(order)
+            events.extend(self._book_changed(inst.symbol))
+            return events
         if command.tif == "fok" and self._fok_fill(order, budget) < order.qty:
             events.append(self._end(order, "expired"))
             return events
@@ -663,8 +887,11 @@ class ReferenceModel:
         """How much matching would fill, walking the book without changing it."""
         filled = 0
         tick = self._tick(taker.symbol)
+        inst = self._instruments[taker.symbol]
         for maker in self._opposite(taker):
             if filled == taker.remaining:
+                break
+            if not self._in_band(inst, maker.price):
                 break
             if maker.account == taker.account:
                 if taker.stp == "cancel_oldest":
@@ -695,6 +922,10 @@ class ReferenceModel:
         """`taker` is off the book; trade it, then rest or expire what is left."""
         events: list[Event] = []
         tick = self._tick(taker.symbol)
+        inst = self._instruments[taker.symbol]
+        arrival_band = _Instrument(inst.symbol, inst.tick, inst.issuer, inst.status, inst.ref,
+                                   inst.band_pct)  # the band as the taker found it
+        interrupted = False
         for _ in range(len(self._book) + 1):
             if taker.remaining == 0:
                 break
@@ -702,6 +933,9 @@ class ReferenceModel:
             if not candidates:
                 break
             maker = candidates[0]
+            if not self._in_band(arrival_band, maker.price):
+                interrupted = True
+                break
             if maker.account == taker.account:
                 if taker.stp == "cancel_newest":
                     events.append(self._end(taker, "self_trade"))
@@ -719,6 +953,7 @@ class ReferenceModel:
                 value = q * maker.price * tick
                 budget -= value + _charge(value, taker.taker_bps)
             maker_fee, taker_fee = self._settle(taker, maker, q, tick)
+            inst.ref = maker.price
             events.append(TradeExecuted(
                 trade_id=self._next_trade, symbol=taker.symbol, price=maker.price, qty=q,
                 aggressor=taker.side, maker_order_id=maker.order_id,
@@ -732,12 +967,16 @@ class ReferenceModel:
             raise AssertionError("matching did not end within the book's size")
         if taker.remaining == 0:
             taker.status = "filled"
-        elif taker.type == "limit" and taker.tif == "gtc":
+        elif taker.type == "limit" and taker.tif in RESTING_TIFS:
             taker.arrival = self._next_arrival
             self._next_arrival += 1
             self._book.append(taker)
         else:
             events.append(self._end(taker, "expired"))
+        if interrupted:
+            events.extend(
+                self._enter_call(inst, ts + inst.interruption_s * NS_PER_S, "volatility")
+            )
         return events
 
     def _affordable(self, q: int, budget: int, price: int, tick: int, taker_bps: int) -> int:
@@ -747,9 +986,9 @@ class ReferenceModel:
             q -= 1
         return q
 
-    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> tuple[int, int]:
-        """Trade q at the maker's price; (maker fee, taker fee), each at its order's rate."""
-        value = maker.price * tick * q
+    def _pay_fees(self, taker: _Order, maker: _Order, value: int) -> tuple[int, int]:
+        """Each side's fee on a fill worth `value`, at its own order's rates, charged to it
+        and credited to the fee account; (maker fee, taker fee)."""
         taker_fee = _charge(value, taker.taker_bps)
         # A rebate is paid only out of the same fill's taker fee.
         maker_fee = max(_charge(value, maker.maker_bps), -taker_fee)
@@ -757,6 +996,12 @@ class ReferenceModel:
         self._accounts[taker.account].cash -= taker_fee
         if maker_fee or taker_fee:
             self._accounts[FEE_ACCOUNT].cash += maker_fee + taker_fee
+        return maker_fee, taker_fee
+
+    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> tuple[int, int]:
+        """Trade q at the maker's price; (maker fee, taker fee), each at its order's rate."""
+        value = maker.price * tick * q
+        maker_fee, taker_fee = self._pay_fees(taker, maker, value)
         buyer, seller = (taker, maker) if taker.side == "buy" else (maker, taker)
         buy_acct = self._accounts[buyer.account]
         sell_acct = self._accounts[seller.account]
@@ -794,7 +1039,7 @@ class ReferenceModel:
             if not matches:
                 raise _Refusal(RejectCode.UNKNOWN_ORDER)
             order = matches[0]
-        return [self._end(order, "cancelled")]
+        return [self._end(order, "cancelled"), *self._book_changed(order.symbol)]
 
     def _cancel_all(self, command: CancelAll) -> list[Event]:
         self._need_account(command.account)
@@ -808,7 +1053,10 @@ class ReferenceModel:
             ),
             key=lambda o: o.order_id,
         )
-        return [self._end(o, "cancelled") for o in doomed]
+        events: list[Event] = [self._end(o, "cancelled") for o in doomed]
+        for symbol in dict.fromkeys(o.symbol for o in doomed):
+            events.extend(self._book_changed(symbol))
+        return events
 
     def _replace(self, command: ReplaceOrder) -> list[Event]:
         self._need_account(command.account)
@@ -820,8 +1068,11 @@ class ReferenceModel:
         if command.price < 0 or command.price > MAX_PRICE_TICKS:
             raise _Refusal(RejectCode.BAD_PRICE)
         inst = self._instruments[order.symbol]
-        if inst.status != "trading":
-            raise _Refusal(RejectCode.NOT_TRADING)
+        if inst.status not in ("trading", "pre_open"):
+            raise _Refusal(RejectCode.NOT_IN_PHASE)
+        new_band_price = command.price and command.price != order.price
+        if new_band_price and not self._in_band(inst, command.price):
+            raise _Refusal(RejectCode.PRICE_OUT_OF_BAND)
         new_qty = command.qty or order.qty
         new_price = command.price or order.price
         filled = order.qty - order.remaining
@@ -836,7 +1087,12 @@ class ReferenceModel:
         elif kept - order.remaining > self._available_units(order.account, order.symbol):
             raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
         # Only an order that still rests after the replace can take.
-        if order.post_only and kept and self._crosses(order.side, new_price, order.symbol):
+        if (
+            order.post_only
+            and inst.status == "trading"
+            and kept
+            and self._crosses(order.side, new_price, order.symbol)
+        ):
             raise _Refusal(RejectCode.POST_ONLY_WOULD_TAKE)
 
         old_remaining = order.remaining
@@ -854,10 +1110,16 @@ class ReferenceModel:
             )
 
         if kept == 0:
-            return [replaced(False), self._end(order, "replaced_out")]
+            return [replaced(False), self._end(order, "replaced_out"),
+                    *self._book_changed(order.symbol)]
         if same_price and kept <= old_remaining:
-            return [replaced(True)]
+            return [replaced(True), *self._book_changed(order.symbol)]
         self._book.remove(order)
         events: list[Event] = [replaced(False)]
+        if inst.status == "pre_open":
+            order.arrival = self._next_arrival
+            self._next_arrival += 1
+            self._book.append(order)
+            return [*events, *self._book_changed(order.symbol)]
         events.extend(self._match(order, None, command.ts))
         return events

@@ -16,8 +16,8 @@ from exchange.domain.events import OrderStatus
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it (its fee rates, when not
-    zero, are kept apart: state.FeeState)."""
+    """A resting order as plain values, as a snapshot stores it (its fee rates and a gtd
+    order's expiry, when not zero, are kept apart: state.FeeRates, state.OrderExpiry)."""
 
     order_id: int
     account: str
@@ -52,6 +52,7 @@ class Order:
     __slots__ = (
         "account",
         "client_order_id",
+        "expire_at",
         "is_buy",
         "level",
         "maker_bps",
@@ -86,6 +87,7 @@ class Order:
         post_only: bool,
         stp: SelfTradePrevention,
         ts: int,
+        expire_at: int = 0,
         maker_bps: int = 0,
         taker_bps: int = 0,
     ) -> None:
@@ -103,6 +105,7 @@ class Order:
         self.post_only = post_only
         self.stp = stp
         self.ts = ts
+        self.expire_at = expire_at  # a gtd order's expiry (ns); 0 for any other
         # The instrument's fee rates when the order was accepted: it keeps them for life.
         self.maker_bps = maker_bps
         self.taker_bps = taker_bps

@@ -3,12 +3,14 @@ replace keeps its time priority, the holds resized to the new price and size, an
 crosses going through matching again.
 """
 
+from exchange.domain.auction import book_changed
 from exchange.domain.book import Order
 from exchange.domain.client_orders import archive
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
 from exchange.domain.events import DoneReason, Event
 from exchange.domain.fees import buy_hold
+from exchange.domain.instruments import band_limits
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, match
@@ -39,6 +41,8 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
         return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
     events: list[Event] = []
     cancel_resting(market, order, "cancelled", events)
+    if market.instruments[order.symbol].status == "pre_open":  # inlined book_changed
+        book_changed(market, order.symbol, events)
     return events
 
 
@@ -76,9 +80,13 @@ def cancel_all(market: Market, cmd: CancelAll) -> list[Event]:
     if cmd.symbol and cmd.symbol not in market.instruments:
         return [cancel_all_rejected(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")]
     events: list[Event] = []
+    symbols: dict[str, None] = {}  # in the order first met: deterministic
     for order in list(account.open_orders.values()):
         if not cmd.symbol or order.symbol == cmd.symbol:
             cancel_resting(market, order, "cancelled", events)
+            symbols[order.symbol] = None
+    for symbol in symbols:
+        book_changed(market, symbol, events)
     return events
 
 
@@ -96,8 +104,13 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     if not 0 <= cmd.price <= MAX_PRICE_TICKS:
         return [replace_rejected(cmd, Code.BAD_PRICE, "price out of range")]
     instrument = market.instruments[order.symbol]
-    if instrument.status != "trading":
-        return [replace_rejected(cmd, Code.NOT_TRADING, f"instrument is {instrument.status}")]
+    status = instrument.status
+    if status not in ("trading", "pre_open"):
+        return [replace_rejected(cmd, Code.NOT_IN_PHASE, f"not while {status}")]
+    if cmd.price and cmd.price != order.price:
+        low, high = band_limits(instrument)
+        if not low <= cmd.price <= high:
+            return [replace_rejected(cmd, Code.PRICE_OUT_OF_BAND, "price beyond the band")]
     tick = instrument.tick
     new_price = cmd.price or order.price
     new_qty = cmd.qty or order.qty
@@ -116,6 +129,7 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     book = market.books[symbol]
     if (
         order.post_only
+        and status == "trading"
         and new_remaining
         and new_price != order.price
         and crosses(book, order.is_buy, new_price)
@@ -131,10 +145,11 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
         order.status = "replaced_out"
         if order.client_order_id:
             archive(order)
-        return [
-            replaced(order, kept_priority=False, remaining=0),
-            cancelled(order, "replaced_out"),
+        ended: list[Event] = [
+            replaced(order, kept_priority=False, remaining=0), cancelled(order, "replaced_out")
         ]
+        book_changed(market, symbol, ended)
+        return ended
     events: list[Event] = []
     kept_priority = new_price == order.price and new_remaining <= old_remaining
     if kept_priority:
@@ -145,6 +160,7 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
         order.qty = new_qty
         order.remaining = new_remaining
         events.append(replaced(order, kept_priority=True, remaining=new_remaining))
+        book_changed(market, symbol, events)
         return events
     side.remove(order)
     resize_holds(order, new_price, new_remaining, tick)
@@ -152,5 +168,9 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     order.qty = new_qty
     order.remaining = new_remaining
     events.append(replaced(order, kept_priority=False, remaining=new_remaining))
+    if status == "pre_open":  # a call auction: to the back of its level, no matching
+        side.rest(order)
+        book_changed(market, symbol, events)
+        return events
     match(market, order, book, tick, NO_BUDGET, cmd.ts, events)
     return events

@@ -62,4 +62,5 @@ def answer_resend(
         post_only=first.post_only,
         ts=first.ts,  # an order's time is that of the place that created it
         resent=True,
+        expire_at=first.expire_at,
     )

@@ -5,27 +5,37 @@ prevention, the market-order budget, what becomes of a taker's remainder (rest, 
 cancel), and ending an order that is not left resting. The book's structure is book.py.
 """
 
+from exchange.domain.auction import enter_call
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.client_orders import archive
 from exchange.domain.events import DoneReason, Event, OrderCancelled, TradeExecuted
 from exchange.domain.fees import BPS_PER_UNIT, FEE_ACCOUNT, fee_of, unit_fee_hold
-from exchange.domain.market import Market
+from exchange.domain.limits import NS_PER_S
+from exchange.domain.market import EXPIRE_ORDER, Market
 from exchange.domain.replies import cancelled
 from exchange.domain.settlement import release_holds
 
 NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
+# Times in force whose remainder rests on the book (the others expire).
+RESTING_TIFS = frozenset(("gtc", "gtd", "day"))
 
 
-def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
-    """How much of `taker` would fill now, walking the book without changing it."""
+def fillable(
+    taker: Order, book: OrderBook, tick: int, budget: int, band: tuple[int, int]
+) -> int:
+    """How much of `taker` would fill now within the price band (low, high), walking the
+    book without changing it."""
     opposite = book.asks if taker.is_buy else book.bids
     is_buy, is_market, limit = taker.is_buy, taker.type == "market", taker.price
     taker_bps = taker.taker_bps
     want = taker.remaining
     filled = 0
+    low, high = band
     for level in opposite.levels_best_first():
         price = level.price
         if not is_market and (price > limit if is_buy else price < limit):
+            break
+        if price < low or price > high:
             break
         maker = level.head
         while maker is not None and filled < want:
@@ -61,8 +71,14 @@ def match(
 
     The taker's holds are in place; each fill settles both accounts at once, fees
     included (each side's at its own order's rates; fees.py). The loop is bounded by the
-    number of resting orders: each turn fills or removes one.
+    number of resting orders: each turn fills or removes one. A fill beyond the price band
+    around the reference price (as it was when the taker came) is not made: the instrument
+    goes into a volatility interruption instead.
     """
+    instrument = market.instruments[taker.symbol]
+    low, high = instrument.low, instrument.high
+    interrupted = False
+    last_price = 0
     is_buy = taker.is_buy
     opposite = book.asks if is_buy else book.bids
     keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
@@ -81,6 +97,9 @@ def match(
     while remaining and keys:
         price = keys[-1] * sign
         if not is_market and (price > limit if is_buy else price < limit):
+            break
+        if price < low or price > high:
+            interrupted = True
             break
         level = levels[price]
         maker = level.head
@@ -156,6 +175,7 @@ def match(
             level.total -= q
             trade_id = market.next_trade
             market.next_trade = trade_id + 1
+            last_price = price
             append(
                 TradeExecuted(
                     trade_id, symbol, price, q, taker.side, maker.order_id,
@@ -184,12 +204,17 @@ def match(
         if end_reason:
             break
     taker.remaining = remaining
+    if last_price:
+        if instrument.band_pct:
+            instrument.reprice(last_price, instrument.band_pct)
+        else:  # no band to move with it (the hot path: no call)
+            instrument.ref = last_price
     if not remaining:
         taker.status = "filled"
         taker_account.open_orders.pop(taker_id, None)
         if taker.client_order_id:
             archive(taker)
-    elif end_reason or is_market or taker.tif != "gtc":
+    elif end_reason or is_market or taker.tif not in RESTING_TIFS:
         # Inlined _end_taker: an IOC remainder expiring is the common case.
         if is_buy:
             if not is_market:
@@ -214,6 +239,11 @@ def match(
             own_level = own_side.add_level(limit)
         own_level.append(taker)
         taker_account.open_orders[taker_id] = taker
+        if taker.expire_at:
+            market.add_timer(taker.expire_at, EXPIRE_ORDER, taker_id, taker_account.account_id)
+    if interrupted:
+        open_at = ts + instrument.interruption_s * NS_PER_S
+        enter_call(market, instrument, open_at, "volatility", events)
 
 
 def end_taker(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:

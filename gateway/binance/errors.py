@@ -70,6 +70,9 @@ REJECTS: dict[str, Mapped] = {
     RejectCode.FORBIDDEN: Mapped(403, -1002, "You are not authorized to execute this request."),
     RejectCode.NOT_FOUND: Mapped(404, -1020, "This operation is not supported."),
     RejectCode.BAD_FEE: Mapped(400, -1013, "Filter failure: fee rate out of bounds"),
+    RejectCode.PRICE_OUT_OF_BAND: Mapped(400, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
+    RejectCode.NOT_IN_PHASE: Mapped(400, -1013, "Market is closed."),
+    RejectCode.BAD_EXPIRY: Mapped(400, -1013, "Filter failure: EXPIRY (expire_at not ahead)"),
 }
 # A code added to RejectCode after this table (tests/test_binance_signing.py insists that
 # every one is listed): refused as a generic order rejection, our code in the message.
