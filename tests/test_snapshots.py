@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exchange.domain.commands import Command
 from exchange.domain.engine import Engine
-from exchange.domain.state import export_state
+from exchange.domain.state import encode_state, export_state
 from exchange.journal import journal as journal_module
 from exchange.journal.journal import JournalCorruptError
 from exchange.journal.snapshots import KEEP_SNAPSHOTS, SnapshotStore
@@ -158,6 +159,45 @@ def test_a_restored_engine_continues_like_the_original(
     for command in commands[300:600]:
         restored.apply(command)
     assert restored.state_hash() == engines[600].state_hash()
+
+
+# PlaceOrder as the builds before issue 16 encoded it: the tag and 12 fields, up to
+# `max_notional` (the fields added since, such as `expire_at`, come after).
+PLACE_ORDER_BEFORE_ISSUE_16 = 13
+
+
+def as_older_build_wrote(value: object) -> tuple[object, int]:
+    """The exported state as a build before issue 16 encoded it (each remembered PlaceOrder
+    without the fields added since, all at their defaults), and how many were cut."""
+    if isinstance(value, list):
+        if value and value[0] == "PlaceOrder" and len(value) > PLACE_ORDER_BEFORE_ISSUE_16:
+            assert not any(value[PLACE_ORDER_BEFORE_ISSUE_16:]), "a new field is not default"
+            return value[:PLACE_ORDER_BEFORE_ISSUE_16], 1
+        parts = [as_older_build_wrote(v) for v in value]
+        return [p for p, _ in parts], sum(n for _, n in parts)
+    if isinstance(value, dict):
+        fields = {k: as_older_build_wrote(v) for k, v in value.items()}
+        return {k: p for k, (p, _) in fields.items()}, sum(n for _, n in fields.values())
+    return value, 0
+
+
+def test_a_snapshot_an_older_build_wrote_loads(tmp_path: Path, engines: dict[int, Engine]) -> None:
+    engine = engines[600]
+    state, cut = as_older_build_wrote(msgspec.msgpack.decode(encode_state(export_state(engine))))
+    assert cut > 0, "the stream remembers client order ids"
+    payload = msgspec.msgpack.encode(state)
+    digest = hashlib.sha256(payload).digest()
+    covered = COVERED.pack(b"EXS1", 1, 0, 600, digest, len(payload))
+    crc = struct.pack("<I", zlib.crc32(payload, zlib.crc32(covered)))
+    store = SnapshotStore(tmp_path)
+    store.path(600).write_bytes(covered + crc + payload)
+
+    loaded = store.load_newest()
+
+    assert loaded is not None, "an upgrade starts from the old build's last snapshot"
+    restored, seq, state_hash = loaded
+    assert (seq, state_hash) == (600, engine.state_hash())
+    assert restored.state_hash() == engine.state_hash()
 
 
 @pytest.mark.parametrize("how", DAMAGE)

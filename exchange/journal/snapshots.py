@@ -15,7 +15,9 @@ A snapshot file `snapshot-<seq>.snap` holds the state after record `seq`:
 It is written to a temporary file, fsynced, renamed into place and the directory
 fsynced, so a crash leaves either the old set of snapshots or the new one. On load,
 one whose checksum, hash or restored state does not match is skipped (and logged) in
-favour of an older one, or of a full replay.
+favour of an older one, or of a full replay. A snapshot written by an older build (the
+fields added since absent from its payload) loads when the restored state equals its
+payload as this build encodes it: that is how a data directory moves to a new build.
 
 Retention: the newest KEEP_SNAPSHOTS are kept (the older one is the fallback should the
 newest be unusable); journal segments wholly covered by the oldest kept one are pruned.
@@ -155,9 +157,13 @@ class SnapshotStore:
             raise ValueError("checksum mismatch")
         if hashlib.sha256(payload).digest() != digest:
             raise ValueError("state hash does not match the payload")
-        engine = restore_state(decode_state(payload))
+        state = decode_state(payload)
+        engine = restore_state(state)
         restored_hash = engine.state_hash()
-        if restored_hash != digest.hex():
+        # A snapshot an older build wrote lacks the fields added since (they decode to their
+        # defaults, and this build writes them): the restore must then reproduce the payload
+        # as this build encodes it, so an upgrade starts from the old build's last snapshot.
+        if restored_hash not in {digest.hex(), hashlib.sha256(encode_state(state)).hexdigest()}:
             raise ValueError("the restored engine's state hash differs from the snapshot's")
         return engine, restored_hash
 
