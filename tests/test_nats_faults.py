@@ -99,9 +99,10 @@ async def stopped_or_at(gateway: RunningServer, end: int) -> bool:
     """Waits (bounded by the test) until an old gateway stopped (True) or applied every
     record to `end` (False). Its ordered consumer, remade by nats-py after two missed
     beats, resumes one position past the refilled stream's end, so it misses the next
-    record and stops; but one remade while the refill was under way is started by the
-    server at the stream's end as it was then, and reads on without a gap, each seq once
-    (nats-py times the remake; 2 runs in 15 on a loaded machine). Either is safe: a
+    record and stops; but one remade before the refilled stream reaches that position is
+    started by the server at the stream's end (a start past it is moved there), and reads
+    on without a gap, each seq once (nats-py times the remake; 2 runs in 15 on a loaded
+    machine). Either is safe: a
     gateway never applies past a gap (a seq skipped stops it), so one at `end` applied
     every record."""
     while gateway.process.returncode is None:  # bounded by the test's timeout
@@ -151,8 +152,8 @@ async def test_gateways_stop_rather_than_skip_when_the_refilled_stream_moved_rec
     window), the refilled one holds it once: each record sits one stream position
     earlier than where the gateways' consumers resume. A gateway then sees a gap in the
     seqs and stops (status 2, one line) instead of answering from a read side that
-    missed a record (or, its consumer remade while the refill was under way, reads on
-    with no gap: stopped_or_at); restarted, a gateway reads the whole refilled stream."""
+    missed a record (or, its consumer remade before the refilled stream got that far,
+    reads on with no gap: stopped_or_at); restarted, a gateway reads the whole refilled stream."""
     async with (
         roles(nats_server, tmp_path / "sequencer", gateways=2) as cluster,
         asyncio.timeout(TEST_TIMEOUT_S),
@@ -184,7 +185,7 @@ async def test_gateways_stop_rather_than_skip_when_the_refilled_stream_moved_rec
                 assert await stop(gateway) == 2, gateway.log()
                 assert "exchange: gateway stopped: the stream skips from seq" in gateway.log()
                 assert gateway.tracebacks == 0, gateway.log()
-            else:  # its consumer was remade while the refill was under way: no gap
+            else:  # its consumer was remade before the stream got that far: no gap
                 survivors.append(gateway)
         again = await cluster.add_gateway()
         for stream, later in zip(streams, after, strict=True):
