@@ -1,18 +1,24 @@
 """The order book's data structures: orders, price levels and the two sides of a book.
 
-A level is an intrusive doubly linked FIFO of orders (O(1) append, unlink and
-head), a side keeps a sorted list of its prices with the best one last (O(1)
+A level is a FIFO deque of orders with lazy deletion (O(1) append, leave and head; see
+`Level`), a side keeps a sorted list of its prices with the best one last (O(1)
 best price, O(1) removal of the best level). No matching rules live here: the
 engine owns them, and this module never creates events.
 """
 
 from bisect import bisect_left, insort
+from collections import deque
 
 import msgspec
 
 from exchange.domain.accounts import Account
 from exchange.domain.commands import OrderType, SelfTradePrevention, Side, TimeInForce
 from exchange.domain.events import OrderStatus
+
+# Departed entries a level's queue may hold beyond twice its live orders before `leave`
+# rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
+# on every cancel while memory stays O(live orders + 64) per level.
+DEPARTED_SLACK = 64
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -45,63 +51,26 @@ class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
     status: OrderStatus
 
 
-class Order:
-    """A live order. Mutable on purpose: the hot path updates it in place."""
+class Order(msgspec.Struct, eq=False):
+    """A live order. Mutable on purpose: the hot path updates it in place. A Struct for its
+    construction in C (a third of a Python `__init__`'s time); compared by identity."""
 
-    __slots__ = (
-        "account",
-        "client_order_id",
-        "is_buy",
-        "level",
-        "next",
-        "order_id",
-        "post_only",
-        "prev",
-        "price",
-        "qty",
-        "remaining",
-        "side",
-        "status",
-        "stp",
-        "symbol",
-        "tif",
-        "ts",
-        "type",
-    )
-
-    def __init__(
-        self,
-        order_id: int,
-        account: Account,
-        client_order_id: str,
-        symbol: str,
-        side: Side,
-        type_: OrderType,
-        tif: TimeInForce,
-        price: int,
-        qty: int,
-        post_only: bool,
-        stp: SelfTradePrevention,
-        ts: int,
-    ) -> None:
-        self.order_id = order_id
-        self.account = account
-        self.client_order_id = client_order_id
-        self.symbol = symbol
-        self.side = side
-        self.is_buy = side == "buy"
-        self.type = type_
-        self.tif = tif
-        self.price = price
-        self.qty = qty
-        self.remaining = qty
-        self.post_only = post_only
-        self.stp = stp
-        self.ts = ts
-        self.status: OrderStatus = "open"
-        self.level: Level | None = None
-        self.prev: Order | None = None
-        self.next: Order | None = None
+    order_id: int
+    account: Account
+    client_order_id: str
+    symbol: str
+    side: Side
+    is_buy: bool
+    type: OrderType
+    tif: TimeInForce
+    price: int
+    qty: int
+    remaining: int
+    post_only: bool
+    stp: SelfTradePrevention
+    ts: int
+    status: OrderStatus = "open"
+    level: "Level | None" = None
 
     def ended(self) -> EndedOrder:
         return EndedOrder(self.order_id, self.price, self.qty, self.remaining, self.status)
@@ -115,49 +84,58 @@ class Order:
 
 
 class Level:
-    """All resting orders at one price, oldest first, with their total remaining quantity."""
+    """All resting orders at one price, oldest first, with their total remaining quantity.
 
-    __slots__ = ("head", "price", "tail", "total")
+    `queue` is a deque of orders in time priority that may still hold orders which left
+    the level (cancelled or ended): an order is in the level exactly while its `level` is
+    this level. Leaving is O(1) and touches neither neighbour (lazy deletion); matching
+    pops departed orders when they reach the head, and `leave` compacts the queue once
+    departed entries outnumber the live ones by DEPARTED_SLACK, so a level's memory stays
+    within a constant factor of its live orders.
+    """
+
+    __slots__ = ("live", "price", "queue", "total")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.total = 0
-        self.head: Order | None = None
-        self.tail: Order | None = None
+        self.live = 0  # orders in the level (entries of `queue` whose level is this one)
+        self.queue: deque[Order] = deque()
+
+    @property
+    def head(self) -> Order | None:
+        """The oldest order in the level (views and tests; matching reads `queue`)."""
+        for order in self.queue:
+            if order.level is self:
+                return order
+        return None
 
     def append(self, order: Order) -> None:
         order.level = self
-        order.next = None
-        order.prev = tail = self.tail
-        if tail is None:
-            self.head = order
-        else:
-            tail.next = order
-        self.tail = order
+        self.queue.append(order)
+        self.live += 1
         self.total += order.remaining
 
-    def unlink(self, order: Order) -> None:
-        """Take `order` out of the queue; its remaining quantity leaves the level's total."""
-        prev, nxt = order.prev, order.next
-        if prev is None:
-            self.head = nxt
-        else:
-            prev.next = nxt
-        if nxt is None:
-            self.tail = prev
-        else:
-            nxt.prev = prev
+    def leave(self, order: Order) -> None:
+        """Take `order` out of the level; its remaining quantity leaves the level's total."""
+        order.level = None
         self.total -= order.remaining
-        order.level = order.prev = order.next = None
+        live = self.live = self.live - 1
+        queue = self.queue
+        if len(queue) > 2 * live + DEPARTED_SLACK:
+            self.queue = deque(o for o in queue if o.level is self)
+
+    def remove_now(self, order: Order) -> None:
+        """Take `order` out at once (O(level)): for an order that rests again elsewhere in
+        this book, so its old entry can never be taken for it."""
+        self.queue.remove(order)
+        order.level = None
+        self.total -= order.remaining
+        self.live -= 1
 
     def orders(self) -> list[Order]:
-        """The queue as a list, oldest first (for views and snapshots, not the hot path)."""
-        out: list[Order] = []
-        node = self.head
-        while node is not None:
-            out.append(node)
-            node = node.next
-        return out
+        """The orders in the level, oldest first (for views and snapshots, not the hot path)."""
+        return [o for o in self.queue if o.level is self]
 
 
 class BookSide:
@@ -200,11 +178,11 @@ class BookSide:
         level.append(order)
 
     def remove(self, order: Order) -> None:
-        """Unlink a resting order and drop its level when that empties it."""
+        """Take a resting order out at once and drop its level when that empties it."""
         level = order.level
         assert level is not None, "only resting orders can be removed"
-        level.unlink(order)
-        if level.head is None:
+        level.remove_now(order)
+        if not level.live:
             self.drop_level(level.price)
 
     def levels_best_first(self) -> list[Level]:

@@ -46,7 +46,7 @@ def cancel_resting(market: Market, order: Order, reason: DoneReason, events: lis
     (_end_resting and _end_taker, flattened: cancels are a third of all traffic.)"""
     level = order.level
     assert level is not None, "only resting orders can be cancelled"
-    level.unlink(order)
+    level.leave(order)
     account = order.account
     symbol = order.symbol
     if order.is_buy:  # a resting order is a limit order
@@ -58,7 +58,7 @@ def cancel_resting(market: Market, order: Order, reason: DoneReason, events: lis
     if order.client_order_id:
         archive(order)
     events.append(cancelled(order, reason))
-    if level.head is None:
+    if not level.live:
         book = market.books[symbol]
         (book.bids if order.is_buy else book.asks).drop_level(level.price)
 

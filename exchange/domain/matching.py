@@ -25,12 +25,14 @@ def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
         price = level.price
         if not is_market and (price > limit if is_buy else price < limit):
             break
-        maker = level.head
-        while maker is not None and filled < want:
+        for maker in level.queue:
+            if filled >= want:
+                break
+            if maker.level is not level:  # departed
+                continue
             if maker.account is taker.account:
                 if taker.stp != "cancel_oldest":
                     return filled
-                maker = maker.next
                 continue
             q = min(want - filled, maker.remaining)
             if budget != NO_BUDGET:
@@ -39,7 +41,6 @@ def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
                     return filled
                 budget -= q * price * tick
             filled += q
-            maker = maker.next
         if filled >= want:
             break
     return filled
@@ -75,17 +76,21 @@ def match(
         if not is_market and (price > limit if is_buy else price < limit):
             break
         level = levels[price]
-        maker = level.head
-        while maker is not None:
+        queue = level.queue
+        while queue:
+            maker = queue[0]
+            if maker.level is not level:  # departed earlier (lazy deletion)
+                queue.popleft()
+                continue
             maker_account = maker.account
             if maker_account is taker_account:
                 stp = taker.stp
                 if stp == "cancel_newest":
                     end_reason = "self_trade"
                     break
-                following = maker.next
+                queue.popleft()
                 end_resting(market, maker, "self_trade", events)
-                maker = following
+                queue = level.queue  # leaving may have compacted it into a new deque
                 if stp == "cancel_both":
                     end_reason = "self_trade"
                     break
@@ -132,21 +137,16 @@ def match(
             )
             if maker_remaining:
                 break  # the taker is done: only a filled maker lets it go on
-            following = maker.next
-            level.head = following
-            if following is None:
-                level.tail = None
-            else:
-                following.prev = None
-            maker.level = maker.next = None
+            queue.popleft()
+            maker.level = None
+            level.live -= 1
             maker.status = "filled"
             del maker_account.open_orders[maker.order_id]
             if maker.client_order_id:
                 archive(maker)
-            maker = following
             if not remaining:
                 break
-        if level.head is None:
+        if not level.live:
             opposite.drop_level(price)
         if end_reason:
             break
@@ -197,7 +197,7 @@ def end_resting(market: Market, order: Order, reason: DoneReason, events: list[E
     """Take a resting order off the book (keeping its level for the caller to drop)."""
     level = order.level
     assert level is not None, "only resting orders end this way"
-    level.unlink(order)
+    level.leave(order)
     end_taker(market, order, reason, events)
 
 

@@ -203,13 +203,11 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
 
 
 def _restore_order(engine: Engine, s: OrderState) -> Order:
-    order = Order(
-        s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side, s.type,
-        s.tif, s.price, s.qty, s.post_only, s.stp, s.ts,
+    return Order(
+        s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side,
+        s.side == "buy", s.type, s.tif, s.price, s.qty, s.remaining, s.post_only, s.stp, s.ts,
+        s.status,
     )
-    order.remaining = s.remaining
-    order.status = s.status
-    return order
 
 
 def _restore_client_order(
