@@ -121,9 +121,12 @@ class Level:
         order.level = None
         self.total -= order.remaining
         live = self.live = self.live - 1
-        queue = self.queue
-        if len(queue) > 2 * live + DEPARTED_SLACK:
-            self.queue = deque(o for o in queue if o.level is self)
+        if len(self.queue) > 2 * live + DEPARTED_SLACK:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the departed entries (O(queue)): a new deque, so holders must re-read it."""
+        self.queue = deque(o for o in self.queue if o.level is self)
 
     def remove_now(self, order: Order) -> None:
         """Take `order` out at once (O(level)): for an order that rests again elsewhere in

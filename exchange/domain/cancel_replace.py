@@ -3,11 +3,11 @@ replace keeps its time priority, the holds resized to the new price and size, an
 crosses going through matching again.
 """
 
-from exchange.domain.book import Order
+from exchange.domain.book import DEPARTED_SLACK, EndedOrder, Order
 from exchange.domain.client_orders import archive
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
-from exchange.domain.events import DoneReason, Event
+from exchange.domain.events import DoneReason, Event, OrderCancelled
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, match
@@ -34,11 +34,43 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
             order = record[1]
     else:
         return [cancel_rejected(cmd, Code.BAD_REQUEST, "give order_id or client_order_id")]
-    if order is None or order.level is None:
+    if order is None:
         return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
-    events: list[Event] = []
-    cancel_resting(market, order, "cancelled", events)
-    return events
+    level = order.level
+    if level is None:
+        return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
+    # cancel_resting, Level.leave, archive and cancelled() inlined: cancels are a third of
+    # all traffic, and each call costs more than the line it would save.
+    remaining = order.remaining
+    order.level = None
+    level.total -= remaining
+    live = level.live = level.live - 1
+    symbol = order.symbol
+    is_buy = order.is_buy
+    if is_buy:  # a resting order is a limit order
+        account.cash_held -= order.price * market.instruments[symbol].tick * remaining
+    else:
+        account.units_held[symbol] -= remaining
+    order.status = "cancelled"
+    order_id = order.order_id
+    del account.open_orders[order_id]
+    cid = order.client_order_id
+    if cid:
+        records = account.client_orders
+        records[cid] = (
+            records[cid][0],
+            EndedOrder(order_id, order.price, order.qty, remaining, "cancelled"),
+        )
+    event = OrderCancelled(
+        order_id, account.account_id, cid, symbol, order.side, order.price, remaining,
+        "cancelled",
+    )
+    if not live:
+        book = market.books[symbol]
+        (book.bids if is_buy else book.asks).drop_level(level.price)
+    elif len(level.queue) > 2 * live + DEPARTED_SLACK:
+        level.compact()
+    return [event]
 
 
 def cancel_resting(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:
