@@ -30,7 +30,9 @@ from exchange.domain.events import (
     OfferingSubscribed,
     OrderAccepted,
     OrderCancelled,
+    OrderRefreshed,
     OrderReplaced,
+    OrderTriggered,
     TradeExecuted,
     UnitsAllocated,
     UnitsDeposited,
@@ -80,6 +82,16 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     filled: int = 0
     notional: int = 0  # sum of price (ticks) x qty over its fills: for the average price
     resting: bool = False  # on the book (counted in its level's total)
+    # Issue 16: a stop's trigger, an iceberg's displayed size and what it shows now (its
+    # level counts `shown`), and a waiting stop buy's held budget.
+    trigger_price: int = 0
+    display_qty: int = 0
+    shown: int = 0
+    budget: int = 0
+
+    @property
+    def visible(self) -> int:
+        return self.shown if self.display_qty else self.remaining
 
 
 class Fill(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -276,6 +288,8 @@ class ReadState:
             OrderAccepted: self._accepted,
             OrderCancelled: self._cancelled,
             OrderReplaced: self._replaced,
+            OrderTriggered: self._triggered,
+            OrderRefreshed: self._refreshed,
             AccountCreated: self._account_created,
             ApiKeyAdded: self._api_key_added,
             CashDeposited: self._cash_changed,
@@ -302,13 +316,20 @@ class ReadState:
             if handler is not None:
                 handler(event)
         if self._pending:
-            for record in self._pending:  # what is still open after its command rests
-                if record.status == "open" and record.remaining:
-                    record.resting = True
-                    self.books[record.symbol].side(record.side).add(record.price, record.remaining)
-                    self._touch(record.symbol, record.side, record.price)
-            self._pending.clear()
+            self._rest_pending()
         self.durable_seq = seq
+
+    def _rest_pending(self) -> None:
+        """Rest what is still open of the orders that matched: at the record's end, and
+        before a triggered stop runs (the order that triggered it finished matching first)."""
+        for record in self._pending:
+            if record.status == "open" and record.remaining:
+                record.resting = True
+                if record.display_qty:
+                    record.shown = min(record.display_qty, record.remaining)
+                self.books[record.symbol].side(record.side).add(record.price, record.visible)
+                self._touch(record.symbol, record.side, record.price)
+        self._pending.clear()
 
     def end_batch(self) -> Published | None:
         """The batch's market data: its trades each take the next trade seq, then one
@@ -367,6 +388,9 @@ class ReadState:
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
             e.price, e.qty, e.remaining, "open", e.ts,
         )  # fmt: skip
+        waiting = e.type in {"stop", "stop_limit"}
+        if e.trigger_price or e.display_qty:
+            record.trigger_price, record.display_qty = e.trigger_price, e.display_qty
         self.open_orders[e.order_id] = record
         mine = self.open_by_account.get(e.account)
         if mine is None:
@@ -376,10 +400,32 @@ class ReadState:
         balance = self.balances[e.account]
         if e.side == "buy":  # a market buy (price 0) holds nothing: a budget bounds it
             balance.cash_held += e.price * self.instruments[e.symbol].tick * e.qty
+            if e.type == "stop":  # a waiting stop buy holds its budget
+                record.budget = e.budget
+                balance.cash_held += e.budget
         else:
             held = balance.units_held
             held[e.symbol] = held.get(e.symbol, 0) + e.qty
-        self._pending.append(record)
+        if not waiting:  # a waiting stop is off the book until its trigger
+            self._pending.append(record)
+
+    def _triggered(self, e: OrderTriggered) -> None:
+        self._rest_pending()
+        record = self.open_orders.get(e.order_id)
+        if record is None:
+            return
+        record.type = e.type
+        if record.budget:  # a stop buy's hold becomes its budget (a market buy holds nothing)
+            self.balances[e.account].cash_held -= record.budget
+            record.budget = 0
+        self._pending.append(record)  # it rests at the record's end if still open
+
+    def _refreshed(self, e: OrderRefreshed) -> None:
+        record = self.open_orders.get(e.order_id)
+        if record is not None:
+            record.shown = e.shown
+        self.books[e.symbol].side(e.side).add(e.price, e.shown)
+        self._touch(e.symbol, e.side, e.price)
 
     def _trade(self, t: TradeExecuted) -> None:
         symbol, price, q = t.symbol, t.price, t.qty
@@ -425,6 +471,8 @@ class ReadState:
             filled, notional = t.qty, t.price * t.qty
         else:
             record.remaining = remaining
+            if record.display_qty and record.resting:
+                record.shown -= t.qty
             record.filled += t.qty
             record.notional += t.price * t.qty
             cid, side, filled, notional = (
@@ -449,15 +497,18 @@ class ReadState:
     def _cancelled(self, e: OrderCancelled) -> None:
         tick = self.instruments[e.symbol].tick
         balance = self.balances[e.account]
+        record = self.open_orders.get(e.order_id)
         if e.side == "buy":
             balance.cash_held -= e.price * tick * e.remaining
+            if record is not None and record.budget:  # a waiting stop buy's budget
+                balance.cash_held -= record.budget
+                record.budget = 0
         else:
             balance.units_held[e.symbol] = balance.units_held.get(e.symbol, 0) - e.remaining
-        record = self.open_orders.get(e.order_id)
         if record is None:
             return
         if record.resting:
-            self.books[e.symbol].side(e.side).add(record.price, -record.remaining)
+            self.books[e.symbol].side(e.side).add(record.price, -record.visible)
             self._touch(e.symbol, e.side, record.price)
             record.resting = False
         record.remaining = e.remaining
@@ -476,10 +527,14 @@ class ReadState:
             held[e.symbol] = held.get(e.symbol, 0) + e.remaining - record.remaining
         if record.resting:
             side = self.books[e.symbol].side(e.side)
-            if e.kept_priority and e.remaining:
+            if e.kept_priority and e.remaining and record.display_qty:
+                shown = min(record.shown, e.remaining)  # as the engine: no more than it has
+                side.add(record.price, shown - record.shown)
+                record.shown = shown
+            elif e.kept_priority and e.remaining:
                 side.add(record.price, e.remaining - record.remaining)
             else:  # off the book: it may trade again, and rests at the end if still open
-                side.add(record.price, -record.remaining)
+                side.add(record.price, -record.visible)
                 record.resting = False
                 self._pending.append(record)
             self._touch(e.symbol, e.side, record.price)
@@ -649,11 +704,14 @@ class ReadState:
                 record = OrderRecord(
                     order.order_id, a.account_id, order.client_order_id, order.symbol,
                     order.side, order.type, order.tif, order.price, order.qty, order.remaining,
-                    "open", order.ts, filled, order.price * filled, resting=True,
+                    "open", order.ts, filled, order.price * filled, resting=not order.waiting,
+                    trigger_price=order.trigger_price, display_qty=order.display_qty,
+                    shown=order.shown, budget=order.budget,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record
-                state.books[order.symbol].side(order.side).add(order.price, order.remaining)
+                if record.resting:
+                    state.books[order.symbol].side(order.side).add(order.price, record.visible)
         state._publish_all()
         return state
 

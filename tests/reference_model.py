@@ -49,9 +49,11 @@ from exchange.domain.events import (
     OfferingSubscribed,
     OrderAccepted,
     OrderCancelled,
+    OrderRefreshed,
     OrderRejected,
     OrderReplaced,
     OrderStatus,
+    OrderTriggered,
     Rejected,
     TradeExecuted,
     UnitsAllocated,
@@ -69,6 +71,7 @@ from exchange.domain.limits import (
 )
 
 Book = tuple[list[tuple[int, int]], list[tuple[int, int]]]
+STOP_TYPES = ("stop", "stop_limit")
 RestingRow = tuple[int, str, str, int, int]
 Balances = tuple[int, int, dict[str, int], dict[str, int]]
 
@@ -113,6 +116,32 @@ class _Order:
     status: OrderStatus
     accepted: OrderAccepted
     arrival: int = 0
+    # Issue 16: a stop's trigger, an iceberg's display size and what it shows now, and a
+    # stop buy's budget (held while it waits).
+    trigger_price: int = 0
+    display_qty: int = 0
+    shown: int = 0
+    budget: int = 0
+
+    @property
+    def waiting(self) -> bool:
+        return self.type in STOP_TYPES
+
+    @property
+    def visible(self) -> int:
+        return self.shown if self.display_qty else self.remaining
+
+
+@dataclass
+class _Sim:
+    """A maker as fill-or-kill's dry run sees it."""
+
+    price: int
+    arrival: int
+    account: str
+    remaining: int
+    shown: int
+    display: int
 
 
 @dataclass
@@ -148,6 +177,8 @@ class ReferenceModel:
         self._instruments: dict[str, _Instrument] = {}
         self._orders: dict[int, _Order] = {}
         self._book: list[_Order] = []
+        self._stops: list[_Order] = []  # stop orders waiting for their trigger
+        self._last_price: dict[str, int] = {}  # the last trade's price per symbol
         self._offerings: dict[int, _Offering] = {}
         self._client_ids: dict[tuple[str, str], _ClientIdMemory] = {}
         self._next_account = 1
@@ -163,14 +194,14 @@ class ReferenceModel:
         asks: list[tuple[int, int]] = []
         for order in self._sorted_side(symbol, "buy"):
             if bids and bids[-1][0] == order.price:
-                bids[-1] = (order.price, bids[-1][1] + order.remaining)
+                bids[-1] = (order.price, bids[-1][1] + order.visible)
             else:
-                bids.append((order.price, order.remaining))
+                bids.append((order.price, order.visible))
         for order in self._sorted_side(symbol, "sell"):
             if asks and asks[-1][0] == order.price:
-                asks[-1] = (order.price, asks[-1][1] + order.remaining)
+                asks[-1] = (order.price, asks[-1][1] + order.visible)
             else:
-                asks.append((order.price, order.remaining))
+                asks.append((order.price, order.visible))
         return bids, asks
 
     def resting(self, symbol: str) -> list[RestingRow]:
@@ -204,9 +235,10 @@ class ReferenceModel:
 
     def _cash_held(self, account: str) -> int:
         held = 0
-        for o in self._book:
+        for o in self._book + self._stops:
             if o.account == account and o.side == "buy":
-                held += o.price * self._tick(o.symbol) * o.remaining
+                tick = self._tick(o.symbol)
+                held += o.budget if o.type == "stop" else o.price * tick * o.remaining
         for off in self._offerings.values():
             if off.closed:
                 continue
@@ -218,7 +250,7 @@ class ReferenceModel:
     def _units_held(self, account: str, symbol: str) -> int:
         return sum(
             o.remaining
-            for o in self._book
+            for o in self._book + self._stops
             if o.account == account and o.symbol == symbol and o.side == "sell"
         )
 
@@ -491,26 +523,46 @@ class ReferenceModel:
         if command.qty <= 0 or command.qty > MAX_QTY:
             raise _Refusal(RejectCode.BAD_QTY)
         is_limit = command.type == "limit"
-        if is_limit and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
+        is_stop = command.type in STOP_TYPES
+        priced = command.type in ("limit", "stop_limit")
+        if priced and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
             raise _Refusal(RejectCode.BAD_PRICE)
-        if not is_limit and command.price != 0:
+        if not priced and command.price != 0:
             raise _Refusal(RejectCode.BAD_PRICE)
+        trigger = command.trigger_price
+        if not is_stop and trigger:
+            raise _Refusal(RejectCode.BAD_TRIGGER)
+        if is_stop:
+            if trigger <= 0 or trigger > MAX_PRICE_TICKS:
+                raise _Refusal(RejectCode.BAD_TRIGGER)
+            last = self._last_price.get(inst.symbol, 0)
+            if last and (trigger <= last if command.side == "buy" else trigger >= last):
+                raise _Refusal(RejectCode.BAD_TRIGGER)
         market_buy = command.type == "market" and command.side == "buy"
-        if command.max_notional != 0 and not market_buy:
-            raise _Refusal(RejectCode.BAD_REQUEST)
-        if command.post_only and not (is_limit and command.tif == "gtc"):
+        stop_buy = command.type == "stop" and command.side == "buy"
+        if command.max_notional != 0 and not (market_buy or stop_buy):
             raise _Refusal(RejectCode.BAD_REQUEST)
         if command.max_notional < 0 or command.max_notional > MAX_CASH:
             raise _Refusal(RejectCode.BAD_AMOUNT)
-        if is_limit and command.tif == "gtc":
-            open_orders = sum(1 for o in self._book if o.account == acct.account_id)
+        if stop_buy and command.max_notional == 0:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.post_only and not (is_limit and command.tif == "gtc"):
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.display_qty and not (priced and command.tif == "gtc"):
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.display_qty > command.qty:
+            raise _Refusal(RejectCode.BAD_QTY)
+        if is_stop or (is_limit and command.tif == "gtc"):
+            open_orders = sum(1 for o in self._book + self._stops if o.account == acct.account_id)
             if open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
                 raise _Refusal(RejectCode.TOO_MANY_ORDERS)
         available = self._available_cash(acct.account_id)
         if command.side == "buy":
-            if is_limit and command.price * inst.tick * command.qty > available:
+            if priced and command.price * inst.tick * command.qty > available:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
-            if not is_limit and available == 0:
+            if stop_buy and command.max_notional > available:
+                raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+            if market_buy and available == 0:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
         elif command.qty > self._available_units(acct.account_id, inst.symbol):
             raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
@@ -523,19 +575,25 @@ class ReferenceModel:
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, status="open",
-            post_only=command.post_only, ts=command.ts,
+            post_only=command.post_only, ts=command.ts, trigger_price=trigger,
+            display_qty=command.display_qty, budget=command.max_notional if stop_buy else 0,
         )
         order = _Order(
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, stp=command.stp,
             post_only=command.post_only, status="open", accepted=accepted,
+            trigger_price=trigger, display_qty=command.display_qty,
+            budget=command.max_notional if stop_buy else 0,
         )
         self._orders[order_id] = order
         if command.client_order_id:
             self._client_ids[(acct.account_id, command.client_order_id)] = _ClientIdMemory(
                 command=_strip_ts(command), order_id=order_id
             )
+        if is_stop:  # it waits, holds in place, for a trade at or through its trigger
+            self._stops.append(order)
+            return [accepted]
         budget: int | None = None
         if market_buy:
             budget = available
@@ -546,7 +604,45 @@ class ReferenceModel:
             events.append(self._end(order, "expired"))
             return events
         events.extend(self._match(order, budget, command.ts))
+        self._run_stops(order.symbol, events, command.ts)
         return events
+
+    def _run_stops(self, symbol: str, events: list[Event], ts: int) -> None:
+        """After a command's matching: every waiting stop of `symbol` that any trade of the
+        command reached (a buy's trigger <= the highest price, a sell's >= the lowest)
+        triggers, oldest first, and matches; its trades count too."""
+        prices = [e.price for e in events if isinstance(e, TradeExecuted)]
+        while prices:
+            low, high = min(prices), max(prices)
+            reached = [
+                o for o in self._stops
+                if o.symbol == symbol
+                and (o.trigger_price <= high if o.side == "buy" else o.trigger_price >= low)
+            ]
+            if not reached:
+                return
+            order = min(reached, key=lambda o: o.order_id)
+            self._stops.remove(order)
+            budget: int | None = None
+            if order.type == "stop":
+                order.type = "market"
+                if order.side == "buy":
+                    budget, order.budget = order.budget, 0
+            else:
+                order.type = "limit"
+            events.append(OrderTriggered(
+                order_id=order.order_id, account=order.account,
+                client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                type="market" if order.type == "market" else "limit", price=order.price,
+                remaining=order.remaining,
+                trigger_price=order.trigger_price, ts=ts,
+            ))  # fmt: skip
+            if order.tif == "fok" and self._fok_fill(order, budget) < order.remaining:
+                events.append(self._end(order, "expired"))
+                continue
+            more = self._match(order, budget, ts)
+            events.extend(more)
+            prices.extend(e.price for e in more if isinstance(e, TradeExecuted))
 
     def _resend_answer(self, order: _Order) -> OrderAccepted:
         """The first answer again, with the order's current price, qty, remaining and status."""
@@ -571,29 +667,48 @@ class ReferenceModel:
         return [m for m in self._sorted_side(taker.symbol, other) if self._meets(taker, m)]
 
     def _fok_fill(self, taker: _Order, budget: int | None) -> int:
-        """How much matching would fill, walking the book without changing it."""
-        filled = 0
+        """How much matching would fill: the same walk as _match on copies of the makers
+        (an iceberg's refresh included), changing nothing."""
         tick = self._tick(taker.symbol)
-        for maker in self._opposite(taker):
-            if filled == taker.remaining:
-                break
+        makers = [
+            _Sim(m.price, m.arrival, m.account, m.remaining, m.visible, m.display_qty)
+            for m in self._opposite(taker)
+        ]
+        arrival = self._next_arrival
+        filled = 0
+        while makers and filled < taker.remaining:
+            makers.sort(key=lambda m: (m.price if taker.side == "buy" else -m.price, m.arrival))
+            maker = makers[0]
+            price = maker.price
             if maker.account == taker.account:
                 if taker.stp == "cancel_oldest":
+                    makers.pop(0)
                     continue
                 break
-            q = min(taker.remaining - filled, maker.remaining)
+            q = min(taker.remaining - filled, maker.shown)
             if budget is not None:
-                q = min(q, budget // (maker.price * tick))
+                q = min(q, budget // (price * tick))
                 if q == 0:
                     break
-                budget -= q * maker.price * tick
+                budget -= q * price * tick
             filled += q
+            maker.remaining -= q
+            maker.shown -= q
+            if maker.remaining == 0:
+                makers.pop(0)
+            elif maker.shown == 0:  # an iceberg shows its next part, at the back
+                maker.shown = min(maker.display, maker.remaining)
+                maker.arrival = arrival
+                arrival += 1
         return filled
 
     def _end(self, order: _Order, reason: DoneReason) -> OrderCancelled:
         """The order leaves the book (or its matching); its holds go with it."""
         if order in self._book:
             self._book.remove(order)
+        if order in self._stops:
+            self._stops.remove(order)
+        order.budget = 0  # a waiting stop buy's budget is released with it
         order.status = reason
         return OrderCancelled(
             order_id=order.order_id, account=order.account,
@@ -605,7 +720,8 @@ class ReferenceModel:
         """`taker` is off the book; trade it, then rest or expire what is left."""
         events: list[Event] = []
         tick = self._tick(taker.symbol)
-        for _ in range(len(self._book) + 1):
+        # Each turn removes a maker or fills at least one unit (an iceberg refreshes).
+        for _ in range(len(self._book) + sum(o.remaining for o in self._book) + 1):
             if taker.remaining == 0:
                 break
             candidates = self._opposite(taker)
@@ -621,13 +737,16 @@ class ReferenceModel:
                     events.append(self._end(taker, "self_trade"))
                     return events
                 continue
-            q = min(taker.remaining, maker.remaining)
+            q = min(taker.remaining, maker.visible)  # an iceberg trades what it shows
             if budget is not None:
                 q = min(q, budget // (maker.price * tick))
                 if q == 0:
                     break
                 budget -= q * maker.price * tick
+            if maker.display_qty:
+                maker.shown -= q
             self._settle(taker, maker, q, tick)
+            self._last_price[taker.symbol] = maker.price
             events.append(TradeExecuted(
                 trade_id=self._next_trade, symbol=taker.symbol, price=maker.price, qty=q,
                 aggressor=taker.side, maker_order_id=maker.order_id,
@@ -636,6 +755,15 @@ class ReferenceModel:
                 taker_remaining=taker.remaining, ts=ts,
             ))
             self._next_trade += 1
+            if maker.display_qty and maker.remaining and not maker.shown:
+                maker.shown = min(maker.display_qty, maker.remaining)
+                maker.arrival = self._next_arrival  # to the back of its level
+                self._next_arrival += 1
+                events.append(OrderRefreshed(
+                    order_id=maker.order_id, account=maker.account, symbol=maker.symbol,
+                    side=maker.side, price=maker.price, shown=maker.shown,
+                    remaining=maker.remaining,
+                ))
         else:
             raise AssertionError("matching did not end within the book's size")
         if taker.remaining == 0:
@@ -643,6 +771,8 @@ class ReferenceModel:
         elif taker.type == "limit" and taker.tif == "gtc":
             taker.arrival = self._next_arrival
             self._next_arrival += 1
+            if taker.display_qty:
+                taker.shown = min(taker.display_qty, taker.remaining)
             self._book.append(taker)
         else:
             events.append(self._end(taker, "expired"))
@@ -666,7 +796,7 @@ class ReferenceModel:
     # --- cancel and replace ----------------------------------------------------------------
 
     def _open_order(self, account: str, order_id: int) -> _Order:
-        for order in self._book:
+        for order in self._book + self._stops:
             if order.account == account and order.order_id == order_id:
                 return order
         raise _Refusal(RejectCode.UNKNOWN_ORDER)
@@ -679,7 +809,7 @@ class ReferenceModel:
             order = self._open_order(command.account, command.order_id)
         else:
             matches = [
-                o for o in self._book
+                o for o in self._book + self._stops
                 if o.account == command.account
                 and o.client_order_id == command.client_order_id
             ]
@@ -694,7 +824,7 @@ class ReferenceModel:
             self._need_symbol(command.symbol)
         doomed = sorted(
             (
-                o for o in self._book
+                o for o in self._book + self._stops
                 if o.account == command.account
                 and (not command.symbol or o.symbol == command.symbol)
             ),
@@ -710,6 +840,8 @@ class ReferenceModel:
         if command.qty < 0 or command.qty > MAX_QTY:
             raise _Refusal(RejectCode.BAD_QTY)
         if command.price < 0 or command.price > MAX_PRICE_TICKS:
+            raise _Refusal(RejectCode.BAD_PRICE)
+        if command.price and order.type in ("market", "stop"):
             raise _Refusal(RejectCode.BAD_PRICE)
         inst = self._instruments[order.symbol]
         if inst.status != "trading":
@@ -745,9 +877,13 @@ class ReferenceModel:
 
         if kept == 0:
             return [replaced(False), self._end(order, "replaced_out")]
+        if order.waiting:  # a waiting stop keeps its place: stops trigger oldest first
+            return [replaced(True)]
         if same_price and kept <= old_remaining:
+            order.shown = min(order.shown, kept)
             return [replaced(True)]
         self._book.remove(order)
         events: list[Event] = [replaced(False)]
         events.extend(self._match(order, None, command.ts))
+        self._run_stops(order.symbol, events, command.ts)
         return events

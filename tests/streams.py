@@ -18,6 +18,7 @@ from exchange.domain.commands import (
     PlaceOrder,
     ReplaceOrder,
     SetInstrumentStatus,
+    Side,
     SubscribeOffering,
     TradingStatus,
     WithdrawCash,
@@ -69,6 +70,9 @@ def _random_command(rng: random.Random, oracle: Engine, accounts: list[str], i: 
     recent = rng.choice(open_ids) if open_ids and rng.random() < 0.9 else rng.randint(1, i)
     roll = rng.random()
     if roll < 0.55:
+        kind = rng.random()
+        if kind < 0.2:  # issue 16: stops and icebergs, so every test of this stream covers them
+            return _stop_or_iceberg(rng, oracle, account, symbol, kind, i)
         order_type: OrderType = "market" if rng.random() < 0.1 else "limit"
         return PlaceOrder(
             account=account,
@@ -96,6 +100,35 @@ def _random_command(rng: random.Random, oracle: Engine, accounts: list[str], i: 
         status: TradingStatus = "halted" if rng.random() < 0.3 else "trading"
         return SetInstrumentStatus(symbol=symbol, status=status)
     return WithdrawCash(account=account, amount=rng.randint(1, 1_000_000))
+
+
+def _stop_or_iceberg(
+    rng: random.Random, oracle: Engine, account: str, symbol: str, kind: float, i: int
+) -> PlaceOrder:
+    """A stop (triggers a few ticks beyond the last trade, mostly), a stop-limit, or an
+    iceberg showing part of its qty."""
+    side: Side = rng.choice(("buy", "sell"))
+    qty = rng.randint(1, 50)
+    cid = f"c{rng.randint(0, i)}" if rng.random() < 0.7 else ""
+    if kind < 0.12:
+        last = oracle.books[symbol].last_price or 100
+        away = rng.randint(-1, 4)  # -1: the last trade already reached it (BAD_TRIGGER)
+        trigger = max(1, last + away if side == "buy" else last - away)
+        stop_type: OrderType = "stop" if kind < 0.06 else "stop_limit"
+        return PlaceOrder(
+            account=account, client_order_id=cid, symbol=symbol, side=side, type=stop_type,
+            price=0 if stop_type == "stop" else rng.randint(95, 105), qty=qty,
+            tif=rng.choice(("gtc", "ioc", "fok")), trigger_price=trigger,
+            max_notional=rng.randint(1_000, 100_000) if side == "buy" and stop_type == "stop"
+            else 0,
+            display_qty=rng.randint(1, qty) if stop_type == "stop_limit" and rng.random() < 0.3
+            else 0,
+        )  # fmt: skip
+    return PlaceOrder(
+        account=account, client_order_id=cid, symbol=symbol, side=side,
+        price=rng.randint(95, 105), qty=qty, display_qty=rng.randint(1, qty),
+        stp=rng.choice(("cancel_newest", "cancel_oldest", "cancel_both")),
+    )  # fmt: skip
 
 
 def _with_ts(command: Command, ts: int) -> Command:

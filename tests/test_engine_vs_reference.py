@@ -268,6 +268,33 @@ class EngineVsReference(RuleBasedStateMachine):
                              symbol=symbol, side=side, type="market", price=0, qty=qty, tif=tif,
                              stp=stp, max_notional=max_notional if side == "buy" else 0))
 
+    # Issue 16: stops a few ticks either side of the last trade (some already reached:
+    # BAD_TRIGGER), with every time in force; icebergs showing part of their qty.
+    @rule(account=accounts, symbol=traded, side=sides, kind=st.sampled_from(("stop", "stop_limit")),
+          away=st.integers(-2, 6), price=prices, qty=qtys, tif=tifs, stp=stps, cid=client_ids,
+          max_notional=max_notionals, display=st.sampled_from((0, 0, 0, 1, 3)))
+    def place_stop(self, account: str, symbol: str, side: Side, kind: OrderType, away: int,
+                   price: int, qty: int, tif: TimeInForce, stp: SelfTradePrevention, cid: str,
+                   max_notional: int, display: int) -> None:
+        last = self.engine.books[symbol].last_price or 100
+        trigger = max(0, last + away if side == "buy" else last - away)
+        self._run(PlaceOrder(ts=self._next_ts(), account=account,
+                             client_order_id=self._client_id(cid), symbol=symbol, side=side,
+                             type=kind, price=price if kind == "stop_limit" else 0, qty=qty,
+                             tif=tif, stp=stp, trigger_price=trigger,
+                             max_notional=max_notional if side == "buy" else 0,
+                             display_qty=min(display, qty)))
+
+    @rule(account=accounts, symbol=traded, side=sides, price=prices, qty=qtys,
+          display=st.integers(0, 14), tif=tifs, stp=stps, cid=client_ids)
+    def place_iceberg(self, account: str, symbol: str, side: Side, price: int, qty: int,
+                      display: int, tif: TimeInForce, stp: SelfTradePrevention,
+                      cid: str) -> None:
+        self._run(PlaceOrder(ts=self._next_ts(), account=account,
+                             client_order_id=self._client_id(cid), symbol=symbol, side=side,
+                             type="limit", price=price, qty=qty, tif=tif, stp=stp,
+                             display_qty=display))
+
     @rule(account=any_account, symbol=st.sampled_from((*TRADED, NO_SYMBOL, "N1")),
           side=sides, kind=st.sampled_from(("limit", "market")), tif=tifs, cid=client_ids,
           flaw=st.sampled_from(("qty0", "qty_big", "price0", "price_big", "market_price",

@@ -38,6 +38,11 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     stp: SelfTradePrevention
     ts: int
     status: OrderStatus
+    # Issue 16 (stops and icebergs); 0 when unused, so older snapshots read unchanged.
+    trigger_price: int = 0
+    display_qty: int = 0
+    shown: int = 0
+    budget: int = 0
 
 
 class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -71,6 +76,25 @@ class Order(msgspec.Struct, eq=False):
     ts: int
     status: OrderStatus = "open"
     level: "Level | None" = None
+    # Stops: the trigger; `type` is "stop" or "stop_limit" while the order waits for it, and
+    # "market" or "limit" once triggered (the trigger stays, for the views).
+    trigger_price: int = 0
+    # Icebergs: the most shown at once (0: not an iceberg), and what the book shows now
+    # (counted in its level's total instead of `remaining`).
+    display_qty: int = 0
+    shown: int = 0
+    # A stop buy's budget (its max_notional), held in cash while it waits.
+    budget: int = 0
+
+    @property
+    def visible(self) -> int:
+        """What the book shows of this order: `shown` for an iceberg, else all of it."""
+        return self.shown if self.display_qty else self.remaining
+
+    @property
+    def waiting(self) -> bool:
+        """A stop order not triggered yet: open, but in its book's stops, not a level."""
+        return self.type in {"stop", "stop_limit"}
 
     def ended(self) -> EndedOrder:
         return EndedOrder(self.order_id, self.price, self.qty, self.remaining, self.status)
@@ -79,7 +103,8 @@ class Order(msgspec.Struct, eq=False):
         return OrderState(
             self.order_id, self.account.account_id, self.client_order_id, self.symbol,
             self.side, self.type, self.tif, self.price, self.qty, self.remaining,
-            self.post_only, self.stp, self.ts, self.status,
+            self.post_only, self.stp, self.ts, self.status, self.trigger_price,
+            self.display_qty, self.shown, self.budget,
         )
 
 
@@ -114,12 +139,12 @@ class Level:
         order.level = self
         self.queue.append(order)
         self.live += 1
-        self.total += order.remaining
+        self.total += order.shown if order.display_qty else order.remaining
 
     def leave(self, order: Order) -> None:
         """Take `order` out of the level; its remaining quantity leaves the level's total."""
         order.level = None
-        self.total -= order.remaining
+        self.total -= order.shown if order.display_qty else order.remaining
         live = self.live = self.live - 1
         if len(self.queue) > 2 * live + DEPARTED_SLACK:
             self.compact()
@@ -133,7 +158,7 @@ class Level:
         this book, so its old entry can never be taken for it."""
         self.queue.remove(order)
         order.level = None
-        self.total -= order.remaining
+        self.total -= order.shown if order.display_qty else order.remaining
         self.live -= 1
 
     def orders(self) -> list[Order]:
@@ -194,15 +219,55 @@ class BookSide:
         return [levels[key * sign] for key in reversed(self.keys)]
 
 
-class OrderBook:
-    """Both sides of one instrument's book."""
+class StopBook:
+    """Stop orders waiting for their trigger. Each side keeps (key, order id) pairs sorted so
+    the ones a price reaches are a prefix: buys by trigger (a trade at or above triggers),
+    sells by minus the trigger (a trade at or below triggers)."""
 
-    __slots__ = ("asks", "bids", "symbol")
+    __slots__ = ("buys", "orders", "sells")
+
+    def __init__(self) -> None:
+        self.orders: dict[int, Order] = {}  # by order id: acceptance order
+        self.buys: list[tuple[int, int]] = []
+        self.sells: list[tuple[int, int]] = []
+
+    def add(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        if order.is_buy:
+            insort(self.buys, (order.trigger_price, order.order_id))
+        else:
+            insort(self.sells, (-order.trigger_price, order.order_id))
+
+    def remove(self, order: Order) -> None:
+        del self.orders[order.order_id]
+        keys = self.buys if order.is_buy else self.sells
+        key = (order.trigger_price if order.is_buy else -order.trigger_price, order.order_id)
+        del keys[bisect_left(keys, key)]
+
+    def next_triggered(self, low: int, high: int) -> Order | None:
+        """The oldest waiting stop that trades between `low` and `high` reached: a buy
+        whose trigger is <= high, a sell whose trigger is >= low."""
+        best = 0
+        for order_id in (
+            [k[1] for k in self.buys[: bisect_left(self.buys, (high + 1, 0))]]
+            + [k[1] for k in self.sells[: bisect_left(self.sells, (-low + 1, 0))]]
+        ):
+            if not best or order_id < best:
+                best = order_id
+        return self.orders[best] if best else None
+
+
+class OrderBook:
+    """Both sides of one instrument's book, its waiting stop orders and its last trade price."""
+
+    __slots__ = ("asks", "bids", "last_price", "stops", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.bids = BookSide(is_bid=True)
         self.asks = BookSide(is_bid=False)
+        self.last_price = 0  # the price of the last trade (0: none yet); stops trigger on it
+        self.stops = StopBook()
 
     def side_of(self, order: Order) -> BookSide:
         return self.bids if order.is_buy else self.asks

@@ -10,7 +10,7 @@ from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
 from exchange.domain.events import DoneReason, Event, OrderCancelled
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
-from exchange.domain.matching import NO_BUDGET, crosses, match
+from exchange.domain.matching import NO_BUDGET, crosses, end_taker, match
 from exchange.domain.replies import (
     cancel_all_rejected,
     cancel_rejected,
@@ -19,6 +19,7 @@ from exchange.domain.replies import (
     replaced,
 )
 from exchange.domain.settlement import release_holds, resize_holds
+from exchange.domain.stops import run_triggered
 
 
 def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
@@ -38,12 +39,16 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
         return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
     level = order.level
     if level is None:
+        if order.waiting and order.status == "open":
+            events: list[Event] = []
+            cancel_waiting(market, order, "cancelled", events)
+            return events
         return [cancel_rejected(cmd, Code.UNKNOWN_ORDER, "no such open order")]
     # cancel_resting, Level.leave, archive and cancelled() inlined: cancels are a third of
     # all traffic, and each call costs more than the line it would save.
     remaining = order.remaining
     order.level = None
-    level.total -= remaining
+    level.total -= order.shown if order.display_qty else remaining
     live = level.live = level.live - 1
     symbol = order.symbol
     is_buy = order.is_buy
@@ -95,6 +100,12 @@ def cancel_resting(market: Market, order: Order, reason: DoneReason, events: lis
         (book.bids if order.is_buy else book.asks).drop_level(level.price)
 
 
+def cancel_waiting(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:
+    """End a stop order that waits for its trigger: out of its book's stops, holds released."""
+    market.books[order.symbol].stops.remove(order)
+    end_taker(market, order, reason, events)
+
+
 def cancel_all(market: Market, cmd: CancelAll) -> list[Event]:
     account = market.accounts.get(cmd.account)
     if account is None:
@@ -104,7 +115,10 @@ def cancel_all(market: Market, cmd: CancelAll) -> list[Event]:
     events: list[Event] = []
     for order in list(account.open_orders.values()):
         if not cmd.symbol or order.symbol == cmd.symbol:
-            cancel_resting(market, order, "cancelled", events)
+            if order.level is None:
+                cancel_waiting(market, order, "cancelled", events)
+            else:
+                cancel_resting(market, order, "cancelled", events)
     return events
 
 
@@ -121,6 +135,8 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
         return [replace_rejected(cmd, Code.BAD_QTY, "quantity out of range")]
     if not 0 <= cmd.price <= MAX_PRICE_TICKS:
         return [replace_rejected(cmd, Code.BAD_PRICE, "price out of range")]
+    if cmd.price and order.type in ("market", "stop"):
+        return [replace_rejected(cmd, Code.BAD_PRICE, f"a {order.type} order has no price")]
     instrument = market.instruments[order.symbol]
     if instrument.status != "trading":
         return [replace_rejected(cmd, Code.NOT_TRADING, f"instrument is {instrument.status}")]
@@ -146,8 +162,12 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
         return [replace_rejected(cmd, Code.POST_ONLY_WOULD_TAKE, "the order would take")]
 
     side = book.bids if order.is_buy else book.asks
+    waiting = order.waiting
     if not new_remaining:
-        side.remove(order)
+        if waiting:
+            book.stops.remove(order)
+        else:
+            side.remove(order)
         release_holds(market, order)
         account.open_orders.pop(order.order_id, None)
         order.price, order.qty, order.remaining = new_price, new_qty, 0
@@ -159,12 +179,22 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
             cancelled(order, "replaced_out"),
         ]
     events: list[Event] = []
+    if waiting:  # a stop keeps its place among the stops: they trigger oldest first
+        resize_holds(order, new_price, new_remaining, tick)
+        order.price, order.qty, order.remaining = new_price, new_qty, new_remaining
+        events.append(replaced(order, kept_priority=True, remaining=new_remaining))
+        return events
     kept_priority = new_price == order.price and new_remaining <= old_remaining
     if kept_priority:
         resize_holds(order, new_price, new_remaining, tick)
         level = order.level
         assert level is not None, "an open order rests on a level"
-        level.total += new_remaining - old_remaining
+        if order.display_qty:  # an iceberg shows no more than it still has
+            shown = min(order.shown, new_remaining)
+            level.total += shown - order.shown
+            order.shown = shown
+        else:
+            level.total += new_remaining - old_remaining
         order.qty = new_qty
         order.remaining = new_remaining
         events.append(replaced(order, kept_priority=True, remaining=new_remaining))
@@ -175,5 +205,8 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     order.qty = new_qty
     order.remaining = new_remaining
     events.append(replaced(order, kept_priority=False, remaining=new_remaining))
+    start = len(events)
     match(market, order, book, tick, NO_BUDGET, cmd.ts, events)
+    if book.stops.orders:
+        run_triggered(market, book, tick, cmd.ts, events, start)
     return events

@@ -31,6 +31,8 @@ class RejectCode(StrEnum):
     POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
     DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
     TOO_MANY_ORDERS = "TOO_MANY_ORDERS"
+    # Stop orders (issue 16): a trigger missing, off tick, or already reached by the last trade.
+    BAD_TRIGGER = "BAD_TRIGGER"
     # Produced outside the engine (gateway and sequencer), listed here so the set is whole.
     RATE_LIMITED = "RATE_LIMITED"
     BUSY = "BUSY"

@@ -5,18 +5,34 @@ prevention, the market-order budget, what becomes of a taker's remainder (rest, 
 cancel), and ending an order that is not left resting. The book's structure is book.py.
 """
 
+from collections import deque
+from typing import TYPE_CHECKING
+
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.client_orders import archive
-from exchange.domain.events import DoneReason, Event, OrderCancelled, TradeExecuted
+from exchange.domain.events import (
+    DoneReason,
+    Event,
+    OrderCancelled,
+    OrderRefreshed,
+    TradeExecuted,
+)
 from exchange.domain.market import Market
 from exchange.domain.replies import cancelled
 from exchange.domain.settlement import release_holds
+
+if TYPE_CHECKING:
+    from exchange.domain.accounts import Account
 
 NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
 
 
 def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
-    """How much of `taker` would fill now, walking the book without changing it."""
+    """How much of `taker` would fill now, walking the book without changing it.
+
+    Each level is replayed on a copy of its queue (account, remaining, shown, display) so an
+    iceberg's refresh to the back of its level meets the others in the order match() would.
+    """
     opposite = book.asks if taker.is_buy else book.bids
     is_buy, is_market, limit = taker.is_buy, taker.type == "market", taker.price
     want = taker.remaining
@@ -25,22 +41,27 @@ def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
         price = level.price
         if not is_market and (price > limit if is_buy else price < limit):
             break
-        for maker in level.queue:
-            if filled >= want:
-                break
-            if maker.level is not level:  # departed
-                continue
-            if maker.account is taker.account:
+        queue: deque[tuple[Account, int, int, int]] = deque(
+            (o.account, o.remaining, o.shown if o.display_qty else o.remaining, o.display_qty)
+            for o in level.orders()
+        )
+        while queue and filled < want:
+            account, left, shown, display = queue.popleft()
+            if account is taker.account:
                 if taker.stp != "cancel_oldest":
                     return filled
                 continue
-            q = min(want - filled, maker.remaining)
+            q = min(want - filled, shown)
             if budget != NO_BUDGET:
                 q = min(q, budget // (price * tick))
                 if q == 0:
                     return filled
                 budget -= q * price * tick
             filled += q
+            left -= q
+            shown -= q
+            if left and not shown:  # an iceberg refreshes at the back
+                queue.append((account, left, min(display, left), display))
         if filled >= want:
             break
     return filled
@@ -71,6 +92,7 @@ def match(
     remaining = taker.remaining
     end_reason: DoneReason | None = None
     append = events.append
+    last = 0  # the price of the last trade
     while remaining and keys:
         price = keys[-1] * sign
         if not is_market and (price > limit if is_buy else price < limit):
@@ -96,7 +118,9 @@ def match(
                     break
                 continue
             maker_remaining = maker.remaining
-            q = remaining if remaining < maker_remaining else maker_remaining  # noqa: FURB136 - min() is a call on the hot path
+            display = maker.display_qty
+            avail = maker.shown if display else maker_remaining  # an iceberg trades what it shows
+            q = remaining if remaining < avail else avail  # noqa: FURB136 - min() is a call on the hot path
             notional = price * tick * q
             if budget != NO_BUDGET:
                 affordable = budget // (price * tick)
@@ -126,6 +150,7 @@ def match(
             maker_remaining -= q
             maker.remaining = maker_remaining
             level.total -= q
+            last = price
             trade_id = market.next_trade
             market.next_trade = trade_id + 1
             append(
@@ -135,6 +160,23 @@ def match(
                     taker_account.account_id, remaining, ts,
                 )
             )
+            if display:
+                shown = maker.shown = avail - q
+                if not shown and maker_remaining:
+                    # The shown part is used up: show the next part, at the back of the level.
+                    shown = maker.shown = min(maker_remaining, display)
+                    level.total += shown
+                    queue.popleft()
+                    queue.append(maker)
+                    append(
+                        OrderRefreshed(
+                            maker.order_id, maker_account.account_id, symbol, maker.side,
+                            price, shown, maker_remaining,
+                        )
+                    )
+                    if not remaining:
+                        break
+                    continue
             if maker_remaining:
                 break  # the taker is done: only a filled maker lets it go on
             queue.popleft()
@@ -151,6 +193,8 @@ def match(
         if end_reason:
             break
     taker.remaining = remaining
+    if last:
+        book.last_price = last
     if not remaining:
         taker.status = "filled"
         taker_account.open_orders.pop(taker_id, None)
@@ -179,6 +223,9 @@ def match(
         own_level = own_side.levels.get(limit)
         if own_level is None:
             own_level = own_side.add_level(limit)
+        display = taker.display_qty
+        if display:
+            taker.shown = min(remaining, display)
         own_level.append(taker)
         taker_account.open_orders[taker_id] = taker
 

@@ -13,6 +13,7 @@ from exchange.domain.limits import MAX_CASH, MAX_OPEN_ORDERS_PER_ACCOUNT, MAX_PR
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, fillable, match
 from exchange.domain.replies import cancelled, order_rejected
+from exchange.domain.stops import STOP_TYPES, run_triggered, wait_for_trigger
 
 
 def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
@@ -36,6 +37,8 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         and type_ == "limit"
         and not cmd.post_only
         and not cmd.max_notional
+        and not cmd.trigger_price
+        and not cmd.display_qty
         and 0 < qty <= MAX_QTY
         and 0 < price <= MAX_PRICE_TICKS
         and len(account.open_orders) < MAX_OPEN_ORDERS_PER_ACCOUNT
@@ -61,14 +64,21 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     )
     if cid:
         remember(account, cid, (cmd, order))
+    trigger, display = cmd.trigger_price, cmd.display_qty
     events: list[Event] = [
         OrderAccepted(
             order_id, account.account_id, cid, symbol, side, type_, tif, price, qty, qty,
-            "open", cmd.post_only, ts,
+            "open", cmd.post_only, ts, False, trigger, display,
+            cmd.max_notional if type_ == "stop" else 0,
         )
     ]
     book = market.books[symbol]
-    if tif == "gtc" and type_ == "limit":
+    if trigger or display:
+        order.trigger_price, order.display_qty = trigger, display
+        if trigger:
+            wait_for_trigger(market, order, book, tick, cmd.max_notional)
+            return events
+    if tif == "gtc" and type_ == "limit" and not display:
         opposite = book.asks if is_buy else book.bids
         keys = opposite.keys
         # keys hold price * sign, best last: a buy meets asks at -keys[-1] <= price.
@@ -108,7 +118,10 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     else:
         held = account.units_held
         held[symbol] = held.get(symbol, 0) + qty
+    start = len(events)
     match(market, order, book, tick, budget, ts, events)
+    if book.stops.orders:
+        run_triggered(market, book, tick, ts, events, start)
     return events
 
 
@@ -121,29 +134,69 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
     qty = cmd.qty
     if not 0 < qty <= MAX_QTY:
         return order_rejected(cmd, Code.BAD_QTY, "quantity out of range")
-    is_limit = cmd.type == "limit"
-    if is_limit:
+    type_ = cmd.type
+    is_limit = type_ == "limit"
+    priced = is_limit or type_ == "stop_limit"
+    is_stop = type_ in STOP_TYPES
+    if priced:
         if not 0 < cmd.price <= MAX_PRICE_TICKS:
             return order_rejected(cmd, Code.BAD_PRICE, "price out of range")
     elif cmd.price != 0:
-        return order_rejected(cmd, Code.BAD_PRICE, "a market order has no price")
+        return order_rejected(cmd, Code.BAD_PRICE, f"a {type_} order has no price")
     is_buy = cmd.side == "buy"
+    trigger_refusal = _check_trigger(market, cmd, is_stop, is_buy)
+    if trigger_refusal is not None:
+        return trigger_refusal
     if cmd.max_notional:
-        if is_limit or not is_buy:
-            return order_rejected(cmd, Code.BAD_REQUEST, "max_notional is for market buys")
+        if not (is_buy and type_ in ("market", "stop")):
+            return order_rejected(
+                cmd, Code.BAD_REQUEST, "max_notional is for market and stop buys"
+            )
         if not 0 < cmd.max_notional <= MAX_CASH:
             return order_rejected(cmd, Code.BAD_AMOUNT, "max_notional out of range")
+    elif is_buy and type_ == "stop":
+        return order_rejected(
+            cmd, Code.BAD_REQUEST, "a stop buy needs max_notional: its budget, held from entry"
+        )
     if cmd.post_only and not (is_limit and cmd.tif == "gtc"):
         return order_rejected(cmd, Code.BAD_REQUEST, "post_only needs a gtc limit order")
+    if cmd.display_qty:
+        if not (priced and cmd.tif == "gtc"):
+            return order_rejected(
+                cmd, Code.BAD_REQUEST, "display_qty needs a gtc limit or stop_limit order"
+            )
+        if cmd.display_qty > qty:
+            return order_rejected(cmd, Code.BAD_QTY, "display_qty must be at most qty")
     open_orders = len(account.open_orders)
-    if is_limit and cmd.tif == "gtc" and open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
+    if (is_stop or (is_limit and cmd.tif == "gtc")) and open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
         return order_rejected(cmd, Code.TOO_MANY_ORDERS, "too many open orders")
     if is_buy:
         available = account.cash - account.cash_held
-        if (cmd.price * instrument.tick * qty if is_limit else 1) > available:
+        need = cmd.price * instrument.tick * qty if priced else cmd.max_notional if is_stop else 1
+        if need > available:
             return order_rejected(cmd, Code.INSUFFICIENT_FUNDS, "not enough available cash")
     elif qty > account.positions.get(cmd.symbol, 0) - account.units_held.get(cmd.symbol, 0):
         return order_rejected(cmd, Code.INSUFFICIENT_UNITS, "not enough available units")
     if cmd.post_only and crosses(market.books[cmd.symbol], is_buy, cmd.price):
         return order_rejected(cmd, Code.POST_ONLY_WOULD_TAKE, "the order would take")
+    return None
+
+
+def _check_trigger(market: Market, cmd: PlaceOrder, is_stop: bool, is_buy: bool
+) -> OrderRejected | None:
+    """BAD_TRIGGER: a stop without a trigger in range, a trigger on another type, or one the
+    last trade has already reached (a buy's at or below it, a sell's at or above it)."""
+    trigger = cmd.trigger_price
+    if not is_stop:
+        if trigger:
+            return order_rejected(cmd, Code.BAD_TRIGGER, "only stop orders have a trigger_price")
+        return None
+    if not 0 < trigger <= MAX_PRICE_TICKS:
+        return order_rejected(cmd, Code.BAD_TRIGGER, "a stop order needs a trigger_price")
+    last = market.books[cmd.symbol].last_price
+    if last and (trigger <= last if is_buy else trigger >= last):
+        side = "at or below" if is_buy else "at or above"
+        return order_rejected(
+            cmd, Code.BAD_TRIGGER, f"the last trade ({last} ticks) is already {side} the trigger"
+        )
     return None

@@ -80,9 +80,11 @@ def _check_units(market: Market, cmd: DepositUnits | WithdrawUnits) -> list[Even
 def release_holds(market: Market, order: Order) -> None:
     account = order.account
     if order.is_buy:
-        if order.type == "limit":
+        if order.type in {"limit", "stop_limit"}:
             tick = market.instruments[order.symbol].tick
             account.cash_held -= order.price * tick * order.remaining
+        elif order.type == "stop":  # a waiting stop buy holds its budget
+            account.cash_held -= order.budget
     else:
         account.units_held[order.symbol] -= order.remaining
 

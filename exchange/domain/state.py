@@ -67,6 +67,9 @@ class BookState(msgspec.Struct, frozen=True, array_like=True):
 
     symbol: str
     orders: list[OrderState]
+    # Issue 16: stop orders waiting for their trigger, oldest first, and the last trade price.
+    stops: list[OrderState] = msgspec.field(default_factory=list)
+    last_price: int = 0
 
 
 class EngineState(msgspec.Struct, frozen=True):
@@ -139,6 +142,9 @@ def restore_state(state: EngineState) -> Engine:
         for s in b.orders:
             order = open_orders[s.order_id] = _restore_order(engine, s)
             (book.bids if order.is_buy else book.asks).rest(order)
+        for s in b.stops:
+            book.stops.add(open_orders.setdefault(s.order_id, _restore_order(engine, s)))
+        book.last_price = b.last_price
     for order_id in sorted(open_orders):
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
@@ -177,6 +183,8 @@ def _export_book(book: OrderBook) -> BookState:
             for level in side.levels_best_first()
             for o in level.orders()
         ],
+        [_export_order(o) for o in book.stops.orders.values()],
+        book.last_price,
     )
 
 
@@ -206,7 +214,7 @@ def _restore_order(engine: Engine, s: OrderState) -> Order:
     return Order(
         s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side,
         s.side == "buy", s.type, s.tif, s.price, s.qty, s.remaining, s.post_only, s.stp, s.ts,
-        s.status,
+        s.status, None, s.trigger_price, s.display_qty, s.shown, s.budget,
     )
 
 
