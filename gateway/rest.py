@@ -55,7 +55,7 @@ from exchange.domain.text import (
 from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.daystats import last_day
-from gateway.messages import shown_tif
+from gateway.messages import order_extras, shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
@@ -410,7 +410,7 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "filled": o.filled,
         "avg_price": read.avg_price(o.symbol, o.filled, o.notional),
         "ts": o.ts,
-    }
+    } | order_extras(o, read.price)
 
 
 @routes.get("/v1/fills")

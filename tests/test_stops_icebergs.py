@@ -1,5 +1,6 @@
 """Stop, stop-limit and iceberg orders (issue 16): every rule and reject code of the core."""
 
+import msgspec
 import pytest
 
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
@@ -14,6 +15,7 @@ from exchange.domain.events import (
     TradeExecuted,
 )
 from exchange.domain.state import export_state, restore_state
+from gateway.protocol import Place, code_for, decode_request
 from tests.builders import Market, of_type, rejection
 from tests.streams import mixed_stream
 
@@ -268,3 +270,33 @@ def test_the_shared_test_stream_triggers_stops_and_refreshes_icebergs() -> None:
         waited = waited or any(b.stops.orders for b in engine.books.values())
     assert {"OrderTriggered", "OrderRefreshed"} <= kinds
     assert waited
+
+
+# --- the edge: the WebSocket request's new fields ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ('{"op":"place","symbol":"A","side":"sell","qty":1,"type":"stop","trigger_price":4.9}',
+         "BAD_TRIGGER"),
+        ('{"op":"place","symbol":"A","side":"sell","qty":5,"price":"1","display_qty":0}',
+         "BAD_QTY"),
+        ('{"op":"place","symbol":"A","side":"sell","qty":5,"price":"1","display_qty":"2"}',
+         "BAD_QTY"),
+    ],
+)
+def test_a_malformed_trigger_or_display_qty_gets_its_code(frame: str, code: str) -> None:
+    with pytest.raises(msgspec.DecodeError) as error:
+        decode_request(frame)
+    assert code_for(error.value) == code
+
+
+def test_stop_and_iceberg_fields_decode() -> None:
+    frame = (
+        '{"op":"place","symbol":"A","side":"buy","qty":5,"price":"1.00","type":"stop_limit",'
+        '"trigger_price":"0.95","display_qty":2}'
+    )
+    place = decode_request(frame)
+    assert isinstance(place, Place)
+    assert (place.type, place.trigger_price, place.display_qty) == ("stop_limit", "0.95", 2)
