@@ -37,8 +37,10 @@ def test_the_shallow_mix_keeps_its_stream_and_hash() -> None:
 
 
 @needs_reference
-def test_compare_reports_both_ratios_from_interleaved_rounds() -> None:
-    report = compare(2_000, 1, 1, str(DEFAULT_REFERENCE))
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_compare_reports_both_ratios_from_interleaved_rounds(clock: str) -> None:
+    report = compare(2_000, 1, 1, str(DEFAULT_REFERENCE), clock)
+    assert report["clock"] == clock
     rounds = report["rounds"]
     assert isinstance(rounds, list)
     assert len(rounds) == 1
