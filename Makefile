@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster demo test lint typecheck unit bench clean nats-server
+.PHONY: run cluster demo test lint typecheck unit bench clean nats-server chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The exchange with a demo market, on the embedded file journal in ./data.
+# The exchange with a demo market and its simulated traders, on the embedded file journal in
+# ./data; the trading page is at http://127.0.0.1:8080/.
 run: $(STAMP)
-	$(BIN)/exchange serve --demo --data-dir ./data
+	$(BIN)/exchange serve --demo --simulate --data-dir ./data
 
 # The same exchange as processes over NATS, replicated: 3 nats-server nodes (stream and lease R3),
 # 2 sequencers (a leader and a warm standby) and 2 gateways (8080, 8081).
@@ -36,7 +37,11 @@ typecheck: $(STAMP)
 nats-server:
 	bash .ci/install-nats-server
 
-unit: $(STAMP) nats-server
+# Debian's chromium, for the web page's browser tests (Playwright drives it; never a download).
+chromium:
+	bash .ci/install-chromium
+
+unit: $(STAMP) nats-server chromium
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -45,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_engine --ops 1000000 --seed 1 --json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts

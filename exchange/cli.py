@@ -3,10 +3,12 @@
 import argparse
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.logs import LOG_FORMATS, configure
 from exchange.sequencer import GATHER_MS
@@ -18,6 +20,10 @@ from gateway.limits import (
     RATE_PER_S,
 )
 
+if TYPE_CHECKING:
+    from gateway.demofeed import DemoFeed
+    from gateway.server import Companion
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
@@ -27,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
+    serve.add_argument(
+        "--simulate", action="store_true",
+        help="run the simulated market beside the server (agents trading ACME over WebSocket "
+        "around a hidden value; the demo-only feed /v1/demo/fundamental shows it)",
+    )  # fmt: skip
     _gather_flag(serve)
     sequencer = commands.add_parser(
         "sequencer", help="cluster role: sequence, match and journal commands from NATS"
@@ -82,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("--demo", action="store_true", help="seed a demo market once")
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
+    _simulate_parser(commands)
     journal = commands.add_parser("journal", help="look at a data directory's journal")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
     verify = journal_commands.add_parser(
@@ -93,6 +105,37 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--from", dest="from_seq", type=_whole, default=1, metavar="SEQ")
     inspect.add_argument("--limit", type=_positive_int, default=1_000, metavar="N")
     return parser
+
+
+def _simulate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    simulate = commands.add_parser(
+        "simulate", help="a simulated market: agents trading over WebSocket around a hidden value"
+    )
+    simulate.add_argument("--url", default="http://127.0.0.1:8080", help="the exchange's HTTP URL")
+    simulate.add_argument(
+        "--admin-token", default=None,
+        help="default: $EXCHANGE_ADMIN_TOKEN, else the file ./data/admin-token",
+    )  # fmt: skip
+    simulate.add_argument("--symbol", default="ACME", help="listed (trading) if it is not yet")
+    simulate.add_argument("--seed", type=_whole, default=1)
+    simulate.add_argument("--steps", type=_positive_int, default=None, help="default: until Ctrl-C")
+    simulate.add_argument(
+        "--speed", type=_non_negative, default=1.0,
+        help="simulated seconds a wall-clock second (0: as fast as the exchange answers)",
+    )  # fmt: skip
+    simulate.add_argument("--maker-rate", type=_positive, default=1.0, help="acts a second")
+    simulate.add_argument("--noise-traders", type=_whole, default=3)
+    simulate.add_argument("--noise-rate", type=_positive, default=0.5, help="acts a second each")
+    simulate.add_argument("--informed-traders", type=_whole, default=3)
+    simulate.add_argument("--informed-rate", type=_positive, default=0.5, help="acts a second each")
+    simulate.add_argument(
+        "--report", type=Path, default=None, metavar="DIR",
+        help="write DIR/simulation.json and DIR/simulation.png at the end",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--accounts", type=Path, default=None, metavar="FILE",
+        help="the agents' accounts and keys: reused if FILE exists, else made and written there",
+    )  # fmt: skip
 
 
 def _client_flags(command: argparse.ArgumentParser) -> None:
@@ -219,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_connections, args.rate_limit, gather_ms=args.gather_ms,
             account_rate_limit=args.account_rate_limit, header_timeout=args.header_timeout,
             max_half_open=args.max_half_open,
+            companion=_companion(args.data_dir) if args.simulate else None,
         ))  # fmt: skip
     if args.command == "gateway":
         from gateway import gateway_node, natsbus, readbucket  # noqa: PLC0415
@@ -253,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host, args.demo,
         ))  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "simulate":
+        return _simulate(args)
     if args.command == "demo":
         from exchange import demo  # noqa: PLC0415
 
@@ -263,6 +309,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.journal_command == "verify":
         return journal_tools.verify(args.dir)
     return journal_tools.inspect(args.dir, args.from_seq, args.limit)
+
+
+# The simulated market beside `exchange serve --simulate`: its agents' accounts are kept
+# here, so a restart trades on with them (cancelling what they left resting).
+SIM_ACCOUNTS_FILE = "sim-accounts.json"
+
+
+def _companion(data_dir: Path) -> "Companion":
+    """`exchange serve --simulate`'s simulated market, at the default (gentle) rates."""
+    from loadtest.simulation import runner  # noqa: PLC0415
+
+    async def run(base_url: str, admin_token: str, feed: "DemoFeed") -> None:
+        options = runner.SimOptions(
+            base_url, admin_token, symbol=feed.symbol, accounts_file=data_dir / SIM_ACCOUNTS_FILE
+        )
+        await runner.live(options, feed.record)
+
+    return run
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from loadtest.simulation import runner  # noqa: PLC0415
+
+    token = args.admin_token or os.environ.get("EXCHANGE_ADMIN_TOKEN")
+    token_file = Path("data") / "admin-token"
+    if not token and token_file.exists():
+        token = token_file.read_text().strip()
+    if not token:
+        print("exchange simulate: give --admin-token (or set $EXCHANGE_ADMIN_TOKEN)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    options = runner.SimOptions(
+        args.url, token, args.symbol, args.seed, args.steps, args.speed, args.maker_rate,
+        args.noise_traders, args.noise_rate, args.informed_traders, args.informed_rate,
+        report_dir=args.report, accounts_file=args.accounts,
+    )  # fmt: skip
+    try:
+        return asyncio.run(runner.simulate(options))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as problem:
+        print(f"exchange simulate: cannot reach {args.url}: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def _describe(event: Event) -> str:
             f"  aggressor={event.aggressor}"
             f"  maker #{event.maker_order_id} ({event.maker_account})"
             f"  taker #{event.taker_order_id} ({event.taker_account})"
+            f"  fees maker {format_cash(event.maker_fee)} taker {format_cash(event.taker_fee)}"
         )
     if isinstance(event, OrderAccepted):
         price = format_price(event.price, TICK_SIZE) if event.type == "limit" else "market"
@@ -59,17 +60,22 @@ def run(say: Callable[[str], None] = print) -> Engine:
             say("  " + _describe(event))
         return events
 
-    say("== primary market: ACME offers 1,000 new shares at 10.00")
-    for name in ("acme-issuer", "alice", "bob", "carol"):
+    say("== primary market: ACME offers 1,000 new shares at 10.00, underwritten by a bank")
+    for name in ("acme-issuer", "alice", "bob", "carol", "acme-bank"):
         do(CreateAccount(name=name))
-    for account in ("A2", "A3", "A4"):
+    for account in ("A2", "A3", "A4", "A5"):
         do(DepositCash(account=account, amount=parse_cash("50000.00")))
-    do(ListInstrument(symbol="ACME", kind="share", tick=1, issuer="A1"))
-    do(OpenOffering(symbol="ACME", price=_price("10.00"), qty=1000))
+    say("== ACME trades with fees: makers get a 0.02% rebate, takers pay 0.10%")
+    do(ListInstrument(symbol="ACME", kind="share", tick=1, issuer="A1", maker_bps=-2,
+                      taker_bps=10))
+    say("== a firm commitment: the bank's 10,000.00 is held; its gross spread is 7%")
+    do(OpenOffering(symbol="ACME", price=_price("10.00"), qty=1000, underwriter="A5",
+                    fee_bps=700, commitment="firm"))
     do(SubscribeOffering(account="A2", offering_id=1, qty=900))
     do(SubscribeOffering(account="A3", offering_id=1, qty=600))
     do(SubscribeOffering(account="A4", offering_id=1, qty=300))
-    say("== oversubscribed 1,800 for 1,000: allocated pro rata, proceeds to the issuer")
+    say("== oversubscribed 1,800 for 1,000: allocated pro rata, the proceeds less the bank's"
+        " 700.00 to the issuer")
     do(CloseOffering(offering_id=1))
 
     say("== secondary market: investors trade with each other")

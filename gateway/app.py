@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from exchange.bus import Bus
-from gateway import clusterview, queryparams, rest
+from gateway import clusterview, demofeed, queryparams, rest, webpage
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
@@ -61,6 +61,7 @@ def build_app(
     account_rate_limit: float | None = None,
     guard: HalfOpenGuard | None = None,
     cluster: clusterview.ClusterSource | None = None,
+    demo_feed: demofeed.DemoFeed | None = None,
 ) -> web.Application:
     edge = [json_errors, queryparams.refuse_unknown_params]
     middlewares = edge if guard is None else [guard.middleware(), *edge]
@@ -78,6 +79,10 @@ def build_app(
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/metrics", metrics.handler)
     app.router.add_get("/v1/cluster", clusterview.handler)
+    # The trading page, and the demo-only feed of the simulation's hidden value.
+    webpage.add_routes(app.router)
+    app["demo_feed"] = demo_feed
+    app.router.add_get("/v1/demo/fundamental", demofeed.handler)
     queryparams.check_routes(app.router)
     app.cleanup_ctx.append(_heartbeats)
     return app

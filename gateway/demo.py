@@ -1,11 +1,13 @@
 """The demo market `exchange serve --demo` seeds on a fresh data directory.
 
-A share (ACME) that went through an oversubscribed offering, a bond (BOND) listed
-straight into trading, five accounts with cash and units, and a market maker's resting
-orders on both, so a newcomer sees a live book at once. The API keys are printed and
-written to a keys file (mode 0600): DATA_DIR/demo-keys.json for `exchange serve --demo`,
-the `--demo-keys FILE` of `exchange gateway --demo`. Everything goes through a Bus as
-ordinary commands, so it is journaled like any other activity and never seeded twice.
+A share (ACME) that went through an oversubscribed offering underwritten by a bank (firm,
+a 7% gross spread) and trades with fees (a maker rebate of 2 bps, a taker fee of 10), a bond
+(BOND) listed straight into trading without fees, six accounts with cash and units, and a
+market maker's resting orders on both, so a newcomer sees a live book at once. The API
+keys are printed and written to a keys file (mode 0600): DATA_DIR/demo-keys.json for
+`exchange serve --demo`, the `--demo-keys FILE` of `exchange gateway --demo`. Everything
+goes through a Bus as ordinary commands, so it is journaled like any other activity and
+never seeded twice.
 """
 
 import json
@@ -20,8 +22,16 @@ from exchange.domain.money import parse_cash
 from gateway.auth import hash_api_key, new_api_key
 
 DEMO_KEYS_FILE = "demo-keys.json"
-ACCOUNTS = ("acme-issuer", "bond-issuer", "alice", "bob", "market-maker")
-CASH = {"alice": "250000.00", "bob": "250000.00", "market-maker": "1000000.00"}
+# The underwriter comes last, so the first five keep the ids they had before it.
+ACCOUNTS = ("acme-issuer", "bond-issuer", "alice", "bob", "market-maker", "acme-bank")
+CASH = {
+    "alice": "250000.00", "bob": "250000.00", "market-maker": "1000000.00",
+    "acme-bank": "200000.00",
+}  # fmt: skip
+# ACME's fees: makers get 0.02%, takers pay 0.10%.
+ACME_MAKER_BPS, ACME_TAKER_BPS = -2, 10
+# The bank's gross spread on ACME's offering: 7%, a typical IPO's.
+ACME_OFFERING_FEE_BPS = 700
 
 
 async def _do(sequencer: Bus, command: cmd.Command) -> list[Any]:
@@ -44,10 +54,19 @@ async def seed(sequencer: Bus, keys_path: Path) -> dict[str, dict[str, str]]:
             await _do(sequencer, cmd.DepositCash(account=created.account, amount=cash))
     acct = {name: entry["account"] for name, entry in keys.items()}
 
-    # ACME: a share, 10.00 a unit, 10,000 new units, oversubscribed 14,000.
+    # ACME: a share, 10.00 a unit, 10,000 new units underwritten firm (the bank's 100,000.00
+    # held until the close), oversubscribed 14,000: the bank takes up none and earns 7,000.00.
     issuer = acct["acme-issuer"]
-    await _do(sequencer, cmd.ListInstrument(symbol="ACME", kind="share", tick=1, issuer=issuer))
-    opened = (await _do(sequencer, cmd.OpenOffering(symbol="ACME", price=1000, qty=10_000)))[0]
+    listing = cmd.ListInstrument(
+        symbol="ACME", kind="share", tick=1, issuer=issuer, maker_bps=ACME_MAKER_BPS,
+        taker_bps=ACME_TAKER_BPS,
+    )  # fmt: skip
+    await _do(sequencer, listing)
+    offering = cmd.OpenOffering(
+        symbol="ACME", price=1000, qty=10_000, underwriter=acct["acme-bank"],
+        fee_bps=ACME_OFFERING_FEE_BPS, commitment="firm",
+    )  # fmt: skip
+    opened = (await _do(sequencer, offering))[0]
     assert isinstance(opened, OfferingOpened)
     for name, qty in (("alice", 4_000), ("bob", 4_000), ("market-maker", 6_000)):
         subscribe = cmd.SubscribeOffering(

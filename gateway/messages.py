@@ -16,9 +16,12 @@ from exchange.domain.events import (
     Rejected,
     TradeExecuted,
 )
+from exchange.domain.money import format_cash
 from gateway.readstate import Fill, OrderRecord
 
 Message = dict[str, Any]
+# Fees are charged in the cash currency (docs/PROTOCOL.md, "Fees").
+FEE_ASSET = "USD"
 PriceFormat = Callable[[str, int], str]
 
 
@@ -121,6 +124,8 @@ def fill(f: Fill, prices: Prices) -> Message:
         "filled": f.filled,
         "avg_price": prices.avg_price(f.symbol, f.filled, f.notional),
         "liquidity": f.liquidity,
+        "fee": format_cash(f.fee),
+        "fee_asset": FEE_ASSET,
         "ts": f.ts,
     }
 

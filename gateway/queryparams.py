@@ -37,6 +37,11 @@ ROUTE_PARAMS: dict[str, frozenset[str]] = {
     "/v1/admin/offerings": frozenset(),
     "/v1/admin/offerings/{offering_id}/close": frozenset(),
     "/v1/admin/instruments/{symbol}/status": frozenset(),
+    "/": frozenset(),
+    "/web/{name}": frozenset(),
+    "/v1/demo/fundamental": frozenset(),
+    "/v1/admin/instruments/{symbol}/fees": frozenset(),
+    "/v1/admin/accounts/{account}": frozenset(),
 }
 # Characters of a refused parameter's name quoted back in the error message.
 NAME_SHOWN = 32

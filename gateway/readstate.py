@@ -23,11 +23,13 @@ from exchange.domain.events import (
     CashDeposited,
     CashWithdrawn,
     Event,
+    InstrumentFeesSet,
     InstrumentListed,
     InstrumentStatusChanged,
     OfferingClosed,
     OfferingOpened,
     OfferingSubscribed,
+    OfferingUnderwritten,
     OrderAccepted,
     OrderCancelled,
     OrderRefreshed,
@@ -38,6 +40,7 @@ from exchange.domain.events import (
     UnitsDeposited,
     UnitsWithdrawn,
 )
+from exchange.domain.fees import FEE_ACCOUNT, buy_hold
 
 # Recent trades kept per instrument for GET /v1/trades (the newest first).
 TRADES_KEPT = 1_000
@@ -88,6 +91,7 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     display_qty: int = 0
     shown: int = 0
     budget: int = 0
+    taker_bps: int = 0  # the taker fee rate it was accepted with: a buy's hold covers it
 
     @property
     def visible(self) -> int:
@@ -110,6 +114,7 @@ class Fill(msgspec.Struct, frozen=True, gc=False, array_like=True):
     filled: int
     notional: int
     remaining: int
+    fee: int = 0  # cash minor units this account paid (negative: a rebate it received)
 
 
 class Candle(msgspec.Struct, gc=False, array_like=True):
@@ -127,6 +132,8 @@ class InstrumentView(msgspec.Struct, array_like=True):
     tick: int
     issuer: str
     status: str
+    maker_bps: int = 0
+    taker_bps: int = 0
 
 
 class OfferingView(msgspec.Struct, array_like=True):
@@ -137,6 +144,9 @@ class OfferingView(msgspec.Struct, array_like=True):
     closes_at: int
     is_open: bool = True
     subscribed: int = 0
+    underwriter: str = ""
+    fee_bps: int = 0
+    commitment: str = "best_efforts"
 
 
 class Balance(msgspec.Struct, array_like=True):
@@ -302,6 +312,8 @@ class ReadState:
             OfferingSubscribed: self._offering_subscribed,
             UnitsAllocated: self._units_allocated,
             OfferingClosed: self._offering_closed,
+            InstrumentFeesSet: self._fees_set,
+            OfferingUnderwritten: self._offering_underwritten,
         }
 
     # --- applying records -----------------------------------------------------------------
@@ -384,9 +396,10 @@ class ReadState:
             if found is not None:
                 self.record_orders[e.order_id] = found
             return
+        instrument = self.instruments[e.symbol]
         record = OrderRecord(
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
-            e.price, e.qty, e.remaining, "open", e.ts,
+            e.price, e.qty, e.remaining, "open", e.ts, taker_bps=instrument.taker_bps,
         )  # fmt: skip
         waiting = e.type in {"stop", "stop_limit"}
         if e.trigger_price or e.display_qty:
@@ -399,8 +412,8 @@ class ReadState:
         self.record_orders[e.order_id] = record
         balance = self.balances[e.account]
         if e.side == "buy":  # a market buy (price 0) holds nothing: a budget bounds it
-            balance.cash_held += e.price * self.instruments[e.symbol].tick * e.qty
-            if e.type == "stop":  # a waiting stop buy holds its budget
+            balance.cash_held += buy_hold(e.price, instrument.tick, e.qty, record.taker_bps)
+            if e.type == "stop":  # a waiting stop buy holds its budget (its fees included)
                 record.budget = e.budget
                 balance.cash_held += e.budget
         else:
@@ -444,15 +457,23 @@ class ReadState:
             buyer, seller, buy_order = t.maker_account, t.taker_account, maker
         cash = price * tick * q
         buying, selling = self.balances[buyer], self.balances[seller]
-        limit = buy_order.price if buy_order is not None else price
-        buying.cash_held -= limit * tick * q
+        if buy_order is not None:
+            buying.cash_held -= buy_hold(buy_order.price, tick, q, buy_order.taker_bps)
+        else:
+            buying.cash_held -= cash
         buying.cash -= cash
         selling.cash += cash
+        if t.maker_fee or t.taker_fee:  # each side's fee, to the exchange's fee account
+            self.balances[t.maker_account].cash -= t.maker_fee
+            self.balances[t.taker_account].cash -= t.taker_fee
+            self.balances[FEE_ACCOUNT].cash += t.maker_fee + t.taker_fee
         buying.positions[symbol] = buying.positions.get(symbol, 0) + q
         selling.positions[symbol] = selling.positions.get(symbol, 0) - q
         selling.units_held[symbol] = selling.units_held.get(symbol, 0) - q
-        self._fill(t, maker, t.maker_order_id, t.maker_account, t.maker_remaining, "maker")
-        self._fill(t, taker, t.taker_order_id, t.taker_account, t.taker_remaining, "taker")
+        self._fill(t, maker, t.maker_order_id, t.maker_account, t.maker_remaining, "maker",
+                   t.maker_fee)
+        self._fill(t, taker, t.taker_order_id, t.taker_account, t.taker_remaining, "taker",
+                   t.taker_fee)
         trades = self._trades.get(symbol)
         if trades is None:
             trades = self._trades[symbol] = []
@@ -464,7 +485,7 @@ class ReadState:
 
     def _fill(
         self, t: TradeExecuted, record: OrderRecord | None, order_id: int, account: str,
-        remaining: int, liquidity: str,
+        remaining: int, liquidity: str, fee: int,
     ) -> None:  # fmt: skip
         if record is None:  # not known here (a bug upstream): the fill still counts
             cid, side = "", ("buy" if (t.aggressor == "buy") == (liquidity == "taker") else "sell")
@@ -486,7 +507,7 @@ class ReadState:
                 self._end(record, "filled")
         fill = Fill(
             t.trade_id, order_id, cid, t.symbol, side, t.price, t.qty, liquidity, t.ts,
-            filled, notional, remaining,
+            filled, notional, remaining, fee,
         )  # fmt: skip
         self.record_fills.append(fill)
         kept = self.fills.get(account)
@@ -499,7 +520,8 @@ class ReadState:
         balance = self.balances[e.account]
         record = self.open_orders.get(e.order_id)
         if e.side == "buy":
-            balance.cash_held -= e.price * tick * e.remaining
+            bps = record.taker_bps if record is not None else 0
+            balance.cash_held -= buy_hold(e.price, tick, e.remaining, bps)
             if record is not None and record.budget:  # a waiting stop buy's budget
                 balance.cash_held -= record.budget
                 record.budget = 0
@@ -521,7 +543,10 @@ class ReadState:
         tick = self.instruments[e.symbol].tick
         balance = self.balances[e.account]
         if e.side == "buy":
-            balance.cash_held += (e.price * e.remaining - record.price * record.remaining) * tick
+            bps = record.taker_bps
+            balance.cash_held += buy_hold(e.price, tick, e.remaining, bps) - buy_hold(
+                record.price, tick, record.remaining, bps
+            )
         else:
             held = balance.units_held
             held[e.symbol] = held.get(e.symbol, 0) + e.remaining - record.remaining
@@ -566,7 +591,9 @@ class ReadState:
         self.balances[e.account].positions[e.symbol] = e.position
 
     def _listed(self, e: InstrumentListed) -> None:
-        self.instruments[e.symbol] = InstrumentView(e.symbol, e.kind, e.tick, e.issuer, "listed")
+        self.instruments[e.symbol] = InstrumentView(
+            e.symbol, e.kind, e.tick, e.issuer, "listed", e.maker_bps, e.taker_bps
+        )
         self.books[e.symbol] = Book()
         self.tapes[e.symbol] = Tape()
         self._public[e.symbol] = {}
@@ -574,10 +601,26 @@ class ReadState:
     def _status_changed(self, e: InstrumentStatusChanged) -> None:
         self.instruments[e.symbol].status = e.status
 
+    def _fees_set(self, e: InstrumentFeesSet) -> None:
+        instrument = self.instruments[e.symbol]
+        instrument.maker_bps, instrument.taker_bps = e.maker_bps, e.taker_bps
+
     def _offering_opened(self, e: OfferingOpened) -> None:
         self.offerings[e.offering_id] = OfferingView(
-            e.offering_id, e.symbol, e.price, e.qty, e.closes_at
-        )
+            e.offering_id, e.symbol, e.price, e.qty, e.closes_at, underwriter=e.underwriter,
+            fee_bps=e.fee_bps, commitment=e.commitment,
+        )  # fmt: skip
+        if e.commitment == "firm":  # the underwriter's cash for the whole issue
+            tick = self.instruments[e.symbol].tick
+            self.balances[e.underwriter].cash_held += e.price * tick * e.qty
+
+    def _offering_underwritten(self, e: OfferingUnderwritten) -> None:
+        offering = self.offerings[e.offering_id]
+        balance = self.balances[e.account]
+        balance.cash_held -= offering.price * self.instruments[offering.symbol].tick * offering.qty
+        balance.cash -= e.cost
+        positions = balance.positions
+        positions[offering.symbol] = positions.get(offering.symbol, 0) + e.units
 
     def _offering_subscribed(self, e: OfferingSubscribed) -> None:
         offering = self.offerings[e.offering_id]
@@ -596,7 +639,9 @@ class ReadState:
 
     def _offering_closed(self, e: OfferingClosed) -> None:
         self.offerings[e.offering_id].is_open = False
-        self.balances[e.issuer].cash += e.proceeds
+        self.balances[e.issuer].cash += e.proceeds - e.fee
+        if e.fee:
+            self.balances[e.underwriter].cash += e.fee
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -683,14 +728,14 @@ class ReadState:
         state = cls()
         for i in engine.instruments.values():
             state.instruments[i.symbol] = InstrumentView(
-                i.symbol, i.kind, i.tick, i.issuer, i.status
+                i.symbol, i.kind, i.tick, i.issuer, i.status, i.maker_bps, i.taker_bps
             )
             state.books[i.symbol] = Book()
             state.tapes[i.symbol] = Tape()
         for o in engine.offerings.values():
             state.offerings[o.offering_id] = OfferingView(
                 o.offering_id, o.symbol, o.price, o.qty, o.closes_at, o.is_open,
-                sum(o.subscriptions.values()),
+                sum(o.subscriptions.values()), o.underwriter, o.fee_bps, o.commitment,
             )  # fmt: skip
         for a in engine.accounts.values():
             state.balances[a.account_id] = Balance(
@@ -706,7 +751,7 @@ class ReadState:
                     order.side, order.type, order.tif, order.price, order.qty, order.remaining,
                     "open", order.ts, filled, order.price * filled, resting=not order.waiting,
                     trigger_price=order.trigger_price, display_qty=order.display_qty,
-                    shown=order.shown, budget=order.budget,
+                    shown=order.shown, budget=order.budget, taker_bps=order.taker_bps,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record

@@ -28,13 +28,16 @@ from exchange.domain.events import (
     AccountCreated,
     CashDeposited,
     Event,
+    InstrumentFeesSet,
     InstrumentListed,
     InstrumentStatusChanged,
     OfferingClosed,
     OfferingOpened,
+    OfferingUnderwritten,
     Rejected,
     UnitsDeposited,
 )
+from exchange.domain.fees import FEE_ACCOUNT, fee_problem, offering_fee_problem
 from exchange.domain.limits import (
     MAX_ENTITY_ID,
     MAX_ID_LENGTH,
@@ -55,7 +58,7 @@ from exchange.domain.text import (
 from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.daystats import last_day
-from gateway.messages import order_extras, shown_tif
+from gateway.messages import FEE_ASSET, order_extras, shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
@@ -73,11 +76,8 @@ ORDERS_LIMIT_MAX = 10_000
 # /v1/fills limit: the default and the bound (what the read side keeps an account).
 FILLS_LIMIT_DEFAULT = 100
 FILLS_LIMIT_MAX = FILLS_PER_ACCOUNT
-# Fees are not charged yet: each fill reports a zero fee in the cash currency.
-FEE_ASSET = "USD"
-# What /v1/instruments tells of each instrument's order filters and fees.
+# What /v1/instruments tells of each instrument's order filters.
 MIN_QTY = 1
-NO_FEES = {"maker_bps": 0, "taker_bps": 0}
 # An instrument is "listed" until an admin opens trading (then "trading" or "halted").
 INSTRUMENT_STATUSES = ("listed", *get_args(cmd.TradingStatus))
 INSTRUMENT_KINDS: tuple[str, ...] = get_args(cmd.InstrumentKind)
@@ -206,7 +206,7 @@ async def instruments(request: web.Request) -> web.Response:
                     "min_qty": MIN_QTY,
                     "max_qty": MAX_QTY,
                     "max_price": read.price(i.symbol, MAX_PRICE_TICKS),
-                    "fees": NO_FEES,
+                    "fees": {"maker_bps": i.maker_bps, "taker_bps": i.taker_bps},
                 }
                 for i in read.instruments.values()
                 if (status is None or i.status == status) and (kind is None or i.kind == kind)
@@ -228,6 +228,9 @@ async def offerings(request: web.Request) -> web.Response:
                     "qty": o.qty,
                     "status": "open" if o.is_open else "closed",
                     "subscribed": o.subscribed,
+                    "underwriter": o.underwriter or None,
+                    "fee_bps": o.fee_bps,
+                    "commitment": o.commitment,
                 }
                 for o in read.offerings.values()
             ]
@@ -441,7 +444,7 @@ def _fill(read: ReadModel, f: Fill) -> dict[str, Any]:
         "side": f.side,
         "price": read.price(f.symbol, f.price),
         "qty": f.qty,
-        "fee": "0.00",
+        "fee": format_cash(f.fee),
         "fee_asset": FEE_ASSET,
         "liquidity": f.liquidity,
         "ts": f.ts,
@@ -465,18 +468,34 @@ class Deposit(msgspec.Struct, forbid_unknown_fields=True):
     qty: Annotated[int, Meta(gt=0, le=MAX_QTY)] | None = None
 
 
+# Fee rates at the edge: any int64 decodes; fees.fee_problem says which pairs are allowed.
+FeeBpsAtEdge = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class NewInstrument(msgspec.Struct, forbid_unknown_fields=True):
     symbol: SymbolAtEdge
     kind: cmd.InstrumentKind
     tick_size: str
     issuer: VisibleId
+    maker_bps: FeeBpsAtEdge = 0
+    taker_bps: FeeBpsAtEdge = 0
 
 
 class NewOffering(msgspec.Struct, forbid_unknown_fields=True):
+    """No underwriter: no fee and best efforts (the offering of before underwriting)."""
+
     symbol: SymbolAtEdge
     price: str
     qty: Annotated[int, Meta(gt=0, le=MAX_OFFERING_QTY)]
     closes_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] = 0
+    underwriter: VisibleId | None = None
+    fee_bps: FeeBpsAtEdge = 0
+    commitment: cmd.Commitment = "best_efforts"
+
+
+class NewFees(msgspec.Struct, forbid_unknown_fields=True):
+    maker_bps: FeeBpsAtEdge
+    taker_bps: FeeBpsAtEdge
 
 
 class NewStatus(msgspec.Struct, forbid_unknown_fields=True):
@@ -485,7 +504,7 @@ class NewStatus(msgspec.Struct, forbid_unknown_fields=True):
 
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind)
-    for kind in (NewAccount, Deposit, NewInstrument, NewOffering, NewStatus)
+    for kind in (NewAccount, Deposit, NewInstrument, NewOffering, NewStatus, NewFees)
 }
 
 
@@ -620,9 +639,13 @@ async def deposit(request: web.Request) -> web.Response:
 async def list_instrument(request: web.Request) -> web.Response:
     body = await _body(request, NewInstrument)
     tick = _money(parse_tick_size, body.tick_size)
-    command = cmd.ListInstrument(symbol=body.symbol, kind=body.kind, tick=tick, issuer=body.issuer)
-    listed = (await execute(request, command))[0]
-    assert isinstance(listed, InstrumentListed)
+    _check_fees(body.maker_bps, body.taker_bps)
+    command = cmd.ListInstrument(
+        symbol=body.symbol, kind=body.kind, tick=tick, issuer=body.issuer,
+        maker_bps=body.maker_bps, taker_bps=body.taker_bps,
+    )  # fmt: skip
+    # The first non-zero rate also opens the fee account (an AccountCreated before it).
+    listed = next(e for e in await execute(request, command) if isinstance(e, InstrumentListed))
     return _json({"symbol": listed.symbol, "status": "listed"}, 201)
 
 
@@ -634,9 +657,16 @@ async def open_offering(request: web.Request) -> web.Response:
     if body.symbol not in read.instruments:
         raise ApiError(404, RejectCode.UNKNOWN_SYMBOL, "no such instrument")
     price = _money(lambda t: parse_price(t, read.tick_size(body.symbol)), body.price)
+    problem = offering_fee_problem(body.fee_bps)
+    if problem:
+        raise ApiError(400, RejectCode.BAD_FEE, problem)
+    if not body.underwriter and (body.fee_bps or body.commitment == "firm"):
+        message = "a fee or a firm commitment needs an underwriter"
+        raise ApiError(400, RejectCode.BAD_REQUEST, message)
     command = cmd.OpenOffering(
-        symbol=body.symbol, price=price, qty=body.qty, closes_at=body.closes_at
-    )
+        symbol=body.symbol, price=price, qty=body.qty, closes_at=body.closes_at,
+        underwriter=body.underwriter or "", fee_bps=body.fee_bps, commitment=body.commitment,
+    )  # fmt: skip
     opened = (await execute(request, command))[0]
     assert isinstance(opened, OfferingOpened)
     _note(request, offering_id=str(opened.offering_id))
@@ -653,6 +683,7 @@ async def close_offering(request: web.Request) -> web.Response:
         raise ApiError(404, RejectCode.UNKNOWN_OFFERING, "no such offering")
     events = await execute(request, cmd.CloseOffering(offering_id=offering_id))
     closed = next(e for e in events if isinstance(e, OfferingClosed))
+    took = next((e for e in events if isinstance(e, OfferingUnderwritten)), None)
     read = _read(request)
     return _json(
         {
@@ -660,6 +691,10 @@ async def close_offering(request: web.Request) -> web.Response:
             "symbol": closed.symbol,
             "issued": closed.issued,
             "proceeds": format_cash(closed.proceeds),
+            "fee": format_cash(closed.fee),
+            "issuer_proceeds": format_cash(closed.proceeds - closed.fee),
+            "underwriter": closed.underwriter or None,
+            "underwritten": took.units if took is not None else 0,
             "price": read.price(closed.symbol, read.offerings[closed.offering_id].price),
         }
     )
@@ -676,3 +711,49 @@ async def set_status(request: web.Request) -> web.Response:
     changed = (await execute(request, command))[0]
     assert isinstance(changed, InstrumentStatusChanged)
     return _json({"symbol": changed.symbol, "status": changed.status})
+
+
+def _check_fees(maker_bps: int, taker_bps: int) -> None:
+    problem = fee_problem(maker_bps, taker_bps)
+    if problem:
+        raise ApiError(400, RejectCode.BAD_FEE, problem)
+
+
+@routes.post("/v1/admin/instruments/{symbol}/fees")
+@_admin_action("set_fees")
+async def set_fees(request: web.Request) -> web.Response:
+    """The fee rates of orders placed from now on (resting orders keep theirs)."""
+    body = await _body(request, NewFees)
+    symbol = request.match_info["symbol"]
+    if not is_symbol(symbol):
+        raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
+    _check_fees(body.maker_bps, body.taker_bps)
+    command = cmd.SetInstrumentFees(
+        symbol=symbol, maker_bps=body.maker_bps, taker_bps=body.taker_bps
+    )
+    done = next(e for e in await execute(request, command) if isinstance(e, InstrumentFeesSet))
+    return _json({"symbol": done.symbol, "maker_bps": done.maker_bps, "taker_bps": done.taker_bps})
+
+
+@routes.get("/v1/admin/accounts/{account}")
+async def admin_account(request: web.Request) -> web.Response:
+    """Any account's balances as /v1/account shows them, the fee account's among them
+    (all zero until the first non-zero fee rate creates it)."""
+    _admin(request)
+    account_id = request.match_info["account"]
+    read = _read(request)
+    if account_id in read.state.balances:
+        cash, held, positions, units_held = read.balances(account_id)
+    elif account_id == FEE_ACCOUNT:
+        cash, held, positions, units_held = 0, 0, {}, {}
+    else:
+        raise ApiError(404, RejectCode.UNKNOWN_ACCOUNT, f"no such account: {account_id[:64]}")
+    return _json(
+        {
+            "account": account_id,
+            "cash": format_cash(cash),
+            "available_cash": format_cash(cash - held),
+            "holds": {"cash": format_cash(held), "units": units_held},
+            "positions": positions,
+        }
+    )

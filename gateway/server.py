@@ -7,8 +7,10 @@ failure stops the process with a non-zero status and the reason.
 """
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -25,6 +27,7 @@ from gateway import demo
 from gateway.app import build_app
 from gateway.auth import admin_token
 from gateway.clusterview import ClusterSource
+from gateway.demofeed import DemoFeed
 from gateway.halfopen import HalfOpenGuard, listen
 from gateway.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, MAX_HALF_OPEN, RATE_PER_S
 from gateway.readmodel import ReadModel
@@ -40,6 +43,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What runs beside a demo server (the simulated market, wired by the CLI): given the
+# server's URL, the admin token and the demo feed to tell the hidden value to.
+Companion = Callable[[str, str, DemoFeed], Awaitable[object]]
+# The instrument the simulated market of the demo trades, and its feed shows.
+DEMO_SIMULATED_SYMBOL = "ACME"
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class ServeOptions:
     account_rate_limit: float | None = None
     header_timeout: float = HEADER_TIMEOUT_S
     max_half_open: int = MAX_HALF_OPEN
+    # `--simulate`: run the simulated market beside the server (and its demo feed).
+    companion: Companion | None = None
 
 
 def serve(options: ServeOptions) -> int:
@@ -99,7 +109,8 @@ async def _serve(options: ServeOptions) -> int:
     stop = stop_on_signals()
     loop = asyncio.get_running_loop()
 
-    app, runner, listener = await start_app(sequencer, read, token, options)
+    feed = DemoFeed(DEMO_SIMULATED_SYMBOL) if options.companion is not None else None
+    app, runner, listener = await start_app(sequencer, read, token, options, demo_feed=feed)
     if listener is None:
         await sequencer.stop()
         await sequencing
@@ -111,9 +122,17 @@ async def _serve(options: ServeOptions) -> int:
     if options.demo and not read.state.balances:
         keys = await demo.seed(sequencer, keys_path)
     _welcome(options, keys)
+    beside = None
+    if options.companion is not None and feed is not None:
+        base = f"http://{_local(options.host)}:{listener.sockets[0].getsockname()[1]}"
+        beside = loop.create_task(_companion(options.companion(base, token, feed)))
 
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({stopping, sequencing}, return_when=asyncio.FIRST_COMPLETED)
+    if beside is not None:  # first: its clients' orders go while the exchange still takes them
+        beside.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beside
 
     hub: Hub = app["hub"]
     for session in list(hub.sessions):
@@ -125,6 +144,21 @@ async def _serve(options: ServeOptions) -> int:
     await runner.cleanup()
     stopping.cancel()
     return status
+
+
+def _local(host: str) -> str:
+    """Where a client on this machine reaches a server listening on `host`."""
+    return "127.0.0.1" if host in {"0.0.0.0", "", "::"} else host  # noqa: S104
+
+
+async def _companion(running: Awaitable[object]) -> None:
+    """Run what goes beside the server; its failure is logged, the exchange goes on."""
+    try:
+        await running
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the simulated market stopped")
 
 
 class ClientLimits(Protocol):
@@ -149,14 +183,14 @@ class ClientLimits(Protocol):
 
 async def start_app(
     bus: Bus, read: ReadModel, token: str, options: ClientLimits,
-    cluster: ClusterSource | None = None,
+    cluster: ClusterSource | None = None, demo_feed: DemoFeed | None = None,
 ) -> tuple[web.Application, web.AppRunner, asyncio.Server | None]:
     """The app, set up, and its listening socket: None (with one line on stderr) when the
     port cannot be had; the caller then cleans up the runner."""
     guard = HalfOpenGuard(options.header_timeout, options.max_half_open)
     app = build_app(
         bus, read, token, options.max_connections, options.rate_limit,
-        options.account_rate_limit, guard, cluster,
+        options.account_rate_limit, guard, cluster, demo_feed,
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -182,7 +216,10 @@ async def open_port(
 def _welcome(options: ServeOptions, keys: dict[str, dict[str, str]]) -> None:
     base = f"http://{options.host}:{options.port}"
     lines = [
-        f"exchange listening on {base}  (WebSocket: ws://{options.host}:{options.port}/v1/ws)",
+        (
+            f"exchange listening on {base}/  (the trading page: open it in a browser; "
+            f"WebSocket: ws://{options.host}:{options.port}/v1/ws)"
+        ),
         f"admin token: in $EXCHANGE_ADMIN_TOKEN or {options.data_dir / 'admin-token'}",
     ]
     if keys:
@@ -191,5 +228,10 @@ def _welcome(options: ServeOptions, keys: dict[str, dict[str, str]]) -> None:
         lines.append(
             f"try:  curl -s {base}/v1/book/ACME ; "
             f"curl -s -H 'Authorization: Bearer {alice}' {base}/v1/account"
+        )
+    if options.companion is not None:
+        lines.append(
+            f"simulated market: agents trade {DEMO_SIMULATED_SYMBOL} around a hidden value "
+            f"the page shows (demo only: {base}/v1/demo/fundamental)"
         )
     print("\n".join(lines), flush=True)

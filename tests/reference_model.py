@@ -8,8 +8,10 @@ from the resting orders and open offerings each time it is needed.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import msgspec
 
@@ -28,6 +30,7 @@ from exchange.domain.commands import (
     PlaceOrder,
     ReplaceOrder,
     SelfTradePrevention,
+    SetInstrumentFees,
     SetInstrumentStatus,
     Side,
     SubscribeOffering,
@@ -41,12 +44,14 @@ from exchange.domain.events import (
     CashWithdrawn,
     DoneReason,
     Event,
+    InstrumentFeesSet,
     InstrumentListed,
     InstrumentStatus,
     InstrumentStatusChanged,
     OfferingClosed,
     OfferingOpened,
     OfferingSubscribed,
+    OfferingUnderwritten,
     OrderAccepted,
     OrderCancelled,
     OrderRefreshed,
@@ -62,13 +67,23 @@ from exchange.domain.events import (
 )
 from exchange.domain.limits import (
     MAX_CASH,
+    MAX_OFFERING_FEE_BPS,
     MAX_OFFERING_QTY,
     MAX_OPEN_ORDERS_PER_ACCOUNT,
     MAX_PRICE_TICKS,
     MAX_QTY,
     MAX_TICK,
+    MAX_TRADE_FEE_BPS,
     SYMBOL_PATTERN,
 )
+
+FEE_ACCOUNT = "FEES"  # docs/ENGINE.md, "Fees"
+
+
+def _charge(value: int, bps: int) -> int:
+    """A fee by the rule book with exact fractions: a charge rounded up, a rebate down."""
+    exact = Fraction(value * bps, 10_000)
+    return math.ceil(exact) if bps >= 0 else -math.floor(-exact)
 
 Book = tuple[list[tuple[int, int]], list[tuple[int, int]]]
 STOP_TYPES = ("stop", "stop_limit")
@@ -97,6 +112,8 @@ class _Instrument:
     tick: int
     issuer: str
     status: InstrumentStatus
+    maker_bps: int = 0
+    taker_bps: int = 0
 
 
 @dataclass(eq=False)
@@ -122,6 +139,9 @@ class _Order:
     display_qty: int = 0
     shown: int = 0
     budget: int = 0
+    # The instrument's fee rates when it was accepted (a stop keeps them once triggered).
+    maker_bps: int = 0
+    taker_bps: int = 0
 
     @property
     def waiting(self) -> bool:
@@ -152,6 +172,9 @@ class _Offering:
     qty: int
     closes_at: int
     closed: bool = False
+    underwriter: str = ""
+    fee_bps: int = 0
+    commitment: str = "best_efforts"
     # [account, total requested], in the order of each account's first subscription.
     entries: list[tuple[str, int]] = field(default_factory=list)
 
@@ -233,15 +256,23 @@ class ReferenceModel:
     def _tick(self, symbol: str) -> int:
         return self._instruments[symbol].tick
 
+    def _unit_buy_hold(self, price: int, tick: int, taker_bps: int) -> int:
+        """One unit's value and its taker fee at `price`: what a buy holds per unit."""
+        return price * tick + _charge(price * tick, taker_bps)
+
     def _cash_held(self, account: str) -> int:
         held = 0
         for o in self._book + self._stops:
             if o.account == account and o.side == "buy":
                 tick = self._tick(o.symbol)
-                held += o.budget if o.type == "stop" else o.price * tick * o.remaining
+                held += o.budget if o.type == "stop" else (
+                    o.remaining * self._unit_buy_hold(o.price, tick, o.taker_bps)
+                )
         for off in self._offerings.values():
             if off.closed:
                 continue
+            if off.commitment == "firm" and off.underwriter == account:
+                held += off.price * self._tick(off.symbol) * off.qty
             for who, qty in off.entries:
                 if who == account:
                     held += off.price * self._tick(off.symbol) * qty
@@ -344,6 +375,8 @@ class ReferenceModel:
             return self._cancel(command)
         if isinstance(command, CancelAll):
             return self._cancel_all(command)
+        if isinstance(command, SetInstrumentFees):
+            return self._set_fees(command)
         return self._replace(command)
 
     def _need_account(self, account: str) -> _Account:
@@ -407,11 +440,39 @@ class ReferenceModel:
         self._need_account(command.issuer)
         if command.tick <= 0 or command.tick > MAX_TICK:
             raise _Refusal(RejectCode.BAD_TICK_SIZE)
+        self._check_fees(command.maker_bps, command.taker_bps)
+        events = self._fee_account_for(command.maker_bps, command.taker_bps)
         self._instruments[command.symbol] = _Instrument(
-            symbol=command.symbol, tick=command.tick, issuer=command.issuer, status="listed"
+            symbol=command.symbol, tick=command.tick, issuer=command.issuer, status="listed",
+            maker_bps=command.maker_bps, taker_bps=command.taker_bps,
         )
-        return [InstrumentListed(symbol=command.symbol, kind=command.kind, tick=command.tick,
-                                 issuer=command.issuer)]
+        events.append(InstrumentListed(symbol=command.symbol, kind=command.kind,
+                                       tick=command.tick, issuer=command.issuer,
+                                       maker_bps=command.maker_bps,
+                                       taker_bps=command.taker_bps))
+        return events
+
+    def _check_fees(self, maker_bps: int, taker_bps: int) -> None:
+        if taker_bps < 0 or taker_bps > MAX_TRADE_FEE_BPS:
+            raise _Refusal(RejectCode.BAD_FEE)
+        if maker_bps > taker_bps or maker_bps < -taker_bps:
+            raise _Refusal(RejectCode.BAD_FEE)
+
+    def _fee_account_for(self, maker_bps: int, taker_bps: int) -> list[Event]:
+        """The fee account comes into being with the first non-zero rate."""
+        if (maker_bps == 0 and taker_bps == 0) or FEE_ACCOUNT in self._accounts:
+            return []
+        self._accounts[FEE_ACCOUNT] = _Account(account_id=FEE_ACCOUNT)
+        return [AccountCreated(account=FEE_ACCOUNT, name="exchange fees", api_key_hash="")]
+
+    def _set_fees(self, command: SetInstrumentFees) -> list[Event]:
+        inst = self._need_symbol(command.symbol)
+        self._check_fees(command.maker_bps, command.taker_bps)
+        events = self._fee_account_for(command.maker_bps, command.taker_bps)
+        inst.maker_bps, inst.taker_bps = command.maker_bps, command.taker_bps
+        events.append(InstrumentFeesSet(symbol=inst.symbol, maker_bps=command.maker_bps,
+                                        taker_bps=command.taker_bps))
+        return events
 
     def _set_status(self, command: SetInstrumentStatus) -> list[Event]:
         inst = self._need_symbol(command.symbol)
@@ -428,16 +489,29 @@ class ReferenceModel:
             raise _Refusal(RejectCode.BAD_PRICE)
         if command.qty <= 0 or command.qty > MAX_OFFERING_QTY:
             raise _Refusal(RejectCode.BAD_QTY)
+        if command.fee_bps < 0 or command.fee_bps > MAX_OFFERING_FEE_BPS:
+            raise _Refusal(RejectCode.BAD_FEE)
+        firm = command.commitment == "firm"
+        if command.underwriter:
+            self._need_account(command.underwriter)
+            whole_issue = command.price * inst.tick * command.qty
+            if firm and whole_issue > self._available_cash(command.underwriter):
+                raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+        elif command.fee_bps or firm:
+            raise _Refusal(RejectCode.BAD_REQUEST)
         offering_id = self._next_offering
         self._next_offering += 1
         self._offerings[offering_id] = _Offering(
             offering_id=offering_id, symbol=inst.symbol, price=command.price, qty=command.qty,
-            closes_at=command.closes_at,
+            closes_at=command.closes_at, underwriter=command.underwriter,
+            fee_bps=command.fee_bps, commitment=command.commitment,
         )
         inst.status = "in_offering"
         return [
             OfferingOpened(offering_id=offering_id, symbol=inst.symbol, price=command.price,
-                           qty=command.qty, closes_at=command.closes_at),
+                           qty=command.qty, closes_at=command.closes_at,
+                           underwriter=command.underwriter, fee_bps=command.fee_bps,
+                           commitment=command.commitment),
             InstrumentStatusChanged(symbol=inst.symbol, status="in_offering"),
         ]
 
@@ -496,12 +570,27 @@ class ReferenceModel:
             proceeds += cost
             events.append(UnitsAllocated(offering_id=off.offering_id, account=who,
                                          requested=qty, allocated=allocated, cost=cost))
+        issued = sum(allocations)
+        if off.commitment == "firm":  # the underwriter takes up the rest at the offer price
+            unsold = off.qty - issued
+            cost = unsold * off.price * tick
+            acct = self._accounts[off.underwriter]
+            acct.cash -= cost
+            acct.positions[off.symbol] = acct.positions.get(off.symbol, 0) + unsold
+            proceeds += cost
+            issued += unsold
+            events.append(OfferingUnderwritten(offering_id=off.offering_id,
+                                               account=off.underwriter, units=unsold,
+                                               cost=cost))
+        fee = _charge(proceeds, off.fee_bps)
         inst = self._instruments[off.symbol]
-        self._accounts[inst.issuer].cash += proceeds
+        self._accounts[inst.issuer].cash += proceeds - fee
+        if off.underwriter:
+            self._accounts[off.underwriter].cash += fee
         inst.status = "trading"
         events.append(OfferingClosed(offering_id=off.offering_id, symbol=off.symbol,
-                                     issuer=inst.issuer, issued=sum(allocations),
-                                     proceeds=proceeds))
+                                     issuer=inst.issuer, issued=issued,
+                                     proceeds=proceeds, underwriter=off.underwriter, fee=fee))
         events.append(InstrumentStatusChanged(symbol=off.symbol, status="trading"))
         return events
 
@@ -558,7 +647,8 @@ class ReferenceModel:
                 raise _Refusal(RejectCode.TOO_MANY_ORDERS)
         available = self._available_cash(acct.account_id)
         if command.side == "buy":
-            if priced and command.price * inst.tick * command.qty > available:
+            hold = command.qty * self._unit_buy_hold(command.price, inst.tick, inst.taker_bps)
+            if priced and hold > available:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
             if stop_buy and command.max_notional > available:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
@@ -585,6 +675,7 @@ class ReferenceModel:
             post_only=command.post_only, status="open", accepted=accepted,
             trigger_price=trigger, display_qty=command.display_qty,
             budget=command.max_notional if stop_buy else 0,
+            maker_bps=inst.maker_bps, taker_bps=inst.taker_bps,
         )
         self._orders[order_id] = order
         if command.client_order_id:
@@ -687,10 +778,11 @@ class ReferenceModel:
                 break
             q = min(taker.remaining - filled, maker.shown)
             if budget is not None:
-                q = min(q, budget // (price * tick))
+                q = self._affordable(q, budget, price, tick, taker.taker_bps)
                 if q == 0:
                     break
-                budget -= q * price * tick
+                value = q * price * tick
+                budget -= value + _charge(value, taker.taker_bps)
             filled += q
             maker.remaining -= q
             maker.shown -= q
@@ -739,20 +831,22 @@ class ReferenceModel:
                 continue
             q = min(taker.remaining, maker.visible)  # an iceberg trades what it shows
             if budget is not None:
-                q = min(q, budget // (maker.price * tick))
+                q = self._affordable(q, budget, maker.price, tick, taker.taker_bps)
                 if q == 0:
                     break
-                budget -= q * maker.price * tick
+                value = q * maker.price * tick
+                budget -= value + _charge(value, taker.taker_bps)
             if maker.display_qty:
                 maker.shown -= q
-            self._settle(taker, maker, q, tick)
+            maker_fee, taker_fee = self._settle(taker, maker, q, tick)
             self._last_price[taker.symbol] = maker.price
             events.append(TradeExecuted(
                 trade_id=self._next_trade, symbol=taker.symbol, price=maker.price, qty=q,
                 aggressor=taker.side, maker_order_id=maker.order_id,
                 maker_account=maker.account, maker_remaining=maker.remaining,
                 taker_order_id=taker.order_id, taker_account=taker.account,
-                taker_remaining=taker.remaining, ts=ts,
+                taker_remaining=taker.remaining, ts=ts, maker_fee=maker_fee,
+                taker_fee=taker_fee,
             ))
             self._next_trade += 1
             if maker.display_qty and maker.remaining and not maker.shown:
@@ -778,8 +872,23 @@ class ReferenceModel:
             events.append(self._end(taker, "expired"))
         return events
 
-    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> None:
+    def _affordable(self, q: int, budget: int, price: int, tick: int, taker_bps: int) -> int:
+        """The most units, up to q, a market buy's budget pays at `price`, each unit counted
+        at its value plus its own rounded-up taker fee (the rule book's per-unit cost)."""
+        while q > 0 and q * self._unit_buy_hold(price, tick, taker_bps) > budget:
+            q -= 1
+        return q
+
+    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> tuple[int, int]:
+        """Trade q at the maker's price; (maker fee, taker fee), each at its order's rate."""
         value = maker.price * tick * q
+        taker_fee = _charge(value, taker.taker_bps)
+        # A rebate is paid only out of the same fill's taker fee.
+        maker_fee = max(_charge(value, maker.maker_bps), -taker_fee)
+        self._accounts[maker.account].cash -= maker_fee
+        self._accounts[taker.account].cash -= taker_fee
+        if maker_fee or taker_fee:
+            self._accounts[FEE_ACCOUNT].cash += maker_fee + taker_fee
         buyer, seller = (taker, maker) if taker.side == "buy" else (maker, taker)
         buy_acct = self._accounts[buyer.account]
         sell_acct = self._accounts[seller.account]
@@ -792,6 +901,7 @@ class ReferenceModel:
         if maker.remaining == 0:
             self._book.remove(maker)
             maker.status = "filled"
+        return maker_fee, taker_fee
 
     # --- cancel and replace ----------------------------------------------------------------
 
@@ -852,7 +962,9 @@ class ReferenceModel:
         new_remaining = new_qty - filled
         kept = max(new_remaining, 0)
         if order.side == "buy":
-            growth = new_price * inst.tick * kept - order.price * inst.tick * order.remaining
+            growth = kept * self._unit_buy_hold(new_price, inst.tick, order.taker_bps) - (
+                order.remaining * self._unit_buy_hold(order.price, inst.tick, order.taker_bps)
+            )
             if growth > self._available_cash(order.account):
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
         elif kept - order.remaining > self._available_units(order.account, order.symbol):

@@ -17,6 +17,7 @@ from exchange.domain.commands import (
     OrderType,
     PlaceOrder,
     ReplaceOrder,
+    SetInstrumentFees,
     SetInstrumentStatus,
     Side,
     SubscribeOffering,
@@ -26,23 +27,29 @@ from exchange.domain.commands import (
 from exchange.domain.engine import Engine
 
 SYMBOLS = ("ACME", "BOND.A", "FUND-1")
+# Trading fees (maker, taker bps) each instrument is listed with: FUND-1 pays makers a rebate.
+LISTED_FEES = ((0, 0), (0, 0), (-3, 7))
 ACCOUNTS = 8
 START_TS = 1_700_000_000_000_000_000
 
 
 def mixed_stream(seed: int, count: int) -> list[Command]:
     """`count` commands after a fixed set-up: trading on three instruments (one reached
-    through an offering), with every order type, cancels, replaces and halts mixed in."""
+    through an underwritten offering, one with fees), with every order type, cancels,
+    replaces, halts and fee changes mixed in."""
     rng = random.Random(seed)
     ts = START_TS
     out: list[Command] = [CreateAccount(name=f"trader-{i}") for i in range(1, ACCOUNTS + 1)]
     accounts = [f"A{i}" for i in range(1, ACCOUNTS + 1)]
     out.extend(DepositCash(account=account, amount=50_000_000) for account in accounts)
     out.extend(
-        ListInstrument(symbol=symbol, kind="share", tick=1 + 4 * n, issuer="A1")
-        for n, symbol in enumerate(SYMBOLS)
-    )
-    out.append(OpenOffering(symbol="ACME", price=1000, qty=5000))
+        ListInstrument(symbol=symbol, kind="share", tick=1 + 4 * n, issuer="A1",
+                       maker_bps=maker_bps, taker_bps=taker_bps)
+        for n, (symbol, (maker_bps, taker_bps)) in enumerate(zip(SYMBOLS, LISTED_FEES, strict=True))
+    )  # fmt: skip
+    # Undersubscribed (7 subscriptions of at most 2,000): the firm underwriter takes the rest.
+    out.append(OpenOffering(symbol="ACME", price=1000, qty=15_000, underwriter=accounts[-1],
+                            fee_bps=650, commitment="firm"))
     out.extend(
         SubscribeOffering(account=account, offering_id=1, qty=rng.randint(100, 2000))
         for account in accounts[1:]
@@ -99,6 +106,10 @@ def _random_command(rng: random.Random, oracle: Engine, accounts: list[str], i: 
     if roll < 0.955:
         status: TradingStatus = "halted" if rng.random() < 0.3 else "trading"
         return SetInstrumentStatus(symbol=symbol, status=status)
+    if roll < 0.958:
+        return SetInstrumentFees(
+            symbol=symbol, maker_bps=rng.choice((-5, 0, 5)), taker_bps=rng.choice((5, 10, 30))
+        )
     return WithdrawCash(account=account, amount=rng.randint(1, 1_000_000))
 
 

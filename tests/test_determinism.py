@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from exchange.domain.engine import Engine
-from exchange.domain.events import Event
+from exchange.domain.events import Event, TradeExecuted
 from exchange.domain.state import decode_state, encode_state, export_state, restore_state
 from tests.streams import mixed_stream
 
@@ -21,7 +21,7 @@ STREAM_LENGTH = 4_000
 REPLAY = """
 import hashlib, msgspec
 from exchange.domain.engine import Engine
-from exchange.domain.events import Event
+from exchange.domain.events import Event, TradeExecuted
 from tests.streams import mixed_stream
 engine, digest = Engine(), hashlib.sha256()
 for command in mixed_stream({seed}, {length}):
@@ -51,8 +51,23 @@ def test_the_stream_exercises_trading() -> None:
     kinds: set[str] = set()
     for command in mixed_stream(STREAM_SEED, STREAM_LENGTH):
         kinds.update(type(e).__name__ for e in engine.apply(command))
-    expected = {"TradeExecuted", "OrderCancelled", "OrderReplaced", "UnitsAllocated"}
+    expected = {"TradeExecuted", "OrderCancelled", "OrderReplaced", "UnitsAllocated",
+                "OfferingUnderwritten", "InstrumentFeesSet"}
     assert expected <= kinds
+
+
+def test_the_stream_charges_fees_and_rebates() -> None:
+    engine = Engine()
+    fees: set[int] = set()
+    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH):
+        for e in engine.apply(command):
+            if isinstance(e, TradeExecuted):
+                fees.update((e.maker_fee, e.taker_fee))
+    assert min(fees) < 0 < max(fees), "rebates and charges both appear"
+    state = export_state(engine)
+    assert state.instrument_fees
+    assert state.order_fees
+    assert state.underwriting
 
 
 def test_export_and_restore_mid_stream_gives_the_same_final_hash() -> None:

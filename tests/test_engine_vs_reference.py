@@ -2,9 +2,10 @@
 
 This module owns the random command generator and the per-step comparison: after every
 command both must have produced the same events (reject messages aside: the rule book
-fixes codes, not wording) and hold the same books and balances, and the engine's state
-must satisfy the rule book's invariants (no negative balances or holds, holds within
-balances, cash and units conserved by everything but deposits, withdrawals and offerings).
+fixes codes, not wording) and hold the same books and balances (the fee account's too), and
+the engine's state must satisfy the rule book's invariants (no negative balances or holds,
+holds within balances, cash conserved by everything but deposits and withdrawals, with the
+fees in the fee account, and units by everything but deposits, withdrawals and offerings).
 A failure prints the whole command sequence that led to it, already shrunk by hypothesis.
 """
 
@@ -24,6 +25,7 @@ from exchange.domain.commands import (
     CancelOrder,
     CloseOffering,
     Command,
+    Commitment,
     CreateAccount,
     DepositCash,
     DepositUnits,
@@ -33,6 +35,7 @@ from exchange.domain.commands import (
     PlaceOrder,
     ReplaceOrder,
     SelfTradePrevention,
+    SetInstrumentFees,
     SetInstrumentStatus,
     Side,
     SubscribeOffering,
@@ -49,6 +52,7 @@ from exchange.domain.events import (
     Event,
     InstrumentListed,
     OfferingOpened,
+    OfferingUnderwritten,
     OrderAccepted,
     OrderRejected,
     OrderReplaced,
@@ -57,7 +61,14 @@ from exchange.domain.events import (
     UnitsDeposited,
     UnitsWithdrawn,
 )
-from exchange.domain.limits import MAX_CASH, MAX_PRICE_TICKS, MAX_QTY, MAX_TICK
+from exchange.domain.limits import (
+    MAX_CASH,
+    MAX_OFFERING_FEE_BPS,
+    MAX_PRICE_TICKS,
+    MAX_QTY,
+    MAX_TICK,
+    MAX_TRADE_FEE_BPS,
+)
 from tests.reference_model import ReferenceModel
 
 ACCOUNTS = ("A1", "A2", "A3", "A4")
@@ -188,6 +199,9 @@ class EngineVsReference(RuleBasedStateMachine):
             elif isinstance(event, UnitsAllocated):
                 symbol = self.offering_symbol[event.offering_id]
                 self.units_total[symbol] = self.units_total.get(symbol, 0) + event.allocated
+            elif isinstance(event, OfferingUnderwritten):
+                symbol = self.offering_symbol[event.offering_id]
+                self.units_total[symbol] = self.units_total.get(symbol, 0) + event.units
 
     def _compare_state(self, command: Command) -> None:
         where = f"after {command!r}"
@@ -233,14 +247,17 @@ class EngineVsReference(RuleBasedStateMachine):
             self._run(CreateAccount(ts=self._next_ts(), name=name, api_key_hash=f"h-{name}"))
         for account, amount in zip(ACCOUNTS, (1_000_000, 300_000, 100_000, 20_000), strict=True):
             self._run(DepositCash(ts=self._next_ts(), account=account, amount=amount))
+        # XA charges fees and pays makers a rebate; XB's offering is underwritten (firm, a
+        # 3.33% gross spread that does not divide evenly); XB trades free until set_fees.
         self._run(ListInstrument(ts=self._next_ts(), symbol="XA", kind="share", tick=1,
-                                 issuer="A1"))
+                                 issuer="A1", maker_bps=-10, taker_bps=25))
         self._run(SetInstrumentStatus(ts=self._next_ts(), symbol="XA", status="trading"))
         for account, qty in zip(ACCOUNTS, (200, 100, 60, 30), strict=True):
             self._run(DepositUnits(ts=self._next_ts(), account=account, symbol="XA", qty=qty))
         self._run(ListInstrument(ts=self._next_ts(), symbol="XB", kind="bond", tick=5,
                                  issuer="A2"))
-        self._run(OpenOffering(ts=self._next_ts(), symbol="XB", price=100, qty=100))
+        self._run(OpenOffering(ts=self._next_ts(), symbol="XB", price=101, qty=200,
+                               underwriter="A1", fee_bps=333, commitment="firm"))
         for account, qty in (("A1", 60), ("A3", 40), ("A4", 30)):
             self._run(SubscribeOffering(ts=self._next_ts(), account=account, offering_id=1,
                                         qty=qty))
@@ -478,24 +495,32 @@ class EngineVsReference(RuleBasedStateMachine):
         self._run(SetInstrumentStatus(ts=self._next_ts(), symbol=symbol, status=status))
 
     @rule(fresh=st.sampled_from((True, True, False)), issuer=any_account,
-          tick=st.sampled_from((1, 5, 5, 0, MAX_TICK + 1)))
-    def list_instrument(self, fresh: bool, issuer: str, tick: int) -> None:
+          tick=st.sampled_from((1, 5, 5, 0, MAX_TICK + 1)),
+          fees=st.sampled_from(((0, 0), (0, 0), (5, 20), (-20, 20), (-21, 20), (21, 20))))
+    def list_instrument(self, fresh: bool, issuer: str, tick: int, fees: tuple[int, int]) -> None:
         if fresh and self.new_symbols >= MAX_NEW_SYMBOLS:
             return
         symbol = f"N{self.new_symbols + 1}" if fresh else "XA"
         events = self._run(ListInstrument(ts=self._next_ts(), symbol=symbol, kind="fund",
-                                          tick=tick, issuer=issuer))
+                                          tick=tick, issuer=issuer, maker_bps=fees[0],
+                                          taker_bps=fees[1]))
         if any(isinstance(e, InstrumentListed) for e in events):
             self.new_symbols += 1
 
     @rule(symbol=st.sampled_from(("N1", "N1", "N2", "XA", NO_SYMBOL)),
           price=st.sampled_from((0, 80, 100, MAX_PRICE_TICKS + 1)),
-          qty=st.sampled_from((0, 10, 50)),
-          window=st.sampled_from((0, 0, 2, 6)))
-    def open_offering(self, symbol: str, price: int, qty: int, window: int) -> None:
+          qty=st.sampled_from((0, 10, 50, 5_000)),
+          window=st.sampled_from((0, 0, 2, 6)),
+          underwriter=st.sampled_from(("", "", "A1", "A2", "A4", NOBODY)),
+          fee_bps=st.sampled_from((0, 0, 333, 700, MAX_OFFERING_FEE_BPS,
+                                   MAX_OFFERING_FEE_BPS + 1)),
+          commitment=st.sampled_from(("best_efforts", "firm", "firm")))
+    def open_offering(self, symbol: str, price: int, qty: int, window: int, underwriter: str,
+                      fee_bps: int, commitment: Commitment) -> None:
         closes_at = self.ts + window * STEP_NS if window else 0
         self._run(OpenOffering(ts=self._next_ts(), symbol=symbol, price=price, qty=qty,
-                               closes_at=closes_at))
+                               closes_at=closes_at, underwriter=underwriter, fee_bps=fee_bps,
+                               commitment=commitment))
 
     @rule(account=any_account, pick=picks, qty=st.sampled_from((0, 1, 7, 13, 30, 60, 400)))
     def subscribe(self, account: str, pick: int, qty: int) -> None:
@@ -504,6 +529,14 @@ class EngineVsReference(RuleBasedStateMachine):
         )
         self._run(SubscribeOffering(ts=self._next_ts(), account=account,
                                     offering_id=offering_id, qty=qty))
+
+    @rule(symbol=st.sampled_from((*TRADED, *TRADED, NO_SYMBOL)),
+          maker_bps=st.sampled_from((-30, -25, -10, 0, 0, 5, 25, 40, MAX_TRADE_FEE_BPS)),
+          taker_bps=st.sampled_from((0, 0, 10, 25, 33, MAX_TRADE_FEE_BPS,
+                                     MAX_TRADE_FEE_BPS + 1, -5)))
+    def set_fees(self, symbol: str, maker_bps: int, taker_bps: int) -> None:
+        self._run(SetInstrumentFees(ts=self._next_ts(), symbol=symbol, maker_bps=maker_bps,
+                                    taker_bps=taker_bps))
 
     @rule(pick=picks)
     def close_offering(self, pick: int) -> None:

@@ -14,7 +14,7 @@ from exchange.domain.events import (
     OrderTriggered,
     TradeExecuted,
 )
-from exchange.domain.state import export_state, restore_state
+from exchange.domain.state import decode_state, encode_state, export_state, restore_state
 from gateway.protocol import Place, code_for, decode_request
 from tests.builders import Market, of_type, rejection
 from tests.streams import mixed_stream
@@ -257,6 +257,33 @@ def test_icebergs_survive_export_and_restore(m: Market) -> None:
     restored = restore_state(export_state(m.engine))
     assert restored.state_hash() == m.engine.state_hash()
     assert restored.book("ACME") == m.engine.book("ACME") == ([], [(100, 3)])
+
+
+BEFORE_ISSUE_16_KEYS = {
+    "version", "next_account", "next_order", "next_trade", "next_offering", "accounts",
+    "instruments", "offerings", "books",
+}
+
+
+def test_a_state_without_stops_icebergs_or_trades_encodes_as_before(m: Market) -> None:
+    """The new state is left out when empty: snapshots written before restore and check."""
+    m.rest(m.account(), "buy", 1, 90)
+    m.rest(m.account(units={"ACME": 1}), "sell", 1, 110)
+    plain = msgspec.msgpack.decode(encode_state(export_state(m.engine)))
+    assert set(plain) == BEFORE_ISSUE_16_KEYS
+    (book,) = plain["books"]
+    assert len(book) == 2  # symbol, orders: no stop or last price fields
+    assert {len(row) for row in book[1]} == {14}  # OrderState as it was
+    restored = restore_state(decode_state(encode_state(export_state(m.engine))))
+    assert restored.state_hash() == m.engine.state_hash()
+    trade_at(m, 100)
+    m.rest(m.account(units={"ACME": 1}), "sell", 1, 0, type="stop", trigger_price=95)
+    m.rest(m.account(units={"ACME": 5}), "sell", 5, 120, display_qty=2)
+    full = msgspec.msgpack.decode(encode_state(export_state(m.engine)))
+    assert set(full) - BEFORE_ISSUE_16_KEYS == {"stops", "last_prices", "order_extras"}
+    restored = restore_state(decode_state(encode_state(export_state(m.engine))))
+    assert restored.state_hash() == m.engine.state_hash()
+    assert restored.book("ACME") == m.engine.book("ACME")
 
 
 def test_the_shared_test_stream_triggers_stops_and_refreshes_icebergs() -> None:

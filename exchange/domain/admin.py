@@ -16,6 +16,7 @@ from exchange.domain.events import (
     InstrumentListed,
     InstrumentStatusChanged,
 )
+from exchange.domain.fees import fee_problem, open_fee_account
 from exchange.domain.instruments import Instrument
 from exchange.domain.limits import MAX_TICK, SYMBOL_PATTERN
 from exchange.domain.market import Market
@@ -50,13 +51,23 @@ def list_instrument(market: Market, cmd: ListInstrument) -> list[Event]:
         return refuse(cmd, Code.UNKNOWN_ACCOUNT, "no such issuer account")
     if not 0 < cmd.tick <= MAX_TICK:
         return refuse(cmd, Code.BAD_TICK_SIZE, "tick out of range")
+    problem = fee_problem(cmd.maker_bps, cmd.taker_bps)
+    if problem:
+        return refuse(cmd, Code.BAD_FEE, problem)
+    events: list[Event] = []
+    if cmd.maker_bps or cmd.taker_bps:
+        open_fee_account(market, events)
     market.instruments[cmd.symbol] = Instrument(
-        cmd.symbol, cmd.kind, cmd.tick, cmd.issuer, "listed"
+        cmd.symbol, cmd.kind, cmd.tick, cmd.issuer, "listed", cmd.maker_bps, cmd.taker_bps
     )
     market.books[cmd.symbol] = OrderBook(cmd.symbol)
-    return [
-        InstrumentListed(symbol=cmd.symbol, kind=cmd.kind, tick=cmd.tick, issuer=cmd.issuer)
-    ]
+    events.append(
+        InstrumentListed(
+            symbol=cmd.symbol, kind=cmd.kind, tick=cmd.tick, issuer=cmd.issuer,
+            maker_bps=cmd.maker_bps, taker_bps=cmd.taker_bps,
+        )
+    )  # fmt: skip
+    return events
 
 
 def set_status(market: Market, cmd: SetInstrumentStatus) -> list[Event]:

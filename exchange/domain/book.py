@@ -22,7 +22,8 @@ DEPARTED_SLACK = 64
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it."""
+    """A resting order as plain values, as a snapshot stores it (its fee rates and its stop
+    and iceberg fields, when not zero, are kept apart: state.FeeRates, state.OrderExtras)."""
 
     order_id: int
     account: str
@@ -38,11 +39,6 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     stp: SelfTradePrevention
     ts: int
     status: OrderStatus
-    # Issue 16 (stops and icebergs); 0 when unused, so older snapshots read unchanged.
-    trigger_price: int = 0
-    display_qty: int = 0
-    shown: int = 0
-    budget: int = 0
 
 
 class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -85,6 +81,10 @@ class Order(msgspec.Struct, eq=False):
     shown: int = 0
     # A stop buy's budget (its max_notional), held in cash while it waits.
     budget: int = 0
+    # The instrument's fee rates when the order was accepted: it keeps them for life (a
+    # stop through its wait and after its trigger).
+    maker_bps: int = 0
+    taker_bps: int = 0
 
     @property
     def visible(self) -> int:
@@ -103,8 +103,7 @@ class Order(msgspec.Struct, eq=False):
         return OrderState(
             self.order_id, self.account.account_id, self.client_order_id, self.symbol,
             self.side, self.type, self.tif, self.price, self.qty, self.remaining,
-            self.post_only, self.stp, self.ts, self.status, self.trigger_price,
-            self.display_qty, self.shown, self.budget,
+            self.post_only, self.stp, self.ts, self.status,
         )
 
 

@@ -8,6 +8,7 @@ from exchange.domain.client_orders import archive
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
 from exchange.domain.events import DoneReason, Event, OrderCancelled
+from exchange.domain.fees import buy_hold
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, end_taker, match
@@ -52,8 +53,12 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
     live = level.live = level.live - 1
     symbol = order.symbol
     is_buy = order.is_buy
-    if is_buy:  # a resting order is a limit order
-        account.cash_held -= order.price * market.instruments[symbol].tick * remaining
+    if is_buy:  # a resting order is a limit order: its hold is fees.buy_hold's
+        tick = market.instruments[symbol].tick
+        bps = order.taker_bps
+        account.cash_held -= (
+            buy_hold(order.price, tick, remaining, bps) if bps else order.price * tick * remaining
+        )
     else:
         account.units_held[symbol] -= remaining
     order.status = "cancelled"
@@ -87,7 +92,12 @@ def cancel_resting(market: Market, order: Order, reason: DoneReason, events: lis
     account = order.account
     symbol = order.symbol
     if order.is_buy:  # a resting order is a limit order
-        account.cash_held -= order.price * market.instruments[symbol].tick * order.remaining
+        tick = market.instruments[symbol].tick
+        account.cash_held -= (
+            buy_hold(order.price, tick, order.remaining, order.taker_bps)
+            if order.taker_bps
+            else order.price * tick * order.remaining
+        )
     else:
         account.units_held[symbol] -= order.remaining
     order.status = reason
@@ -147,7 +157,10 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     new_remaining = max(new_qty - (order.qty - old_remaining), 0)
     symbol = order.symbol
     if order.is_buy:
-        extra = (new_price * new_remaining - order.price * old_remaining) * tick
+        bps = order.taker_bps
+        extra = buy_hold(new_price, tick, new_remaining, bps) - buy_hold(
+            order.price, tick, old_remaining, bps
+        )
         if extra > account.cash - account.cash_held:
             return [replace_rejected(cmd, Code.INSUFFICIENT_FUNDS, "not enough cash")]
     elif new_remaining - old_remaining > account.available_units(symbol):

@@ -16,6 +16,7 @@ class RejectCode(StrEnum):
     BAD_SYMBOL = "BAD_SYMBOL"
     BAD_TICK_SIZE = "BAD_TICK_SIZE"
     OFF_TICK = "OFF_TICK"
+    BAD_FEE = "BAD_FEE"  # fee bps out of range, or a maker rebate larger than the taker fee
     # References to things that do not exist.
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
     UNKNOWN_ORDER = "UNKNOWN_ORDER"

@@ -15,10 +15,12 @@ from exchange.domain.limits import (
     MAX_CASH,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
+    MAX_OFFERING_FEE_BPS,
     MAX_OFFERING_QTY,
     MAX_PRICE_TICKS,
     MAX_QTY,
     MAX_TICK,
+    MAX_TRADE_FEE_BPS,
     SYMBOL_PATTERN,
 )
 
@@ -28,6 +30,7 @@ TimeInForce = Literal["gtc", "ioc", "fok"]
 SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both"]
 InstrumentKind = Literal["share", "bond", "fund"]
 TradingStatus = Literal["trading", "halted"]
+Commitment = Literal["firm", "best_efforts"]
 
 AccountId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 ClientOrderId = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
@@ -40,6 +43,9 @@ CashCap = Annotated[int, Meta(ge=0, le=MAX_CASH)]
 Tick = Annotated[int, Meta(gt=0, le=MAX_TICK)]
 Timestamp = Annotated[int, Meta(ge=0)]
 EntityId = Annotated[int, Meta(ge=0)]
+# A fee rate in basis points; negative only for a maker rebate (fees.py checks the pair).
+FeeBps = Annotated[int, Meta(ge=-MAX_TRADE_FEE_BPS, le=MAX_TRADE_FEE_BPS)]
+OptionalAccountId = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
 
 
 class _Command(
@@ -105,6 +111,8 @@ class ListInstrument(_Command, frozen=True, kw_only=True, gc=False):
     kind: InstrumentKind
     tick: Tick
     issuer: AccountId
+    maker_bps: FeeBps = 0
+    taker_bps: FeeBps = 0
 
 
 class SetInstrumentStatus(_Command, frozen=True, kw_only=True, gc=False):
@@ -113,12 +121,17 @@ class SetInstrumentStatus(_Command, frozen=True, kw_only=True, gc=False):
 
 
 class OpenOffering(_Command, frozen=True, kw_only=True, gc=False):
-    """Offer `qty` new units at a fixed price; subscriptions close at `closes_at` (0: none)."""
+    """Offer `qty` new units at a fixed price; subscriptions close at `closes_at` (0: none).
+    An `underwriter` account takes `fee_bps` of the gross proceeds and, under a `firm`
+    commitment, buys every unit not subscribed (no underwriter: no fee, best efforts)."""
 
     symbol: Symbol
     price: PriceTicks
     qty: Annotated[int, Meta(gt=0, le=MAX_OFFERING_QTY)]
     closes_at: Timestamp = 0
+    underwriter: OptionalAccountId = ""
+    fee_bps: Annotated[int, Meta(ge=0, le=MAX_OFFERING_FEE_BPS)] = 0
+    commitment: Commitment = "best_efforts"
 
 
 class SubscribeOffering(_Command, frozen=True, kw_only=True, gc=False):
@@ -129,6 +142,14 @@ class SubscribeOffering(_Command, frozen=True, kw_only=True, gc=False):
 
 class CloseOffering(_Command, frozen=True, kw_only=True, gc=False):
     offering_id: EntityId
+
+
+class SetInstrumentFees(_Command, frozen=True, kw_only=True, gc=False):
+    """The fee rates of orders placed from now on (docs/ENGINE.md, "Fees")."""
+
+    symbol: Symbol
+    maker_bps: FeeBps
+    taker_bps: FeeBps
 
 
 # --- the secondary market -----------------------------------------------------------------
@@ -195,4 +216,5 @@ Command = (
     | CancelOrder
     | CancelAll
     | ReplaceOrder
+    | SetInstrumentFees
 )

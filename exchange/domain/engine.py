@@ -31,12 +31,14 @@ from exchange.domain.commands import (
     OpenOffering,
     PlaceOrder,
     ReplaceOrder,
+    SetInstrumentFees,
     SetInstrumentStatus,
     SubscribeOffering,
     WithdrawCash,
     WithdrawUnits,
 )
 from exchange.domain.events import Event
+from exchange.domain.fees import set_fees
 from exchange.domain.market import Market
 from exchange.domain.order_entry import place_order
 from exchange.domain.primary_market import close_offering, open_offering, subscribe_offering
@@ -67,6 +69,7 @@ class Engine(Market):
             CancelOrder: cancel_order,
             CancelAll: cancel_all,
             ReplaceOrder: replace_order,
+            SetInstrumentFees: set_fees,
         }
 
     # --- the one entry point --------------------------------------------------------------

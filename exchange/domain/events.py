@@ -72,6 +72,8 @@ class InstrumentListed(_Event, frozen=True, gc=False):
     kind: InstrumentKind
     tick: int
     issuer: str
+    maker_bps: int = 0
+    taker_bps: int = 0
 
 
 class InstrumentStatusChanged(_Event, frozen=True, gc=False):
@@ -80,11 +82,16 @@ class InstrumentStatusChanged(_Event, frozen=True, gc=False):
 
 
 class OfferingOpened(_Event, frozen=True, gc=False):
+    """Under a `firm` commitment the underwriter's cash for the whole issue is now held."""
+
     offering_id: int
     symbol: str
     price: int
     qty: int
     closes_at: int
+    underwriter: str = ""
+    fee_bps: int = 0
+    commitment: str = "best_efforts"
 
 
 class OfferingSubscribed(_Event, frozen=True, gc=False):
@@ -106,12 +113,27 @@ class UnitsAllocated(_Event, frozen=True, gc=False):
     cost: int
 
 
+class OfferingUnderwritten(_Event, frozen=True, gc=False):
+    """At a firm offering's close, after the allocations: the underwriter's hold for the
+    whole issue is released and it buys the `units` not subscribed for `cost`."""
+
+    offering_id: int
+    account: str
+    units: int
+    cost: int
+
+
 class OfferingClosed(_Event, frozen=True, gc=False):
+    """`proceeds` is the gross (every unit issued at the offer price); the issuer receives
+    `proceeds - fee`, the `underwriter` the `fee`."""
+
     offering_id: int
     symbol: str
     issuer: str
     issued: int
     proceeds: int
+    underwriter: str = ""
+    fee: int = 0
 
 
 # --- the secondary market -----------------------------------------------------------------
@@ -173,6 +195,9 @@ class TradeExecuted(_Event, frozen=True, gc=False):
     taker_account: str
     taker_remaining: int
     ts: int
+    # Cash each side paid the exchange's fee account (a negative maker fee is a rebate).
+    maker_fee: int = 0
+    taker_fee: int = 0
 
 
 class OrderCancelled(_Event, frozen=True, gc=False):
@@ -198,6 +223,14 @@ class OrderReplaced(_Event, frozen=True, gc=False):
     qty: int
     remaining: int
     kept_priority: bool
+
+
+class InstrumentFeesSet(_Event, frozen=True, gc=False):
+    """The fee rates of orders placed from now on."""
+
+    symbol: str
+    maker_bps: int
+    taker_bps: int
 
 
 # --- stop and iceberg orders (issue 16) ----------------------------------------------------
@@ -251,6 +284,8 @@ Event = (
     | TradeExecuted
     | OrderCancelled
     | OrderReplaced
+    | InstrumentFeesSet
+    | OfferingUnderwritten
     | OrderTriggered
     | OrderRefreshed
 )

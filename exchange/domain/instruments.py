@@ -3,34 +3,66 @@
 Pure data and one pure function; the engine decides when they change.
 """
 
-from exchange.domain.commands import InstrumentKind
+from exchange.domain.commands import Commitment, InstrumentKind
 from exchange.domain.events import InstrumentStatus
 
 
 class Instrument:
-    __slots__ = ("issuer", "kind", "status", "symbol", "tick")
+    __slots__ = ("issuer", "kind", "maker_bps", "status", "symbol", "taker_bps", "tick")
 
     def __init__(
-        self, symbol: str, kind: InstrumentKind, tick: int, issuer: str, status: InstrumentStatus
+        self,
+        symbol: str,
+        kind: InstrumentKind,
+        tick: int,
+        issuer: str,
+        status: InstrumentStatus,
+        maker_bps: int = 0,
+        taker_bps: int = 0,
     ) -> None:
         self.symbol = symbol
         self.kind = kind
         self.tick = tick  # cash minor units per price tick
         self.issuer = issuer
         self.status = status
+        # The fee rates an order placed now keeps for its life (fees.py).
+        self.maker_bps = maker_bps
+        self.taker_bps = taker_bps
 
 
 class Offering:
-    __slots__ = ("closes_at", "is_open", "offering_id", "price", "qty", "subscriptions", "symbol")
+    __slots__ = (
+        "closes_at",
+        "commitment",
+        "fee_bps",
+        "is_open",
+        "offering_id",
+        "price",
+        "qty",
+        "subscriptions",
+        "symbol",
+        "underwriter",
+    )
 
     def __init__(
-        self, offering_id: int, symbol: str, price: int, qty: int, closes_at: int
+        self,
+        offering_id: int,
+        symbol: str,
+        price: int,
+        qty: int,
+        closes_at: int,
+        underwriter: str = "",
+        fee_bps: int = 0,
+        commitment: Commitment = "best_efforts",
     ) -> None:
         self.offering_id = offering_id
         self.symbol = symbol
         self.price = price
         self.qty = qty
         self.closes_at = closes_at
+        self.underwriter = underwriter  # "" when none (then no fee, best efforts)
+        self.fee_bps = fee_bps
+        self.commitment: Commitment = commitment
         self.is_open = True
         # Units requested per account, in the order of each account's first subscription.
         self.subscriptions: dict[str, int] = {}

@@ -32,3 +32,10 @@ MAX_TIMESTAMP = 2**63 - 1
 MAX_ENTITY_ID = 2**63 - 1
 # Units one offering may issue.
 MAX_OFFERING_QTY = MAX_QTY
+# Fees in basis points (1 bps = 0.01% of a fill's cash value; fees.BPS_PER_UNIT in one).
+# A trading fee of at most 10%: real venues charge 0.1-0.5%, so this only stops an admin's
+# slip of a digit. A maker rebate (negative maker fee) is at most the taker fee (fees.py).
+MAX_TRADE_FEE_BPS = 1_000
+# An offering's gross spread: at most all of the proceeds (the issuer would get nothing);
+# a typical IPO's is 700 (7%).
+MAX_OFFERING_FEE_BPS = 10_000

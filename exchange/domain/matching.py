@@ -17,6 +17,7 @@ from exchange.domain.events import (
     OrderRefreshed,
     TradeExecuted,
 )
+from exchange.domain.fees import BPS_PER_UNIT, FEE_ACCOUNT, fee_of, unit_fee_hold
 from exchange.domain.market import Market
 from exchange.domain.replies import cancelled
 from exchange.domain.settlement import release_holds
@@ -35,6 +36,7 @@ def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
     """
     opposite = book.asks if taker.is_buy else book.bids
     is_buy, is_market, limit = taker.is_buy, taker.type == "market", taker.price
+    taker_bps = taker.taker_bps
     want = taker.remaining
     filled = 0
     for level in opposite.levels_best_first():
@@ -53,10 +55,11 @@ def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
                 continue
             q = min(want - filled, shown)
             if budget != NO_BUDGET:
-                q = min(q, budget // (price * tick))
+                unit = price * tick
+                q = min(q, budget // (unit + unit_fee_hold(unit, taker_bps)))
                 if q == 0:
                     return filled
-                budget -= q * price * tick
+                budget -= q * unit + fee_of(q * unit, taker_bps)
             filled += q
             left -= q
             shown -= q
@@ -78,8 +81,9 @@ def match(
 ) -> None:
     """Trade `taker` against the book, then rest, expire or cancel what is left of it.
 
-    The taker's holds are in place; each fill settles both accounts at once. The loop
-    is bounded by the number of resting orders: each turn fills or removes one.
+    The taker's holds are in place; each fill settles both accounts at once, fees
+    included (each side's at its own order's rates; fees.py). The loop is bounded by the
+    number of resting orders: each turn fills or removes one.
     """
     is_buy = taker.is_buy
     opposite = book.asks if is_buy else book.bids
@@ -93,6 +97,10 @@ def match(
     end_reason: DoneReason | None = None
     append = events.append
     last = 0  # the price of the last trade
+    taker_bps = taker.taker_bps
+    # What a limit buy holds per unit: its limit's value and the worst-case fee on it.
+    unit_hold = limit * tick + unit_fee_hold(limit * tick, taker_bps) if taker_bps else limit * tick
+    fee_account = None  # looked up at the first fee: a market without fees never does
     while remaining and keys:
         price = keys[-1] * sign
         if not is_market and (price > limit if is_buy else price < limit):
@@ -121,27 +129,52 @@ def match(
             display = maker.display_qty
             avail = maker.shown if display else maker_remaining  # an iceberg trades what it shows
             q = remaining if remaining < avail else avail  # noqa: FURB136 - min() is a call on the hot path
-            notional = price * tick * q
             if budget != NO_BUDGET:
-                affordable = budget // (price * tick)
+                unit = price * tick
+                if taker_bps:
+                    unit += unit_fee_hold(unit, taker_bps)
+                affordable = budget // unit
                 if affordable < q:
                     q = affordable
                     if q == 0:
                         end_reason = "expired"
                         break
-                    notional = price * tick * q
-                budget -= notional
+            notional = price * tick * q
+            # Fees, inlined (fees.fee_of): a taker fee is a charge, rounded up.
+            taker_fee = -(-notional * taker_bps // BPS_PER_UNIT) if taker_bps else 0
+            if budget != NO_BUDGET:
+                budget -= notional + taker_fee
             if is_buy:
                 buyer, seller = taker_account, maker_account
                 if not is_market:
-                    buyer.cash_held -= limit * tick * q
+                    buyer.cash_held -= unit_hold * q
                 seller.cash += notional
                 buyer.cash -= notional
             else:
                 buyer, seller = maker_account, taker_account
-                buyer.cash_held -= notional
+                maker_taker_bps = maker.taker_bps  # its hold's fee rate
+                if maker_taker_bps:  # inlined fees.unit_fee_hold: its unit fee at its price
+                    buyer.cash_held -= notional + q * -(
+                        -price * tick * maker_taker_bps // BPS_PER_UNIT
+                    )
+                else:
+                    buyer.cash_held -= notional
                 buyer.cash -= notional
                 seller.cash += notional
+            maker_bps = maker.maker_bps
+            maker_fee = 0
+            if maker_bps or taker_fee:
+                if maker_bps > 0:  # inlined fees.fee_of: a charge rounded up
+                    maker_fee = -(-notional * maker_bps // BPS_PER_UNIT)
+                elif maker_bps:  # a rebate rounded down, paid only out of this fill's taker fee
+                    maker_fee = -(notional * -maker_bps // BPS_PER_UNIT)
+                    if maker_fee < -taker_fee:  # noqa: PLR1730 - max() is a call on the hot path
+                        maker_fee = -taker_fee
+                taker_account.cash -= taker_fee
+                maker_account.cash -= maker_fee
+                if fee_account is None:
+                    fee_account = market.accounts[FEE_ACCOUNT]
+                fee_account.cash += taker_fee + maker_fee
             positions = buyer.positions
             positions[symbol] = positions.get(symbol, 0) + q
             seller.positions[symbol] -= q
@@ -157,7 +190,7 @@ def match(
                 TradeExecuted(
                     trade_id, symbol, price, q, taker.side, maker.order_id,
                     maker_account.account_id, maker_remaining, taker_id,
-                    taker_account.account_id, remaining, ts,
+                    taker_account.account_id, remaining, ts, maker_fee, taker_fee,
                 )
             )
             if display:
@@ -204,7 +237,7 @@ def match(
         # Inlined _end_taker: an IOC remainder expiring is the common case.
         if is_buy:
             if not is_market:
-                taker_account.cash_held -= limit * tick * remaining
+                taker_account.cash_held -= unit_hold * remaining
         else:
             taker_account.units_held[symbol] -= remaining
         reason: DoneReason = end_reason or "expired"

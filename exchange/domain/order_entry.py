@@ -8,6 +8,7 @@ from exchange.domain.client_orders import answer_resend, archive, remember
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import Event, OrderAccepted, OrderRejected
+from exchange.domain.fees import buy_hold
 from exchange.domain.instruments import Instrument
 from exchange.domain.limits import MAX_CASH, MAX_OPEN_ORDERS_PER_ACCOUNT, MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
@@ -43,7 +44,12 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         and 0 < price <= MAX_PRICE_TICKS
         and len(account.open_orders) < MAX_OPEN_ORDERS_PER_ACCOUNT
         and (
-            price * instrument.tick * qty <= account.cash - account.cash_held
+            (
+                buy_hold(price, instrument.tick, qty, instrument.taker_bps)
+                if instrument.taker_bps
+                else price * instrument.tick * qty
+            )
+            <= account.cash - account.cash_held
             if is_buy
             else qty <= account.positions.get(symbol, 0) - account.units_held.get(symbol, 0)
         )
@@ -58,9 +64,10 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     order_id = market.next_order
     market.next_order = order_id + 1
     tick = instrument.tick
+    taker_bps = instrument.taker_bps
     order = Order(
         order_id, account, cid, symbol, side, is_buy, type_, tif, price, qty, qty,
-        cmd.post_only, cmd.stp, ts,
+        cmd.post_only, cmd.stp, ts, maker_bps=instrument.maker_bps, taker_bps=taker_bps,
     )
     if cid:
         remember(account, cid, (cmd, order))
@@ -86,7 +93,9 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
             # Nothing to meet (the best opposite price is beyond the limit): it rests, as
             # match() would rest it, without walking anything.
             if is_buy:
-                account.cash_held += price * tick * qty
+                account.cash_held += buy_hold(price, tick, qty, taker_bps) if taker_bps else (
+                    price * tick * qty
+                )
             else:
                 held = account.units_held
                 held[symbol] = held.get(symbol, 0) + qty
@@ -111,10 +120,13 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
             archive(order)
         events.append(cancelled(order, "expired"))
         return events
-    # Hold what the order may spend or deliver; matching draws these holds down.
+    # Hold what the order may spend (its worst-case fees too) or deliver; matching draws
+    # these holds down.
     if is_buy:
         if budget == NO_BUDGET:
-            account.cash_held += price * tick * qty
+            account.cash_held += buy_hold(price, tick, qty, taker_bps) if taker_bps else (
+                price * tick * qty
+            )
     else:
         held = account.units_held
         held[symbol] = held.get(symbol, 0) + qty
@@ -172,7 +184,10 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
         return order_rejected(cmd, Code.TOO_MANY_ORDERS, "too many open orders")
     if is_buy:
         available = account.cash - account.cash_held
-        need = cmd.price * instrument.tick * qty if priced else cmd.max_notional if is_stop else 1
+        if priced:  # a limit or stop-limit buy: its value and its worst-case fees
+            need = buy_hold(cmd.price, instrument.tick, qty, instrument.taker_bps)
+        else:  # a stop buy holds its budget; a market buy needs some cash
+            need = cmd.max_notional if is_stop else 1
         if need > available:
             return order_rejected(cmd, Code.INSUFFICIENT_FUNDS, "not enough available cash")
     elif qty > account.positions.get(cmd.symbol, 0) - account.units_held.get(cmd.symbol, 0):

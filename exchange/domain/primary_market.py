@@ -1,4 +1,5 @@
-"""The primary market: an issuer's offering, subscriptions against cash holds, and the pro-rata
+"""The primary market: an issuer's offering, its underwriter (the gross spread, and under a firm
+commitment the units no one subscribed), subscriptions against cash holds, and the pro-rata
 allocation at close that issues the units and pays the issuer (OpenOffering, SubscribeOffering,
 CloseOffering). The allocation rule itself is `instruments.allocate`.
 """
@@ -11,8 +12,10 @@ from exchange.domain.events import (
     OfferingClosed,
     OfferingOpened,
     OfferingSubscribed,
+    OfferingUnderwritten,
     UnitsAllocated,
 )
+from exchange.domain.fees import fee_of, offering_fee_problem
 from exchange.domain.instruments import Offering, allocate
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
@@ -30,11 +33,28 @@ def open_offering(market: Market, cmd: OpenOffering) -> list[Event]:
         return refuse(cmd, Code.BAD_PRICE, "price out of range")
     if not 0 < cmd.qty <= MAX_QTY:
         return refuse(cmd, Code.BAD_QTY, "quantity out of range")
+    problem = offering_fee_problem(cmd.fee_bps)
+    if problem:
+        return refuse(cmd, Code.BAD_FEE, problem)
+    firm = cmd.commitment == "firm"
+    if cmd.underwriter:
+        underwriter = market.accounts.get(cmd.underwriter)
+        if underwriter is None:
+            return refuse(cmd, Code.UNKNOWN_ACCOUNT, "no such underwriter account")
+        # The whole issue at the offer price: what a firm underwriter may have to buy.
+        commitment = cmd.price * instrument.tick * cmd.qty if firm else 0
+        if commitment > underwriter.cash - underwriter.cash_held:
+            message = "the underwriter cannot cover the whole issue"
+            return refuse(cmd, Code.INSUFFICIENT_FUNDS, message)
+        underwriter.cash_held += commitment
+    elif cmd.fee_bps or firm:
+        return refuse(cmd, Code.BAD_REQUEST, "a fee or a firm commitment needs an underwriter")
     offering_id = market.next_offering
     market.next_offering += 1
     market.offerings[offering_id] = Offering(
-        offering_id, cmd.symbol, cmd.price, cmd.qty, cmd.closes_at
-    )
+        offering_id, cmd.symbol, cmd.price, cmd.qty, cmd.closes_at, cmd.underwriter,
+        cmd.fee_bps, cmd.commitment,
+    )  # fmt: skip
     instrument.status = "in_offering"
     return [
         OfferingOpened(
@@ -43,6 +63,9 @@ def open_offering(market: Market, cmd: OpenOffering) -> list[Event]:
             price=cmd.price,
             qty=cmd.qty,
             closes_at=cmd.closes_at,
+            underwriter=cmd.underwriter,
+            fee_bps=cmd.fee_bps,
+            commitment=cmd.commitment,
         ),
         InstrumentStatusChanged(symbol=cmd.symbol, status="in_offering"),
     ]
@@ -100,7 +123,30 @@ def close_offering(market: Market, cmd: CloseOffering) -> list[Event]:
                 cost=cost,
             )
         )
-    market.accounts[instrument.issuer].cash += proceeds
+    issued = sum(shares)
+    if offering.commitment == "firm":
+        # The underwriter's hold for the whole issue goes; it buys what no one subscribed.
+        underwriter = market.accounts[offering.underwriter]
+        unsold = offering.qty - issued
+        cost = unsold * unit_cost
+        underwriter.cash_held -= offering.qty * unit_cost
+        underwriter.cash -= cost
+        add_units(underwriter.positions, offering.symbol, unsold)
+        issued += unsold
+        proceeds += cost
+        events.append(
+            OfferingUnderwritten(
+                offering_id=offering.offering_id,
+                account=offering.underwriter,
+                units=unsold,
+                cost=cost,
+            )
+        )
+    # The gross spread, a charge like every fee: rounded up, at most the proceeds.
+    fee = fee_of(proceeds, offering.fee_bps)
+    market.accounts[instrument.issuer].cash += proceeds - fee
+    if fee:
+        market.accounts[offering.underwriter].cash += fee
     offering.is_open = False
     instrument.status = "trading"
     events.append(
@@ -108,8 +154,10 @@ def close_offering(market: Market, cmd: CloseOffering) -> list[Event]:
             offering_id=offering.offering_id,
             symbol=offering.symbol,
             issuer=instrument.issuer,
-            issued=sum(shares),
+            issued=issued,
             proceeds=proceeds,
+            underwriter=offering.underwriter,
+            fee=fee,
         )
     )
     events.append(InstrumentStatusChanged(symbol=offering.symbol, status="trading"))

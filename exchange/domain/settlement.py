@@ -16,6 +16,7 @@ from exchange.domain.events import (
     UnitsDeposited,
     UnitsWithdrawn,
 )
+from exchange.domain.fees import buy_hold
 from exchange.domain.limits import MAX_CASH, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.replies import refuse
@@ -82,8 +83,8 @@ def release_holds(market: Market, order: Order) -> None:
     if order.is_buy:
         if order.type in {"limit", "stop_limit"}:
             tick = market.instruments[order.symbol].tick
-            account.cash_held -= order.price * tick * order.remaining
-        elif order.type == "stop":  # a waiting stop buy holds its budget
+            account.cash_held -= buy_hold(order.price, tick, order.remaining, order.taker_bps)
+        elif order.type == "stop":  # a waiting stop buy holds its budget (fees included)
             account.cash_held -= order.budget
     else:
         account.units_held[order.symbol] -= order.remaining
@@ -92,7 +93,10 @@ def release_holds(market: Market, order: Order) -> None:
 def resize_holds(order: Order, new_price: int, new_remaining: int, tick: int) -> None:
     account = order.account
     if order.is_buy:
-        account.cash_held += (new_price * new_remaining - order.price * order.remaining) * tick
+        bps = order.taker_bps
+        account.cash_held += buy_hold(new_price, tick, new_remaining, bps) - buy_hold(
+            order.price, tick, order.remaining, bps
+        )
     else:
         account.units_held[order.symbol] += new_remaining - order.remaining
 

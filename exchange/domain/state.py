@@ -3,6 +3,11 @@
 The export is canonical: the same history gives the same bytes on every run and
 every PYTHONHASHSEED (lists in creation, id or book-priority order; symbol-keyed
 maps sorted), so its SHA-256 is the state hash and snapshots restore to an equal hash.
+
+State added after the first release (fees, underwriting; stops, icebergs and the last
+trade price) lives in EngineState fields that default to empty and are left out when empty
+(msgspec encodes an array-like Struct's defaults, a map's it can omit): a state that has
+none encodes, and hashes, as it did, so snapshots written before still restore and check.
 """
 
 import hashlib
@@ -12,6 +17,7 @@ import msgspec
 from exchange.domain.accounts import Account, ClientOrderRecord
 from exchange.domain.book import EndedOrder, Order, OrderBook, OrderState
 from exchange.domain.commands import (
+    Commitment,
     InstrumentKind,
     PlaceOrder,
 )
@@ -62,17 +68,48 @@ class OfferingState(msgspec.Struct, frozen=True, array_like=True):
     subscriptions: list[tuple[str, int]]
 
 
+class FeeRates(msgspec.Struct, frozen=True, array_like=True):
+    """Non-zero fee rates of an instrument (by symbol) or of a resting order (by id)."""
+
+    key: str
+    maker_bps: int
+    taker_bps: int
+
+
+class Underwriting(msgspec.Struct, frozen=True, array_like=True):
+    """An offering's underwriter, gross spread and commitment (offerings without one: none)."""
+
+    offering_id: int
+    underwriter: str
+    fee_bps: int
+    commitment: Commitment
+
+
 class BookState(msgspec.Struct, frozen=True, array_like=True):
     """Resting orders of one book in priority order: bids best first, then asks."""
 
     symbol: str
     orders: list[OrderState]
-    # Issue 16: stop orders waiting for their trigger, oldest first, and the last trade price.
-    stops: list[OrderState] = msgspec.field(default_factory=list)
-    last_price: int = 0
 
 
-class EngineState(msgspec.Struct, frozen=True):
+class BookStops(msgspec.Struct, frozen=True, array_like=True):
+    """Stop orders of one book waiting for their trigger, oldest first (books without: none)."""
+
+    symbol: str
+    orders: list[OrderState]
+
+
+class OrderExtras(msgspec.Struct, frozen=True, array_like=True):
+    """An open order's stop and iceberg fields, when any is not zero (docs/ENGINE.md)."""
+
+    order_id: int
+    trigger_price: int
+    display_qty: int
+    shown: int
+    budget: int
+
+
+class EngineState(msgspec.Struct, frozen=True, omit_defaults=True):
     version: int
     next_account: int
     next_order: int
@@ -82,6 +119,15 @@ class EngineState(msgspec.Struct, frozen=True):
     instruments: list[InstrumentState]
     offerings: list[OfferingState]
     books: list[BookState]
+    # Left out when empty (the module's docstring): in instrument, then order id order.
+    instrument_fees: list[FeeRates] = msgspec.field(default_factory=list)
+    order_fees: list[FeeRates] = msgspec.field(default_factory=list)
+    underwriting: list[Underwriting] = msgspec.field(default_factory=list)
+    # Issue 16, left out when empty too: waiting stops by book (in book order), the last
+    # trade price of each book that has traded, and the open orders' stop/iceberg fields.
+    stops: list[BookStops] = msgspec.field(default_factory=list)
+    last_prices: list[tuple[str, int]] = msgspec.field(default_factory=list)
+    order_extras: list[OrderExtras] = msgspec.field(default_factory=list)
 
 
 def export_state(engine: Engine) -> EngineState:
@@ -109,7 +155,37 @@ def export_state(engine: Engine) -> EngineState:
             for o in engine.offerings.values()
         ],
         books=[_export_book(book) for book in engine.books.values()],
+        instrument_fees=[
+            FeeRates(i.symbol, i.maker_bps, i.taker_bps)
+            for i in engine.instruments.values()
+            if i.maker_bps or i.taker_bps
+        ],
+        order_fees=[
+            FeeRates(str(o.order_id), o.maker_bps, o.taker_bps)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.maker_bps or o.taker_bps
+        ],
+        underwriting=[
+            Underwriting(o.offering_id, o.underwriter, o.fee_bps, o.commitment)
+            for o in engine.offerings.values()
+            if o.underwriter
+        ],
+        stops=[
+            BookStops(b.symbol, [o.state() for o in b.stops.orders.values()])
+            for b in engine.books.values()
+            if b.stops.orders
+        ],
+        last_prices=[(b.symbol, b.last_price) for b in engine.books.values() if b.last_price],
+        order_extras=[
+            OrderExtras(o.order_id, o.trigger_price, o.display_qty, o.shown, o.budget)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.trigger_price or o.display_qty or o.budget
+        ],
     )
+
+
+def _open_orders(engine: Engine) -> list[Order]:
+    return [o for a in engine.accounts.values() for o in a.open_orders.values()]
 
 
 def restore_state(state: EngineState) -> Engine:
@@ -136,15 +212,34 @@ def restore_state(state: EngineState) -> Engine:
         )
         offering.is_open = o.is_open
         offering.subscriptions = dict(o.subscriptions)
+    for u in state.underwriting:
+        offering = engine.offerings[u.offering_id]
+        offering.underwriter, offering.fee_bps, offering.commitment = (
+            u.underwriter, u.fee_bps, u.commitment,
+        )
+    for f in state.instrument_fees:
+        instrument = engine.instruments[f.key]
+        instrument.maker_bps, instrument.taker_bps = f.maker_bps, f.taker_bps
     open_orders: dict[int, Order] = {}
+    # Before the orders rest or wait: an iceberg's level counts what it shows, a stop's
+    # place among the stops is by its trigger.
+    extras = {x.order_id: x for x in state.order_extras}
     for b in state.books:
         book = engine.books[b.symbol]
         for s in b.orders:
-            order = open_orders[s.order_id] = _restore_order(engine, s)
+            order = open_orders[s.order_id] = _restore_order(engine, s, extras.get(s.order_id))
             (book.bids if order.is_buy else book.asks).rest(order)
-        for s in b.stops:
-            book.stops.add(open_orders.setdefault(s.order_id, _restore_order(engine, s)))
-        book.last_price = b.last_price
+    for bs in state.stops:
+        book = engine.books[bs.symbol]
+        for s in bs.orders:
+            order = open_orders[s.order_id] = _restore_order(engine, s, extras.get(s.order_id))
+            book.stops.add(order)
+    for symbol, last_price in state.last_prices:
+        engine.books[symbol].last_price = last_price
+    # After the stops: a waiting stop keeps the rates it was accepted with too.
+    for f in state.order_fees:
+        order = open_orders[int(f.key)]
+        order.maker_bps, order.taker_bps = f.maker_bps, f.taker_bps
     for order_id in sorted(open_orders):
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
@@ -183,8 +278,6 @@ def _export_book(book: OrderBook) -> BookState:
             for level in side.levels_best_first()
             for o in level.orders()
         ],
-        [_export_order(o) for o in book.stops.orders.values()],
-        book.last_price,
     )
 
 
@@ -210,12 +303,17 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
     return ClientOrderState(cid, place, open_order_id=outcome.order_id)
 
 
-def _restore_order(engine: Engine, s: OrderState) -> Order:
-    return Order(
+def _restore_order(engine: Engine, s: OrderState, x: OrderExtras | None) -> Order:
+    order = Order(
         s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side,
         s.side == "buy", s.type, s.tif, s.price, s.qty, s.remaining, s.post_only, s.stp, s.ts,
-        s.status, None, s.trigger_price, s.display_qty, s.shown, s.budget,
-    )
+        s.status,
+    )  # its fee rates, when not zero, come from EngineState.order_fees
+    if x is not None:
+        order.trigger_price, order.display_qty, order.shown, order.budget = (
+            x.trigger_price, x.display_qty, x.shown, x.budget,
+        )
+    return order
 
 
 def _restore_client_order(

@@ -1,7 +1,9 @@
 """Stop and stop-limit orders: waiting for their trigger, and what a trade reaching it starts.
 
-A stop order is accepted with its holds placed (a stop-limit buy holds `price * tick * qty`,
-a stop buy its `max_notional` budget, a sell its units) and waits in its book's `StopBook`,
+A stop order is accepted with its holds placed (a stop-limit buy holds what a limit buy
+would, fees.buy_hold: `price * tick * qty` and its worst-case taker fee at the rates it was
+accepted with; a stop buy its `max_notional` budget, which covers its fees as a market
+buy's budget does; a sell its units) and waits in its book's `StopBook`,
 open but not on a level. A trade at or through its trigger (at or above it for a buy, at or
 below for a sell) triggers it once the command's matching is done: then it becomes a market
 order (stop) or a limit order (stop-limit) of its time in force and matches as a taker. The
@@ -10,6 +12,7 @@ rules are in docs/ENGINE.md, "Stop orders".
 
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.events import Event, OrderTriggered, TradeExecuted
+from exchange.domain.fees import buy_hold
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, end_taker, fillable, match
 
@@ -25,7 +28,7 @@ def wait_for_trigger(market: Market, order: Order, book: OrderBook, tick: int, b
             order.budget = budget
             account.cash_held += budget
         else:
-            account.cash_held += order.price * tick * order.remaining
+            account.cash_held += buy_hold(order.price, tick, order.remaining, order.taker_bps)
     else:
         held = account.units_held
         held[order.symbol] = held.get(order.symbol, 0) + order.remaining
