@@ -93,3 +93,24 @@ class Bus(Protocol):
     ) -> None:
         """Hear every durable record in seq order, and `batch_end` after each batch."""
         ...
+
+
+class ManualClock:
+    """The sequencer's clock when tests step time by hand (`exchange serve --test-clock NS`,
+    `POST /v1/admin/clock`): it reads `now`, and moving it wakes the sequencer so what is
+    then due happens (expiries, auctions)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.wake: Callable[[], None] | None = None
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance_to(self, now: int) -> int:
+        """Move forward to `now` (never back); the clock's time after."""
+        self.now = max(self.now, now)
+        if self.wake is not None:
+            self.wake()
+        return self.now
+

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=Path("data"))
     serve.add_argument("--durability", choices=("fsync", "none"), default="fsync")
     serve.add_argument("--demo", action="store_true", help="seed a demo market on a new data dir")
+    serve.add_argument(  # tests only: time moves by POST /v1/admin/clock (docs/PROTOCOL.md)
+        "--test-clock", type=_positive_int, default=0, help=argparse.SUPPRESS
+    )
     serve.add_argument(
         "--simulate", action="store_true",
         help="run the simulated market beside the server (agents trading ACME over WebSocket "
@@ -169,6 +172,14 @@ def _client_flags(command: argparse.ArgumentParser) -> None:
         "--log-format", choices=LOG_FORMATS, default="text",
         help="log lines on stderr: text for people, json one object a line (default text)",
     )  # fmt: skip
+    command.add_argument(
+        "--currency", type=_currency, default="USD",
+        help="the cash currency's code: the quote asset of the Binance dialect's symbols "
+        "(ACME + USD = ACMEUSD; default USD)",
+    )  # fmt: skip
+    command.add_argument(  # tests only: the Binance dialect's request weight a minute
+        "--binance-weight-limit", type=_positive_int, default=None, help=argparse.SUPPRESS
+    )
 
 
 def _gather_flag(command: argparse.ArgumentParser) -> None:
@@ -192,6 +203,12 @@ def _node_id(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"a node id is 1..64 letters, digits, - or _, not {text[:80]!r}"
         )
+    return text
+
+
+def _currency(text: str) -> str:
+    if not re.fullmatch(r"[A-Z]{2,10}", text):
+        raise argparse.ArgumentTypeError(f"a currency code is 2..10 of A-Z, not {text[:80]!r}")
     return text
 
 
@@ -261,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host, args.port, args.data_dir, args.durability, args.demo,
             args.max_connections, args.rate_limit, gather_ms=args.gather_ms,
             account_rate_limit=args.account_rate_limit, header_timeout=args.header_timeout,
-            max_half_open=args.max_half_open,
+            max_half_open=args.max_half_open, currency=args.currency,
+            binance_weight_limit=args.binance_weight_limit, test_clock=args.test_clock,
             companion=_companion(args.data_dir) if args.simulate else None,
         ))  # fmt: skip
     if args.command == "gateway":
@@ -273,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo_keys=args.demo_keys if args.demo else None,
             read_snapshot_every=args.read_snapshot_every or readbucket.READ_SNAPSHOT_EVERY,
             answer_timeout_s=args.answer_timeout_s or natsbus.ANSWER_TIMEOUT_S,
+            currency=args.currency, binance_weight_limit=args.binance_weight_limit,
         ))  # fmt: skip
     if args.command == "sequencer":
         configure(args.log_format, logging.INFO)

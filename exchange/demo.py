@@ -1,4 +1,5 @@
-"""A short scripted session on the in-process engine: an offering, then secondary trading.
+"""A short scripted session on the in-process engine: an offering, its opening auction, then
+secondary trading.
 
 What `make run` shows until the network gateway exists. It prints each command's
 events as a person would read them, then the book and the balances.
@@ -18,6 +19,7 @@ from exchange.domain.commands import (
     OpenOffering,
     PlaceOrder,
     SubscribeOffering,
+    Uncross,
 )
 from exchange.domain.engine import Engine
 from exchange.domain.events import Event, OrderAccepted, OrderRejected, TradeExecuted
@@ -77,6 +79,13 @@ def run(say: Callable[[str], None] = print) -> Engine:
     say("== oversubscribed 1,800 for 1,000: allocated pro rata, the proceeds less the bank's"
         " 700.00 to the issuer")
     do(CloseOffering(offering_id=1))
+
+    say("== opening auction: orders rest, an indicative price is published, then one uncross")
+    do(PlaceOrder(account="A2", client_order_id="a0", symbol="ACME", side="sell",
+                  price=_price("10.10"), qty=100))
+    do(PlaceOrder(account="A4", client_order_id="c0", symbol="ACME", side="buy",
+                  price=_price("10.30"), qty=80))
+    do(Uncross(symbol="ACME"))
 
     say("== secondary market: investors trade with each other")
     do(PlaceOrder(account="A2", client_order_id="a1", symbol="ACME", side="sell",

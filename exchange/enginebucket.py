@@ -20,7 +20,6 @@ logged and the next older tried; none usable stops the node with one line.
 
 import asyncio
 import contextlib
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +31,28 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from exchange import natswire as w
-from exchange.buckets import ENGINE_BUCKET, Placed, engine_snapshots, open_bucket, put_file
+from exchange.buckets import (
+    ENGINE_BUCKET,
+    Placed,
+    TooBigError,
+    engine_snapshots,
+    get_file,
+    open_bucket,
+    put_file,
+    stream_id,
+)
 from exchange.journal.snapshots import SnapshotStore
-from exchange.natsstream import continues_at, follow_point, records_of
+from exchange.natsstream import continues_at, first_record, follow_point
 from exchange.recovery import Recovered, recover
-from exchange.snapshotinstall import InstallError, finish_install, install
+from exchange.snapshotinstall import (
+    InstallError,
+    discard_staged,
+    finish_install,
+    install_staged,
+    stage,
+)
+from exchange.standby import unless_stopped
+from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES, trim
 
 log = logging.getLogger(__name__)
@@ -52,8 +68,8 @@ SHARE_CHECK_S = 1.0
 TRANSFER_TIMEOUT_S = 60.0
 # Between looks at the stream's start while NATS does not answer.
 LOOK_RETRY_S = 0.5
-# A snapshot bigger than this is not fetched (not one of ours, or a state past what a node
-# should hold in memory twice while it installs).
+# A snapshot bigger than this is neither put nor fetched (not one of ours, or a state past
+# what a node should load: its bytes are read once to be checked and restored).
 MAX_SNAPSHOT_BYTES = 4 * 1024**3
 
 
@@ -64,43 +80,48 @@ class NoSnapshotError(Exception):
 async def behind(js: JetStreamContext, last_seq: int) -> int | None:
     """The stream's first record, if a journal ending at `last_seq` ends before it (the
     records between were trimmed from the stream); None when the stream continues it."""
-    state = (await js.stream_info(w.STREAM)).state
-    if state.messages == 0:
-        return None
-    span = await records_of(js, state.first_seq)
-    if span is None or last_seq + 1 >= span[0]:
-        return None
-    return span[0]
+    first = await first_record(js)
+    return first if first is not None and last_seq + 1 < first else None
 
 
-async def overtaken(js: JetStreamContext, last_seq: int) -> bool:
+async def overtaken(js: JetStreamContext, last_seq: int, stop: asyncio.Event) -> bool:
     """Whether a standby whose journal ends at `last_seq` was overtaken by the stream's
-    trim while it followed (False, too, when NATS does not answer: the caller stops)."""
-    try:
-        return await behind(js, last_seq) is not None
-    except (nats.errors.Error, TimeoutError, OSError) as problem:
-        log.warning("cannot see where the stream starts (%r)", problem)
-        return False
+    trim while it followed. A NATS that does not answer is asked again every
+    LOOK_RETRY_S (a standby outlives NATS outages); Stopped once `stop` is set."""
+    while True:  # until NATS answers, or the stop
+        try:
+            return await unless_stopped(behind(js, last_seq), stop) is not None
+        except (nats.errors.Error, TimeoutError, OSError) as problem:
+            log.warning("cannot see where the stream starts (%r); retrying", problem)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LOOK_RETRY_S)
 
 
 async def recover_or_fetch(
-    js: JetStreamContext, data_dir: Path, durable: bool
+    js: JetStreamContext, data_dir: Path, durable: bool, floor: StreamFloor | None = None
 ) -> tuple[Recovered, int]:
     """Recover `data_dir` (an install a crash interrupted finished first); a journal that
     ends before the stream's first record is replaced by the newest fetched snapshot that
     fits. Returns what was recovered and the stream message to follow after (0: the
-    stream's first). Raises NoSnapshotError."""
+    stream's first); `floor` is told where the stream starts. Raises NoSnapshotError.
+    Recovery and installs run in a thread: a long restore never stalls the loop (the
+    node's heartbeats, its stop signal)."""
     await asyncio.to_thread(finish_install, data_dir, durable=durable)
-    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    recovered = await asyncio.to_thread(
+        recover, data_dir, durable=durable, snapshots_durable=durable
+    )
     while True:  # until NATS answers (a node rejoining while NATS is away waits for it)
         try:
-            first = await behind(js, recovered.journal.last_seq)
+            stream_first = await first_record(js)
             break
         except (nats.errors.Error, TimeoutError, OSError) as problem:
             log.warning("cannot see where the stream starts (%r); retrying", problem)
             await asyncio.sleep(LOOK_RETRY_S)
-    if first is None:
+    if floor is not None:
+        floor.saw(stream_first)
+    if stream_first is None or recovered.journal.last_seq + 1 >= stream_first:
         return recovered, 0
+    first = stream_first
     last_seq = recovered.journal.last_seq
     recovered.journal.close()
     log.warning("the journal ends at seq %d, the stream's first record is seq %d: fetching "
@@ -110,7 +131,9 @@ async def recover_or_fetch(
         msg = (f"the journal ends at seq {last_seq}, before the stream's first record "
                f"{first}, and {ENGINE_BUCKET} holds no snapshot that fits the stream")  # fmt: skip
         raise NoSnapshotError(msg)
-    recovered = recover(data_dir, durable=durable, snapshots_durable=durable)
+    recovered = await asyncio.to_thread(
+        recover, data_dir, durable=durable, snapshots_durable=durable
+    )
     return recovered, placed.after
 
 
@@ -118,18 +141,22 @@ async def fetch(js: JetStreamContext, data_dir: Path, durable: bool) -> Placed |
     """Install the newest snapshot in the bucket that checks out; None (logged) if none."""
     bucket = await open_bucket(js, ENGINE_BUCKET)
     async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-        present = await engine_snapshots(bucket)
+        # Only this stream's: one left from a stream since made again (its positions
+        # another history's) is passed over.
+        stream = stream_id(await js.stream_info(w.STREAM))
+        present = await engine_snapshots(bucket, stream)
     for placed in present:  # bounded: the bucket keeps KEEP_ENGINE_SNAPSHOTS
         try:
             async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-                data = await _get(js, bucket, placed)
+                await _get(js, bucket, placed, data_dir)
             state_hash = await asyncio.to_thread(
-                install, data_dir, placed.seq, data, durable=durable
+                install_staged, data_dir, placed.seq, durable=durable
             )
         except (
             InstallError, ValueError, OSError, nats.errors.Error, TimeoutError,
-            msgspec.DecodeError, w.VersionError,
+            msgspec.DecodeError, w.VersionError, TooBigError,
         ) as problem:  # fmt: skip
+            await asyncio.to_thread(discard_staged, data_dir)
             log.error("engine snapshot %s unusable, trying an older one: %r", placed.name, problem)
             continue
         log.warning(
@@ -141,32 +168,30 @@ async def fetch(js: JetStreamContext, data_dir: Path, durable: bool) -> Placed |
     return None
 
 
-async def _get(js: JetStreamContext, bucket: ObjectStore, placed: Placed) -> bytes:
+async def _get(js: JetStreamContext, bucket: ObjectStore, placed: Placed, data_dir: Path) -> None:
+    """Fetch it into the data directory's staging file (never whole in memory)."""
     if not await continues_at(js, placed.seq, placed.after):
         raise ValueError(f"the stream does not continue it after message {placed.after}")
-    info = await bucket.get_info(placed.name)
-    if info.size is None or info.size > MAX_SNAPSHOT_BYTES:
-        raise ValueError(f"{info.size} bytes, past the bound {MAX_SNAPSHOT_BYTES}")
-    data = io.BytesIO()
-    await bucket.get(placed.name, writeinto=data)  # checks the SHA-256 digest
-    return data.getvalue()
+    path = await asyncio.to_thread(stage, data_dir, placed.seq)
+    await get_file(js, bucket, placed.name, path, MAX_SNAPSHOT_BYTES)  # checks the SHA-256
 
 
 class SnapshotSharing:
-    """The leader's part: put its snapshots in the bucket, then trim the stream. `held`
-    gives the last record the stream acknowledged through this leader's fence, and
-    `journal_first` the journal's first record (what a refill could still publish)."""
+    """The leader's part: put its snapshots in the bucket, then trim the stream and tell
+    `floor` where it starts now (the journal is pruned no further). `held` gives the last
+    record the stream acknowledged through this leader's fence."""
 
     def __init__(
         self, js: JetStreamContext, snapshots: SnapshotStore, held: Callable[[], int],
-        journal_first: Callable[[], int], margin: int = TRIM_MARGIN_MESSAGES,
+        floor: StreamFloor, margin: int = TRIM_MARGIN_MESSAGES,
     ) -> None:  # fmt: skip
         self.js = js
         self.snapshots = snapshots
         self.held = held
-        self.journal_first = journal_first
+        self.floor = floor
         self.margin = margin
         self.shared_seq = 0  # the newest snapshot put (or found in the bucket)
+        self.shared_stream = ""  # on this stream (stream_id): one made again gets its own
         self._bucket: ObjectStore | None = None
 
     async def run(self) -> None:
@@ -187,13 +212,18 @@ class SnapshotSharing:
         if one was put."""
         held = self.held()
         ready = [seq for seq in self.snapshots.seqs() if seq <= held]
-        if not ready or ready[0] <= self.shared_seq:
+        if not ready:
+            return False
+        stream = stream_id(await self.js.stream_info(w.STREAM))
+        if ready[0] <= self.shared_seq and stream == self.shared_stream:
             return False
         seq = ready[0]
         if self._bucket is None:
             self._bucket = await open_bucket(self.js, ENGINE_BUCKET)
         bucket = self._bucket
-        present = await engine_snapshots(bucket)
+        every = await engine_snapshots(bucket)
+        present = [p for p in every if p.stream == stream]
+        foreign = [p for p in every if p.stream != stream]  # of a stream since lost: useless
         put = not present or seq > present[0].seq
         if put:
             after = await follow_point(self.js, seq)
@@ -202,18 +232,24 @@ class SnapshotSharing:
                             "record %d", seq, seq)  # fmt: skip
                 return False
             path = self.snapshots.path(seq)
-            placed = Placed(seq, after)
+            placed = Placed(seq, after, stream)
             try:
-                await put_file(bucket, placed.name, path)
+                await put_file(bucket, placed.name, path, MAX_SNAPSHOT_BYTES)
+            except TooBigError as problem:  # no node could fetch it: the stream is not trimmed
+                log.error("engine snapshot not shared: %s", problem)
+                self.shared_seq, self.shared_stream = seq, stream
+                return False
             except NotFoundError:
                 self._bucket = None  # the bucket is gone: opened (made) again next time
                 raise
             log.info("engine snapshot %s put in %s (%d bytes)", placed.name, ENGINE_BUCKET,
                      path.stat().st_size)  # fmt: skip
             present = sorted({*present, placed}, reverse=True)
-        for old in present[KEEP_ENGINE_SNAPSHOTS:]:  # bounded: a few past the kept ones
+        for old in present[KEEP_ENGINE_SNAPSHOTS:] + foreign:  # bounded: a few past the kept
             with contextlib.suppress(NotFoundError):
                 await bucket.delete(old.name)
-        await trim(self.js, bucket, self.journal_first(), self.margin)
-        self.shared_seq = seq  # only now: a trim that failed is tried again
+        await trim(self.js, bucket, self.margin)
+        await self.floor.look(self.js)
+        # Only now: a trim that failed is tried again.
+        self.shared_seq, self.shared_stream = seq, stream
         return put

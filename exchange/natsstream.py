@@ -1,14 +1,34 @@
 """The JetStream stream of durable batches, as both roles need it: made if missing, and how
 far it reaches. (The gateway side may not import the sequencer's process module.)"""
 
+import asyncio
 import logging
 
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from exchange import natswire as w
 
 log = logging.getLogger(__name__)
+
+# A stop's close of the NATS connection, at most (nats-py flushes what is pending).
+CLOSE_TIMEOUT_S = 5.0
+# Looks at the stream's first message in a row that a trim can pass between reading the
+# stream's start and reading that message (a trim comes once a snapshot interval at most,
+# so a second look nearly always holds; past this many, the caller's retry takes over).
+FIRST_RECORD_LOOKS = 4
+
+
+async def close_quietly(nc: NatsClient) -> None:
+    """Close the connection at a stop, whatever state it is in: nats-py's close of a
+    connection that is reconnecting (NATS away) fails writing its pending data to the
+    closed socket, which would turn a clean stop into a traceback and status 1."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await nc.close()
+    except Exception as problem:  # noqa: BLE001 - the process is stopping either way
+        log.warning("the NATS connection did not close cleanly: %r", problem)
 
 
 async def log_nats_error(problem: Exception) -> None:
@@ -47,6 +67,21 @@ async def records_of(js: JetStreamContext, stream_seq: int) -> tuple[int, int, b
         return None
     batch = w.decode_batch(message.data or b"")
     return batch.first_seq, batch.first_seq + len(batch.records) - 1, batch.batch_end
+
+
+async def first_record(js: JetStreamContext) -> int | None:
+    """The first record the stream holds; None when it holds none. A trim between the two
+    reads is looked past (TimeoutError after FIRST_RECORD_LOOKS: the caller retries as
+    for NATS away)."""
+    for _ in range(FIRST_RECORD_LOOKS):
+        state = (await js.stream_info(w.STREAM)).state
+        if state.messages == 0:
+            return None
+        span = await records_of(js, state.first_seq)
+        if span is not None:
+            return span[0]
+    msg = f"the stream's start moved {FIRST_RECORD_LOOKS} times while it was looked at"
+    raise TimeoutError(msg)
 
 
 async def message_holding(js: JetStreamContext, seq: int) -> int | None:

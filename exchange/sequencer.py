@@ -10,6 +10,12 @@ meanwhile, and a command waits for at most the sync in progress and its own; not
 the next batch is released before its own sync. A full input queue is refused at once
 (Busy); an exception from the engine stops everything, and nothing of the command that
 raised is journaled.
+
+Sequenced time: the engine reports its next deadline (a gtd expiry, an auction's end, a
+session's close). Before a command stamped at or past it, the sequencer applies and
+journals a `Timer` command of its own with the same stamp, and when no command comes it
+wakes itself at the deadline (by its clock) to do so: a replay of the journal reproduces
+every expiry and auction exactly, and no clock enters the engine.
 """
 
 import asyncio
@@ -36,7 +42,7 @@ from exchange.bus import (
     SequencerStoppedError,
     Subscriber,
 )
-from exchange.domain.commands import Command
+from exchange.domain.commands import Command, Timer
 from exchange.domain.engine import Engine
 from exchange.domain.state import EngineState, export_state
 from exchange.journal.journal import Framed, Journal
@@ -67,6 +73,10 @@ GATHER_ENOUGH = 256
 # batch is big enough. At half the peak rate it halved the batches (~650 to ~400 a second)
 # and cut the server's CPU by ~10%; it never delays the first command after a quiet spell.
 GATHER_MS = 2.0
+
+# The longest the sequencer sleeps towards a deadline before looking at its clock again
+# (a far deadline, or a clock that runs apart from the loop's): a minute costs nothing.
+MAX_TIMER_WAIT_S = 60.0
 
 
 class WindowClock(Protocol):
@@ -146,6 +156,10 @@ class Sequencer:
         self.gather_enough = gather_enough
         self.window_clock: WindowClock = window_clock or LoopClock()
         self.fork_snapshots = fork_snapshots and forked_snapshot.available()
+        # The seq below which the journal may be pruned after a snapshot, given the oldest
+        # one kept: all it covers here; a cluster node keeps what the stream may still
+        # need refilled (exchange/streamfloor.py). Called from the snapshot thread.
+        self.prune_below: Callable[[int], int] = _covered_by
         self.last_seq = journal.last_seq
         self.durable_seq = journal.last_seq
         self.last_snapshot_seq = journal.last_seq
@@ -183,6 +197,10 @@ class Sequencer:
         # subscribers: the NATS bus publishes these bytes to the stream unchanged.
         self.durable_batch_listeners: list[Callable[[int, list[bytes]], None]] = []
         self.on_refused: Refused | None = None  # for commands `post`ed without a future
+        # The deadline a wake-up is set for (sequenced time), and its handle.
+        self._armed_for: int | None = None
+        self._stamped_at = time.monotonic()  # when _last_ts was taken
+        self._wake_handle: asyncio.TimerHandle | None = None
 
     # --- the producer side ----------------------------------------------------------------
 
@@ -221,6 +239,8 @@ class Sequencer:
     ) -> None:
         if not self._accepting:
             raise SequencerStoppedError(str(self._failure or "the sequencer is stopping"))
+        if type(command) is Timer:  # time is the sequencer's alone (a replay repeats it)
+            raise InvalidCommandError("Timer commands come only from the sequencer")
         if not validated:
             try:  # about 1 µs: the same check the journal's reader will make
                 _command_decoder.decode(_command_encoder.encode(command))
@@ -230,6 +250,32 @@ class Sequencer:
             self._queue.put_nowait((command, future, origin))
         except asyncio.QueueFull:
             raise BusyError from None
+
+    def poke(self) -> None:
+        """Look at the clock against the engine's next deadline now (a wake-up; tests
+        that move an injected clock call it). What is due is applied and journaled as a
+        Timer command; nothing is when nothing is due."""
+        if self._accepting:
+            with contextlib.suppress(asyncio.QueueFull):  # commands are coming anyway
+                self._queue.put_nowait((_WAKE, None, None))
+
+    def _arm_wake(self) -> None:
+        """Wake the loop when the engine's next deadline passes, unless set already."""
+        deadline = self.engine.next_deadline()
+        if deadline is None or deadline == self._armed_for:
+            return
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+        # Not by reading the clock (tests script it, a read a command): from the last stamp,
+        # and the monotonic time passed since it was taken.
+        ahead = (deadline - self._last_ts) / 1e9 - (time.monotonic() - self._stamped_at)
+        delay = min(max(0.0, ahead), MAX_TIMER_WAIT_S)
+        self._armed_for = deadline
+        self._wake_handle = asyncio.get_running_loop().call_later(delay, self._woken)
+
+    def _woken(self) -> None:
+        self._armed_for = self._wake_handle = None
+        self.poke()
 
     @property
     def queue_depth(self) -> int:
@@ -259,6 +305,8 @@ class Sequencer:
             clean = True
         finally:
             self._accepting = False
+            if self._wake_handle is not None:
+                self._wake_handle.cancel()
             if not clean:
                 await self._abandon(writer)
             if self._snapshot_task is not None:
@@ -289,8 +337,8 @@ class Sequencer:
 
     async def _sequence_loop(self) -> None:
         queue = self._queue
-        apply = self.engine.apply
         while True:  # ends on the stop sentinel or an engine failure
+            self._arm_wake()
             item = await queue.get()
             stopping = False
             while item is not None:
@@ -314,25 +362,24 @@ class Sequencer:
                 command, future, origin = item
                 # Time never runs backwards in the journal, whatever the wall clock does.
                 ts = self._last_ts = max(self.clock(), self._last_ts)
-                stamped = msgspec.structs.replace(command, ts=ts)
-                try:
-                    events = apply(stamped)
-                except Exception as bug:  # noqa: BLE001 - any engine exception is fatal
-                    self._fail(command, bug, future, origin)
+                self._stamped_at = time.monotonic()
+                deadline = self.engine.next_deadline()
+                # What is due happens first (a batch may so hold one record past max_batch).
+                if (
+                    deadline is not None
+                    and deadline <= ts
+                    and not self._apply_one(Timer(ts=ts), None, None, batch)
+                ):
+                    assert self._failure is not None
+                    self._refuse(future, origin, self._failure)
                     stopping = True
                     break
-                self.last_seq += 1
-                sequenced = Sequenced(self.last_seq, stamped, events, origin)
-                if not batch.done:
-                    batch.opened = time.monotonic()
-                # A bus's origin is text (a gateway's id and token) and is journaled with
-                # the record, for that gateway to find its answer; an in-process one is not.
-                sent_by = origin if type(origin) is str else ""
-                entry = JournalEntry(self.last_seq, stamped, events, sent_by)
-                batch.payloads.append(encode_entry(entry))
-                batch.done.append((sequenced, future))
-                if len(batch.done) >= self.gather_enough:
-                    self._enough.set()
+                # The wake-up item is no command: it only made the loop look at the time.
+                if command is not _WAKE and not self._apply_one(
+                    msgspec.structs.replace(command, ts=ts), future, origin, batch
+                ):
+                    stopping = True
+                    break
                 if queue.empty():
                     break
                 item = queue.get_nowait()
@@ -345,6 +392,34 @@ class Sequencer:
             if stopping or self._failure is not None:
                 self._refuse_queued()
                 return
+
+    def _apply_one(
+        self,
+        stamped: Command,
+        future: "asyncio.Future[Sequenced] | None",
+        origin: object,
+        batch: "_Batch",
+    ) -> bool:
+        """Apply a stamped command and add its record to the open batch; False when the
+        engine raised (the sequencer has failed)."""
+        try:
+            events = self.engine.apply(stamped)
+        except Exception as bug:  # noqa: BLE001 - any engine exception is fatal
+            self._fail(stamped, bug, future, origin)
+            return False
+        self.last_seq += 1
+        sequenced = Sequenced(self.last_seq, stamped, events, origin)
+        if not batch.done:
+            batch.opened = time.monotonic()
+        # A bus's origin is text (a gateway's id and token) and is journaled with
+        # the record, for that gateway to find its answer; an in-process one is not.
+        sent_by = origin if type(origin) is str else ""
+        entry = JournalEntry(self.last_seq, stamped, events, sent_by)
+        batch.payloads.append(encode_entry(entry))
+        batch.done.append((sequenced, future))
+        if len(batch.done) >= self.gather_enough:
+            self._enough.set()
+        return True
 
     def _maybe_snapshot(self) -> None:
         """When a snapshot is due, fork a child to write it (or export the state here) and
@@ -539,7 +614,7 @@ class Sequencer:
         pruned: list[str] = []
         if oldest_kept is not None:
             # Safe from this thread: pruning touches only old, closed segments.
-            pruned = self.journal.prune_before(oldest_kept + 1)
+            pruned = self.journal.prune_before(self.prune_below(oldest_kept))
         log.info(
             "snapshot at seq %d written to %s in %.2fs; %d old segments pruned",
             seq, path, time.perf_counter() - started, len(pruned),
@@ -611,12 +686,20 @@ class Sequencer:
                 log.exception("on_refused %r failed", self.on_refused)
 
 
+# The item `poke` queues: a Timer the loop never applies itself (it checks the deadline).
+_WAKE = Timer()
+
+
 def _timed_write(journal: Journal, framed: Framed) -> float:
     """In the journal thread: write and sync; the seconds it took (the disk's time alone,
     not the loop's time to notice)."""
     started = time.perf_counter()
     journal.write_framed(framed)
     return time.perf_counter() - started
+
+
+def _covered_by(oldest_kept_snapshot: int) -> int:
+    return oldest_kept_snapshot + 1
 
 
 def _last_timestamp(journal: Journal) -> int:

@@ -47,11 +47,12 @@ from exchange.journal.journal import Journal, JournalCorruptError
 from exchange.journal.records import decode_entry
 from exchange.journal.rewind import RewindError
 from exchange.lease import REFRESH_EVERY_S, Lease, ensure_bucket
-from exchange.natsstream import ensure_stream, log_nats_error
+from exchange.natsstream import close_quietly, ensure_stream, log_nats_error
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
 from exchange.runtime import stop_on_signals
 from exchange.sequencer import GATHER_MS, SNAPSHOT_EVERY, Sequencer, stop_and_wait
-from exchange.standby import Diverged, Follower, FollowError, follow, rewind_journal
+from exchange.standby import Diverged, Follower, FollowError, Stopped, follow, rewind_journal
+from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_MARGIN_MESSAGES
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ STREAM_CHECK_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 # Lines a second about bad messages on the command subject (the rest are counted).
 BAD_MESSAGE_LINES_PER_S = 5
+# Turns in a row a standby may be overtaken by the stream's trim (and fetch a snapshot
+# again) before it ever reached the stream's end: once is a node away for a while, twice
+# bad luck; this many means its fetch, install and catch-up take longer than the stream
+# keeps (about two snapshot intervals), and fetching again would go on for ever.
+MAX_OVERTAKEN_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -267,12 +273,20 @@ class StreamPublisher:
                 await asyncio.sleep(PUBLISH_RETRY_S)
 
     async def _refill_from_journal(self, upto: int) -> bool:
-        if self.held_seq + 1 < self.journal.first_seq:
-            msg = (f"the stream lost seq {self.held_seq + 1}, which the journal no longer "
+        after = self.held_seq
+        if after == 0 and self.journal.first_seq > 1:
+            # Lost whole: refilled from the journal's first record, at or before where the
+            # stream started (a journal is never pruned past it: exchange/streamfloor.py);
+            # the stream then starts there, as a trimmed one does.
+            after = self.journal.first_seq - 1
+            log.warning("the stream lost every record: refilled from the journal's "
+                        "first, seq %d (those before are in snapshots)", after + 1)  # fmt: skip
+        elif after + 1 < self.journal.first_seq:
+            msg = (f"the stream lost seq {after + 1}, which the journal no longer "
                    f"holds (a snapshot pruned it to seq {self.journal.first_seq}): the "
                    "stream cannot be refilled")  # fmt: skip
             raise StreamRefillError(msg)
-        for first_seq, payloads in unpublished_batches(self.journal, self.held_seq):
+        for first_seq, payloads in unpublished_batches(self.journal, after):
             if not await self._publish_batch(first_seq, payloads):
                 return False
             if first_seq + len(payloads) - 1 >= upto:
@@ -422,13 +436,17 @@ async def _run(options: NodeOptions) -> int:
     heartbeat = loop.create_task(_heartbeats(nc, node), name="heartbeat")
     stop = stop_on_signals()
     durable = options.durability == "fsync"
+    floor = StreamFloor()  # where the stream starts, as last seen: the journal keeps it
+    overtakes = Overtakes()
     try:
         await ensure_stream(js)
         lease = Lease(await ensure_bucket(js), options.node_id, js)
         while True:  # one turn a role: standby until it leads, leader until it stops or steps down
             # A journal behind the stream's first record starts from a fetched snapshot.
             # As a task, so a stop is heard while it waits for NATS to answer.
-            starting = asyncio.ensure_future(recover_or_fetch(js, options.data_dir, durable))
+            starting = asyncio.ensure_future(
+                recover_or_fetch(js, options.data_dir, durable, floor)
+            )
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
@@ -438,7 +456,7 @@ async def _run(options: NodeOptions) -> int:
                     await starting
                 return 0
             recovered, after = starting.result()
-            follower = Follower(js, recovered, options.snapshot_every)
+            follower = Follower(js, recovered, options.snapshot_every, floor, stop)
             follower.stream_seq = after
             node.become("standby", lambda f=follower: f.applied_seq)  # type: ignore[misc]
             try:
@@ -449,10 +467,17 @@ async def _run(options: NodeOptions) -> int:
                 continue
             except FollowError as problem:
                 await follower.close(snapshot=False)
-                if await overtaken(js, follower.journal.last_seq):
-                    continue  # trimmed past it while it followed: the next turn fetches
-                print(f"exchange: standby stopped: {problem}", file=sys.stderr, flush=True)
-                return 2
+                try:
+                    trimmed_past = await overtaken(js, follower.journal.last_seq, stop)
+                except Stopped:
+                    return 0
+                if not trimmed_past:
+                    print(f"exchange: standby stopped: {problem}", file=sys.stderr, flush=True)
+                    return 2
+                if overtakes.too_many(caught_up=follower.caught_up):
+                    print(overtakes.why(), file=sys.stderr, flush=True)
+                    return 2
+                continue  # trimmed past it while it followed: the next turn fetches
             if not leads:
                 await follower.close(snapshot=True)
                 return 0
@@ -463,7 +488,29 @@ async def _run(options: NodeOptions) -> int:
             await rewind_journal(options.data_dir, durable, outcome.keep_seq, outcome.reason)
     finally:
         heartbeat.cancel()
-        await nc.close()
+        await close_quietly(nc)
+
+
+class Overtakes:
+    """Turns in a row the stream's trim overtook this standby before it ever reached the
+    stream's end (each then fetches a snapshot again), bounded by `limit`."""
+
+    def __init__(self, limit: int = MAX_OVERTAKEN_IN_A_ROW) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def too_many(self, *, caught_up: bool) -> bool:
+        """Count one more (a turn that reached the stream's end starts the count again);
+        True when the node should stop fetching (`why` says why)."""
+        self.count = 1 if caught_up else self.count + 1
+        return self.count >= self.limit
+
+    def why(self) -> str:
+        return (f"exchange: standby stopped: the stream's trim overtook it {self.count} times "
+                "in a row before it caught up (fetching and installing a snapshot, then "
+                "catching up, take longer than the stream keeps: about two snapshot intervals "
+                "of the leader's load); give it a faster disk or network, or start it when "
+                "the load is lower")
 
 
 @dataclass(frozen=True)
@@ -487,6 +534,7 @@ async def _lead(
         gather_seconds=options.gather_ms / 1_000, fork_snapshots=True,
         snapshot_every=options.snapshot_every,
     )  # fmt: skip
+    sequencer.prune_below = follower.floor.prune_below  # what a refill may still need
     appender = FencedAppender(js, follower.stream_seq, f"{options.node_id}-{lease.revision}")
     publisher = StreamPublisher(js, appender, journal, confirm_lead=lease.confirm)
     published = publisher.published_seq = publisher.held_seq = follower.stream_record_seq
@@ -525,8 +573,7 @@ async def _lead(
     sequencing = loop.create_task(sequencer.run(), name="sequencer")
     publishing = loop.create_task(publisher.run(), name="stream-publisher")
     sharing = loop.create_task(SnapshotSharing(
-        js, follower.snapshots, lambda: publisher.held_seq, lambda: journal.first_seq,
-        options.trim_margin,
+        js, follower.snapshots, lambda: publisher.held_seq, follower.floor, options.trim_margin,
     ).run(), name="engine-snapshots")  # fmt: skip
     subscription = await nc.subscribe(w.COMMANDS, cb=intake.handle)
     # The server has the subscription before this node says it leads (a command sent right

@@ -43,14 +43,30 @@ def install(data_dir: Path, seq: int, snapshot: bytes, *, durable: bool = True) 
     """Make `snapshot` (a snapshot file's bytes, the state after record `seq`) the start
     of `data_dir`, replacing its journal and snapshots; returns the state hash. The data
     directory must be claimed, and no journal of it open."""
+    stage(data_dir, seq).write_bytes(snapshot)
+    return install_staged(data_dir, seq, durable=durable)
+
+
+def stage(data_dir: Path, seq: int) -> Path:
+    """Where the snapshot file of record `seq` is fetched to before `install_staged`
+    (the staging directory emptied): a fetch writes it there as its chunks come."""
     staging = data_dir / STAGING
     shutil.rmtree(staging, ignore_errors=True)
+    return SnapshotStore(staging / SNAPSHOT_DIR, durable=False).path(seq)
+
+
+def discard_staged(data_dir: Path) -> None:
+    """A fetch that failed: its staging directory goes."""
+    shutil.rmtree(data_dir / STAGING, ignore_errors=True)
+
+
+def install_staged(data_dir: Path, seq: int, *, durable: bool = True) -> str:
+    """`install`, of the snapshot file `stage(data_dir, seq)` named, written there."""
+    staging = data_dir / STAGING
     snapshots = SnapshotStore(staging / SNAPSHOT_DIR, durable=durable)
     path = snapshots.path(seq)
-    with path.open("wb") as f:
-        f.write(snapshot)
-        f.flush()
-        if durable:
+    if durable:
+        with path.open("rb+") as f:
             os.fsync(f.fileno())
     loaded = snapshots.load_newest()  # its checks: CRC-32, state hash, the state restored
     if loaded is None or loaded[1] != seq:

@@ -17,10 +17,10 @@ node to cut its journal there and recover again (exchange/journal/rewind.py).
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import msgspec
 import nats.errors
@@ -37,6 +37,7 @@ from exchange.journal.storage import FileSegmentStore
 from exchange.lease import TRY_EVERY_S, Lease
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, Recovered, RecoveryError, Replayer
 from exchange.sequencer import SNAPSHOT_EVERY
+from exchange.streamfloor import StreamFloor
 
 if TYPE_CHECKING:
     from exchange.journal.journal import Record
@@ -49,6 +50,31 @@ NATS_AWAY = (nats.errors.Error, TimeoutError)
 # Stream messages fetched in one `step` at most, before the caller looks at its lease and
 # its stop signal again (a catch-up over a long stream stays responsive).
 MESSAGES_PER_STEP = 256
+
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):  # noqa: N818 - an outcome, not a failure
+    """The stop signal came while a wait for NATS was still unanswered."""
+
+
+async def unless_stopped(waiting: Awaitable[T], stop: asyncio.Event) -> T:
+    """What `waiting` gives; Stopped (it cancelled) if `stop` is set first: a NATS that
+    does not answer never holds up a stop for a request's timeout."""
+    task = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.cancelled():
+        raise Stopped
+    return task.result()
 
 
 class ReadySayer(Protocol):
@@ -80,9 +106,16 @@ class Follower:
     """Applies the stream to a recovered data directory's engine and journal."""
 
     def __init__(
-        self, js: JetStreamContext, recovered: Recovered, snapshot_every: int = SNAPSHOT_EVERY
-    ) -> None:
+        self, js: JetStreamContext, recovered: Recovered, snapshot_every: int = SNAPSHOT_EVERY,
+        floor: StreamFloor | None = None, stop: asyncio.Event | None = None,
+    ) -> None:  # fmt: skip
         self.js = js
+        # Its waits for NATS end when this is set (Stopped); never, without one.
+        self.stop = stop if stop is not None else asyncio.Event()
+        self.caught_up = False  # it has reached the stream's end at least once
+        # Where the stream starts: the journal is never pruned past it (a leader refills
+        # a lost stream from its journal). The node's own, kept across its turns.
+        self.floor = floor if floor is not None else StreamFloor()
         self.engine = recovered.engine
         self.journal = recovered.journal
         self.snapshots = recovered.snapshots
@@ -105,13 +138,15 @@ class Follower:
         return self._local_last > self.stream_record_seq
 
     async def step(self) -> bool:
-        """Follow up to MESSAGES_PER_STEP new stream messages; False when there was none."""
+        """Follow up to MESSAGES_PER_STEP new stream messages; False when there was none.
+        Stopped when its stop is set while NATS has not answered."""
         for done in range(MESSAGES_PER_STEP):
             try:
-                msg = await self.js.get_msg(
+                msg = await unless_stopped(self.js.get_msg(
                     w.STREAM, seq=self.stream_seq + 1, subject=w.BATCHES, next=True
-                )
+                ), self.stop)  # fmt: skip
             except NotFoundError:
+                self.caught_up = True
                 return done > 0
             await self.apply(msg.seq or self.stream_seq + 1, msg.data or b"")
         return True
@@ -174,6 +209,7 @@ class Follower:
 
     async def _write_snapshot(self, seq: int, state: EngineState) -> None:
         loop = asyncio.get_running_loop()
+        await self.floor.look(self.js)
         try:  # in the journal's thread: pruning must not race a journal write
             await loop.run_in_executor(self._thread, self._store_snapshot, seq, state)
         except Exception:  # the journal still holds everything; the next one tries again
@@ -182,7 +218,10 @@ class Follower:
     def _store_snapshot(self, seq: int, state: EngineState) -> None:
         path = self.snapshots.write(seq, state)
         oldest_kept = self.snapshots.prune()
-        pruned = self.journal.prune_before(oldest_kept + 1) if oldest_kept is not None else []
+        pruned = (
+            self.journal.prune_before(self.floor.prune_below(oldest_kept))
+            if oldest_kept is not None else []
+        )  # fmt: skip
         log.info("standby snapshot at seq %d written to %s; %d old segments pruned",
                  seq, path, len(pruned))  # fmt: skip
 
@@ -218,8 +257,10 @@ async def follow(
 ) -> bool:
     """Follow the stream until this node takes the lease (True, once it has applied the
     stream to its end) or `stop` is set (False). A stream message wakes it; without one
-    it looks again every TRY_EVERY_S, when it also tries to take a lapsed lease."""
+    it looks again every TRY_EVERY_S, when it also tries to take a lapsed lease. Every wait
+    for NATS ends at `stop` (a standby stops at once, NATS away or not)."""
     wake = asyncio.Event()
+    follower.stop = stop
 
     async def woken(_: Msg) -> None:
         wake.set()
@@ -241,7 +282,7 @@ async def follow(
                 continue
             if loop.time() >= next_try:
                 next_try = loop.time() + TRY_EVERY_S
-                taken = await _try_take(lease)
+                taken = await _try_take(lease, stop)
                 if taken:
                     await _read_to_end(follower, stop)
                     if stop.is_set():
@@ -252,18 +293,23 @@ async def follow(
                 if taken is False:  # another node holds it (not a NATS error: unknown)
                     node.say_ready(f"standby, applied to seq {follower.applied_seq}")
             await _either(wake, stop, TRY_EVERY_S)
+    except Stopped:
+        log.info("stopped while waiting for NATS to answer")
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
     return False
 
 
-async def _try_take(lease: Lease) -> bool | None:
-    """Whether the lease was taken; None when NATS did not say (the next try retries).
-    The ready line waits for a clear answer: a lone node that says "standby" because its
-    first try timed out would have its starter send commands no one takes."""
+async def _try_take(lease: Lease, stop: asyncio.Event) -> bool | None:
+    """Whether the lease was taken; None when NATS did not say (the next try retries);
+    Stopped at `stop`. The ready line waits for a clear answer: a lone node that says
+    "standby" because its first try timed out would have its starter send commands no
+    one takes."""
     try:
-        return await lease.try_take()
+        return await unless_stopped(lease.try_take(), stop)
+    except Stopped:
+        raise
     except Exception as problem:  # noqa: BLE001 - NATS away: the next try retries
         log.warning("could not try the leader lease: %r", problem)
         return None
@@ -273,7 +319,8 @@ async def _read_to_end(follower: Follower, stop: asyncio.Event) -> None:
     """Apply the stream to the end it has now (NATS errors retried: the lease is taken)."""
     while not stop.is_set():  # until read to its end, or stopped
         try:
-            target = (await follower.js.stream_info(w.STREAM)).state.last_seq
+            info = await unless_stopped(follower.js.stream_info(w.STREAM), stop)
+            target = info.state.last_seq
             while follower.stream_seq < target and await follower.step():
                 pass  # bounded: the stream's end was read just now
             return

@@ -6,11 +6,10 @@ Who starts from where:
   record) and every one after it;
 - a sequencer whose journal ends before the stream's first record from an engine
   snapshot in ENGINE_BUCKET: it needs the message after the one its name gives;
-- the leader, refilling a stream that lost its tail (exchange/sequencer_node.py's
-  StreamPublisher), from its journal: the stream and the journal together must hold
-  every record from the stream's first on, so the stream is never trimmed past the
-  journal's first record (a tail lost anywhere past the stream's first message can then
-  be refilled);
+- the leader, refilling a stream that lost records (exchange/sequencer_node.py's
+  StreamPublisher), from its journal: no bound here, the other way round: every node
+  prunes its journal only below the stream's first record (exchange/streamfloor.py), so
+  the stream and any node's journal together hold every record from the stream's first;
 - a gateway or standby that follows the stream live, from where it is: a margin of
   messages (TRIM_MARGIN_MESSAGES) behind the stream's end is always kept.
 
@@ -20,7 +19,8 @@ newest one damaged, a node falls back to the older one, which must still be usab
 trim at all while a kind has fewer than two. Snapshots are only ever added newer than
 those kept, and deleted oldest first, so every snapshot still in a bucket after a trim is
 at or past the trim point. A snapshot whose named message does not fit this stream (a
-bucket left from a stream since lost) stops the trim: nothing is trimmed on its account.
+bucket left from a stream since lost, named by another stream_id or not fitting its
+positions) stops the trim: nothing is trimmed on its account.
 
 The leader trims (JetStream purge up to, not including, the point) each time it has put
 an engine snapshot, so at most once every SNAPSHOT_EVERY records.
@@ -35,8 +35,8 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
 from exchange import natswire as w
-from exchange.buckets import READ_BUCKET, engine_snapshots, read_snapshots
-from exchange.natsstream import continues_at, message_holding, records_of
+from exchange.buckets import READ_BUCKET, engine_snapshots, read_snapshots, stream_id
+from exchange.natsstream import continues_at, records_of
 
 log = logging.getLogger(__name__)
 
@@ -71,54 +71,40 @@ def basis(snapshots: Sequence[T]) -> T | None:
     return snapshots[TRIM_BASIS - 1] if len(snapshots) >= TRIM_BASIS else None
 
 
-async def trim(
-    js: JetStreamContext, engine: ObjectStore, journal_first_seq: int, margin: int
-) -> int | None:
+async def trim(js: JetStreamContext, engine: ObjectStore, margin: int) -> int | None:
     """Trim the stream by the rule above; returns the new first message, None if untouched."""
-    state = (await js.stream_info(w.STREAM)).state
+    info = await js.stream_info(w.STREAM)
+    state, stream = info.state, stream_id(info)
     if state.messages == 0:
         return None
-    needed = [
-        await _engine_point(js, engine),
-        await _read_point(js),
-        await _journal_point(js, state.first_seq, state.last_seq, journal_first_seq),
-    ]
+    needed = [await _engine_point(js, engine, stream), await _read_point(js, stream)]
     point = trim_point(state.first_seq, state.last_seq, needed, margin)
     if point is None:
         return None
     await js.purge_stream(w.STREAM, seq=point)
     log.info(
-        "stream trimmed below message %d (it started at %d; engine, read and journal "
-        "points %s)", point, state.first_seq, needed,
+        "stream trimmed below message %d (it started at %d; engine and read points %s)",
+        point, state.first_seq, needed,
     )  # fmt: skip
     return point
 
 
-async def _engine_point(js: JetStreamContext, engine: ObjectStore) -> int | None:
-    placed = basis(await engine_snapshots(engine))
+async def _engine_point(js: JetStreamContext, engine: ObjectStore, stream: str) -> int | None:
+    placed = basis(await engine_snapshots(engine, stream))
     if placed is None or not await continues_at(js, placed.seq, placed.after):
         return None
     return placed.after + 1
 
 
-async def _read_point(js: JetStreamContext) -> int | None:
+async def _read_point(js: JetStreamContext, stream: str) -> int | None:
     try:
         bucket = await js.object_store(READ_BUCKET)
     except BucketNotFoundError:
         return None
-    stored = basis(await read_snapshots(bucket))
+    stored = basis(await read_snapshots(bucket, stream))
     if stored is None:
         return None
     span = await records_of(js, stored.stream_seq)
     if span is None or span[1] != stored.seq or not span[2]:
         return None  # not this stream's (or trimmed past already): trim nothing for it
     return stored.stream_seq
-
-
-async def _journal_point(
-    js: JetStreamContext, first_seq: int, last_seq: int, journal_first: int
-) -> int | None:
-    span = await records_of(js, first_seq)
-    if span is not None and journal_first <= span[0]:
-        return last_seq + 1  # the journal holds all the stream does: no bound from it
-    return await message_holding(js, journal_first)

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from exchange.bus import Bus
-from gateway import clusterview, demofeed, queryparams, rest, webpage
+from exchange.bus import Bus, ManualClock
+from gateway import binance, clusterview, demofeed, queryparams, rest, webpage
 from gateway.halfopen import HalfOpenGuard
 from gateway.limits import MAX_CONNECTIONS, RATE_PER_S
 from gateway.metrics import Metrics
-from gateway.readmodel import ReadModel
+from gateway.readmodel import DEFAULT_CURRENCY, ReadModel
 from gateway.ws import Hub, websocket
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def build_app(
     guard: HalfOpenGuard | None = None,
     cluster: clusterview.ClusterSource | None = None,
     demo_feed: demofeed.DemoFeed | None = None,
+    currency: str = DEFAULT_CURRENCY,
+    binance_weight_limit: int | None = None,
 ) -> web.Application:
     edge = [json_errors, queryparams.refuse_unknown_params]
     middlewares = edge if guard is None else [guard.middleware(), *edge]
@@ -69,9 +71,13 @@ def build_app(
     hub = Hub(sequencer, read, max_connections, rate_limit, account_rate_limit)
     app["sequencer"] = sequencer
     app["read"] = read
+    read.currency = currency
     app["hub"] = hub
     app["admin_token"] = admin_token
     app["cluster"] = cluster if cluster is not None else clusterview.SingleProcess(read)
+    # Tests step the in-process sequencer's clock by hand (exchange serve --test-clock).
+    clock = getattr(sequencer, "clock", None)
+    app["set_clock"] = clock.advance_to if isinstance(clock, ManualClock) else None
     app["auth_failures"] = hub.auth_failures  # one bound on the lines, WebSocket and REST
     metrics = Metrics(sequencer, read, hub, guard)
     app["metrics"] = metrics
@@ -83,6 +89,8 @@ def build_app(
     webpage.add_routes(app.router)
     app["demo_feed"] = demo_feed
     app.router.add_get("/v1/demo/fundamental", demofeed.handler)
+    # The Binance-spot dialect (docs/BINANCE.md): a second face of the same gateway.
+    binance.setup(app, admin_token, currency, binance_weight_limit)
     queryparams.check_routes(app.router)
     app.cleanup_ctx.append(_heartbeats)
     return app

@@ -85,7 +85,8 @@ class AuthFailures:
 
     def failed(self, where: str, peer: str, key: str = "", conn: int | None = None) -> None:
         """`where`: ws_auth (the auth request), ws_header (the upgrade's Authorization),
-        rest_key (a private read), rest_admin (an admin call: its token is never shown)."""
+        rest_key (a private read), rest_admin (an admin call: its token is never shown),
+        binance_key and binance_signature (the Binance dialect's unknown key, bad signature)."""
         held_back = self.budget.take()
         if held_back is None:
             return

@@ -325,7 +325,7 @@ class LocalBook:
         self.bad_checksums = 0
 
     def apply(self, message: Message) -> bool:
-        """Apply a book_snapshot, book_update or trade for this symbol; False when the
+        """Apply a book_snapshot, book_update, auction or trade for this symbol; False when the
         book can no longer be trusted (a gap or a checksum mismatch): resubscribe."""
         kind = message.get("type")
         if message.get("symbol") != self.symbol:
@@ -339,6 +339,8 @@ class LocalBook:
             return self.on_trade(message["seq"])
         if kind == "book_update":
             return self.on_update(message["seq"], message["changes"], message["checksum"])
+        if kind == "auction":
+            return self.on_auction(message["seq"])
         return True
 
     def on_snapshot(
@@ -369,6 +371,12 @@ class LocalBook:
         for side, price, qty in changes:
             (bids if side == "buy" else asks).set(price, qty)
         return self._checked(checksum)
+
+    def on_auction(self, seq: int) -> bool:
+        """A call auction's indicative price takes a book seq and changes no level."""
+        if self.seq is None:
+            return True  # waiting for the snapshot a resubscribe brings
+        return self._in_sequence(seq)
 
     def _in_sequence(self, seq: int) -> bool:
         if self.seq is None or seq != self.seq + 1:

@@ -1,13 +1,13 @@
 """The demo market `exchange serve --demo` seeds on a fresh data directory.
 
 A share (ACME) that went through an oversubscribed offering underwritten by a bank (firm,
-a 7% gross spread) and trades with fees (a maker rebate of 2 bps, a taker fee of 10), a bond
-(BOND) listed straight into trading without fees, six accounts with cash and units, and a
-market maker's resting orders on both, so a newcomer sees a live book at once. The API
-keys are printed and written to a keys file (mode 0600): DATA_DIR/demo-keys.json for
-`exchange serve --demo`, the `--demo-keys FILE` of `exchange gateway --demo`. Everything
-goes through a Bus as ordinary commands, so it is journaled like any other activity and
-never seeded twice.
+a 7% gross spread), opened through an opening auction and trades with fees (a maker rebate
+of 2 bps, a taker fee of 10), a bond (BOND) listed straight into trading without fees, six
+accounts with cash and units, and a market maker's resting orders on both, so a newcomer
+sees a live book at once. The API keys are printed and written to a keys file (mode 0600):
+DATA_DIR/demo-keys.json for `exchange serve --demo`, the `--demo-keys FILE` of `exchange
+gateway --demo`. Everything goes through a Bus as ordinary commands, so it is journaled
+like any other activity and never seeded twice.
 """
 
 import json
@@ -20,6 +20,7 @@ from exchange.domain import commands as cmd
 from exchange.domain.events import AccountCreated, OfferingOpened
 from exchange.domain.money import parse_cash
 from gateway.auth import hash_api_key, new_api_key
+from gateway.binance import signing
 
 DEMO_KEYS_FILE = "demo-keys.json"
 # The underwriter comes last, so the first five keep the ids they had before it.
@@ -39,16 +40,22 @@ async def _do(sequencer: Bus, command: cmd.Command) -> list[Any]:
     return list(done.events)
 
 
-async def seed(sequencer: Bus, keys_path: Path) -> dict[str, dict[str, str]]:
+async def seed(
+    sequencer: Bus, keys_path: Path, admin_token: str | None = None
+) -> dict[str, dict[str, str]]:
     """Create the demo market and write its keys to `keys_path`; returns
-    {name: {"account": id, "api_key": key}}."""
+    {name: {"account": id, "api_key": key}}, with each key's "api_secret" (the Binance
+    dialect's signing secret) when the admin token it derives from is given."""
     keys: dict[str, dict[str, str]] = {}
+    secret_key = signing.secret_key(admin_token) if admin_token is not None else None
     for name in ACCOUNTS:
         api_key = new_api_key()
         new = cmd.CreateAccount(name=name, api_key_hash=hash_api_key(api_key))
         created = (await _do(sequencer, new))[0]
         assert isinstance(created, AccountCreated)
         keys[name] = {"account": created.account, "api_key": api_key}
+        if secret_key is not None:
+            keys[name]["api_secret"] = signing.api_secret(secret_key, api_key)
         if name in CASH:
             cash = parse_cash(CASH[name])
             await _do(sequencer, cmd.DepositCash(account=created.account, amount=cash))
@@ -94,6 +101,9 @@ async def seed(sequencer: Bus, keys_path: Path) -> dict[str, dict[str, str]]:
                         symbol=symbol, side=side, price=price, qty=100 * level,  # type: ignore[arg-type]
                     ),
                 )  # fmt: skip
+    # ACME's offering left it pre_open: the quotes above rested in its opening auction,
+    # which now uncrosses (they do not cross, so nothing trades) and trading begins.
+    await _do(sequencer, cmd.Uncross(symbol="ACME"))
     fd = os.open(keys_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(keys, f, indent=2)
@@ -112,6 +122,8 @@ def key_lines(keys: dict[str, dict[str, str]], data_dir: Path) -> list[str]:
     """The demo keys as people read them at start (serve's welcome, the cluster's banner)."""
     lines = [f"demo API keys (also in {data_dir / DEMO_KEYS_FILE}):"]
     lines.extend(
-        f"  {name:<13} {entry['account']:<4} {entry['api_key']}" for name, entry in keys.items()
+        f"  {name:<13} {entry['account']:<4} {entry['api_key']}"
+        + (f"  secret {entry['api_secret']}" if "api_secret" in entry else "")
+        for name, entry in keys.items()
     )
     return lines

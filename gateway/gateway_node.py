@@ -57,6 +57,9 @@ class GatewayOptions:
     read_snapshot_every: int = READ_SNAPSHOT_EVERY
     # A command unanswered this long is answered UNAVAILABLE (a hidden flag: tests).
     answer_timeout_s: float = ANSWER_TIMEOUT_S
+    # The cash currency: the quote asset of the Binance dialect's symbols.
+    currency: str = "USD"
+    binance_weight_limit: int | None = None  # a hidden flag: tests
 
 
 def run(options: GatewayOptions) -> int:
@@ -109,7 +112,7 @@ async def _run(options: GatewayOptions, token: str) -> int:
     await cluster.start()
     if options.demo_keys is not None and not read.state.balances:
         try:
-            await demo.seed(bus, options.demo_keys)
+            await demo.seed(bus, options.demo_keys, token)
         except (BusyError, SequencerStoppedError, UnavailableError) as problem:
             line = f"exchange: cannot seed the demo market: {problem!r}"
             print(line, file=sys.stderr, flush=True)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from exchange.domain.events import (
+    AuctionIndicative,
+    InstrumentStatusChanged,
     OrderAccepted,
     OrderCancelled,
     OrderRejected,
@@ -20,13 +22,14 @@ from exchange.domain.money import format_cash
 from gateway.readstate import Fill, OrderRecord
 
 Message = dict[str, Any]
-# Fees are charged in the cash currency (docs/PROTOCOL.md, "Fees").
-FEE_ASSET = "USD"
 PriceFormat = Callable[[str, int], str]
 
 
 class Prices(Protocol):
     """What writes prices: the read model (it knows each instrument's tick)."""
+
+    # The cash currency (`--currency`): fees are charged in it (docs/PROTOCOL.md, "Fees").
+    currency: str
 
     def price(self, symbol: str, ticks: int) -> str: ...
 
@@ -65,6 +68,7 @@ def accepted(e: OrderAccepted, prices: Prices, after: OrderRecord | None = None)
         "post_only": e.post_only,
         "resent": e.resent,
         "ts": e.ts,
+        "expire_at": e.expire_at or None,
     } | _stop_and_iceberg(e.symbol, e.trigger_price, e.display_qty, prices.price)
 
 
@@ -125,7 +129,7 @@ def fill(f: Fill, prices: Prices) -> Message:
         "avg_price": prices.avg_price(f.symbol, f.filled, f.notional),
         "liquidity": f.liquidity,
         "fee": format_cash(f.fee),
-        "fee_asset": FEE_ASSET,
+        "fee_asset": prices.currency,
         "ts": f.ts,
     }
 
@@ -170,3 +174,30 @@ def trade(e: TradeExecuted, seq: int, price: PriceFormat) -> Message:
 
 def error(code: str, message: str) -> Message:
     return {"type": "error", "code": code, "message": message}
+
+
+def status(e: InstrumentStatusChanged, book_seq: int) -> Message:
+    """An instrument's new phase, on the book channel: `seq` is the book seq it follows
+    (it takes none); `open_at` when a call auction uncrosses (ns; null: when the admin
+    says), `reason` what moved it."""
+    return {
+        "type": "status",
+        "symbol": e.symbol,
+        "seq": book_seq,
+        "status": e.status,
+        "open_at": e.open_at or None,
+        "reason": e.reason or None,
+    }
+
+
+def auction(e: AuctionIndicative, seq: int, price: PriceFormat) -> Message:
+    """Where a call auction would uncross now; it takes a book seq."""
+    return {
+        "type": "auction",
+        "symbol": e.symbol,
+        "seq": seq,
+        "indicative_price": price(e.symbol, e.price) if e.price else None,
+        "indicative_qty": e.qty,
+        "imbalance_side": e.imbalance_side or None,
+        "imbalance_qty": e.imbalance_qty,
+    }

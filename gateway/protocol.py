@@ -11,7 +11,7 @@ import msgspec
 from msgspec import Meta
 
 from exchange.domain.codes import RejectCode
-from exchange.domain.limits import MAX_ID_LENGTH, MAX_QTY
+from exchange.domain.limits import MAX_ID_LENGTH, MAX_QTY, MAX_TIMESTAMP
 from exchange.domain.text import VisibleId
 
 # A frame larger than this is refused with close code 1009 (aiohttp's max_msg_size).
@@ -51,10 +51,11 @@ class Place(_Request, frozen=True, kw_only=True, tag="place"):
     type: Literal["limit", "market", "stop", "stop_limit"] = "limit"
     price: str | None = None
     qty: Qty
-    tif: Literal["gtc", "ioc", "fok"] = "gtc"
+    tif: Literal["gtc", "ioc", "fok", "gtd", "day"] = "gtc"
     post_only: bool = False
     stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] = "cancel_newest"
     max_notional: str | None = None
+    expire_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None  # gtd: ns
     trigger_price: str | None = None  # stop and stop_limit (issue 16)
     display_qty: Qty | None = None  # iceberg: the most the book shows at once (issue 16)
 
@@ -162,4 +163,6 @@ def code_for(error: msgspec.DecodeError) -> RejectCode:
         return RejectCode.BAD_TRIGGER
     if "$.price" in text or "$.max_notional" in text:
         return RejectCode.BAD_PRICE
+    if "$.expire_at" in text:
+        return RejectCode.BAD_EXPIRY
     return RejectCode.BAD_REQUEST

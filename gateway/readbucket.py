@@ -19,7 +19,7 @@ stream from its first message. At most MAX_IN_FLIGHT snapshots are written or pu
 
 import asyncio
 import contextlib
-import io
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,7 +35,7 @@ from nats.js.object_store import ObjectStore
 
 from exchange import buckets, forked_snapshot
 from exchange import natswire as w
-from exchange.buckets import READ_BUCKET, Stored, put_file
+from exchange.buckets import READ_BUCKET, Stored, TooBigError, get_file, put_file
 from gateway.natsbus import NatsBus
 from gateway.readmodel import ReadModel
 from gateway.readsnapshots import KEEP_READ_SNAPSHOTS, decode_snapshot, encode_snapshot
@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 # many from the stream (half a second at ~200,000 a second), and each gateway exports its
 # state once per this many records (in a child: the loop does not wait for it).
 READ_SNAPSHOT_EVERY = 100_000
-# A snapshot bigger than this is not loaded (not one of ours, or a read side past what a
-# gateway should hold in memory twice while it loads): the stream is replayed instead.
+# A snapshot bigger than this is neither put nor loaded (not one of ours, or a read side
+# past what a gateway should load: its bytes are read once to be checked and decoded):
+# the stream is replayed instead.
 MAX_SNAPSHOT_BYTES = 1024**3
 # One get or put of a snapshot, or a look at the bucket, at most: a get whose chunks a
 # prune purged meanwhile would otherwise wait for them for ever.
@@ -67,9 +68,10 @@ async def open_bucket(js: JetStreamContext) -> ObjectStore:
     return await buckets.open_bucket(js, READ_BUCKET)
 
 
-async def stored(obs: ObjectStore) -> list[Stored]:
-    """The snapshots in the bucket, newest first (other objects are ignored)."""
-    return await buckets.read_snapshots(obs)
+async def stored(obs: ObjectStore, stream: str | None = None) -> list[Stored]:
+    """The snapshots in the bucket, newest first (other objects are ignored); with
+    `stream` (buckets.stream_id), only that stream's."""
+    return await buckets.read_snapshots(obs, stream)
 
 
 async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState, int] | None:
@@ -77,7 +79,8 @@ async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState
     message it follows); None (logged) when there is none."""
     try:
         async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-            present = await stored(obs)
+            # Only this stream's: one left from a stream since made again is passed over.
+            present = await stored(obs, buckets.stream_id(await js.stream_info(w.STREAM)))
     except (nats.errors.Error, TimeoutError) as problem:
         log.error("cannot list the read snapshots in %s: %r", READ_BUCKET, problem)
         present = []
@@ -86,7 +89,8 @@ async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState
             async with asyncio.timeout(TRANSFER_TIMEOUT_S):
                 state = await _load(js, obs, snapshot)
         except (
-            ValueError, msgspec.DecodeError, w.VersionError, nats.errors.Error, TimeoutError
+            ValueError, msgspec.DecodeError, w.VersionError, nats.errors.Error, TimeoutError,
+            TooBigError, OSError,
         ) as problem:  # fmt: skip
             log.error("read snapshot %s unusable, trying an older one: %r", snapshot.name, problem)
             continue
@@ -101,12 +105,14 @@ async def load_newest(js: JetStreamContext, obs: ObjectStore) -> tuple[ReadState
 
 
 async def _load(js: JetStreamContext, obs: ObjectStore, snapshot: Stored) -> ReadState:
-    info = await obs.get_info(snapshot.name)
-    if info.size is None or info.size > MAX_SNAPSHOT_BYTES:
-        raise ValueError(f"{info.size} bytes, past the bound {MAX_SNAPSHOT_BYTES}")
-    data = io.BytesIO()
-    await obs.get(snapshot.name, writeinto=data)  # checks the SHA-256 digest
-    state = decode_snapshot(data.getvalue(), snapshot.seq)
+    # Fetched into a file as its chunks come, then read once to be checked and decoded
+    # (a fetch into memory held it two or three times over).
+    with tempfile.TemporaryDirectory(prefix="exchange-read-fetch-") as directory:
+        path = Path(directory) / snapshot.name
+        await get_file(js, obs, snapshot.name, path, MAX_SNAPSHOT_BYTES)  # checks the SHA-256
+        data = await asyncio.to_thread(path.read_bytes)
+    state = decode_snapshot(data, snapshot.seq)
+    del data
     # It must continue this stream: the message it names ends the batch of its seq.
     message = await js.get_msg(w.STREAM, snapshot.stream_seq)
     batch = w.decode_batch(message.data or b"")
@@ -167,9 +173,15 @@ class SharedSnapshots:
         try:
             if pid:
                 await _wait_for_child(pid)
+            async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+                info = await self.bus.js.stream_info(w.STREAM)
+            taken = dataclasses.replace(taken, stream=buckets.stream_id(info))
             async with self._putting:
-                await put_snapshot(self.obs, taken, path)
-        except (forked_snapshot.ChildFailedError, OSError, nats.errors.Error, TimeoutError) as e:
+                self.obs, _ = await put_reopening(self.bus.js, self.obs, taken, path)
+        except (
+            forked_snapshot.ChildFailedError, OSError, nats.errors.Error, TimeoutError,
+            TooBigError,
+        ) as e:  # fmt: skip
             log.error("read snapshot %s not put: %r", taken.name, e)
         finally:
             path.unlink(missing_ok=True)
@@ -188,19 +200,46 @@ async def put_snapshot(obs: ObjectStore, taken: Stored, path: Path) -> bool:
     gateway put it) or older than the newest KEEP_READ_SNAPSHOTS; then delete all but
     those. True if this call put it."""
     async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-        present = await stored(obs)
+        every = await stored(obs)
+        present = [s for s in every if s.stream == taken.stream]
+        foreign = [s for s in every if s.stream != taken.stream]  # of a stream since lost
         kept = present[:KEEP_READ_SNAPSHOTS]
         put = taken not in present and (len(kept) < KEEP_READ_SNAPSHOTS or taken > kept[-1])
         if put:
-            await put_file(obs, taken.name, path)
+            await put_file(obs, taken.name, path, MAX_SNAPSHOT_BYTES)
             log.info("read snapshot %s put in %s", taken.name, READ_BUCKET)
             present = sorted({*present, taken}, reverse=True)
         else:
             log.info("read snapshot %s not put: in the bucket already, or older", taken.name)
-        for old in present[KEEP_READ_SNAPSHOTS:]:  # bounded: a few past the kept ones
+        for old in present[KEEP_READ_SNAPSHOTS:] + foreign:  # bounded: a few past the kept
             with contextlib.suppress(NotFoundError):  # another gateway deleted it
                 await obs.delete(old.name)
     return put
+
+
+async def put_reopening(
+    js: JetStreamContext, obs: ObjectStore, taken: Stored, path: Path
+) -> tuple[ObjectStore, bool]:
+    """`put_snapshot`, through a bucket handle made again (and the bucket with it) when
+    the bucket is gone (its NATS store lost, or deleted): a handle kept from start would
+    otherwise fail every put for good. Returns the handle to keep, and whether it put."""
+    try:
+        return obs, await put_snapshot(obs, taken, path)
+    except NotFoundError:
+        if not await _bucket_gone(js):
+            raise
+    log.warning("the read snapshot bucket %s is gone (the NATS store lost?): made again",
+                READ_BUCKET)  # fmt: skip
+    obs = await open_bucket(js)
+    return obs, await put_snapshot(obs, taken, path)
+
+
+async def _bucket_gone(js: JetStreamContext) -> bool:
+    try:
+        await js.stream_info(f"OBJ_{READ_BUCKET}")
+    except NotFoundError:
+        return True
+    return False
 
 
 def _write(path: Path, snapshot: ReadSnapshot) -> None:

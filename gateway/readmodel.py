@@ -45,10 +45,15 @@ Listener = Callable[[Sequenced], None]
 MarketDataListener = Callable[[Published], None]
 
 
+# The cash currency when `--currency` is not given.
+DEFAULT_CURRENCY = "USD"
+
 class ReadModel:
     def __init__(self, state: ReadState | None = None) -> None:
         self.state = state or ReadState()
         self.listener_errors = 0
+        # The cash currency (`--currency`), which fees are charged in; set by the app.
+        self.currency = DEFAULT_CURRENCY
         self._prices: dict[tuple[str, int], str] = {}
         self._ticks: dict[tuple[str, str], int] = {}
         self._listeners: list[Listener] = []

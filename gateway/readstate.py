@@ -20,6 +20,7 @@ from exchange.domain.engine import Engine
 from exchange.domain.events import (
     AccountCreated,
     ApiKeyAdded,
+    AuctionIndicative,
     CashDeposited,
     CashWithdrawn,
     Event,
@@ -36,11 +37,13 @@ from exchange.domain.events import (
     OrderReplaced,
     OrderTriggered,
     TradeExecuted,
+    TradingRulesSet,
     UnitsAllocated,
     UnitsDeposited,
     UnitsWithdrawn,
 )
 from exchange.domain.fees import FEE_ACCOUNT, buy_hold
+from exchange.domain.limits import DEFAULT_INTERRUPTION_S
 
 # Recent trades kept per instrument for GET /v1/trades (the newest first).
 TRADES_KEPT = 1_000
@@ -85,13 +88,15 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     filled: int = 0
     notional: int = 0  # sum of price (ticks) x qty over its fills: for the average price
     resting: bool = False  # on the book (counted in its level's total)
-    # Issue 16: a stop's trigger, an iceberg's displayed size and what it shows now (its
-    # level counts `shown`), and a waiting stop buy's held budget.
+    expire_at: int = 0  # a gtd order's (ns)
+    taker_bps: int = 0  # the taker fee rate it was accepted with: a buy's hold covers it
+    # Issue 16 (last: a read snapshot from before decodes): a stop's trigger, an iceberg's
+    # displayed size and what it shows now (its level counts `shown`), and a waiting stop
+    # buy's held budget.
     trigger_price: int = 0
     display_qty: int = 0
     shown: int = 0
     budget: int = 0
-    taker_bps: int = 0  # the taker fee rate it was accepted with: a buy's hold covers it
 
     @property
     def visible(self) -> int:
@@ -134,6 +139,13 @@ class InstrumentView(msgspec.Struct, array_like=True):
     status: str
     maker_bps: int = 0
     taker_bps: int = 0
+    # Market phases: the trading rules, when a call auction uncrosses, and where it would
+    # uncross now (while pre_open).
+    band_pct: int = 0
+    interruption_s: int = DEFAULT_INTERRUPTION_S
+    open_at: int = 0
+    close_at: int = 0
+    indicative: AuctionIndicative | None = None
 
 
 class OfferingView(msgspec.Struct, array_like=True):
@@ -234,6 +246,10 @@ class Published:
 
     trades: dict[str, list[TradeExecuted]] = field(default_factory=dict)
     levels: dict[str, list[Level]] = field(default_factory=dict)
+    # Market phases: status changes in order, and a call auction's latest indicative (it
+    # takes the book seq after the book update's).
+    statuses: dict[str, list[InstrumentStatusChanged]] = field(default_factory=dict)
+    auctions: dict[str, AuctionIndicative] = field(default_factory=dict)
 
 
 # --- the snapshot's shape --------------------------------------------------------------------
@@ -293,6 +309,8 @@ class ReadState:
         self._touched: dict[str, set[tuple[str, int]]] = {}
         self._trades: dict[str, list[TradeExecuted]] = {}
         self._public: dict[str, dict[tuple[str, int], int]] = {}
+        self._statuses: dict[str, list[InstrumentStatusChanged]] = {}
+        self._auctions: dict[str, AuctionIndicative] = {}
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             TradeExecuted: self._trade,
             OrderAccepted: self._accepted,
@@ -312,6 +330,8 @@ class ReadState:
             OfferingSubscribed: self._offering_subscribed,
             UnitsAllocated: self._units_allocated,
             OfferingClosed: self._offering_closed,
+            TradingRulesSet: self._rules_set,
+            AuctionIndicative: self._indicative,
             InstrumentFeesSet: self._fees_set,
             OfferingUnderwritten: self._offering_underwritten,
         }
@@ -349,9 +369,11 @@ class ReadState:
         every level touched (None when nothing public changed)."""
         touched, self._touched = self._touched, {}
         trades, self._trades = self._trades, {}
-        if not touched and not trades:
+        statuses, self._statuses = self._statuses, {}
+        auctions, self._auctions = self._auctions, {}
+        if not touched and not trades and not statuses and not auctions:
             return None
-        published = Published(trades=trades)
+        published = Published(trades=trades, statuses=statuses, auctions=auctions)
         for symbol, levels in touched.items():
             changes = self._level_changes(symbol, levels)
             if changes:
@@ -362,6 +384,8 @@ class ReadState:
             tape.trade_seq += len(executed)
             _add_to_candles(tape.candles, executed)
         for symbol in published.levels:
+            tapes[symbol].book_seq += 1
+        for symbol in auctions:
             tapes[symbol].book_seq += 1
         return published
 
@@ -399,7 +423,8 @@ class ReadState:
         instrument = self.instruments[e.symbol]
         record = OrderRecord(
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
-            e.price, e.qty, e.remaining, "open", e.ts, taker_bps=instrument.taker_bps,
+            e.price, e.qty, e.remaining, "open", e.ts, expire_at=e.expire_at,
+            taker_bps=instrument.taker_bps,
         )  # fmt: skip
         waiting = e.type in {"stop", "stop_limit"}
         if e.trigger_price or e.display_qty:
@@ -444,11 +469,20 @@ class ReadState:
         symbol, price, q = t.symbol, t.price, t.qty
         tick = self.instruments[symbol].tick
         maker_side = "sell" if t.aggressor == "buy" else "buy"
-        self.books[symbol].side(maker_side).add(price, -q)
-        self._touch(symbol, maker_side, price)
         open_orders = self.open_orders
         maker = open_orders.get(t.maker_order_id)
         taker = open_orders.get(t.taker_order_id)
+        # The maker's level: the trade's price, but an auction prints both at its own.
+        level = maker.price if maker is not None else price
+        cut = _shown_part(maker, q)
+        if cut:  # (an iceberg's hidden part, in an uncross, is not on the level)
+            self.books[symbol].side(maker_side).add(level, -cut)
+            self._touch(symbol, maker_side, level)
+        if taker is not None and taker.resting:  # an auction's: both orders rested
+            cut = _shown_part(taker, q)
+            if cut:
+                self.books[symbol].side(taker.side).add(taker.price, -cut)
+                self._touch(symbol, taker.side, taker.price)
         # Settlement: the buyer's hold is drawn down at its own limit (a market buy
         # held nothing), cash moves at the trade's price, units from seller to buyer.
         if t.aggressor == "buy":
@@ -493,7 +527,7 @@ class ReadState:
         else:
             record.remaining = remaining
             if record.display_qty and record.resting:
-                record.shown -= t.qty
+                record.shown -= _shown_part(record, t.qty)
             record.filled += t.qty
             record.notional += t.price * t.qty
             cid, side, filled, notional = (
@@ -599,7 +633,23 @@ class ReadState:
         self._public[e.symbol] = {}
 
     def _status_changed(self, e: InstrumentStatusChanged) -> None:
-        self.instruments[e.symbol].status = e.status
+        instrument = self.instruments[e.symbol]
+        instrument.status = e.status
+        instrument.open_at = e.open_at
+        if e.status != "pre_open":
+            instrument.indicative = None
+        if e.status == "closed":
+            instrument.close_at = 0
+        self._statuses.setdefault(e.symbol, []).append(e)
+
+    def _rules_set(self, e: TradingRulesSet) -> None:
+        instrument = self.instruments[e.symbol]
+        instrument.band_pct, instrument.interruption_s = e.band_pct, e.interruption_s
+        instrument.open_at, instrument.close_at = e.open_at, e.close_at
+
+    def _indicative(self, e: AuctionIndicative) -> None:
+        self.instruments[e.symbol].indicative = e
+        self._auctions[e.symbol] = e
 
     def _fees_set(self, e: InstrumentFeesSet) -> None:
         instrument = self.instruments[e.symbol]
@@ -728,7 +778,8 @@ class ReadState:
         state = cls()
         for i in engine.instruments.values():
             state.instruments[i.symbol] = InstrumentView(
-                i.symbol, i.kind, i.tick, i.issuer, i.status, i.maker_bps, i.taker_bps
+                i.symbol, i.kind, i.tick, i.issuer, i.status, i.maker_bps, i.taker_bps,
+                i.band_pct, i.interruption_s, i.open_at, i.close_at,
             )
             state.books[i.symbol] = Book()
             state.tapes[i.symbol] = Tape()
@@ -750,8 +801,9 @@ class ReadState:
                     order.order_id, a.account_id, order.client_order_id, order.symbol,
                     order.side, order.type, order.tif, order.price, order.qty, order.remaining,
                     "open", order.ts, filled, order.price * filled, resting=not order.waiting,
-                    trigger_price=order.trigger_price, display_qty=order.display_qty,
-                    shown=order.shown, budget=order.budget, taker_bps=order.taker_bps,
+                    expire_at=order.expire_at, trigger_price=order.trigger_price,
+                    display_qty=order.display_qty, shown=order.shown, budget=order.budget,
+                    taker_bps=order.taker_bps,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record
@@ -775,6 +827,14 @@ def _tape_state(symbol: str, t: Tape) -> TapeState:
         [(interval, list(kept)) for interval, kept in t.candles.items()],
     )  # fmt: skip
 
+
+
+def _shown_part(record: OrderRecord | None, q: int) -> int:
+    """What a fill of `q` takes off its order's level: all of it, but at most what a
+    resting iceberg shows (an uncross fills hidden quantity too, the shown part first)."""
+    if record is not None and record.display_qty and record.resting:
+        return min(q, record.shown)
+    return q
 
 
 def _add_to_candles(candles: dict[str, deque[Candle]], trades: list[TradeExecuted]) -> None:

@@ -26,6 +26,7 @@ from exchange.domain import commands as cmd
 from exchange.domain.codes import RejectCode
 from exchange.domain.events import (
     AccountCreated,
+    AuctionUncrossed,
     CashDeposited,
     Event,
     InstrumentFeesSet,
@@ -35,12 +36,15 @@ from exchange.domain.events import (
     OfferingOpened,
     OfferingUnderwritten,
     Rejected,
+    TradingRulesSet,
     UnitsDeposited,
 )
 from exchange.domain.fees import FEE_ACCOUNT, fee_problem, offering_fee_problem
 from exchange.domain.limits import (
+    MAX_BAND_PCT,
     MAX_ENTITY_ID,
     MAX_ID_LENGTH,
+    MAX_INTERRUPTION_S,
     MAX_OFFERING_QTY,
     MAX_PRICE_TICKS,
     MAX_QTY,
@@ -57,8 +61,9 @@ from exchange.domain.text import (
 )
 from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
+from gateway.binance import signing
 from gateway.daystats import last_day
-from gateway.messages import FEE_ASSET, order_extras, shown_tif
+from gateway.messages import order_extras, shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
@@ -207,6 +212,12 @@ async def instruments(request: web.Request) -> web.Response:
                     "max_qty": MAX_QTY,
                     "max_price": read.price(i.symbol, MAX_PRICE_TICKS),
                     "fees": {"maker_bps": i.maker_bps, "taker_bps": i.taker_bps},
+                    "rules": {
+                        "band_pct": i.band_pct,
+                        "interruption_s": i.interruption_s,
+                        "open_at": i.open_at or None,
+                        "close_at": i.close_at or None,
+                    },
                 }
                 for i in read.instruments.values()
                 if (status is None or i.status == status) and (kind is None or i.kind == kind)
@@ -413,6 +424,7 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "filled": o.filled,
         "avg_price": read.avg_price(o.symbol, o.filled, o.notional),
         "ts": o.ts,
+        "expire_at": o.expire_at or None,
     } | order_extras(o, read.price)
 
 
@@ -445,7 +457,7 @@ def _fill(read: ReadModel, f: Fill) -> dict[str, Any]:
         "price": read.price(f.symbol, f.price),
         "qty": f.qty,
         "fee": format_cash(f.fee),
-        "fee_asset": FEE_ASSET,
+        "fee_asset": read.currency,
         "liquidity": f.liquidity,
         "ts": f.ts,
     }
@@ -479,6 +491,11 @@ class NewInstrument(msgspec.Struct, forbid_unknown_fields=True):
     issuer: VisibleId
     maker_bps: FeeBpsAtEdge = 0
     taker_bps: FeeBpsAtEdge = 0
+    # Its trading rules may come with the listing (as POST .../rules takes them).
+    band_pct: Annotated[int, Meta(ge=0, le=MAX_BAND_PCT)] | None = None
+    interruption_s: Annotated[int, Meta(ge=0, le=MAX_INTERRUPTION_S)] | None = None
+    open_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
+    close_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
 
 
 class NewOffering(msgspec.Struct, forbid_unknown_fields=True):
@@ -502,9 +519,24 @@ class NewStatus(msgspec.Struct, forbid_unknown_fields=True):
     status: cmd.TradingStatus
 
 
+class NewRules(msgspec.Struct, forbid_unknown_fields=True):
+    """An instrument's trading rules; a field left out keeps its value (0 clears a time)."""
+
+    band_pct: Annotated[int, Meta(ge=0, le=MAX_BAND_PCT)] | None = None
+    interruption_s: Annotated[int, Meta(ge=0, le=MAX_INTERRUPTION_S)] | None = None
+    open_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
+    close_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None
+
+
+class NewTime(msgspec.Struct, forbid_unknown_fields=True):
+    now: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)]
+
+
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind)
-    for kind in (NewAccount, Deposit, NewInstrument, NewOffering, NewStatus, NewFees)
+    for kind in (
+        NewAccount, Deposit, NewInstrument, NewOffering, NewStatus, NewFees, NewRules, NewTime
+    )
 }
 
 
@@ -612,7 +644,28 @@ async def create_account(request: web.Request) -> web.Response:
     _note(request, account=created.account)
     if cash:
         await execute(request, cmd.DepositCash(account=created.account, amount=cash))
-    return _json({"account": created.account, "api_key": api_key}, 201)
+    secret = _api_secret(request, api_key)
+    return _json({"account": created.account, "api_key": api_key, "api_secret": secret}, 201)
+
+
+def _api_secret(request: web.Request, api_key: str) -> str:
+    """The key's secret for signing Binance-dialect calls: derived, never stored
+    (gateway/binance/signing.py), so it is shown here once and nowhere else."""
+    return signing.api_secret(signing.secret_key(request.app["admin_token"]), api_key)
+
+
+@routes.post("/v1/admin/accounts/{account}/keys")
+@_admin_action("add_api_key")
+async def add_api_key(request: web.Request) -> web.Response:
+    """Another API key (and its secret) for an account; shown once."""
+    _admin(request)
+    account_id = request.match_info["account"]
+    if not (0 < len(account_id) <= MAX_ID_LENGTH and _VISIBLE_TEXT.match(account_id)):
+        raise ApiError(404, RejectCode.UNKNOWN_ACCOUNT, "no such account")
+    api_key = new_api_key()
+    await execute(request, cmd.AddApiKey(account=account_id, api_key_hash=hash_api_key(api_key)))
+    secret = _api_secret(request, api_key)
+    return _json({"account": account_id, "api_key": api_key, "api_secret": secret}, 201)
 
 
 @routes.post("/v1/admin/deposits")
@@ -646,7 +699,11 @@ async def list_instrument(request: web.Request) -> web.Response:
     )  # fmt: skip
     # The first non-zero rate also opens the fee account (an AccountCreated before it).
     listed = next(e for e in await execute(request, command) if isinstance(e, InstrumentListed))
-    return _json({"symbol": listed.symbol, "status": "listed"}, 201)
+    answer: dict[str, Any] = {"symbol": listed.symbol, "status": "listed"}
+    rules = (body.band_pct, body.interruption_s, body.open_at, body.close_at)
+    if any(value is not None for value in rules):  # a second command: listed either way
+        answer["rules"] = await _set_rules(request, listed.symbol, body)
+    return _json(answer, 201)
 
 
 @routes.post("/v1/admin/offerings")
@@ -707,10 +764,97 @@ async def set_status(request: web.Request) -> web.Response:
     symbol = request.match_info["symbol"]
     if not is_symbol(symbol):
         raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
-    command = cmd.SetInstrumentStatus(symbol=symbol, status=body.status)
-    changed = (await execute(request, command))[0]
-    assert isinstance(changed, InstrumentStatusChanged)
-    return _json({"symbol": changed.symbol, "status": changed.status})
+    return await _change_status(request, symbol, body.status)
+
+
+# --- market phases (docs/ENGINE.md "Market phases") -----------------------------------------
+
+
+def _path_symbol(request: web.Request) -> str:
+    symbol = request.match_info["symbol"]
+    if not is_symbol(symbol):
+        raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
+    return symbol
+
+
+async def _change_status(request: web.Request, symbol: str, status: cmd.TradingStatus
+) -> web.Response:  # fmt: skip
+    events = await execute(request, cmd.SetInstrumentStatus(symbol=symbol, status=status))
+    return _status_answer(request, events)
+
+
+def _status_answer(request: web.Request, events: list[Event]) -> web.Response:
+    """The instrument's status after the command (its last status change), and what an
+    uncross traded."""
+    changed = [e for e in events if isinstance(e, InstrumentStatusChanged)][-1]
+    answer: dict[str, Any] = {
+        "symbol": changed.symbol, "status": changed.status, "open_at": changed.open_at or None,
+    }  # fmt: skip
+    uncrossed = next((e for e in events if isinstance(e, AuctionUncrossed)), None)
+    if uncrossed is not None:
+        price = _read(request).price(uncrossed.symbol, uncrossed.price)
+        answer["uncrossed"] = {"price": price, "qty": uncrossed.qty}
+    return _json(answer)
+
+
+@routes.post("/v1/admin/instruments/{symbol}/halt")
+@_admin_action("halt")
+async def halt(request: web.Request) -> web.Response:
+    _admin(request)
+    return await _change_status(request, _path_symbol(request), "halted")
+
+
+@routes.post("/v1/admin/instruments/{symbol}/resume")
+@_admin_action("resume")
+async def resume(request: web.Request) -> web.Response:
+    _admin(request)
+    return await _change_status(request, _path_symbol(request), "trading")
+
+
+@routes.post("/v1/admin/instruments/{symbol}/auction")
+@_admin_action("uncross")
+async def auction(request: web.Request) -> web.Response:
+    _admin(request)
+    events = await execute(request, cmd.Uncross(symbol=_path_symbol(request)))
+    return _status_answer(request, events)
+
+
+@routes.post("/v1/admin/instruments/{symbol}/rules")
+@_admin_action("set_rules")
+async def set_rules(request: web.Request) -> web.Response:
+    body = await _body(request, NewRules)
+    return _json(await _set_rules(request, _path_symbol(request), body))
+
+
+async def _set_rules(
+    request: web.Request, symbol: str, body: "NewRules | NewInstrument"
+) -> dict[str, Any]:
+    keep = cmd.KEEP
+
+    def given(value: int | None) -> int:
+        return keep if value is None else value
+
+    command = cmd.SetTradingRules(
+        symbol=symbol, band_pct=given(body.band_pct),
+        interruption_s=given(body.interruption_s), open_at=given(body.open_at),
+        close_at=given(body.close_at),
+    )  # fmt: skip
+    (rules,) = await execute(request, command)
+    assert isinstance(rules, TradingRulesSet)
+    return msgspec.structs.asdict(rules)
+
+
+@routes.post("/v1/admin/clock")
+@_admin_action("set_clock")
+async def set_clock(request: web.Request) -> web.Response:
+    """Tests only (`exchange serve --test-clock NS`): move the sequencer's clock forward;
+    anything due then happens at once. Without the flag there is no such route."""
+    set_time: Callable[[int], int] | None = request.app.get("set_clock")
+    if set_time is None:
+        _admin(request)
+        raise ApiError(404, RejectCode.NOT_FOUND, "no such route")
+    body = await _body(request, NewTime)
+    return _json({"now": set_time(body.now)})
 
 
 def _check_fees(maker_bps: int, taker_bps: int) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSCloseCode, web
 
-from exchange.bus import Bus
+from exchange.bus import Bus, ManualClock
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import JournalCorruptError
 from exchange.recovery import JOURNAL_DIR, SNAPSHOT_DIR, RecoveryError
@@ -64,8 +64,15 @@ class ServeOptions:
     account_rate_limit: float | None = None
     header_timeout: float = HEADER_TIMEOUT_S
     max_half_open: int = MAX_HALF_OPEN
+    # Tests only (hidden flag --test-clock NS): the sequencer's clock starts at NS and
+    # moves only by POST /v1/admin/clock. 0: the wall clock.
+    test_clock: int = 0
     # `--simulate`: run the simulated market beside the server (and its demo feed).
     companion: Companion | None = None
+    # The cash currency: the quote asset of the Binance dialect's symbols (ACME + USD).
+    currency: str = "USD"
+    # The Binance dialect's request weight a minute and address (None: its default).
+    binance_weight_limit: int | None = None
 
 
 def serve(options: ServeOptions) -> int:
@@ -95,6 +102,10 @@ async def _serve(options: ServeOptions) -> int:
     recovered, sequencer = recover_sequencer(
         options.data_dir, options.durability, options.gather_ms
     )
+    if options.test_clock:
+        clock = ManualClock(options.test_clock)
+        clock.wake = sequencer.poke
+        sequencer.clock = clock
     read_store = ReadSnapshotStore(options.data_dir / READ_SNAPSHOT_DIR, durable=durable)
     read = ReadModel(recover_read(read_store, recovered.journal, recovered.engine))
     read_snapshots = ReadSnapshots(read_store)
@@ -120,7 +131,7 @@ async def _serve(options: ServeOptions) -> int:
     keys_path = options.data_dir / demo.DEMO_KEYS_FILE
     keys = demo.saved_keys(keys_path)
     if options.demo and not read.state.balances:
-        keys = await demo.seed(sequencer, keys_path)
+        keys = await demo.seed(sequencer, keys_path, token)
     _welcome(options, keys)
     beside = None
     if options.companion is not None and feed is not None:
@@ -191,6 +202,7 @@ async def start_app(
     app = build_app(
         bus, read, token, options.max_connections, options.rate_limit,
         options.account_rate_limit, guard, cluster, demo_feed,
+        getattr(options, "currency", "USD"), getattr(options, "binance_weight_limit", None),
     )  # fmt: skip
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

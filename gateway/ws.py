@@ -383,7 +383,8 @@ def _place(s: Session, r: p.Place) -> None:
     command = cmd.PlaceOrder(
         account=account, client_order_id=r.client_order_id, symbol=r.symbol, side=r.side,
         type=r.type, price=price, qty=r.qty, tif=r.tif, post_only=r.post_only, stp=r.stp,
-        max_notional=max_notional, trigger_price=trigger, display_qty=r.display_qty or 0,
+        max_notional=max_notional, expire_at=r.expire_at or 0, trigger_price=trigger,
+        display_qty=r.display_qty or 0,
     )  # fmt: skip
     s.submit(command, r.req_id, r.client_order_id)
 
@@ -539,7 +540,7 @@ class Hub:
         # Each symbol's book snapshot, encoded, with the (book seq, trade seq) it shows:
         # rebuilt at most once per durable batch that changed the book, however many
         # subscribe (one per instrument: bounded by the instruments).
-        self._snapshots: dict[str, tuple[tuple[int, int], bytes]] = {}
+        self._snapshots: dict[str, tuple[tuple[int, int, str], bytes]] = {}
         self.snapshots_built = 0
         read.listen(self.on_durable)
         read.listen_market_data(self.publish)
@@ -648,7 +649,7 @@ class Hub:
         re-sending `subscribe` to a deep book used to rebuild it each time (380 KB for
         30,000 levels), and a flood of those starved every other client."""
         tape = self.read.tapes[symbol]
-        shows = (tape.book_seq, tape.trade_seq)
+        shows = (tape.book_seq, tape.trade_seq, self.read.instruments[symbol].status)
         cached = self._snapshots.get(symbol)
         if cached is None or cached[0] != shows:
             cached = (shows, _encode(self.book_snapshot(symbol)))
@@ -658,6 +659,11 @@ class Hub:
 
     def book_snapshot(self, symbol: str) -> dict[str, Any]:
         bids, asks = self.read.full_book(symbol)
+        instrument = self.read.instruments[symbol]
+        auction = None  # in a call auction: where it would uncross now
+        if instrument.indicative is not None:
+            auction = wire.auction(instrument.indicative, 0, self.read.price)
+            del auction["type"], auction["symbol"], auction["seq"]
         price = self.read.price
         return {
             "type": "book_snapshot",
@@ -667,6 +673,8 @@ class Hub:
             "bids": [[price(symbol, p), q] for p, q in bids],
             "asks": [[price(symbol, p), q] for p, q in asks],
             "checksum": self.read.checksum(symbol),
+            "status": instrument.status,
+            "auction": auction,
         }
 
     def ticker(self, symbol: str) -> dict[str, Any]:
@@ -812,9 +820,14 @@ class Hub:
         message, or to batched sessions one frame a symbol with the messages of the
         channels they chose. Every message is encoded once, whoever receives it."""
         read = self.read
-        for symbol in published.trades.keys() | published.levels.keys():
+        changed = (
+            published.trades.keys() | published.levels.keys() | published.statuses.keys()
+            | published.auctions.keys()
+        )  # fmt: skip
+        for symbol in changed:
             trades = published.trades.get(symbol, [])
             levels = published.levels.get(symbol, [])
+            auction = published.auctions.get(symbol)
             tape = read.tapes[symbol]
             trade_seq = tape.trade_seq - len(trades)
             texts: dict[str, list[bytes]] = {"trades": [], "book": [], "ticker": []}
@@ -828,12 +841,17 @@ class Hub:
                 update = {
                     "type": "book_update",
                     "symbol": symbol,
-                    "seq": tape.book_seq,
+                    "seq": tape.book_seq - (1 if auction is not None else 0),
                     "changes": [[side, read.price(symbol, p), q] for side, p, q in levels],
                     "checksum": read.checksum(symbol),
                 }
                 texts["book"].append(_encode(update))
-            if "ticker" in wanted:
+            if "book" in wanted:
+                for change in published.statuses.get(symbol, ()):
+                    texts["book"].append(_encode(wire.status(change, tape.book_seq)))
+                if auction is not None:
+                    texts["book"].append(_encode(wire.auction(auction, tape.book_seq, read.price)))
+            if "ticker" in wanted and (trades or levels):
                 texts["ticker"].append(_encode(self.ticker(symbol)))
             self._deliver(symbol, texts)
 
@@ -941,7 +959,9 @@ def _send_all(sessions: list[Session], text: bytes) -> None:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub: Hub = request.app["hub"]
-    if len(hub.sessions) >= hub.max_connections:
+    dialect = request.app.get("binance")  # the Binance dialect's sockets count too
+    others = len(dialect.sockets) if dialect is not None else 0
+    if len(hub.sessions) + others >= hub.max_connections:
         body = _encode({"code": RejectCode.BUSY, "message": "too many connections"})
         raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
     token = bearer(request.headers.get("Authorization"))

@@ -58,16 +58,26 @@ class Ticker(msgspec.Struct, tag="ticker"):
     pass
 
 
+class Auction(msgspec.Struct, tag="auction"):
+    """A call auction's indicative price: it takes a book seq."""
+
+    seq: int
+
+
+class Status(msgspec.Struct, tag="status"):
+    pass
+
+
 class Batch(msgspec.Struct, tag="batch"):
     symbol: str
-    messages: list[Trade | BookUpdate | Ticker]
+    messages: list[Trade | BookUpdate | Ticker | Auction | Status]
 
 
 class Heartbeat(msgspec.Struct, tag="heartbeat"):
     pass
 
 
-Frame = Batch | Trade | BookUpdate | BookSnapshot | Ticker | Heartbeat
+Frame = Batch | Trade | BookUpdate | BookSnapshot | Ticker | Heartbeat | Auction | Status
 _decode_frame = msgspec.json.Decoder(Frame).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.encode
@@ -84,7 +94,7 @@ SNAPSHOT_TIMEOUT_S = 30.0
 # matched); past this the oldest is no longer offered (its followers keep it).
 JOINABLE_CHAINS = 64
 
-Messages = list[Trade | BookUpdate | Ticker]
+Messages = list[Trade | BookUpdate | Ticker | Auction | Status]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,11 @@ def check(book: LocalBook, messages: Messages) -> Outcome:
             if not ok:
                 book.trade_seq = trade_seq
                 break
+        elif type(message) is Auction:
+            ok = book.on_auction(message.seq)
+            if not ok:
+                book.trade_seq = trade_seq
+                break
     else:
         book.trade_seq = trade_seq
     return Outcome(
@@ -139,7 +154,7 @@ def _skips(messages: Messages, seq: int | None, trade_seq: int | None) -> bool:
             trade_seen = True
             if trade_seq is not None and message.seq != trade_seq + 1:
                 return True
-        elif type(message) is BookUpdate and not update_seen:
+        elif isinstance(message, BookUpdate | Auction) and not update_seen:
             update_seen = True
             if seq is not None and message.seq != seq + 1:
                 return True

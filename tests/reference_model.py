@@ -17,6 +17,7 @@ import msgspec
 
 from exchange.domain.codes import RejectCode
 from exchange.domain.commands import (
+    KEEP,
     AddApiKey,
     CancelAll,
     CancelOrder,
@@ -32,14 +33,19 @@ from exchange.domain.commands import (
     SelfTradePrevention,
     SetInstrumentFees,
     SetInstrumentStatus,
+    SetTradingRules,
     Side,
     SubscribeOffering,
+    Timer,
+    Uncross,
     WithdrawCash,
     WithdrawUnits,
 )
 from exchange.domain.events import (
     AccountCreated,
     ApiKeyAdded,
+    AuctionIndicative,
+    AuctionUncrossed,
     CashDeposited,
     CashWithdrawn,
     DoneReason,
@@ -61,12 +67,16 @@ from exchange.domain.events import (
     OrderTriggered,
     Rejected,
     TradeExecuted,
+    TradingRulesSet,
     UnitsAllocated,
     UnitsDeposited,
     UnitsWithdrawn,
 )
 from exchange.domain.limits import (
+    DEFAULT_INTERRUPTION_S,
+    MAX_BAND_PCT,
     MAX_CASH,
+    MAX_INTERRUPTION_S,
     MAX_OFFERING_FEE_BPS,
     MAX_OFFERING_QTY,
     MAX_OPEN_ORDERS_PER_ACCOUNT,
@@ -74,9 +84,11 @@ from exchange.domain.limits import (
     MAX_QTY,
     MAX_TICK,
     MAX_TRADE_FEE_BPS,
+    NS_PER_S,
     SYMBOL_PATTERN,
 )
 
+RESTING_TIFS = ("gtc", "gtd", "day")
 FEE_ACCOUNT = "FEES"  # docs/ENGINE.md, "Fees"
 
 
@@ -112,6 +124,11 @@ class _Instrument:
     tick: int
     issuer: str
     status: InstrumentStatus
+    ref: int = 0
+    band_pct: int = 0
+    interruption_s: int = DEFAULT_INTERRUPTION_S
+    open_at: int = 0
+    close_at: int = 0
     maker_bps: int = 0
     taker_bps: int = 0
 
@@ -133,6 +150,7 @@ class _Order:
     status: OrderStatus
     accepted: OrderAccepted
     arrival: int = 0
+    expire_at: int = 0
     # Issue 16: a stop's trigger, an iceberg's display size and what it shows now, and a
     # stop buy's budget (held while it waits).
     trigger_price: int = 0
@@ -375,6 +393,15 @@ class ReferenceModel:
             return self._cancel(command)
         if isinstance(command, CancelAll):
             return self._cancel_all(command)
+        if isinstance(command, SetTradingRules):
+            return self._set_rules(command)
+        if isinstance(command, Uncross):
+            inst = self._need_symbol(command.symbol)
+            if inst.status != "pre_open":
+                raise _Refusal(RejectCode.NOT_IN_PHASE)
+            return self._uncross_and_stops(inst, command.ts, "")
+        if isinstance(command, Timer):
+            return self._timer(command.ts)
         if isinstance(command, SetInstrumentFees):
             return self._set_fees(command)
         return self._replace(command)
@@ -476,10 +503,212 @@ class ReferenceModel:
 
     def _set_status(self, command: SetInstrumentStatus) -> list[Event]:
         inst = self._need_symbol(command.symbol)
-        if inst.status == "in_offering" or (inst.status == "listed" and command.status == "halted"):
+        now, to = inst.status, command.status
+        refused = {
+            ("listed", "halted"), ("listed", "closed"), ("closed", "halted"),
+            ("pre_open", "pre_open"),
+        }
+        if now == "in_offering" or (now, to) in refused:
             raise _Refusal(RejectCode.BAD_STATUS)
-        inst.status = command.status
-        return [InstrumentStatusChanged(symbol=inst.symbol, status=command.status)]
+        if to == "closed":
+            return self._close_session(inst, "")
+        if to == "halted":
+            inst.status = "halted"
+            return [InstrumentStatusChanged(symbol=inst.symbol, status="halted")]
+        if now == "pre_open":
+            return self._uncross_and_stops(inst, command.ts, "")
+        if now == "halted":
+            open_at = inst.open_at
+            if open_at <= command.ts:
+                open_at = command.ts + inst.interruption_s * NS_PER_S
+            return self._enter_call(inst, open_at, "resume")
+        if to == "pre_open" or now == "closed":
+            return self._enter_call(inst, inst.open_at, "")
+        inst.status = "trading"
+        return [InstrumentStatusChanged(symbol=inst.symbol, status="trading")]
+
+    # --- market phases ----------------------------------------------------------------------
+
+    def _in_band(self, inst: _Instrument, price: int) -> bool:
+        if not inst.ref or not inst.band_pct:
+            return True
+        return (
+            inst.ref * (100 - inst.band_pct) <= price * 100 <= inst.ref * (100 + inst.band_pct)
+        )
+
+    def _indicative(self, symbol: str) -> AuctionIndicative:
+        """Brute force: every price from the lowest to the highest limit in the book, and
+        the reference price; volumes summed order by order."""
+        resting = [o for o in self._book if o.symbol == symbol]
+        ref = self._instruments[symbol].ref
+        best: tuple[int, int, int, int] | None = None
+        net = 0
+        if resting:
+            prices = [o.price for o in resting]
+            for price in [*range(min(prices), max(prices) + 1), ref]:
+                demand = sum(o.remaining for o in resting if o.side == "buy" and o.price >= price)
+                supply = sum(o.remaining for o in resting if o.side == "sell" and o.price <= price)
+                key = (-min(demand, supply), abs(demand - supply), abs(price - ref), price)
+                if best is None or key < best:
+                    best, net = key, demand - supply
+        if best is None or best[0] == 0:
+            return AuctionIndicative(symbol, 0, 0, "", 0)
+        side = "buy" if net > 0 else "sell" if net < 0 else ""
+        return AuctionIndicative(symbol, best[3], -best[0], side, abs(net))
+
+    def _book_changed(self, symbol: str) -> list[Event]:
+        if self._instruments[symbol].status == "pre_open":
+            return [self._indicative(symbol)]
+        return []
+
+    def _enter_call(self, inst: _Instrument, open_at: int, reason: str) -> list[Event]:
+        inst.status = "pre_open"
+        inst.open_at = open_at
+        return [
+            InstrumentStatusChanged(inst.symbol, "pre_open", open_at, reason),
+            self._indicative(inst.symbol),
+        ]
+
+    def _uncross(self, inst: _Instrument, ts: int, reason: str) -> list[Event]:
+        symbol = inst.symbol
+        found = self._indicative(symbol)
+        events: list[Event] = []
+        if found.qty:
+            price, volume = found.price, found.qty
+            events.append(AuctionUncrossed(symbol, price, volume))
+            bids = [o for o in self._sorted_side(symbol, "buy") if o.price >= price]
+            asks = [o for o in self._sorted_side(symbol, "sell") if o.price <= price]
+            tick = inst.tick
+            used_up: list[_Order] = []  # icebergs whose shown part ran out, in that order
+            while volume:
+                bid, ask = bids[0], asks[0]
+                q = min(volume, bid.remaining, ask.remaining)  # hidden quantity trades too
+                for order in (bid, ask):
+                    if order.display_qty and order.shown:  # the shown part goes first
+                        order.shown -= min(q, order.shown)
+                        if not order.shown:
+                            used_up.append(order)
+                value = price * tick * q
+                buyer, seller = self._accounts[bid.account], self._accounts[ask.account]
+                buyer.cash -= value
+                seller.cash += value
+                buyer.positions[symbol] = buyer.positions.get(symbol, 0) + q
+                seller.positions[symbol] = seller.positions.get(symbol, 0) - q
+                bid.remaining -= q
+                ask.remaining -= q
+                # Neither took liquidity: the older order is the maker (and pays or gets
+                # its maker rate), the newer the taker (its taker rate).
+                maker, taker = sorted((bid, ask), key=lambda o: o.order_id)
+                maker_fee, taker_fee = self._pay_fees(taker, maker, value)
+                events.append(TradeExecuted(
+                    trade_id=self._next_trade, symbol=symbol, price=price, qty=q,
+                    aggressor=taker.side, maker_order_id=maker.order_id,
+                    maker_account=maker.account, maker_remaining=maker.remaining,
+                    taker_order_id=taker.order_id, taker_account=taker.account,
+                    taker_remaining=taker.remaining, ts=ts, maker_fee=maker_fee,
+                    taker_fee=taker_fee,
+                ))
+                self._next_trade += 1
+                for order, queue in ((bid, bids), (ask, asks)):
+                    if order.remaining == 0:
+                        order.status = "filled"
+                        self._book.remove(order)
+                        queue.pop(0)
+                volume -= q
+            for order in used_up:  # partly filled: the next part, at the back of its level
+                if order.remaining:
+                    order.shown = min(order.display_qty, order.remaining)
+                    order.arrival = self._next_arrival
+                    self._next_arrival += 1
+                    events.append(OrderRefreshed(
+                        order_id=order.order_id, account=order.account, symbol=symbol,
+                        side=order.side, price=order.price, shown=order.shown,
+                        remaining=order.remaining,
+                    ))
+            inst.ref = price
+            self._last_price[symbol] = price
+        inst.status = "trading"
+        inst.open_at = 0
+        events.append(InstrumentStatusChanged(symbol, "trading", 0, reason))
+        return events
+
+    def _uncross_and_stops(self, inst: _Instrument, ts: int, reason: str) -> list[Event]:
+        """The uncross, then the stops its trades reached (in continuous trading)."""
+        events = self._uncross(inst, ts, reason)
+        self._run_stops(inst.symbol, events, ts)
+        return events
+
+    def _close_session(self, inst: _Instrument, reason: str) -> list[Event]:
+        inst.status = "closed"
+        inst.close_at = 0
+        events: list[Event] = [InstrumentStatusChanged(inst.symbol, "closed", 0, reason)]
+        day = sorted(
+            (o for o in self._book + self._stops if o.symbol == inst.symbol and o.tif == "day"),
+            key=lambda o: o.order_id,
+        )
+        events.extend(self._end(o, "expired") for o in day)
+        return events
+
+    def _set_rules(self, command: SetTradingRules) -> list[Event]:
+        inst = self._need_symbol(command.symbol)
+        if not KEEP <= command.band_pct <= MAX_BAND_PCT:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if not KEEP <= command.interruption_s <= MAX_INTERRUPTION_S:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        for at in (command.open_at, command.close_at):
+            if at < KEEP or 0 < at <= command.ts:
+                raise _Refusal(RejectCode.BAD_EXPIRY)
+        if command.band_pct != KEEP:
+            inst.band_pct = command.band_pct
+        if command.interruption_s != KEEP:
+            inst.interruption_s = command.interruption_s
+        if command.open_at != KEEP:
+            inst.open_at = command.open_at
+        if command.close_at != KEEP:
+            inst.close_at = command.close_at
+        return [TradingRulesSet(inst.symbol, inst.band_pct, inst.interruption_s, inst.open_at,
+                                inst.close_at)]
+
+    def _deadlines(self) -> list[tuple[int, int, int, str]]:
+        """Everything that will be due: (due, kind, order id, account or symbol)."""
+        found = [
+            (o.expire_at, 0, o.order_id, o.account)
+            for o in self._book + self._stops
+            if o.tif == "gtd"
+        ]
+        for inst in self._instruments.values():
+            if inst.close_at:
+                found.append((inst.close_at, 1, 0, inst.symbol))
+            if inst.open_at and inst.status == "pre_open":
+                found.append((inst.open_at, 2, 0, inst.symbol))
+        return sorted(found)
+
+    def next_deadline(self) -> int | None:
+        found = self._deadlines()
+        return found[0][0] if found else None
+
+    def _timer(self, ts: int) -> list[Event]:
+        events: list[Event] = []
+        for _ in range(len(self._book) + len(self._stops) + 3 * len(self._instruments) + 1):
+            due = [d for d in self._deadlines() if d[0] <= ts]
+            if not due:
+                return events
+            _, kind, order_id, key = due[0]
+            if kind == 0:
+                order = self._orders[order_id]
+                waiting = order.waiting
+                events.append(self._end(order, "expired"))
+                if not waiting:
+                    events.extend(self._book_changed(order.symbol))
+            elif kind == 1:
+                inst = self._instruments[key]
+                if inst.status in ("pre_open", "trading", "halted"):
+                    events.extend(self._close_session(inst, "close_at"))
+                else:
+                    inst.close_at = 0  # a session that is not open has nothing to close
+            else:
+                events.extend(self._uncross_and_stops(self._instruments[key], ts, "open_at"))
+        raise AssertionError("timers did not end")
 
     def _open_offering(self, command: OpenOffering) -> list[Event]:
         inst = self._need_symbol(command.symbol)
@@ -587,11 +816,11 @@ class ReferenceModel:
         self._accounts[inst.issuer].cash += proceeds - fee
         if off.underwriter:
             self._accounts[off.underwriter].cash += fee
-        inst.status = "trading"
         events.append(OfferingClosed(offering_id=off.offering_id, symbol=off.symbol,
                                      issuer=inst.issuer, issued=issued,
                                      proceeds=proceeds, underwriter=off.underwriter, fee=fee))
-        events.append(InstrumentStatusChanged(symbol=off.symbol, status="trading"))
+        inst.ref = off.price
+        events.extend(self._enter_call(inst, inst.open_at, "offering"))
         return events
 
     # --- orders ----------------------------------------------------------------------------
@@ -607,17 +836,30 @@ class ReferenceModel:
                     return [memory.rejection]
                 return [self._resend_answer(self._orders[memory.order_id])]
         inst = self._need_symbol(command.symbol)
-        if inst.status != "trading":
-            raise _Refusal(RejectCode.NOT_TRADING)
-        if command.qty <= 0 or command.qty > MAX_QTY:
-            raise _Refusal(RejectCode.BAD_QTY)
         is_limit = command.type == "limit"
         is_stop = command.type in STOP_TYPES
         priced = command.type in ("limit", "stop_limit")
+        rests = is_limit and command.tif in RESTING_TIFS
+        if inst.status in ("listed", "in_offering"):
+            raise _Refusal(RejectCode.NOT_TRADING)
+        # A call auction takes orders that rest, and stops (they wait for a trade).
+        if inst.status in ("halted", "closed") or (
+            inst.status == "pre_open" and not (rests or is_stop)
+        ):
+            raise _Refusal(RejectCode.NOT_IN_PHASE)
+        if command.qty <= 0 or command.qty > MAX_QTY:
+            raise _Refusal(RejectCode.BAD_QTY)
         if priced and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
             raise _Refusal(RejectCode.BAD_PRICE)
+        if priced and not self._in_band(inst, command.price):  # a stop's trigger is not
+            raise _Refusal(RejectCode.PRICE_OUT_OF_BAND)
         if not priced and command.price != 0:
             raise _Refusal(RejectCode.BAD_PRICE)
+        if command.tif == "gtd":
+            if command.expire_at <= command.ts:  # 0 (missing) included
+                raise _Refusal(RejectCode.BAD_EXPIRY)
+        elif command.expire_at:
+            raise _Refusal(RejectCode.BAD_EXPIRY)
         trigger = command.trigger_price
         if not is_stop and trigger:
             raise _Refusal(RejectCode.BAD_TRIGGER)
@@ -635,13 +877,15 @@ class ReferenceModel:
             raise _Refusal(RejectCode.BAD_AMOUNT)
         if stop_buy and command.max_notional == 0:
             raise _Refusal(RejectCode.BAD_REQUEST)
-        if command.post_only and not (is_limit and command.tif == "gtc"):
+        if command.type == "market" and command.tif in ("gtd", "day"):
             raise _Refusal(RejectCode.BAD_REQUEST)
-        if command.display_qty and not (priced and command.tif == "gtc"):
+        if command.post_only and not rests:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.display_qty and not (priced and command.tif in RESTING_TIFS):
             raise _Refusal(RejectCode.BAD_REQUEST)
         if command.display_qty > command.qty:
             raise _Refusal(RejectCode.BAD_QTY)
-        if is_stop or (is_limit and command.tif == "gtc"):
+        if is_stop or rests:
             open_orders = sum(1 for o in self._book + self._stops if o.account == acct.account_id)
             if open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
                 raise _Refusal(RejectCode.TOO_MANY_ORDERS)
@@ -656,7 +900,11 @@ class ReferenceModel:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
         elif command.qty > self._available_units(acct.account_id, inst.symbol):
             raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
-        if command.post_only and self._crosses(command.side, command.price, inst.symbol):
+        if (
+            command.post_only
+            and inst.status == "trading"
+            and self._crosses(command.side, command.price, inst.symbol)
+        ):
             raise _Refusal(RejectCode.POST_ONLY_WOULD_TAKE)
 
         order_id = self._next_order
@@ -665,15 +913,16 @@ class ReferenceModel:
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, status="open",
-            post_only=command.post_only, ts=command.ts, trigger_price=trigger,
-            display_qty=command.display_qty, budget=command.max_notional if stop_buy else 0,
+            post_only=command.post_only, ts=command.ts, expire_at=command.expire_at,
+            trigger_price=trigger, display_qty=command.display_qty,
+            budget=command.max_notional if stop_buy else 0,
         )
         order = _Order(
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, stp=command.stp,
             post_only=command.post_only, status="open", accepted=accepted,
-            trigger_price=trigger, display_qty=command.display_qty,
+            expire_at=command.expire_at, trigger_price=trigger, display_qty=command.display_qty,
             budget=command.max_notional if stop_buy else 0,
             maker_bps=inst.maker_bps, taker_bps=inst.taker_bps,
         )
@@ -691,6 +940,9 @@ class ReferenceModel:
             if command.max_notional > 0:
                 budget = min(budget, command.max_notional)
         events: list[Event] = [accepted]
+        if inst.status == "pre_open":
+            events.extend(self._rest_in_auction(order))
+            return events
         if command.tif == "fok" and self._fok_fill(order, budget) < order.qty:
             events.append(self._end(order, "expired"))
             return events
@@ -728,12 +980,29 @@ class ReferenceModel:
                 remaining=order.remaining,
                 trigger_price=order.trigger_price, ts=ts,
             ))  # fmt: skip
+            if self._instruments[symbol].status == "pre_open":
+                # An earlier trade of this pass started a volatility interruption: as if
+                # entered in the call auction (a resting limit rests; others expire).
+                if order.type == "limit" and order.tif in RESTING_TIFS:
+                    events.extend(self._rest_in_auction(order))
+                else:
+                    events.append(self._end(order, "expired"))
+                continue
             if order.tif == "fok" and self._fok_fill(order, budget) < order.remaining:
                 events.append(self._end(order, "expired"))
                 continue
             more = self._match(order, budget, ts)
             events.extend(more)
             prices.extend(e.price for e in more if isinstance(e, TradeExecuted))
+
+    def _rest_in_auction(self, order: _Order) -> list[Event]:
+        """Rest without matching (a call auction); an iceberg shows its first part."""
+        order.arrival = self._next_arrival
+        self._next_arrival += 1
+        if order.display_qty:
+            order.shown = min(order.display_qty, order.remaining)
+        self._book.append(order)
+        return self._book_changed(order.symbol)
 
     def _resend_answer(self, order: _Order) -> OrderAccepted:
         """The first answer again, with the order's current price, qty, remaining and status."""
@@ -761,6 +1030,7 @@ class ReferenceModel:
         """How much matching would fill: the same walk as _match on copies of the makers
         (an iceberg's refresh included), changing nothing."""
         tick = self._tick(taker.symbol)
+        inst = self._instruments[taker.symbol]
         makers = [
             _Sim(m.price, m.arrival, m.account, m.remaining, m.visible, m.display_qty)
             for m in self._opposite(taker)
@@ -771,6 +1041,8 @@ class ReferenceModel:
             makers.sort(key=lambda m: (m.price if taker.side == "buy" else -m.price, m.arrival))
             maker = makers[0]
             price = maker.price
+            if not self._in_band(inst, price):
+                break
             if maker.account == taker.account:
                 if taker.stp == "cancel_oldest":
                     makers.pop(0)
@@ -812,6 +1084,10 @@ class ReferenceModel:
         """`taker` is off the book; trade it, then rest or expire what is left."""
         events: list[Event] = []
         tick = self._tick(taker.symbol)
+        inst = self._instruments[taker.symbol]
+        arrival_band = _Instrument(inst.symbol, inst.tick, inst.issuer, inst.status, inst.ref,
+                                   inst.band_pct)  # the band as the taker found it
+        interrupted = False
         # Each turn removes a maker or fills at least one unit (an iceberg refreshes).
         for _ in range(len(self._book) + sum(o.remaining for o in self._book) + 1):
             if taker.remaining == 0:
@@ -820,6 +1096,9 @@ class ReferenceModel:
             if not candidates:
                 break
             maker = candidates[0]
+            if not self._in_band(arrival_band, maker.price):
+                interrupted = True
+                break
             if maker.account == taker.account:
                 if taker.stp == "cancel_newest":
                     events.append(self._end(taker, "self_trade"))
@@ -840,6 +1119,7 @@ class ReferenceModel:
                 maker.shown -= q
             maker_fee, taker_fee = self._settle(taker, maker, q, tick)
             self._last_price[taker.symbol] = maker.price
+            inst.ref = maker.price
             events.append(TradeExecuted(
                 trade_id=self._next_trade, symbol=taker.symbol, price=maker.price, qty=q,
                 aggressor=taker.side, maker_order_id=maker.order_id,
@@ -862,7 +1142,7 @@ class ReferenceModel:
             raise AssertionError("matching did not end within the book's size")
         if taker.remaining == 0:
             taker.status = "filled"
-        elif taker.type == "limit" and taker.tif == "gtc":
+        elif taker.type == "limit" and taker.tif in RESTING_TIFS:
             taker.arrival = self._next_arrival
             self._next_arrival += 1
             if taker.display_qty:
@@ -870,6 +1150,10 @@ class ReferenceModel:
             self._book.append(taker)
         else:
             events.append(self._end(taker, "expired"))
+        if interrupted:
+            events.extend(
+                self._enter_call(inst, ts + inst.interruption_s * NS_PER_S, "volatility")
+            )
         return events
 
     def _affordable(self, q: int, budget: int, price: int, tick: int, taker_bps: int) -> int:
@@ -879,9 +1163,9 @@ class ReferenceModel:
             q -= 1
         return q
 
-    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> tuple[int, int]:
-        """Trade q at the maker's price; (maker fee, taker fee), each at its order's rate."""
-        value = maker.price * tick * q
+    def _pay_fees(self, taker: _Order, maker: _Order, value: int) -> tuple[int, int]:
+        """Each side's fee on a fill worth `value`, at its own order's rates, charged to it
+        and credited to the fee account; (maker fee, taker fee)."""
         taker_fee = _charge(value, taker.taker_bps)
         # A rebate is paid only out of the same fill's taker fee.
         maker_fee = max(_charge(value, maker.maker_bps), -taker_fee)
@@ -889,6 +1173,12 @@ class ReferenceModel:
         self._accounts[taker.account].cash -= taker_fee
         if maker_fee or taker_fee:
             self._accounts[FEE_ACCOUNT].cash += maker_fee + taker_fee
+        return maker_fee, taker_fee
+
+    def _settle(self, taker: _Order, maker: _Order, q: int, tick: int) -> tuple[int, int]:
+        """Trade q at the maker's price; (maker fee, taker fee), each at its order's rate."""
+        value = maker.price * tick * q
+        maker_fee, taker_fee = self._pay_fees(taker, maker, value)
         buyer, seller = (taker, maker) if taker.side == "buy" else (maker, taker)
         buy_acct = self._accounts[buyer.account]
         sell_acct = self._accounts[seller.account]
@@ -926,7 +1216,9 @@ class ReferenceModel:
             if not matches:
                 raise _Refusal(RejectCode.UNKNOWN_ORDER)
             order = matches[0]
-        return [self._end(order, "cancelled")]
+        if order.waiting:  # off the book: the auction's indicative does not change
+            return [self._end(order, "cancelled")]
+        return [self._end(order, "cancelled"), *self._book_changed(order.symbol)]
 
     def _cancel_all(self, command: CancelAll) -> list[Event]:
         self._need_account(command.account)
@@ -940,7 +1232,10 @@ class ReferenceModel:
             ),
             key=lambda o: o.order_id,
         )
-        return [self._end(o, "cancelled") for o in doomed]
+        events: list[Event] = [self._end(o, "cancelled") for o in doomed]
+        for symbol in dict.fromkeys(o.symbol for o in doomed if not o.waiting):
+            events.extend(self._book_changed(symbol))
+        return events
 
     def _replace(self, command: ReplaceOrder) -> list[Event]:
         self._need_account(command.account)
@@ -954,8 +1249,11 @@ class ReferenceModel:
         if command.price and order.type in ("market", "stop"):
             raise _Refusal(RejectCode.BAD_PRICE)
         inst = self._instruments[order.symbol]
-        if inst.status != "trading":
-            raise _Refusal(RejectCode.NOT_TRADING)
+        if inst.status not in ("trading", "pre_open"):
+            raise _Refusal(RejectCode.NOT_IN_PHASE)
+        new_band_price = command.price and command.price != order.price
+        if new_band_price and not self._in_band(inst, command.price):
+            raise _Refusal(RejectCode.PRICE_OUT_OF_BAND)
         new_qty = command.qty or order.qty
         new_price = command.price or order.price
         filled = order.qty - order.remaining
@@ -970,7 +1268,12 @@ class ReferenceModel:
         elif kept - order.remaining > self._available_units(order.account, order.symbol):
             raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
         # Only an order that still rests after the replace can take.
-        if order.post_only and kept and self._crosses(order.side, new_price, order.symbol):
+        if (
+            order.post_only
+            and inst.status == "trading"
+            and kept
+            and self._crosses(order.side, new_price, order.symbol)
+        ):
             raise _Refusal(RejectCode.POST_ONLY_WOULD_TAKE)
 
         old_remaining = order.remaining
@@ -988,14 +1291,19 @@ class ReferenceModel:
             )
 
         if kept == 0:
-            return [replaced(False), self._end(order, "replaced_out")]
+            events_out: list[Event] = [replaced(False), self._end(order, "replaced_out")]
+            if not order.waiting:
+                events_out.extend(self._book_changed(order.symbol))
+            return events_out
         if order.waiting:  # a waiting stop keeps its place: stops trigger oldest first
             return [replaced(True)]
         if same_price and kept <= old_remaining:
             order.shown = min(order.shown, kept)
-            return [replaced(True)]
+            return [replaced(True), *self._book_changed(order.symbol)]
         self._book.remove(order)
         events: list[Event] = [replaced(False)]
+        if inst.status == "pre_open":
+            return [*events, *self._rest_in_auction(order)]
         events.extend(self._match(order, None, command.ts))
         self._run_stops(order.symbol, events, command.ts)
         return events

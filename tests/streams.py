@@ -5,6 +5,7 @@ import random
 import msgspec
 
 from exchange.domain.commands import (
+    KEEP,
     CancelAll,
     CancelOrder,
     CloseOffering,
@@ -19,9 +20,12 @@ from exchange.domain.commands import (
     ReplaceOrder,
     SetInstrumentFees,
     SetInstrumentStatus,
+    SetTradingRules,
     Side,
     SubscribeOffering,
+    Timer,
     TradingStatus,
+    Uncross,
     WithdrawCash,
 )
 from exchange.domain.engine import Engine
@@ -33,10 +37,13 @@ ACCOUNTS = 8
 START_TS = 1_700_000_000_000_000_000
 
 
-def mixed_stream(seed: int, count: int) -> list[Command]:
+def mixed_stream(seed: int, count: int, *, timed: bool = False) -> list[Command]:
     """`count` commands after a fixed set-up: trading on three instruments (one reached
     through an underwritten offering, one with fees), with every order type, cancels,
-    replaces, halts and fee changes mixed in."""
+    replaces, halts and fee changes mixed in. `timed` adds market phases with deadlines:
+    gtd orders, auctions (FUND-1's with fees), bands, session closes and the Timer commands
+    a sequencer would send (for engines fed directly; a sequencer sends its own Timers, so
+    a stream fed to one stays untimed)."""
     rng = random.Random(seed)
     ts = START_TS
     out: list[Command] = [CreateAccount(name=f"trader-{i}") for i in range(1, ACCOUNTS + 1)]
@@ -55,6 +62,7 @@ def mixed_stream(seed: int, count: int) -> list[Command]:
         for account in accounts[1:]
     )
     out.append(CloseOffering(offering_id=1))
+    out.append(Uncross(symbol="ACME"))  # its opening auction, with no orders yet
     for symbol in SYMBOLS[1:]:
         out.append(SetInstrumentStatus(symbol=symbol, status="trading"))
         out.extend(DepositUnits(account=a, symbol=symbol, qty=10_000) for a in accounts)
@@ -63,7 +71,12 @@ def mixed_stream(seed: int, count: int) -> list[Command]:
     oracle = Engine()
     stamped: list[Command] = []
     for i in range(len(out) + count):
-        command = out[i] if i < len(out) else _random_command(rng, oracle, accounts, i)
+        if i < len(out):
+            command = out[i]
+        elif timed and rng.random() < 0.12:
+            command = _phase_command(rng, accounts, ts)  # ts: the previous command's
+        else:
+            command = _random_command(rng, oracle, accounts, i)
         ts += rng.randint(1, 1_000_000)
         stamped.append(_with_ts(command, ts))
         oracle.apply(stamped[-1])
@@ -140,6 +153,35 @@ def _stop_or_iceberg(
         price=rng.randint(95, 105), qty=qty, display_qty=rng.randint(1, qty),
         stp=rng.choice(("cancel_newest", "cancel_oldest", "cancel_both")),
     )  # fmt: skip
+def _phase_command(rng: random.Random, accounts: list[str], ts: int) -> Command:
+    """A command of market phases, its times a few commands (of ~0.5 ms each) away."""
+    symbol = rng.choice(SYMBOLS)
+    roll = rng.random()
+    soon = ts + rng.randint(-1_000_000, 20_000_000)  # sometimes already past
+    if roll < 0.4:
+        return Timer()  # what is due happens (a sequencer sends one only then)
+    if roll < 0.7:
+        side: Side = rng.choice(("buy", "sell"))
+        qty = rng.randint(1, 50)
+        kind = rng.random()  # a third: a gtd/day iceberg or stop-limit (issue 16 with phases)
+        return PlaceOrder(
+            account=rng.choice(accounts), symbol=symbol, side=side,
+            type="stop_limit" if kind < 0.15 else "limit", price=rng.randint(95, 105),
+            qty=qty, tif=rng.choice(("gtd", "gtd", "day")),
+            expire_at=0 if rng.random() < 0.3 else soon,
+            trigger_price=rng.randint(95, 105) if kind < 0.15 else 0,
+            display_qty=rng.randint(1, qty) if 0.1 < kind < 0.33 else 0,
+        )  # fmt: skip
+    if roll < 0.85:
+        return SetTradingRules(
+            symbol=symbol, band_pct=rng.choice((KEEP, 0, 3, 10)),
+            interruption_s=rng.choice((KEEP, 0)), open_at=rng.choice((KEEP, 0, soon)),
+            close_at=rng.choice((KEEP, KEEP, 0, soon)),
+        )  # fmt: skip
+    if roll < 0.93:
+        return Uncross(symbol=symbol)
+    status: TradingStatus = rng.choice(("pre_open", "closed", "trading", "halted"))
+    return SetInstrumentStatus(symbol=symbol, status=status)
 
 
 def _with_ts(command: Command, ts: int) -> Command:

@@ -11,6 +11,7 @@ from exchange.domain.commands import (
     OpenOffering,
     SetInstrumentStatus,
     SubscribeOffering,
+    Uncross,
     WithdrawCash,
     WithdrawUnits,
 )
@@ -128,8 +129,16 @@ def test_an_offering_from_listing_to_secondary_trading() -> None:
     assert m.engine.balances(m.issuer)[0] == 100_000
     assert m.engine.balances(a) == (200_000 - 67_000, 0, {"NEW": 67}, {})
     assert m.engine.balances(b) == (50_000 - 33_000, 0, {"NEW": 33}, {})
+    # The closed offering's instrument opens through a call auction.
+    def phase() -> str:
+        return m.engine.instruments["NEW"].status
+
+    assert phase() == "pre_open"
     m.rest(a, "sell", 10, 210, symbol="NEW")
     m.place(b, "buy", 10, 210, symbol="NEW")
+    assert m.engine.balances(b)[2] == {"NEW": 33}  # nothing matches before the uncross
+    m.do(Uncross(symbol="NEW"))
+    assert phase() == "trading"
     assert m.engine.balances(b)[2] == {"NEW": 43}
 
 

@@ -76,8 +76,8 @@ def test_cancel_works_while_halted(m: Market) -> None:
     buyer = m.account()
     order_id = m.rest(buyer, "buy", 1, 50)
     m.do(SetInstrumentStatus(symbol="ACME", status="halted"))
-    assert rejection(m.place(buyer, "buy", 1, 50)) == "NOT_TRADING"
-    assert rejection(m.do(ReplaceOrder(account=buyer, order_id=order_id, qty=2))) == "NOT_TRADING"
+    assert rejection(m.place(buyer, "buy", 1, 50)) == "NOT_IN_PHASE"
+    assert rejection(m.do(ReplaceOrder(account=buyer, order_id=order_id, qty=2))) == "NOT_IN_PHASE"
     (done,) = m.do(CancelOrder(account=buyer, order_id=order_id))
     assert isinstance(done, OrderCancelled)
 

@@ -106,3 +106,17 @@ def test_kept_sorted_book_checksums_as_the_from_scratch_one(
     wanted_bids = sorted(bids.items(), key=lambda kv: Decimal(kv[0]), reverse=True)
     wanted_asks = sorted(asks.items(), key=lambda kv: Decimal(kv[0]))
     assert book.levels() == ([list(kv) for kv in wanted_bids], [list(kv) for kv in wanted_asks])
+
+
+def test_an_auction_message_takes_a_book_seq_and_a_status_none() -> None:
+    book = LocalBook("ACME")
+    assert book.apply(SNAPSHOT)
+    auction = {"type": "auction", "symbol": "ACME", "seq": 11, "indicative_price": None}
+    status = {"type": "status", "symbol": "ACME", "seq": 11, "status": "pre_open"}
+    assert book.apply(status)
+    assert book.apply(auction)
+    bids = {"9.95": 100, "9.90": 200}
+    assert book.apply(update(12, [["sell", "10.10", 5]], bids, {"10.05": 100, "10.10": 5}))
+    assert book.gaps == 0
+    assert not book.apply({**auction, "seq": 14})  # 13 is missing
+    assert book.gaps == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from exchange.domain.engine import Engine
-from exchange.domain.events import Event, TradeExecuted
+from exchange.domain.events import AuctionUncrossed, Event, TradeExecuted
 from exchange.domain.state import decode_state, encode_state, export_state, restore_state
 from tests.streams import mixed_stream
 
@@ -24,7 +24,7 @@ from exchange.domain.engine import Engine
 from exchange.domain.events import Event, TradeExecuted
 from tests.streams import mixed_stream
 engine, digest = Engine(), hashlib.sha256()
-for command in mixed_stream({seed}, {length}):
+for command in mixed_stream({seed}, {length}, timed=True):
     for event in engine.apply(command):
         digest.update(msgspec.msgpack.encode(event))
 print(digest.hexdigest(), engine.state_hash())
@@ -49,11 +49,17 @@ def test_same_stream_gives_same_events_and_hash_under_different_hash_seeds() -> 
 def test_the_stream_exercises_trading() -> None:
     engine = Engine()
     kinds: set[str] = set()
-    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH):
-        kinds.update(type(e).__name__ for e in engine.apply(command))
+    reasons: set[str] = set()
+    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH, timed=True):
+        events = engine.apply(command)
+        kinds.update(type(e).__name__ for e in events)
+        reasons.update(str(getattr(e, "reason", "")) for e in events)
     expected = {"TradeExecuted", "OrderCancelled", "OrderReplaced", "UnitsAllocated",
-                "OfferingUnderwritten", "InstrumentFeesSet"}
+                "OfferingUnderwritten", "InstrumentFeesSet",
+                "AuctionUncrossed", "AuctionIndicative", "TradingRulesSet"}  # fmt: skip
     assert expected <= kinds
+    # Time moves the market: expiries, closes and auction ends by Timer, interruptions.
+    assert {"expired", "close_at", "open_at", "volatility"} <= reasons
 
 
 def test_the_stream_charges_fees_and_rebates() -> None:
@@ -70,8 +76,22 @@ def test_the_stream_charges_fees_and_rebates() -> None:
     assert state.underwriting
 
 
+def test_the_timed_stream_charges_fees_in_call_auctions() -> None:
+    engine = Engine()
+    auction_fees: set[int] = set()
+    for command in mixed_stream(STREAM_SEED, STREAM_LENGTH, timed=True):
+        events = engine.apply(command)
+        if any(isinstance(e, AuctionUncrossed) for e in events):
+            auction_fees.update(
+                fee for e in events if isinstance(e, TradeExecuted)
+                for fee in (e.maker_fee, e.taker_fee)
+            )  # fmt: skip
+    assert any(auction_fees), "some uncross fills pay fees"
+    assert export_state(engine).phases
+
+
 def test_export_and_restore_mid_stream_gives_the_same_final_hash() -> None:
-    stream = mixed_stream(STREAM_SEED, STREAM_LENGTH)
+    stream = mixed_stream(STREAM_SEED, STREAM_LENGTH, timed=True)
     straight = Engine()
     for command in stream:
         straight.apply(command)
@@ -87,6 +107,7 @@ def test_export_and_restore_mid_stream_gives_the_same_final_hash() -> None:
     for command in stream[:half]:
         again.apply(command)
     assert tail_events == [again.apply(command) for command in stream[half:]]
+    assert restored.next_deadline() == straight.next_deadline()
 
 
 def test_state_hash_changes_with_the_state() -> None:
@@ -101,6 +122,6 @@ def test_state_hash_changes_with_the_state() -> None:
 
 def test_events_round_trip_through_msgpack_and_json() -> None:
     engine = Engine()
-    events = [e for c in mixed_stream(STREAM_SEED, 500) for e in engine.apply(c)]
+    events = [e for c in mixed_stream(STREAM_SEED, 500, timed=True) for e in engine.apply(c)]
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(events), type=list[Event]) == events
     assert msgspec.json.decode(msgspec.json.encode(events), type=list[Event]) == events

@@ -37,10 +37,13 @@ from exchange.domain.commands import (
     SelfTradePrevention,
     SetInstrumentFees,
     SetInstrumentStatus,
+    SetTradingRules,
     Side,
     SubscribeOffering,
     TimeInForce,
+    Timer,
     TradingStatus,
+    Uncross,
     WithdrawCash,
     WithdrawUnits,
 )
@@ -85,7 +88,9 @@ traded = st.sampled_from(TRADED)
 sides = st.sampled_from(("buy", "sell"))
 prices = st.integers(95, 105)
 qtys = st.integers(1, 20)
-tifs = st.sampled_from(("gtc", "gtc", "gtc", "ioc", "fok"))
+tifs = st.sampled_from(("gtc", "gtc", "gtc", "ioc", "fok", "gtd", "day"))
+# A gtd order's expiry in steps from its place: 0 and below are refused (BAD_EXPIRY).
+expiries = st.sampled_from((-1, 0, 1, 2, 5, 20))
 stps = st.sampled_from(("cancel_newest", "cancel_oldest", "cancel_both"))
 # A cap on a market buy lands on, or one minor unit beside, a whole number of units at a
 # price the book is likely to hold, so off-by-one budget errors show.
@@ -157,6 +162,17 @@ class EngineVsReference(RuleBasedStateMachine):
         return "commands so far (oldest first):\n  " + "\n  ".join(lines)
 
     def _run(self, command: Command) -> list[Event]:
+        """As the sequencer does: first a Timer when the next deadline has passed."""
+        deadline = self.engine.next_deadline()
+        assert deadline == self.model.next_deadline(), (
+            f"next deadline: engine {deadline}, reference {self.model.next_deadline()}\n"
+            f"{self._history()}"
+        )
+        if deadline is not None and deadline <= command.ts:
+            self._apply(Timer(ts=command.ts))
+        return self._apply(command)
+
+    def _apply(self, command: Command) -> list[Event]:
         self.log.append(command)
         if isinstance(command, PlaceOrder):
             self.places.append(command)
@@ -251,9 +267,17 @@ class EngineVsReference(RuleBasedStateMachine):
         # 3.33% gross spread that does not divide evenly); XB trades free until set_fees.
         self._run(ListInstrument(ts=self._next_ts(), symbol="XA", kind="share", tick=1,
                                  issuer="A1", maker_bps=-10, taker_bps=25))
-        self._run(SetInstrumentStatus(ts=self._next_ts(), symbol="XA", status="trading"))
+        # XA opens through a call auction whose fills pay fees (the older order the maker).
+        self._run(SetInstrumentStatus(ts=self._next_ts(), symbol="XA", status="pre_open"))
+        # XA: a 5% band once it has traded, interruptions that end at the next command.
+        self._run(SetTradingRules(ts=self._next_ts(), symbol="XA", band_pct=5, interruption_s=0))
         for account, qty in zip(ACCOUNTS, (200, 100, 60, 30), strict=True):
             self._run(DepositUnits(ts=self._next_ts(), account=account, symbol="XA", qty=qty))
+        for account, side, price, qty in (("A2", "buy", 101, 30), ("A1", "sell", 99, 20),
+                                          ("A3", "sell", 100, 15), ("A4", "buy", 100, 10)):
+            self._run(PlaceOrder(ts=self._next_ts(), account=account, symbol="XA", side=side,  # type: ignore[arg-type]
+                                 price=price, qty=qty))
+        self._run(Uncross(ts=self._next_ts(), symbol="XA"))
         self._run(ListInstrument(ts=self._next_ts(), symbol="XB", kind="bond", tick=5,
                                  issuer="A2"))
         self._run(OpenOffering(ts=self._next_ts(), symbol="XB", price=101, qty=200,
@@ -261,20 +285,30 @@ class EngineVsReference(RuleBasedStateMachine):
         for account, qty in (("A1", 60), ("A3", 40), ("A4", 30)):
             self._run(SubscribeOffering(ts=self._next_ts(), account=account, offering_id=1,
                                         qty=qty))
-        self._run(CloseOffering(ts=self._next_ts(), offering_id=1))
+        self._run(SetTradingRules(ts=self._next_ts(), symbol="XB", band_pct=3))
+        self._run(CloseOffering(ts=self._next_ts(), offering_id=1))  # XB: pre_open, ref 100
+        self._run(PlaceOrder(ts=self._next_ts(), account="A2", symbol="XB", side="sell",
+                             price=101, qty=10))
+        self._run(PlaceOrder(ts=self._next_ts(), account="A3", symbol="XB", side="buy",
+                             price=102, qty=4))
+        self._run(Uncross(ts=self._next_ts(), symbol="XB"))
         self._run(DepositUnits(ts=self._next_ts(), account="A2", symbol="XB", qty=40))
 
     # --- orders ---------------------------------------------------------------------------
 
     @rule(account=accounts, symbol=traded, side=sides, price=prices, qty=qtys, tif=tifs,
-          post_only=st.sampled_from((False, False, False, True)), stp=stps, cid=client_ids)
+          post_only=st.sampled_from((False, False, False, True)), stp=stps, cid=client_ids,
+          expiry=expiries)
     def place_limit(self, account: str, symbol: str, side: Side, price: int, qty: int,
                     tif: TimeInForce, post_only: bool, stp: SelfTradePrevention,
-                    cid: str) -> None:
-        self._run(PlaceOrder(ts=self._next_ts(), account=account,
+                    cid: str, expiry: int = 5) -> None:
+        ts = self._next_ts()
+        expire_at = max(ts + expiry * STEP_NS, 0) if tif == "gtd" else 0
+        self._run(PlaceOrder(ts=ts, account=account,
                              client_order_id=self._client_id(cid),
                              symbol=symbol, side=side, type="limit", price=price, qty=qty,
-                             tif=tif, post_only=post_only and tif == "gtc", stp=stp))
+                             tif=tif, post_only=post_only and tif in ("gtc", "gtd", "day"),
+                             stp=stp, expire_at=expire_at))
 
     @rule(account=accounts, symbol=traded, side=sides, qty=qtys, tif=tifs, stp=stps,
           cid=client_ids, max_notional=max_notionals)
@@ -286,31 +320,38 @@ class EngineVsReference(RuleBasedStateMachine):
                              stp=stp, max_notional=max_notional if side == "buy" else 0))
 
     # Issue 16: stops a few ticks either side of the last trade (some already reached:
-    # BAD_TRIGGER), with every time in force; icebergs showing part of their qty.
+    # BAD_TRIGGER), with every time in force (gtd and day too); icebergs showing part of
+    # their qty. Both instruments go through call auctions (set_status, set_rules' open_at,
+    # volatility interruptions): stops wait in them, icebergs take part whole.
     @rule(account=accounts, symbol=traded, side=sides, kind=st.sampled_from(("stop", "stop_limit")),
           away=st.integers(-2, 6), price=prices, qty=qtys, tif=tifs, stp=stps, cid=client_ids,
-          max_notional=max_notionals, display=st.sampled_from((0, 0, 0, 1, 3)))
+          max_notional=max_notionals, display=st.sampled_from((0, 0, 0, 1, 3)),
+          expiry=expiries)
     def place_stop(self, account: str, symbol: str, side: Side, kind: OrderType, away: int,
                    price: int, qty: int, tif: TimeInForce, stp: SelfTradePrevention, cid: str,
-                   max_notional: int, display: int) -> None:
+                   max_notional: int, display: int, expiry: int = 5) -> None:
         last = self.engine.books[symbol].last_price or 100
         trigger = max(0, last + away if side == "buy" else last - away)
-        self._run(PlaceOrder(ts=self._next_ts(), account=account,
+        ts = self._next_ts()
+        self._run(PlaceOrder(ts=ts, account=account,
                              client_order_id=self._client_id(cid), symbol=symbol, side=side,
                              type=kind, price=price if kind == "stop_limit" else 0, qty=qty,
                              tif=tif, stp=stp, trigger_price=trigger,
                              max_notional=max_notional if side == "buy" else 0,
-                             display_qty=min(display, qty)))
+                             display_qty=min(display, qty),
+                             expire_at=max(ts + expiry * STEP_NS, 0) if tif == "gtd" else 0))
 
     @rule(account=accounts, symbol=traded, side=sides, price=prices, qty=qtys,
-          display=st.integers(0, 14), tif=tifs, stp=stps, cid=client_ids)
+          display=st.integers(0, 14), tif=tifs, stp=stps, cid=client_ids, expiry=expiries)
     def place_iceberg(self, account: str, symbol: str, side: Side, price: int, qty: int,
                       display: int, tif: TimeInForce, stp: SelfTradePrevention,
-                      cid: str) -> None:
-        self._run(PlaceOrder(ts=self._next_ts(), account=account,
+                      cid: str, expiry: int = 5) -> None:
+        ts = self._next_ts()
+        self._run(PlaceOrder(ts=ts, account=account,
                              client_order_id=self._client_id(cid), symbol=symbol, side=side,
                              type="limit", price=price, qty=qty, tif=tif, stp=stp,
-                             display_qty=display))
+                             display_qty=display,
+                             expire_at=max(ts + expiry * STEP_NS, 0) if tif == "gtd" else 0))
 
     @rule(account=any_account, symbol=st.sampled_from((*TRADED, NO_SYMBOL, "N1")),
           side=sides, kind=st.sampled_from(("limit", "market")), tif=tifs, cid=client_ids,
@@ -490,9 +531,73 @@ class EngineVsReference(RuleBasedStateMachine):
     # --- instruments and offerings --------------------------------------------------------
 
     @rule(symbol=st.sampled_from((*TRADED, NO_SYMBOL, "N1", "N2")),
-          status=st.sampled_from(("trading", "trading", "halted")))
+          status=st.sampled_from(("trading", "trading", "halted", "pre_open", "closed")))
     def set_status(self, symbol: str, status: TradingStatus) -> None:
         self._run(SetInstrumentStatus(ts=self._next_ts(), symbol=symbol, status=status))
+
+    # --- market phases --------------------------------------------------------------------
+
+    @rule(symbol=st.sampled_from((*TRADED, *TRADED, NO_SYMBOL)),
+          band=st.sampled_from((-1, 0, 2, 5, 10, 101)),
+          interruption=st.sampled_from((-1, 0, 1, 120, 86_401)),
+          open_in=st.sampled_from((None, 0, -1, 2, 10)),
+          close_in=st.sampled_from((None, None, 0, -1, 3, 30)))
+    def set_rules(self, symbol: str, band: int, interruption: int, open_in: int | None,
+                  close_in: int | None) -> None:
+        """Steps from now for open_at and close_at; None keeps, 0 clears, -1 is past."""
+        ts = self._next_ts()
+
+        def at(steps: int | None) -> int:
+            return -1 if steps is None else 0 if steps == 0 else ts + steps * STEP_NS
+
+        self._run(SetTradingRules(ts=ts, symbol=symbol, band_pct=band,
+                                  interruption_s=interruption, open_at=at(open_in),
+                                  close_at=at(close_in)))
+
+    @rule(symbol=traded, accounts4=st.permutations(ACCOUNTS), up=st.integers(-4, 4),
+          qty=qtys, other_qty=qtys, display=st.integers(1, 6), ice_side=sides,
+          kind=st.sampled_from(("stop", "stop_limit")), away=st.integers(1, 4),
+          stop_tif=st.sampled_from(("gtc", "gtc", "ioc", "fok", "day")),
+          far=st.sampled_from((0, 0, 4, 6, 8)))
+    def auction_with_stops_and_icebergs(
+        self, symbol: str, accounts4: Sequence[str], up: int, qty: int, other_qty: int,
+        display: int, ice_side: Side, kind: OrderType, away: int, stop_tif: TimeInForce,
+        far: int,
+    ) -> None:  # fmt: skip
+        """A call auction with an iceberg crossing a plain order and a stop waiting near the
+        last price; its uncross (hidden quantity included) may trigger the stop, which then
+        trades, and may meet a far order beyond the band (a volatility interruption)."""
+        stopper, ice, other, far_one = accounts4
+        last = self.engine.books[symbol].last_price or 100
+        self._run(SetInstrumentStatus(ts=self._next_ts(), symbol=symbol, status="pre_open"))
+        stop_side: Side = "buy" if up >= 0 else "sell"
+        sign = 1 if stop_side == "buy" else -1
+        if far:  # the stop's far side: what a triggered market stop might reach
+            self._run(PlaceOrder(ts=self._next_ts(), account=far_one, symbol=symbol,
+                                 side="sell" if stop_side == "buy" else "buy",
+                                 price=last + up + sign * far, qty=qty))
+        self._run(PlaceOrder(ts=self._next_ts(), account=stopper, symbol=symbol, side=stop_side,
+                             type=kind, price=last + up + sign if kind == "stop_limit" else 0,
+                             qty=qty, tif=stop_tif, trigger_price=last + sign * away,
+                             max_notional=5_000 if stop_side == "buy" and kind == "stop" else 0))
+        self._run(PlaceOrder(ts=self._next_ts(), account=ice, symbol=symbol, side=ice_side,
+                             price=last + up, qty=qty + display, display_qty=display))
+        self._run(PlaceOrder(ts=self._next_ts(), account=other, symbol=symbol,
+                             side="sell" if ice_side == "buy" else "buy", price=last + up,
+                             qty=other_qty + display))
+        self._run(Uncross(ts=self._next_ts(), symbol=symbol))
+
+    @rule(symbol=st.sampled_from((*TRADED, *TRADED, NO_SYMBOL)))
+    def uncross(self, symbol: str) -> None:
+        self._run(Uncross(ts=self._next_ts(), symbol=symbol))
+
+    @rule(seconds=st.sampled_from((0, 1, 60, 121)))
+    def time_passes(self, seconds: int) -> None:
+        """The clock jumps; the sequencer sends a Timer if a deadline passed."""
+        self.ts += seconds * 1_000_000_000
+        deadline = self.engine.next_deadline()
+        if deadline is not None and deadline <= self.ts + STEP_NS:
+            self._run(Timer(ts=self._next_ts()))
 
     @rule(fresh=st.sampled_from((True, True, False)), issuer=any_account,
           tick=st.sampled_from((1, 5, 5, 0, MAX_TICK + 1)),

@@ -4,7 +4,14 @@ rounding, the fee account, the buy's hold for its worst-case fee, and rates kept
 import msgspec
 import pytest
 
-from exchange.domain.commands import CancelOrder, ListInstrument, ReplaceOrder, SetInstrumentFees
+from exchange.domain.commands import (
+    CancelOrder,
+    ListInstrument,
+    ReplaceOrder,
+    SetInstrumentFees,
+    SetInstrumentStatus,
+    Uncross,
+)
 from exchange.domain.events import (
     AccountCreated,
     Event,
@@ -207,3 +214,30 @@ def test_a_rebate_is_never_more_than_the_same_fills_taker_fee() -> None:
     _fees(m, maker=0, taker=3)  # 0.03% of 100.00 = 0.03: the rebate shrinks to it
     trade = _trade(m.place(m.account(cash=0, units={"ACME": 10}), "sell", 10, 1_000))
     assert (trade.maker_fee, trade.taker_fee) == (-3, 3)
+
+
+# --- call auctions (docs/ENGINE.md, "Fees": call auctions) --------------------------------
+
+
+def test_a_buy_in_a_call_auction_holds_its_taker_fee_and_pays_it_as_the_newer_order() -> None:
+    m = Market()
+    m.instrument(trading=False)
+    m.do(SetInstrumentStatus(symbol="ACME", status="pre_open"))
+    _fees(m, maker=-10, taker=25)
+    seller = m.account(cash=0, units={"ACME": 10})
+    # 10 x 10.01 = 100.10 and a unit fee of ceil(0.025025) = 0.03 each: 100.40 held.
+    poor = m.account(cash=10_039)
+    assert rejection(m.place(poor, "buy", 10, 1_001)) == "INSUFFICIENT_FUNDS"
+    m.rest(seller, "sell", 10, 1_000)  # the older order: the maker
+    buyer = m.account(cash=10_040)
+    m.rest(buyer, "buy", 10, 1_001)
+    assert m.engine.balances(buyer)[:2] == (10_040, 10_040)
+    events = m.do(Uncross(symbol="ACME"))
+    trade = _trade(events)
+    # No reference price yet: of 10.00 and 10.01 (the same volume) the lower one.
+    assert (trade.price, trade.maker_account, trade.taker_account) == (1_000, seller, buyer)
+    # 100.00: the taker pays 25 bps = 0.25, the maker gets 10 bps = 0.10.
+    assert (trade.maker_fee, trade.taker_fee) == (-10, 25)
+    assert m.engine.balances(buyer) == (10_040 - 10_000 - 25, 0, {"ACME": 10}, {})
+    assert m.engine.balances(seller)[0] == 10_000 + 10
+    assert m.engine.balances(FEE_ACCOUNT)[0] == 15

@@ -1,6 +1,7 @@
-"""End to end over the real server: an underwritten, firm, undersubscribed offering and a
-fill's fee in the WebSocket fill message, /v1/fills and the fee account, in both wirings
-(one process, and the roles over NATS: the read side each gateway builds from the stream)."""
+"""End to end over the real server: an underwritten, firm, undersubscribed offering, its
+opening auction, and the uncross fill's fees (the older order the maker) in the WebSocket
+fill message, /v1/fills and the fee account, in both wirings (one process, and the roles
+over NATS: the read side each gateway builds from the stream)."""
 
 from pathlib import Path
 
@@ -58,10 +59,17 @@ async def test_an_underwritten_offering_then_trading_with_fees(wiring: str, tmp_
             issuer_now = await admin.ok("GET", "/v1/account", token=issuer_key)
             assert issuer_now["cash"] == "4650.00"
 
+            # The close left NEWCO in its opening auction: both orders rest, then the
+            # uncross fills them at 5.50 (of 5.50 to 5.60, nearest the reference 5.00). The
+            # older order (the ask) is the maker, the newer (the bid) the taker: 40 x 5.50 =
+            # 220.00, the taker pays 20 bps = 0.44, the maker gets 5 bps = 0.11.
             ask = await a.place("NEWCO", "sell", 100, "5.50", client_order_id="a-1")
             assert ask["type"] == "accepted"
-            # 40 x 5.50 = 220.00: the taker pays 20 bps = 0.44, the maker gets 5 bps = 0.11.
             assert (await b.place("NEWCO", "buy", 40, "5.60"))["type"] == "accepted"
+            opened = await admin.ok("POST", "/v1/admin/instruments/NEWCO/auction")
+            assert (opened["status"], opened["uncrossed"]) == (
+                "trading", {"price": "5.50", "qty": 40}
+            )
             taker_fill = await b.next_event("fill")
             maker_fill = await a.next_event("fill")
         assert (taker_fill["fee"], taker_fill["fee_asset"], taker_fill["liquidity"]) == (
@@ -117,3 +125,35 @@ async def test_fee_and_underwriting_refusals_over_rest(tmp_path: Path) -> None:
         # The fee account is the admin's to read: an API key is refused.
         status, body = await admin.call("GET", "/v1/admin/accounts/FEES", token=poor_key)
         assert (status, body["code"]) == (403, "FORBIDDEN")
+
+
+async def test_fees_are_charged_in_the_servers_currency(tmp_path: Path) -> None:
+    extra = ("--currency", "EUR")
+    async with (
+        running(tmp_path / "data", extra=extra) as server,
+        Admin(server.base_url, ADMIN_TOKEN) as admin,
+    ):
+        issuer, _ = await admin.account("issuer")
+        _alice, alice_key = await admin.account("alice", "1000.00")
+        _bob, bob_key = await admin.account("bob", "1000.00")
+        listing = {"symbol": "NEWCO", "kind": "share", "tick_size": "0.01", "issuer": issuer,
+                   "taker_bps": 20}  # fmt: skip
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        terms = {"symbol": "NEWCO", "price": "5.00", "qty": 100}
+        offering_id = (await admin.ok("POST", "/v1/admin/offerings", terms))["offering_id"]
+        async with (
+            await Client.connect(server.ws_url, alice_key) as a,
+            await Client.connect(server.ws_url, bob_key) as b,
+        ):
+            await a.request("subscribe_offering", offering_id=offering_id, qty=100)
+            await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+            assert (await a.place("NEWCO", "sell", 10, "5.00"))["type"] == "accepted"
+            assert (await b.place("NEWCO", "buy", 10, "5.00"))["type"] == "accepted"
+            # The closed offering left NEWCO in its opening auction: the uncross trades them
+            # (the older order, alice's, is the maker).
+            await admin.ok("POST", "/v1/admin/instruments/NEWCO/auction")
+            taker_fill = await b.next_event("fill")
+        # 10 x 5.00 = 50.00 at 20 bps: 0.10, in the currency `--currency` names.
+        assert (taker_fill["fee"], taker_fill["fee_asset"]) == ("0.10", "EUR")
+        (bob_fill,) = (await admin.ok("GET", "/v1/fills", token=bob_key))["fills"]
+        assert (bob_fill["fee"], bob_fill["fee_asset"]) == ("0.10", "EUR")

@@ -74,6 +74,9 @@ async def test_an_offering_then_secondary_trading_between_two_accounts(
             account = await admin.ok("GET", "/v1/account", token=alice_key)
             assert account["positions"] == {"NEWCO": 500}
             assert account["cash"] == "7500.00"
+            # The offering's instrument opens through a call auction; nothing rests yet.
+            opened = await admin.ok("POST", "/v1/admin/instruments/NEWCO/auction")
+            assert (opened["status"], "uncrossed" in opened) == ("trading", False)
 
             ask = await a.place("NEWCO", "sell", 100, "5.50", client_order_id="a-1")
             assert ask["type"] == "accepted"
@@ -454,6 +457,7 @@ async def test_cancel_on_disconnect_cancels_the_orders_placed_on_that_connection
         leaving = await Client.connect(shared_market.ws_url)
         await leaving.request("auth", api_key=key, cancel_on_disconnect=True)
         order = await leaving.place("ACME", "buy", 3, "9.00", client_order_id="cod-1")
+        assert order["type"] == "accepted", order
         assert (await watcher.next_event("accepted"))["order_id"] == order["order_id"]
         await leaving.close()
         done = await watcher.next_event("done")

@@ -19,7 +19,7 @@ import nats
 import pytest
 
 from exchange import natswire
-from exchange.buckets import READ_BUCKET, Stored
+from exchange.buckets import READ_BUCKET, Stored, stream_id
 from exchange.domain.commands import AddApiKey, Command
 from exchange.domain.engine import Engine
 from exchange.journal.journal import Journal
@@ -33,6 +33,7 @@ from gateway.client import Admin
 from gateway.readbucket import (
     load_newest,
     open_bucket,
+    put_reopening,
     put_snapshot,
     stored,
 )
@@ -240,6 +241,30 @@ async def test_a_snapshot_in_the_bucket_already_or_older_than_the_kept_is_not_pu
         await client.close()
 
 
+async def test_a_gateway_puts_its_next_snapshot_in_a_bucket_made_again_when_it_was_lost(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    path = tmp_path / "snapshot"
+    path.write_bytes(msgspec.msgpack.encode("any bytes: put_snapshot does not read them"))
+    client = await nats.connect(servers=[nats_server.url])
+    try:
+        js = client.jetstream()
+        await ensure_stream(js)
+        bucket = await open_bucket(js)
+        kept, put = await put_reopening(js, bucket, Stored(100, 7), path)
+        assert put
+        assert kept is bucket, "the bucket is there: the same handle"
+        await js.delete_stream(f"OBJ_{READ_BUCKET}")  # lost (with a NATS store, or deleted)
+        kept, put = await put_reopening(js, bucket, Stored(200, 9), path)
+        assert put
+        assert await stored(kept) == [Stored(200, 9)]
+        kept, put = await put_reopening(js, kept, Stored(300, 12), path)
+        assert put
+        assert await stored(kept) == [Stored(300, 12), Stored(200, 9)]
+    finally:
+        await client.close()
+
+
 async def test_a_snapshot_that_does_not_continue_this_stream_is_not_loaded(
     nats_server: NatsNode,
 ) -> None:
@@ -254,17 +279,26 @@ async def test_a_snapshot_that_does_not_continue_this_stream_is_not_loaded(
         batch = natswire.BatchMessage(natswire.WIRE_VERSION, 1, records, True)
         await js.publish(natswire.BATCHES, natswire.encode(batch), stream=natswire.STREAM)
         bucket = await open_bucket(js)
+        stream = stream_id(await js.stream_info(natswire.STREAM))
         state = ReadState()
         state.durable_seq = 3
-        await bucket.put(Stored(3, 1).name, b"".join(encode_snapshot(state.export())))
+        await bucket.put(Stored(3, 1, stream).name, b"".join(encode_snapshot(state.export())))
         loaded = await load_newest(js, bucket)
         assert loaded is not None
         assert (loaded[0].durable_seq, loaded[1]) == (3, 1)
 
         state.durable_seq = 5  # newer, but stream message 1 ends its batch at seq 3
-        await bucket.put(Stored(5, 1).name, b"".join(encode_snapshot(state.export())))
+        await bucket.put(Stored(5, 1, stream).name, b"".join(encode_snapshot(state.export())))
         loaded = await load_newest(js, bucket)
         assert loaded is not None
         assert (loaded[0].durable_seq, loaded[1]) == (3, 1), "the older one, which fits"
+
+        # The stream wiped and made again, the bucket left over: the same records at the
+        # same positions, but another stream's history: its snapshots are passed over.
+        await js.delete_stream(natswire.STREAM)
+        await ensure_stream(js)
+        await js.publish(natswire.BATCHES, natswire.encode(batch), stream=natswire.STREAM)
+        assert stream_id(await js.stream_info(natswire.STREAM)) != stream
+        assert await load_newest(js, bucket) is None
     finally:
         await client.close()

@@ -106,7 +106,8 @@ def test_a_batch_without_public_change_publishes_nothing() -> None:
 )
 def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]) -> None:
     """A subscriber applying each batch's changes holds the engine's book after every
-    batch, level for level, and its checksum matches; seqs count trades + updates."""
+    batch, level for level, and its checksum matches; seqs count trades + updates (and
+    auction messages)."""
     feed = Feed()
     stream = mixed_stream(seed, STREAM_LENGTH)
     books: dict[str, dict[tuple[str, int], int]] = {}
@@ -134,6 +135,7 @@ def test_published_changes_rebuild_every_book_exactly(seed: int, cuts: list[int]
                 assert len(tape.trades) - trades_before[symbol] == trades
             book_seq, trade_seq = seqs.get(symbol, (0, 0))
             updated = 1 if symbol in published.levels else 0
+            updated += 1 if symbol in published.auctions else 0  # a call auction's indicative
             assert (tape.book_seq, tape.trade_seq) == (book_seq + updated, trade_seq + trades)
         for symbol, replica_book in feed.engine.books.items():
             wanted = {("buy", p): lv.total for p, lv in replica_book.bids.levels.items()} | {

@@ -16,7 +16,8 @@ STREAM_LENGTH = 400
 
 def _records(seed: int, count: int = STREAM_LENGTH) -> tuple[Engine, list[list[Event]]]:
     engine = Engine()
-    return engine, [engine.apply(command) for command in mixed_stream(seed, count)]
+    # Timed: call auctions (FUND-1's uncross fills pay fees), expiries and closes too.
+    return engine, [engine.apply(command) for command in mixed_stream(seed, count, timed=True)]
 
 
 def _batches(records: list[list[Event]], cuts: list[int]) -> list[list[tuple[int, list[Event]]]]:

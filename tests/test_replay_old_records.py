@@ -1,5 +1,6 @@
-"""A journal written before events gained their fee and underwriting fields still replays:
-recovery compares events as values when the bytes differ (exchange/recovery.py, Replayer)."""
+"""A journal written before events gained their fee and underwriting fields (and an
+acceptance its expire_at) still replays: recovery compares events as values when the bytes differ
+(exchange/recovery.py, Replayer)."""
 
 from typing import Any
 
@@ -15,18 +16,21 @@ from exchange.domain.commands import (
     OpenOffering,
     PlaceOrder,
     SubscribeOffering,
+    Uncross,
 )
 from exchange.domain.engine import Engine
 from exchange.domain.events import Event, InstrumentListed
 from exchange.recovery import RecoveryError, Replayer
 
-# Fields each event gained with fees and underwriting, all last and with defaults: a record
-# from before holds the event without them.
+# Fields each event gained with fees and underwriting (and market phases: an acceptance's
+# expire_at; stops and icebergs: its trigger_price, display_qty and budget), all last and
+# with defaults: a record from before holds the event without them.
 ADDED_FIELDS = {
     "TradeExecuted": 2,
     "InstrumentListed": 2,
     "OfferingOpened": 3,
     "OfferingClosed": 2,
+    "OrderAccepted": 4,  # expire_at; trigger_price, display_qty, budget (stops, icebergs)
 }
 HISTORY: list[Command] = [
     CreateAccount(ts=1, name="issuer"),
@@ -38,8 +42,9 @@ HISTORY: list[Command] = [
     OpenOffering(ts=7, symbol="OLD", price=100, qty=50),
     SubscribeOffering(ts=8, account="A2", offering_id=1, qty=50),
     CloseOffering(ts=9, offering_id=1),
-    PlaceOrder(ts=10, account="A2", symbol="OLD", side="sell", price=101, qty=20),
-    PlaceOrder(ts=11, account="A3", symbol="OLD", side="buy", price=101, qty=5),
+    Uncross(ts=10, symbol="OLD"),  # the close left it in its opening auction
+    PlaceOrder(ts=11, account="A2", symbol="OLD", side="sell", price=101, qty=20),
+    PlaceOrder(ts=12, account="A3", symbol="OLD", side="buy", price=101, qty=5),
 ]
 
 
@@ -62,8 +67,9 @@ def test_records_from_before_the_fee_fields_replay() -> None:
     records = _old_journal(HISTORY)
     fresh = Engine()
     new = [msgspec.msgpack.encode([seq, c, fresh.apply(c)]) for seq, c in enumerate(HISTORY, 1)]
-    # The listing, the offering opened and closed, the trade: encoded shorter than today.
-    assert sum(a != b for a, b in zip(records, new, strict=True)) == 4
+    # The listing, the offering opened and closed, both orders (the second trades):
+    # encoded shorter than today.
+    assert sum(a != b for a, b in zip(records, new, strict=True)) == 5
     engine = Engine()
     replay = Replayer(engine, 1)
     for seq, payload in enumerate(records, start=1):

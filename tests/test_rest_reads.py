@@ -120,6 +120,7 @@ async def test_instruments_carry_their_filters_and_fees(admin: Admin) -> None:
         "symbol": "ACME", "kind": "share", "tick_size": "0.01", "issuer": acme["issuer"],
         "status": "trading", "min_qty": 1, "max_qty": MAX_QTY, "max_price": "10000000.00",
         "fees": {"maker_bps": -2, "taker_bps": 10},  # the demo's (gateway/demo.py)
+        "rules": {"band_pct": 0, "interruption_s": 120, "open_at": None, "close_at": None},
     }  # fmt: skip
 
 

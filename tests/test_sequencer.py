@@ -587,3 +587,30 @@ async def test_a_command_outside_its_schema_is_never_journaled() -> None:
     await seq.stop()
     await asyncio.wait_for(task, WAIT_S)
     assert durable_seqs(store) == [1]
+
+
+async def test_after_a_snapshot_the_journal_is_pruned_only_below_what_prune_below_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's leader keeps every record the stream may still need refilled
+    (exchange/streamfloor.py), however many snapshots cover them."""
+    from exchange.journal import journal as journal_module
+    from exchange.journal.snapshots import SnapshotStore
+    from exchange.streamfloor import StreamFloor
+
+    monkeypatch.setattr(journal_module, "SEGMENT_TARGET_BYTES", 1)  # a segment a batch
+    first_seqs = []
+    for floor in (None, StreamFloor(1)):
+        journal = Journal.open(FaultySegmentStore())
+        seq = Sequencer(Engine(), journal, SnapshotStore(tmp_path / str(floor is None)),
+                        max_batch=1, snapshot_every=2)  # fmt: skip
+        if floor is not None:
+            seq.prune_below = floor.prune_below
+        task = await started(seq)
+        for i in range(12):
+            await asyncio.wait_for(seq.submit(CreateAccount(name=f"a{i}")), WAIT_S)
+        await asyncio.wait_for(seq.stop(), WAIT_S)
+        await asyncio.wait_for(task, WAIT_S)
+        first_seqs.append(journal.first_seq)
+    assert first_seqs[0] > 1, "a single process prunes what its snapshots cover"
+    assert first_seqs[1] == 1, "the stream starts at record 1: nothing pruned"

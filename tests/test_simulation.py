@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.client import Admin
 from loadtest.simulation import report
 from loadtest.simulation.runner import SimOptions, simulate
 from tests import server as srv
@@ -81,6 +82,37 @@ async def test_exchange_simulate_runs_from_the_command_line(tmp_path: Path) -> N
     no_token = _exchange(tmp_path, "simulate", "--url", server.base_url)
     assert no_token.returncode == 2
     assert "--admin-token" in no_token.stderr
+
+
+async def test_an_instrument_left_in_its_opening_auction_is_opened_and_traded(
+    tmp_path: Path,
+) -> None:
+    """An offering's close leaves the instrument pre_open (market orders refused): the
+    simulation uncrosses its opening auction through the admin route, then trades."""
+    async with (
+        srv.running(tmp_path / "data", extra=("--durability", "none")) as server,
+        Admin(server.base_url, srv.ADMIN_TOKEN) as admin,
+    ):
+        issuer, _ = await admin.account("ipo-issuer")
+        listing = {"symbol": "IPO", "kind": "share", "tick_size": "0.01", "issuer": issuer}
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        offer = {"symbol": "IPO", "price": "10.00", "qty": 100}
+        offering_id = (await admin.ok("POST", "/v1/admin/offerings", offer))["offering_id"]
+        await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+        options = SimOptions(
+            server.base_url, srv.ADMIN_TOKEN, symbol="IPO", seed=2, steps=200, speed=0,
+            report_dir=tmp_path / "report",
+        )  # fmt: skip
+        assert await simulate(options) == 0
+        (ipo,) = [
+            i for i in (await admin.ok("GET", "/v1/instruments"))["instruments"]
+            if i["symbol"] == "IPO"
+        ]
+        assert ipo["status"] == "trading"
+    summary = json.loads((tmp_path / "report" / report.SUMMARY_FILE).read_text())
+    assert summary["book_consistent"] is True
+    assert summary["trades"] > 0
+    assert "NOT_IN_PHASE" not in summary["rejects"], summary["rejects"]
 
 
 def _exchange(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

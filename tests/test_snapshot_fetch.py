@@ -24,6 +24,7 @@ from exchange import natswire
 from exchange.buckets import ENGINE_BUCKET, READ_BUCKET, engine_snapshots, read_snapshots
 from exchange.natsserver import NatsNode
 from exchange.natsstream import records_of
+from exchange.streamtrim import TRIM_BASIS
 from gateway.client import Admin, Client
 from tests.cluster_trading import market, reads
 from tests.sequencers import READY, state_hash, watching
@@ -77,8 +78,9 @@ async def stream_start(nats_url: str) -> tuple[int, int]:
 
 
 async def check_snapshots_still_fit(nats_url: str) -> None:
-    """Every snapshot kept in the buckets can still start a node or a gateway: the trim
-    never passed what they need."""
+    """The newest TRIM_BASIS snapshots of each kind can still start a node or a gateway:
+    the trim never passed what they need. (An older one kept, the third engine snapshot,
+    may be behind the trim: a fetch passes over it, as the docs say.)"""
     client = await nats.connect(servers=[nats_url])
     try:
         js = client.jetstream()
@@ -87,12 +89,12 @@ async def check_snapshots_still_fit(nats_url: str) -> None:
         read = await read_snapshots(await js.object_store(READ_BUCKET))
         assert len(engine) >= 2, engine
         assert len(read) >= 2, read
-        for placed in engine:
+        for placed in engine[:TRIM_BASIS]:
             span = await records_of(js, placed.after + 1)
             assert placed.after + 1 >= first, (placed, first)
             assert span is not None, placed
             assert span[0] <= placed.seq + 1 <= span[1], (placed, span)
-        for stored in read:
+        for stored in read[:TRIM_BASIS]:
             span = await records_of(js, stored.stream_seq)
             assert stored.stream_seq >= first, (stored, first)
             assert span is not None, stored

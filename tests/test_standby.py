@@ -4,12 +4,15 @@ while another leads follows the stream with a warm engine. It applies every reco
 batch ends), says `standby` in its heartbeats (and so in /v1/cluster), and a record whose
 replay gives other events stops it with one line and status 2."""
 
+import asyncio
 from pathlib import Path
 
 import msgspec
 import nats
+import pytest
 
 from exchange import natswire
+from exchange.journal import journal as journal_module
 from exchange.journal.records import JournalEntry, decode_entry, encode_entry
 from exchange.natsserver import NatsNode
 from exchange.recovery import recover
@@ -94,6 +97,31 @@ async def test_a_standby_takes_its_own_snapshots(nats_server: NatsNode, tmp_path
     assert state_hash(tmp_path / "two") == state_hash(tmp_path / "one")
 
 
+async def test_a_standbys_snapshots_never_prune_records_the_stream_still_starts_from(
+    nats_server: NatsNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its journal is pruned only below the stream's first record (exchange/streamfloor.py):
+    as leader it may have to refill a lost stream from it. The stream starts at record 1
+    here, so nothing is pruned however many snapshots it takes."""
+    async with roles(nats_server, tmp_path / "one", gateways=1) as cluster:
+        await seed(cluster.gateways[0].base_url)
+    monkeypatch.setattr(journal_module, "SEGMENT_TARGET_BYTES", 1)  # a segment a batch
+    nc = await nats.connect(servers=[nats_server.url])
+    try:
+        follower = Follower(nc.jetstream(), recover(tmp_path / "two"), snapshot_every=3)
+        while await follower.step():  # bounded by the stream's length
+            pass
+        await follower.close(snapshot=True)
+    finally:
+        await nc.close()
+    recovered = recover(tmp_path / "two")
+    recovered.journal.close()
+    assert len(recovered.snapshots.seqs()) == 2
+    assert recovered.snapshots.seqs()[-1] > 3, "snapshots that would prune a single process's"
+    assert recovered.journal.first_seq == 1
+    assert journal_records(tmp_path / "two") == journal_records(tmp_path / "one")
+
+
 async def test_a_record_whose_replay_differs_stops_the_standby_with_status_2(
     nats_server: NatsNode, tmp_path: Path
 ) -> None:
@@ -118,3 +146,25 @@ async def test_a_record_whose_replay_differs_stops_the_standby_with_status_2(
     assert status == 2, output
     assert "exchange: standby stopped: replay of seq" in output, output
     assert "Traceback" not in output, output
+
+
+async def test_a_standby_and_a_leader_stopped_while_nats_is_away_exit_cleanly(
+    nats_server: NatsNode, tmp_path: Path
+) -> None:
+    """SIGTERM with NATS away (killed): each stops (status 0, no traceback) instead of
+    waiting out a NATS request, or failing as its connection closes."""
+    leader = await start_sequencer(nats_server.url, tmp_path / "one", "sequencer-1")
+    standby = await start_sequencer(nats_server.url, tmp_path / "two", "sequencer-2")
+    try:
+        assert "ready: standby" in standby.log()
+        await nats_server.kill()
+        async with asyncio.timeout(FOLLOW_WAIT_S):  # until both saw NATS go
+            while not all("NATS: " in node.log() for node in (leader, standby)):
+                await asyncio.sleep(0.05)  # bounded by the timeout
+        for node in (standby, leader):
+            async with asyncio.timeout(FOLLOW_WAIT_S):  # a generous bound, not a timing
+                assert await stop(node) == 0, node.log()
+            assert node.tracebacks == 0, node.log()
+    finally:
+        for node in (standby, leader):
+            await stop(node)

@@ -45,6 +45,8 @@ async def test_a_stop_triggers_and_an_iceberg_shows_only_its_display(
                     "subscribe_offering", offering_id=offering["offering_id"], qty=200
                 )
             await admin.ok("POST", f"/v1/admin/offerings/{offering['offering_id']}/close")
+            # The close leaves it in its opening auction (market phases): uncross, empty.
+            await admin.ok("POST", "/v1/admin/instruments/STOP/auction")
 
             # An iceberg: 100 at 5.10, 10 shown.
             ice = await a.place("STOP", "sell", 100, "5.10", display_qty=10)

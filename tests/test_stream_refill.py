@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 
 from exchange import natswire as w
 from exchange.fence import FencedAppender, FencedError
+from exchange.journal import journal as journal_module
 from exchange.journal.faulty import FaultySegmentStore
 from exchange.journal.journal import Journal
 from exchange.natsserver import NatsNode
@@ -123,6 +124,28 @@ async def test_a_stream_another_leader_refilled_differently_fences_the_old_one(
     with pytest.raises(FencedError, match="not this journal's"):
         await publisher.refill(publisher.published_seq)  # the idle look
     assert await stream_records(client) == [(1, other)]
+
+
+async def test_a_stream_lost_whole_is_refilled_from_a_pruned_journals_first_record(
+    client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader's journal pruned after its snapshots (it still holds every record from the
+    stream's first: exchange/streamfloor.py) refills a stream lost whole from its first
+    record, as a trimmed stream starts, rather than stop (StreamRefillError)."""
+    monkeypatch.setattr(journal_module, "SEGMENT_TARGET_BYTES", 1)  # a segment a batch
+    js = client.jetstream()
+    journal, publisher = await two_batches_published(js, "pruned")
+    journal.prune_before(3)  # records 1 and 2 are in a snapshot now
+    assert journal.first_seq == 3
+    await js.purge_stream(w.STREAM, seq=2)  # the trim that let it prune: record 3 on
+    await js.delete_stream(w.STREAM)  # then the stream is lost whole
+    await ensure_stream(js)
+    first, last = BATCHES[2]
+    journal.append(payloads(first, last))
+    journal.sync()
+    await publisher.publish(first, payloads(first, last))
+    assert await stream_records(client) == [(1, payloads(*BATCHES[1])), (2, payloads(*BATCHES[2]))]
+    assert publisher.published_seq == 6
 
 
 async def test_a_purged_stream_is_refilled_under_new_message_ids(client: NatsClient) -> None:

@@ -6,11 +6,12 @@ a kept snapshot needs."""
 import pytest
 
 from exchange.buckets import Placed, Stored, parse_engine_name, parse_name
+from exchange.streamfloor import StreamFloor
 from exchange.streamtrim import TRIM_BASIS, basis, trim_point
 
 
 def test_the_point_is_the_smallest_need() -> None:
-    # engine snapshot's next message 500, read snapshot's message 450, journal's 480
+    # engine snapshot's next message 500, read snapshot's message 450 (and any third)
     assert trim_point(1, 10_000, [500, 450, 480], margin=100) == 450
     assert trim_point(1, 10_000, [500, 700, 480], margin=100) == 480
 
@@ -66,3 +67,15 @@ def test_names_round_trip() -> None:
     assert parse_name(Stored(12, 7).name) == Stored(12, 7)
     assert parse_engine_name(Stored(12, 7).name) is None
     assert parse_engine_name("engine-12-7") is None
+
+
+def test_a_journal_is_pruned_below_its_oldest_snapshot_or_the_streams_first_record() -> None:
+    """Whichever comes first: the stream and the journal together hold every record from
+    the stream's first, so the trim needs no journal term."""
+    floor = StreamFloor()
+    assert floor.prune_below(500) == 1, "before any look: nothing pruned"
+    floor.saw(300)
+    assert floor.prune_below(500) == 300
+    assert floor.prune_below(200) == 201
+    floor.saw(None)  # the stream holds no record (lost): keep everything
+    assert floor.prune_below(500) == 1

@@ -3,14 +3,25 @@ firm commitment, its take-up of unsold units, the gross spread, and the refusals
 
 import pytest
 
-from exchange.domain.commands import CloseOffering, Commitment, OpenOffering, SubscribeOffering
+from exchange.domain.commands import (
+    CloseOffering,
+    Commitment,
+    OpenOffering,
+    SetInstrumentFees,
+    SubscribeOffering,
+    Uncross,
+)
 from exchange.domain.events import (
+    AuctionIndicative,
+    AuctionUncrossed,
     InstrumentStatusChanged,
     OfferingClosed,
     OfferingOpened,
     OfferingUnderwritten,
+    TradeExecuted,
     UnitsAllocated,
 )
+from exchange.domain.fees import FEE_ACCOUNT
 from exchange.domain.limits import MAX_OFFERING_FEE_BPS
 from exchange.domain.state import export_state, restore_state
 from tests.builders import Market, of_type, rejection
@@ -47,8 +58,10 @@ def test_a_firm_offering_undersubscribed_leaves_the_rest_to_the_underwriter() ->
     events = m.do(CloseOffering(offering_id=offering_id))
     assert [type(e) for e in events] == [
         UnitsAllocated, UnitsAllocated, OfferingUnderwritten, OfferingClosed,
-        InstrumentStatusChanged,
+        InstrumentStatusChanged, AuctionIndicative,
     ]  # fmt: skip
+    (opening,) = of_type(events, InstrumentStatusChanged)
+    assert (opening.status, opening.reason) == ("pre_open", "offering")
     (took,) = of_type(events, OfferingUnderwritten)
     assert (took.account, took.units, took.cost) == (bank, 400, 400_000)
     (closed,) = of_type(events, OfferingClosed)
@@ -138,3 +151,31 @@ def test_underwriting_survives_export_and_restore() -> None:
     close = CloseOffering(ts=m.ts + 1, offering_id=offering_id)
     assert restored.apply(close) == m.engine.apply(close)
     assert restored.state_hash() == m.engine.state_hash()
+
+
+def test_an_underwritten_offering_opens_through_an_auction_at_its_price_with_fees() -> None:
+    """The close leaves the instrument pre_open with the offering price (10.00) as its
+    reference; the uncross picks it among equal volumes, and its fills pay fees with the
+    older order as the maker."""
+    m, bank, alice, bob = _market()
+    m.do(SetInstrumentFees(symbol="IPO", maker_bps=-3, taker_bps=7))
+    offering_id = _offering(m, underwriter=bank, fee_bps=700, commitment="firm")
+    m.do(SubscribeOffering(account=alice, offering_id=offering_id, qty=400))
+    m.do(CloseOffering(offering_id=offering_id))
+    assert m.engine.instruments["IPO"].status == "pre_open"
+    assert m.engine.instruments["IPO"].ref == 1_000
+    # bob bids first (the maker), the bank offers after (the taker): any price from 9.50
+    # to 10.50 trades all 100, and 10.00 is nearest the reference.
+    m.rest(bob, "buy", 100, 1_050, symbol="IPO")
+    m.rest(bank, "sell", 100, 950, symbol="IPO")
+    bob_cash, bank_cash = m.engine.balances(bob)[0], m.engine.balances(bank)[0]
+    events = m.do(Uncross(symbol="IPO"))
+    (uncrossed,) = of_type(events, AuctionUncrossed)
+    assert (uncrossed.price, uncrossed.qty) == (1_000, 100)
+    (trade,) = of_type(events, TradeExecuted)
+    assert (trade.maker_account, trade.taker_account, trade.aggressor) == (bob, bank, "sell")
+    # 100 x 10.00 = 1,000.00: the taker pays 0.07% = 0.70, the maker gets 0.03% = 0.30.
+    assert (trade.maker_fee, trade.taker_fee) == (-30, 70)
+    assert m.engine.balances(bob) == (bob_cash - 100_000 + 30, 0, {"IPO": 100}, {})
+    assert m.engine.balances(bank)[0] == bank_cash + 100_000 - 70
+    assert m.engine.balances(FEE_ACCOUNT)[0] == 40

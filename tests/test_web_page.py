@@ -184,6 +184,51 @@ async def test_an_offering_is_subscribed_from_the_page_and_its_allocation_shown(
             assert opened.console_errors == []
 
 
+async def test_a_call_auction_shows_its_indicative_price_and_opens_without_a_resync(
+    tmp_path: Path,
+) -> None:
+    """An offering's close leaves FUND pre_open: the page shows the phase, each auction
+    message's indicative price (they take book seqs, which the page counts: no resync),
+    and the uncross's status change and trade."""
+    async with (
+        srv.running(tmp_path / "data", demo=True) as server,
+        Admin(server.base_url, srv.ADMIN_TOKEN) as admin,
+        page_at(server.base_url) as opened,
+    ):
+        issuer, _ = await admin.account("fund-issuer")
+        listing = {"symbol": "FUND", "kind": "fund", "tick_size": "0.01", "issuer": issuer}
+        await admin.ok("POST", "/v1/admin/instruments", listing)
+        offer = {"symbol": "FUND", "price": "5.00", "qty": 100}
+        offering_id = (await admin.ok("POST", "/v1/admin/offerings", offer))["offering_id"]
+        await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+        alice_id = json.loads((server.data_dir / "demo-keys.json").read_text())["alice"]["account"]
+        deposit = {"account": alice_id, "symbol": "FUND", "qty": 50}
+        await admin.ok("POST", "/v1/admin/deposits", deposit)
+        page = opened.page
+        await _live(page)
+        badge = page.get_by_test_id("instrument-status")
+        await page.get_by_test_id("symbol-select").select_option("FUND")
+        await expect(badge).to_have_attribute("data-status", "pre_open")
+        async with (
+            await Client.connect(server.ws_url, _key(server, "alice")) as alice,
+            await Client.connect(server.ws_url, _key(server, "bob")) as bob,
+        ):
+            assert (await alice.place("FUND", "sell", 10, "5.00"))["type"] == "accepted"
+            await expect(badge).to_contain_text("indicative \u2013 \u00d7 0")  # nothing crosses yet
+            assert (await bob.place("FUND", "buy", 10, "5.05"))["type"] == "accepted"
+            # 10 trade anywhere from 5.00 to 5.05: the offering price is the reference.
+            await expect(badge).to_contain_text("indicative 5.00 \u00d7 10")
+            await opened.screenshot("call-auction")
+            answer = await admin.ok("POST", "/v1/admin/instruments/FUND/auction")
+            assert answer["uncrossed"] == {"price": "5.00", "qty": 10}
+        await expect(badge).to_have_attribute("data-status", "trading")
+        trade = page.get_by_test_id("trades").get_by_test_id("trade").first
+        await expect(trade).to_contain_text("5.00")
+        resyncs = await page.get_by_test_id("connection").get_attribute("data-resyncs")
+        assert resyncs in (None, "0")
+        assert opened.console_errors == []
+
+
 async def test_another_clients_trade_reaches_the_tape_and_moves_the_candles(
     tmp_path: Path,
 ) -> None:
@@ -357,7 +402,8 @@ async def test_the_pages_book_checks_seqs_and_checksums_like_the_client_library(
     tmp_path: Path,
 ) -> None:
     """gateway/web/book.js against gateway/client.py's LocalBook on the same messages: the
-    same checksums, and the same verdicts on a good update, a gap and a bad checksum."""
+    same checksums, and the same verdicts on a good update, a call auction's message (it
+    takes a book seq), a gap and a bad checksum."""
     bids = {"9.95": 100, "9.90": 200, "10.00": 5}
     asks = {"10.05": 100, "10.10": 7, "10.20": 1}
     after = {**bids, "9.95": 40}
@@ -368,13 +414,16 @@ async def test_the_pages_book_checks_seqs_and_checksums_like_the_client_library(
         {"type": "trade", "symbol": "ACME", "seq": 13},
         {"type": "book_update", "symbol": "ACME", "seq": 42, "changes": [["buy", "9.95", 40]],
          "checksum": book_checksum(after, asks)},
-        {"type": "book_update", "symbol": "ACME", "seq": 44, "changes": [], "checksum": 0},
+        {"type": "auction", "symbol": "ACME", "seq": 43, "indicative_price": "10.00",
+         "indicative_qty": 5, "imbalance_side": None, "imbalance_qty": 0},
+        {"type": "book_update", "symbol": "ACME", "seq": 45, "changes": [], "checksum": 0},
     ]  # fmt: skip
     bad_checksum = [messages[0], {**messages[2], "checksum": messages[2]["checksum"] ^ 1}]
     trade_gap = [messages[0], {"type": "trade", "symbol": "ACME", "seq": 14}]
+    auction_gap = [messages[0], {**messages[3], "seq": 42}, {**messages[3], "seq": 44}]
     python = LocalBook("ACME")
     expected = [python.apply(m) for m in messages]
-    assert expected == [True, True, True, False]
+    assert expected == [True, True, True, True, False]
     async with srv.running(tmp_path / "data") as server, page_at(server.base_url) as opened:
         verdicts = await opened.page.evaluate(
             """async (cases) => {
@@ -385,7 +434,7 @@ async def test_the_pages_book_checks_seqs_and_checksums_like_the_client_library(
                 };
                 return { runs: cases.map(run), crc: crc32('A10.05:100|B9.95:100') };
             }""",
-            [messages, bad_checksum, trade_gap],
+            [messages, bad_checksum, trade_gap, auction_gap],
         )
-    assert verdicts["runs"] == [expected, [True, False], [True, False]]
+    assert verdicts["runs"] == [expected, [True, False], [True, False], [True, True, False]]
     assert verdicts["crc"] == zlib.crc32(b"A10.05:100|B9.95:100")

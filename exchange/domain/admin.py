@@ -1,6 +1,6 @@
-"""Accounts and instruments admin: creating accounts, adding API keys, listing instruments
-and moving an instrument between statuses (CreateAccount, AddApiKey, ListInstrument,
-SetInstrumentStatus).
+"""Accounts and instruments admin: creating accounts, adding API keys and listing
+instruments (CreateAccount, AddApiKey, ListInstrument). An instrument's status changes are
+market_phases.py's.
 """
 
 import re
@@ -8,13 +8,12 @@ import re
 from exchange.domain.accounts import Account
 from exchange.domain.book import OrderBook
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import AddApiKey, CreateAccount, ListInstrument, SetInstrumentStatus
+from exchange.domain.commands import AddApiKey, CreateAccount, ListInstrument
 from exchange.domain.events import (
     AccountCreated,
     ApiKeyAdded,
     Event,
     InstrumentListed,
-    InstrumentStatusChanged,
 )
 from exchange.domain.fees import fee_problem, open_fee_account
 from exchange.domain.instruments import Instrument
@@ -68,15 +67,3 @@ def list_instrument(market: Market, cmd: ListInstrument) -> list[Event]:
         )
     )  # fmt: skip
     return events
-
-
-def set_status(market: Market, cmd: SetInstrumentStatus) -> list[Event]:
-    instrument = market.instruments.get(cmd.symbol)
-    if instrument is None:
-        return refuse(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")
-    if instrument.status == "in_offering" or (
-        instrument.status == "listed" and cmd.status == "halted"
-    ):
-        return refuse(cmd, Code.BAD_STATUS, f"cannot go from {instrument.status}")
-    instrument.status = cmd.status
-    return [InstrumentStatusChanged(symbol=cmd.symbol, status=cmd.status)]

@@ -22,8 +22,9 @@ DEPARTED_SLACK = 64
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it (its fee rates and its stop
-    and iceberg fields, when not zero, are kept apart: state.FeeRates, state.OrderExtras)."""
+    """A resting order as plain values, as a snapshot stores it (its fee rates, a gtd order's
+    expiry and its stop and iceberg fields, when not zero, are kept apart: state.FeeRates,
+    state.OrderExpiry, state.OrderExtras)."""
 
     order_id: int
     account: str
@@ -85,6 +86,7 @@ class Order(msgspec.Struct, eq=False):
     # stop through its wait and after its trigger).
     maker_bps: int = 0
     taker_bps: int = 0
+    expire_at: int = 0  # a gtd order's expiry (ns); 0 for any other
 
     @property
     def visible(self) -> int:

@@ -3,12 +3,14 @@ replace keeps its time priority, the holds resized to the new price and size, an
 crosses going through matching again.
 """
 
+from exchange.domain.auction import book_changed, rest_in_auction
 from exchange.domain.book import DEPARTED_SLACK, EndedOrder, Order
 from exchange.domain.client_orders import archive
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
 from exchange.domain.events import DoneReason, Event, OrderCancelled
 from exchange.domain.fees import buy_hold
+from exchange.domain.instruments import band_limits
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, end_taker, match
@@ -53,8 +55,9 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
     live = level.live = level.live - 1
     symbol = order.symbol
     is_buy = order.is_buy
+    instrument = market.instruments[symbol]
     if is_buy:  # a resting order is a limit order: its hold is fees.buy_hold's
-        tick = market.instruments[symbol].tick
+        tick = instrument.tick
         bps = order.taker_bps
         account.cash_held -= (
             buy_hold(order.price, tick, remaining, bps) if bps else order.price * tick * remaining
@@ -71,16 +74,20 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
             records[cid][0],
             EndedOrder(order_id, order.price, order.qty, remaining, "cancelled"),
         )
-    event = OrderCancelled(
-        order_id, account.account_id, cid, symbol, order.side, order.price, remaining,
-        "cancelled",
-    )
+    done: list[Event] = [
+        OrderCancelled(
+            order_id, account.account_id, cid, symbol, order.side, order.price, remaining,
+            "cancelled",
+        )
+    ]
     if not live:
         book = market.books[symbol]
         (book.bids if is_buy else book.asks).drop_level(level.price)
     elif len(level.queue) > 2 * live + DEPARTED_SLACK:
         level.compact()
-    return [event]
+    if instrument.status == "pre_open":  # inlined book_changed
+        book_changed(market, symbol, done)
+    return done
 
 
 def cancel_resting(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:
@@ -123,12 +130,16 @@ def cancel_all(market: Market, cmd: CancelAll) -> list[Event]:
     if cmd.symbol and cmd.symbol not in market.instruments:
         return [cancel_all_rejected(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")]
     events: list[Event] = []
+    symbols: dict[str, None] = {}  # in the order first met: deterministic
     for order in list(account.open_orders.values()):
         if not cmd.symbol or order.symbol == cmd.symbol:
             if order.level is None:
                 cancel_waiting(market, order, "cancelled", events)
             else:
                 cancel_resting(market, order, "cancelled", events)
+                symbols[order.symbol] = None
+    for symbol in symbols:
+        book_changed(market, symbol, events)
     return events
 
 
@@ -148,8 +159,13 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     if cmd.price and order.type in ("market", "stop"):
         return [replace_rejected(cmd, Code.BAD_PRICE, f"a {order.type} order has no price")]
     instrument = market.instruments[order.symbol]
-    if instrument.status != "trading":
-        return [replace_rejected(cmd, Code.NOT_TRADING, f"instrument is {instrument.status}")]
+    status = instrument.status
+    if status not in ("trading", "pre_open"):
+        return [replace_rejected(cmd, Code.NOT_IN_PHASE, f"not while {status}")]
+    if cmd.price and cmd.price != order.price:
+        low, high = band_limits(instrument)
+        if not low <= cmd.price <= high:
+            return [replace_rejected(cmd, Code.PRICE_OUT_OF_BAND, "price beyond the band")]
     tick = instrument.tick
     new_price = cmd.price or order.price
     new_qty = cmd.qty or order.qty
@@ -168,6 +184,7 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     book = market.books[symbol]
     if (
         order.post_only
+        and status == "trading"
         and new_remaining
         and new_price != order.price
         and crosses(book, order.is_buy, new_price)
@@ -187,10 +204,12 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
         order.status = "replaced_out"
         if order.client_order_id:
             archive(order)
-        return [
-            replaced(order, kept_priority=False, remaining=0),
-            cancelled(order, "replaced_out"),
+        ended: list[Event] = [
+            replaced(order, kept_priority=False, remaining=0), cancelled(order, "replaced_out")
         ]
+        if not waiting:
+            book_changed(market, symbol, ended)
+        return ended
     events: list[Event] = []
     if waiting:  # a stop keeps its place among the stops: they trigger oldest first
         resize_holds(order, new_price, new_remaining, tick)
@@ -211,6 +230,7 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
         order.qty = new_qty
         order.remaining = new_remaining
         events.append(replaced(order, kept_priority=True, remaining=new_remaining))
+        book_changed(market, symbol, events)
         return events
     side.remove(order)
     resize_holds(order, new_price, new_remaining, tick)
@@ -218,6 +238,9 @@ def replace_order(market: Market, cmd: ReplaceOrder) -> list[Event]:
     order.qty = new_qty
     order.remaining = new_remaining
     events.append(replaced(order, kept_priority=False, remaining=new_remaining))
+    if status == "pre_open":  # a call auction: to the back of its level, no matching
+        rest_in_auction(market, order, book, events)
+        return events
     start = len(events)
     match(market, order, book, tick, NO_BUDGET, cmd.ts, events)
     if book.stops.orders:

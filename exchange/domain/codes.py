@@ -32,6 +32,9 @@ class RejectCode(StrEnum):
     POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
     DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
     TOO_MANY_ORDERS = "TOO_MANY_ORDERS"
+    PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"  # a limit beyond the static band
+    NOT_IN_PHASE = "NOT_IN_PHASE"  # halted or closed; market, IOC and FOK in a call auction
+    BAD_EXPIRY = "BAD_EXPIRY"  # a gtd order's expire_at missing or not in the future
     # Stop orders (issue 16): a trigger missing, off tick, or already reached by the last trade.
     BAD_TRIGGER = "BAD_TRIGGER"
     # Produced outside the engine (gateway and sequencer), listed here so the set is whole.

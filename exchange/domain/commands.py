@@ -12,8 +12,10 @@ import msgspec
 from msgspec import Meta
 
 from exchange.domain.limits import (
+    MAX_BAND_PCT,
     MAX_CASH,
     MAX_ID_LENGTH,
+    MAX_INTERRUPTION_S,
     MAX_NAME_LENGTH,
     MAX_OFFERING_FEE_BPS,
     MAX_OFFERING_QTY,
@@ -26,10 +28,10 @@ from exchange.domain.limits import (
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market", "stop", "stop_limit"]
-TimeInForce = Literal["gtc", "ioc", "fok"]
+TimeInForce = Literal["gtc", "ioc", "fok", "gtd", "day"]
 SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both"]
 InstrumentKind = Literal["share", "bond", "fund"]
-TradingStatus = Literal["trading", "halted"]
+TradingStatus = Literal["trading", "halted", "pre_open", "closed"]
 Commitment = Literal["firm", "best_efforts"]
 
 AccountId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -170,6 +172,7 @@ class PlaceOrder(_Command, frozen=True, kw_only=True, gc=False):
     post_only: bool = False
     stp: SelfTradePrevention = "cancel_newest"
     max_notional: CashCap = 0
+    expire_at: Timestamp = 0  # a gtd order's expiry, ns (sequenced time); 0 for any other tif
     # Stop orders (issue 16): the trade price that triggers a stop or stop_limit (0: none).
     trigger_price: PriceTicks = 0
     # Iceberg (issue 16): the most of the order the book shows at once (0: all of it).
@@ -200,6 +203,35 @@ class ReplaceOrder(_Command, frozen=True, kw_only=True, gc=False):
     price: PriceTicks = 0
 
 
+# --- market phases (exchange/domain/market_phases.py) ---------------------------------------
+
+# -1 in a SetTradingRules field keeps the instrument's current value.
+KEEP = -1
+
+
+class SetTradingRules(_Command, frozen=True, kw_only=True, gc=False):
+    """An instrument's price band (percent of the reference price, 0: none), the length of a
+    volatility interruption, and its schedule: `open_at` uncrosses the call auction, `close_at`
+    closes the session (ns of sequenced time, 0: none). A field left at KEEP is not changed."""
+
+    symbol: Symbol
+    band_pct: Annotated[int, Meta(ge=KEEP, le=MAX_BAND_PCT)] = KEEP
+    interruption_s: Annotated[int, Meta(ge=KEEP, le=MAX_INTERRUPTION_S)] = KEEP
+    open_at: Annotated[int, Meta(ge=KEEP)] = KEEP
+    close_at: Annotated[int, Meta(ge=KEEP)] = KEEP
+
+
+class Uncross(_Command, frozen=True, kw_only=True, gc=False):
+    """End the instrument's call auction now: uncross, then trade continuously."""
+
+    symbol: Symbol
+
+
+class Timer(_Command, frozen=True, kw_only=True, gc=False):
+    """The sequencer's own command, sent when a deadline the engine reported (Engine.
+    next_deadline) has passed: everything due at `ts` happens (expiries, auctions, closes)."""
+
+
 Command = (
     CreateAccount
     | AddApiKey
@@ -216,5 +248,8 @@ Command = (
     | CancelOrder
     | CancelAll
     | ReplaceOrder
+    | SetTradingRules
+    | Uncross
+    | Timer
     | SetInstrumentFees
 )

@@ -10,13 +10,14 @@ This module owns the entry point, its dispatch table and the read views. The sta
 `market.Market`; the rules live one module each: admin (accounts, API keys, instruments,
 statuses), settlement (cash and units in and out, holds), primary_market (offerings and
 allocation), order_entry (placing orders), matching (the book walk and fills) and
-cancel_replace (cancel, cancel-all, replace).
+cancel_replace (cancel, cancel-all, replace); market_phases (statuses, trading rules,
+sequenced time) with auction (call auctions and their uncross).
 """
 
 from collections.abc import Callable
 from typing import Any
 
-from exchange.domain.admin import add_api_key, create_account, list_instrument, set_status
+from exchange.domain.admin import add_api_key, create_account, list_instrument
 from exchange.domain.cancel_replace import cancel_all, cancel_order, replace_order
 from exchange.domain.commands import (
     AddApiKey,
@@ -33,13 +34,23 @@ from exchange.domain.commands import (
     ReplaceOrder,
     SetInstrumentFees,
     SetInstrumentStatus,
+    SetTradingRules,
     SubscribeOffering,
+    Timer,
+    Uncross,
     WithdrawCash,
     WithdrawUnits,
 )
 from exchange.domain.events import Event
 from exchange.domain.fees import set_fees
 from exchange.domain.market import Market
+from exchange.domain.market_phases import (
+    next_deadline,
+    run_timers,
+    set_rules,
+    set_status,
+    uncross_now,
+)
 from exchange.domain.order_entry import place_order
 from exchange.domain.primary_market import close_offering, open_offering, subscribe_offering
 from exchange.domain.settlement import deposit_cash, deposit_units, withdraw_cash, withdraw_units
@@ -69,6 +80,9 @@ class Engine(Market):
             CancelOrder: cancel_order,
             CancelAll: cancel_all,
             ReplaceOrder: replace_order,
+            SetTradingRules: set_rules,
+            Uncross: uncross_now,
+            Timer: run_timers,
             SetInstrumentFees: set_fees,
         }
 
@@ -76,6 +90,11 @@ class Engine(Market):
 
     def apply(self, command: Command) -> list[Event]:
         return self._handlers[type(command)](self, command)
+
+    def next_deadline(self) -> int | None:
+        """When something is next due (ns of sequenced time): the sequencer sends a Timer
+        command once its clock has passed it (market_phases.py)."""
+        return next_deadline(self)
 
     # --- read views (tests, snapshots, read models) ---------------------------------------
 

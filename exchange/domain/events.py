@@ -13,7 +13,7 @@ from exchange.domain.commands import InstrumentKind, OrderType, Side, TimeInForc
 
 OrderStatus = Literal["open", "filled", "cancelled", "expired", "self_trade", "replaced_out"]
 DoneReason = Literal["cancelled", "expired", "self_trade", "replaced_out"]
-InstrumentStatus = Literal["listed", "in_offering", "trading", "halted"]
+InstrumentStatus = Literal["listed", "in_offering", "trading", "halted", "pre_open", "closed"]
 
 
 class _Event(
@@ -77,8 +77,13 @@ class InstrumentListed(_Event, frozen=True, gc=False):
 
 
 class InstrumentStatusChanged(_Event, frozen=True, gc=False):
+    """`open_at`: when a `pre_open` call auction uncrosses (0: when the admin says);
+    `reason`: what moved it (docs/ENGINE.md, "Market phases"; "" for an admin's change)."""
+
     symbol: str
     status: InstrumentStatus
+    open_at: int = 0
+    reason: str = ""
 
 
 class OfferingOpened(_Event, frozen=True, gc=False):
@@ -158,6 +163,7 @@ class OrderAccepted(_Event, frozen=True, gc=False):
     post_only: bool
     ts: int
     resent: bool = False
+    expire_at: int = 0  # a gtd order's
     trigger_price: int = 0  # a stop's trigger (issue 16)
     display_qty: int = 0  # an iceberg's displayed size (issue 16)
     budget: int = 0  # a stop buy's budget (its max_notional), held while it waits
@@ -225,6 +231,39 @@ class OrderReplaced(_Event, frozen=True, gc=False):
     kept_priority: bool
 
 
+# --- market phases -----------------------------------------------------------------------
+
+
+class TradingRulesSet(_Event, frozen=True, gc=False):
+    symbol: str
+    band_pct: int
+    interruption_s: int
+    open_at: int
+    close_at: int
+
+
+class AuctionIndicative(_Event, frozen=True, gc=False):
+    """A call auction's book changed: where it would uncross now (price 0 and qty 0: it
+    would not trade), and the unmatched quantity at that price and its side ("" if none)."""
+
+    symbol: str
+    price: int
+    qty: int
+    imbalance_side: str
+    imbalance_qty: int
+
+
+class AuctionUncrossed(_Event, frozen=True, gc=False):
+    """A call auction ended: `qty` units trade at `price` (the TradeExecuted events follow)."""
+
+    symbol: str
+    price: int
+    qty: int
+
+
+# --- fees --------------------------------------------------------------------------------
+
+
 class InstrumentFeesSet(_Event, frozen=True, gc=False):
     """The fee rates of orders placed from now on."""
 
@@ -284,6 +323,9 @@ Event = (
     | TradeExecuted
     | OrderCancelled
     | OrderReplaced
+    | TradingRulesSet
+    | AuctionIndicative
+    | AuctionUncrossed
     | InstrumentFeesSet
     | OfferingUnderwritten
     | OrderTriggered

@@ -5,10 +5,14 @@ Pure data and one pure function; the engine decides when they change.
 
 from exchange.domain.commands import Commitment, InstrumentKind
 from exchange.domain.events import InstrumentStatus
+from exchange.domain.limits import DEFAULT_INTERRUPTION_S, MAX_PRICE_TICKS
 
 
 class Instrument:
-    __slots__ = ("issuer", "kind", "maker_bps", "status", "symbol", "taker_bps", "tick")
+    __slots__ = (
+        "band_pct", "close_at", "high", "interruption_s", "issuer", "kind", "low", "maker_bps",
+        "open_at", "ref", "status", "symbol", "taker_bps", "tick",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -25,9 +29,36 @@ class Instrument:
         self.tick = tick  # cash minor units per price tick
         self.issuer = issuer
         self.status = status
+        # Market phases (market_phases.py): the reference price (the last uncross or trade
+        # price, the offering price before either; 0: none), the band around it in percent
+        # (0: none), a volatility interruption's length, and the schedule (ns, 0: none).
+        self.ref = 0
+        self.band_pct = 0
+        # The band's lowest and highest price (ticks): kept with ref and band_pct (reprice),
+        # as every order reads them.
+        self.low = 0
+        self.high = MAX_PRICE_TICKS
+        self.interruption_s = DEFAULT_INTERRUPTION_S
+        self.open_at = 0
+        self.close_at = 0
         # The fee rates an order placed now keeps for its life (fees.py).
         self.maker_bps = maker_bps
         self.taker_bps = taker_bps
+
+    def reprice(self, ref: int, band_pct: int) -> None:
+        """A new reference price or band, and the band's prices: every price when there
+        is no band or no reference yet."""
+        self.ref, self.band_pct = ref, band_pct
+        if not ref or not band_pct:
+            self.low, self.high = 0, MAX_PRICE_TICKS
+            return
+        self.low = -(-ref * (100 - band_pct) // 100)  # rounded up: a price below it is out
+        self.high = ref * (100 + band_pct) // 100
+
+
+def band_limits(instrument: Instrument) -> tuple[int, int]:
+    """The lowest and highest price (ticks) within the instrument's band."""
+    return instrument.low, instrument.high
 
 
 class Offering:

@@ -32,6 +32,13 @@ MAX_TIMESTAMP = 2**63 - 1
 MAX_ENTITY_ID = 2**63 - 1
 # Units one offering may issue.
 MAX_OFFERING_QTY = MAX_QTY
+# A price band wider than the reference price itself bounds nothing below; percent.
+MAX_BAND_PCT = 100
+# A volatility interruption (or re-opening auction) lasts at most a day, in seconds.
+MAX_INTERRUPTION_S = 86_400
+# An instrument's interruption unless the admin sets another: Xetra's two minutes.
+DEFAULT_INTERRUPTION_S = 120
+NS_PER_S = 1_000_000_000
 # Fees in basis points (1 bps = 0.01% of a fill's cash value; fees.BPS_PER_UNIT in one).
 # A trading fee of at most 10%: real venues charge 0.1-0.5%, so this only stops an admin's
 # slip of a digit. A maker rebate (negative maker fee) is at most the taker fee (fees.py).

@@ -5,6 +5,7 @@ matching, cancel_replace) are functions of a `Market`; `Engine` is the `Market` 
 commands to itself. state.py exports, restores and hashes exactly these fields.
 """
 
+from heapq import heappush
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,3 +24,17 @@ class Market:
         self.next_order = 1
         self.next_trade = 1
         self.next_offering = 1
+        # Deadlines (market_phases.py): a heap of (due ns, kind, order id, account or
+        # symbol). Derived from the orders' and instruments' own times, so it is not
+        # exported: an entry whose order or time has changed since is skipped when due.
+        self.timers: list[Timer] = []
+
+    def add_timer(self, due: int, kind: int, order_id: int, key: str) -> None:
+        heappush(self.timers, (due, kind, order_id, key))
+
+
+# A deadline's kinds, in the order deadlines due at the same time happen.
+EXPIRE_ORDER = 0  # a gtd order's expire_at (order id, account)
+CLOSE_SESSION = 1  # an instrument's close_at (0, symbol)
+END_AUCTION = 2  # an instrument's open_at while in pre_open (0, symbol)
+Timer = tuple[int, int, int, str]

@@ -8,6 +8,7 @@ cancel), and ending an order that is not left resting. The book's structure is b
 from collections import deque
 from typing import TYPE_CHECKING
 
+from exchange.domain.auction import enter_call
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.client_orders import archive
 from exchange.domain.events import (
@@ -18,7 +19,8 @@ from exchange.domain.events import (
     TradeExecuted,
 )
 from exchange.domain.fees import BPS_PER_UNIT, FEE_ACCOUNT, fee_of, unit_fee_hold
-from exchange.domain.market import Market
+from exchange.domain.limits import NS_PER_S
+from exchange.domain.market import EXPIRE_ORDER, Market
 from exchange.domain.replies import cancelled
 from exchange.domain.settlement import release_holds
 
@@ -26,10 +28,15 @@ if TYPE_CHECKING:
     from exchange.domain.accounts import Account
 
 NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
+# Times in force whose remainder rests on the book (the others expire).
+RESTING_TIFS = frozenset(("gtc", "gtd", "day"))
 
 
-def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
-    """How much of `taker` would fill now, walking the book without changing it.
+def fillable(
+    taker: Order, book: OrderBook, tick: int, budget: int, band: tuple[int, int]
+) -> int:
+    """How much of `taker` would fill now within the price band (low, high), walking the
+    book without changing it.
 
     Each level is replayed on a copy of its queue (account, remaining, shown, display) so an
     iceberg's refresh to the back of its level meets the others in the order match() would.
@@ -39,9 +46,12 @@ def fillable(taker: Order, book: OrderBook, tick: int, budget: int) -> int:
     taker_bps = taker.taker_bps
     want = taker.remaining
     filled = 0
+    low, high = band
     for level in opposite.levels_best_first():
         price = level.price
         if not is_market and (price > limit if is_buy else price < limit):
+            break
+        if price < low or price > high:
             break
         queue: deque[tuple[Account, int, int, int]] = deque(
             (o.account, o.remaining, o.shown if o.display_qty else o.remaining, o.display_qty)
@@ -83,8 +93,13 @@ def match(
 
     The taker's holds are in place; each fill settles both accounts at once, fees
     included (each side's at its own order's rates; fees.py). The loop is bounded by the
-    number of resting orders: each turn fills or removes one.
+    number of resting orders: each turn fills or removes one. A fill beyond the price band
+    around the reference price (as it was when the taker came) is not made: the instrument
+    goes into a volatility interruption instead.
     """
+    instrument = market.instruments[taker.symbol]
+    low, high = instrument.low, instrument.high
+    interrupted = False
     is_buy = taker.is_buy
     opposite = book.asks if is_buy else book.bids
     keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
@@ -104,6 +119,9 @@ def match(
     while remaining and keys:
         price = keys[-1] * sign
         if not is_market and (price > limit if is_buy else price < limit):
+            break
+        if price < low or price > high:
+            interrupted = True
             break
         level = levels[price]
         queue = level.queue
@@ -228,12 +246,16 @@ def match(
     taker.remaining = remaining
     if last:
         book.last_price = last
+        if instrument.band_pct:
+            instrument.reprice(last, instrument.band_pct)
+        else:  # no band to move with it (the hot path: no call)
+            instrument.ref = last
     if not remaining:
         taker.status = "filled"
         taker_account.open_orders.pop(taker_id, None)
         if taker.client_order_id:
             archive(taker)
-    elif end_reason or is_market or taker.tif != "gtc":
+    elif end_reason or is_market or taker.tif not in RESTING_TIFS:
         # Inlined _end_taker: an IOC remainder expiring is the common case.
         if is_buy:
             if not is_market:
@@ -261,6 +283,11 @@ def match(
             taker.shown = min(remaining, display)
         own_level.append(taker)
         taker_account.open_orders[taker_id] = taker
+        if taker.expire_at:
+            market.add_timer(taker.expire_at, EXPIRE_ORDER, taker_id, taker_account.account_id)
+    if interrupted:
+        open_at = ts + instrument.interruption_s * NS_PER_S
+        enter_call(market, instrument, open_at, "volatility", events)
 
 
 def end_taker(market: Market, order: Order, reason: DoneReason, events: list[Event]) -> None:

@@ -1,18 +1,20 @@
-"""Order entry: PlaceOrder's checks (order types, time in force, post-only, limits, funds),
-the answer to a resent client order id, fill-or-kill, and the holds placed before matching.
+"""Order entry: PlaceOrder's checks (order types, time in force, post-only, limits, funds,
+the market phase and price band), the answer to a resent client order id, fill-or-kill, and
+the holds placed before matching (or before resting in a call auction).
 """
 
 from exchange.domain.accounts import Account
+from exchange.domain.auction import rest_in_auction
 from exchange.domain.book import Order
 from exchange.domain.client_orders import answer_resend, archive, remember
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import Event, OrderAccepted, OrderRejected
 from exchange.domain.fees import buy_hold
-from exchange.domain.instruments import Instrument
+from exchange.domain.instruments import Instrument, band_limits
 from exchange.domain.limits import MAX_CASH, MAX_OPEN_ORDERS_PER_ACCOUNT, MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
-from exchange.domain.matching import NO_BUDGET, crosses, fillable, match
+from exchange.domain.matching import NO_BUDGET, RESTING_TIFS, crosses, fillable, match
 from exchange.domain.replies import cancelled, order_rejected
 from exchange.domain.stops import STOP_TYPES, run_triggered, wait_for_trigger
 
@@ -40,6 +42,9 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         and not cmd.max_notional
         and not cmd.trigger_price
         and not cmd.display_qty
+        and not cmd.expire_at
+        and tif != "gtd"
+        and instrument.low <= price <= instrument.high
         and 0 < qty <= MAX_QTY
         and 0 < price <= MAX_PRICE_TICKS
         and len(account.open_orders) < MAX_OPEN_ORDERS_PER_ACCOUNT
@@ -68,6 +73,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     order = Order(
         order_id, account, cid, symbol, side, is_buy, type_, tif, price, qty, qty,
         cmd.post_only, cmd.stp, ts, maker_bps=instrument.maker_bps, taker_bps=taker_bps,
+        expire_at=cmd.expire_at,
     )
     if cid:
         remember(account, cid, (cmd, order))
@@ -75,7 +81,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     events: list[Event] = [
         OrderAccepted(
             order_id, account.account_id, cid, symbol, side, type_, tif, price, qty, qty,
-            "open", cmd.post_only, ts, False, trigger, display,
+            "open", cmd.post_only, ts, False, cmd.expire_at, trigger, display,
             cmd.max_notional if type_ == "stop" else 0,
         )
     ]
@@ -85,7 +91,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         if trigger:
             wait_for_trigger(market, order, book, tick, cmd.max_notional)
             return events
-    if tif == "gtc" and type_ == "limit" and not display:
+    if tif == "gtc" and type_ == "limit" and not display and instrument.status == "trading":
         opposite = book.asks if is_buy else book.bids
         keys = opposite.keys
         # keys hold price * sign, best last: a buy meets asks at -keys[-1] <= price.
@@ -114,7 +120,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         budget = account.cash - account.cash_held
         if cmd.max_notional and cmd.max_notional < budget:
             budget = cmd.max_notional
-    if tif == "fok" and fillable(order, book, tick, budget) < qty:
+    if tif == "fok" and fillable(order, book, tick, budget, band_limits(instrument)) < qty:
         order.status = "expired"
         if cid:
             archive(order)
@@ -130,6 +136,9 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     else:
         held = account.units_held
         held[symbol] = held.get(symbol, 0) + qty
+    if instrument.status == "pre_open":  # a call auction: rest, match nothing
+        rest_in_auction(market, order, book, events)
+        return events
     start = len(events)
     match(market, order, book, tick, budget, ts, events)
     if book.stops.orders:
@@ -141,20 +150,30 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
 ) -> OrderRejected | None:
     if instrument is None:
         return order_rejected(cmd, Code.UNKNOWN_SYMBOL, "no such instrument")
-    if instrument.status != "trading":
-        return order_rejected(cmd, Code.NOT_TRADING, f"instrument is {instrument.status}")
-    qty = cmd.qty
-    if not 0 < qty <= MAX_QTY:
-        return order_rejected(cmd, Code.BAD_QTY, "quantity out of range")
+    status = instrument.status
+    tif = cmd.tif
     type_ = cmd.type
     is_limit = type_ == "limit"
     priced = is_limit or type_ == "stop_limit"
     is_stop = type_ in STOP_TYPES
+    if status != "trading":
+        if status in ("listed", "in_offering"):
+            return order_rejected(cmd, Code.NOT_TRADING, f"instrument is {status}")
+        # A call auction takes orders that rest and stops (they wait for a trade).
+        if status != "pre_open" or not (is_stop or (is_limit and tif in RESTING_TIFS)):
+            return order_rejected(cmd, Code.NOT_IN_PHASE, f"not while {status}")
+    qty = cmd.qty
+    if not 0 < qty <= MAX_QTY:
+        return order_rejected(cmd, Code.BAD_QTY, "quantity out of range")
     if priced:
         if not 0 < cmd.price <= MAX_PRICE_TICKS:
             return order_rejected(cmd, Code.BAD_PRICE, "price out of range")
+        if not instrument.low <= cmd.price <= instrument.high:
+            return order_rejected(cmd, Code.PRICE_OUT_OF_BAND, "price beyond the band")
     elif cmd.price != 0:
         return order_rejected(cmd, Code.BAD_PRICE, f"a {type_} order has no price")
+    if (cmd.expire_at or tif == "gtd") and (tif != "gtd" or cmd.expire_at <= cmd.ts):
+        return order_rejected(cmd, Code.BAD_EXPIRY, "expire_at: only gtd, in the future")
     is_buy = cmd.side == "buy"
     trigger_refusal = _check_trigger(market, cmd, is_stop, is_buy)
     if trigger_refusal is not None:
@@ -170,17 +189,20 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
         return order_rejected(
             cmd, Code.BAD_REQUEST, "a stop buy needs max_notional: its budget, held from entry"
         )
-    if cmd.post_only and not (is_limit and cmd.tif == "gtc"):
-        return order_rejected(cmd, Code.BAD_REQUEST, "post_only needs a gtc limit order")
+    if type_ == "market" and tif in ("gtd", "day"):
+        return order_rejected(cmd, Code.BAD_REQUEST, "a market order cannot be gtd or day")
+    rests = is_limit and tif in RESTING_TIFS
+    if cmd.post_only and not rests:
+        return order_rejected(cmd, Code.BAD_REQUEST, "post_only needs a resting limit order")
     if cmd.display_qty:
-        if not (priced and cmd.tif == "gtc"):
+        if not (priced and tif in RESTING_TIFS):
             return order_rejected(
-                cmd, Code.BAD_REQUEST, "display_qty needs a gtc limit or stop_limit order"
+                cmd, Code.BAD_REQUEST, "display_qty needs a gtc, gtd or day limit or stop_limit"
             )
         if cmd.display_qty > qty:
             return order_rejected(cmd, Code.BAD_QTY, "display_qty must be at most qty")
     open_orders = len(account.open_orders)
-    if (is_stop or (is_limit and cmd.tif == "gtc")) and open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
+    if (is_stop or rests) and open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
         return order_rejected(cmd, Code.TOO_MANY_ORDERS, "too many open orders")
     if is_buy:
         available = account.cash - account.cash_held
@@ -192,7 +214,8 @@ def _check_place(market: Market, cmd: PlaceOrder, account: Account, instrument: 
             return order_rejected(cmd, Code.INSUFFICIENT_FUNDS, "not enough available cash")
     elif qty > account.positions.get(cmd.symbol, 0) - account.units_held.get(cmd.symbol, 0):
         return order_rejected(cmd, Code.INSUFFICIENT_UNITS, "not enough available units")
-    if cmd.post_only and crosses(market.books[cmd.symbol], is_buy, cmd.price):
+    in_auction = status == "pre_open"  # nothing takes in a call auction
+    if cmd.post_only and not in_auction and crosses(market.books[cmd.symbol], is_buy, cmd.price):
         return order_rejected(cmd, Code.POST_ONLY_WOULD_TAKE, "the order would take")
     return None
 

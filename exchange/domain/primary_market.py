@@ -4,6 +4,7 @@ allocation at close that issues the units and pays the issuer (OpenOffering, Sub
 CloseOffering). The allocation rule itself is `instruments.allocate`.
 """
 
+from exchange.domain.auction import enter_call
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CloseOffering, OpenOffering, SubscribeOffering
 from exchange.domain.events import (
@@ -148,7 +149,6 @@ def close_offering(market: Market, cmd: CloseOffering) -> list[Event]:
     if fee:
         market.accounts[offering.underwriter].cash += fee
     offering.is_open = False
-    instrument.status = "trading"
     events.append(
         OfferingClosed(
             offering_id=offering.offering_id,
@@ -160,5 +160,7 @@ def close_offering(market: Market, cmd: CloseOffering) -> list[Event]:
             fee=fee,
         )
     )
-    events.append(InstrumentStatusChanged(symbol=offering.symbol, status="trading"))
+    # Secondary trading opens through a call auction, the offering price its reference.
+    instrument.reprice(offering.price, instrument.band_pct)
+    enter_call(market, instrument, instrument.open_at, "offering", events)
     return events

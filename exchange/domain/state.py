@@ -4,10 +4,13 @@ The export is canonical: the same history gives the same bytes on every run and
 every PYTHONHASHSEED (lists in creation, id or book-priority order; symbol-keyed
 maps sorted), so its SHA-256 is the state hash and snapshots restore to an equal hash.
 
-State added after the first release (fees, underwriting; stops, icebergs and the last
-trade price) lives in EngineState fields that default to empty and are left out when empty
-(msgspec encodes an array-like Struct's defaults, a map's it can omit): a state that has
-none encodes, and hashes, as it did, so snapshots written before still restore and check.
+State added after the first release (fees, underwriting, market phases; stops, icebergs and
+the last trade price) lives in EngineState fields that default to empty and are left out
+when empty (msgspec encodes an array-like Struct's defaults, a map's it can omit): a state
+that has none encodes, and hashes, as it did, so snapshots written before still restore and
+check. Market phases leave an instrument out while its phase state is all defaults (no
+reference price: it never traded or uncrossed, nor came out of an offering; no rules), and
+an order without an expiry.
 """
 
 import hashlib
@@ -24,6 +27,8 @@ from exchange.domain.commands import (
 from exchange.domain.engine import Engine
 from exchange.domain.events import InstrumentStatus, OrderRejected
 from exchange.domain.instruments import Instrument, Offering
+from exchange.domain.limits import DEFAULT_INTERRUPTION_S
+from exchange.domain.market import CLOSE_SESSION, END_AUCTION, EXPIRE_ORDER
 
 STATE_VERSION = 1
 
@@ -85,6 +90,25 @@ class Underwriting(msgspec.Struct, frozen=True, array_like=True):
     commitment: Commitment
 
 
+class PhaseState(msgspec.Struct, frozen=True, array_like=True):
+    """An instrument's market-phase state (market_phases.py), when any differs from a new
+    instrument's: its reference price, band, interruption and schedule."""
+
+    symbol: str
+    ref: int
+    band_pct: int
+    interruption_s: int
+    open_at: int
+    close_at: int
+
+
+class OrderExpiry(msgspec.Struct, frozen=True, array_like=True):
+    """A resting gtd order's expiry (ns)."""
+
+    order_id: int
+    expire_at: int
+
+
 class BookState(msgspec.Struct, frozen=True, array_like=True):
     """Resting orders of one book in priority order: bids best first, then asks."""
 
@@ -123,6 +147,9 @@ class EngineState(msgspec.Struct, frozen=True, omit_defaults=True):
     instrument_fees: list[FeeRates] = msgspec.field(default_factory=list)
     order_fees: list[FeeRates] = msgspec.field(default_factory=list)
     underwriting: list[Underwriting] = msgspec.field(default_factory=list)
+    # Market phases, left out likewise: in instrument, then order id order.
+    phases: list[PhaseState] = msgspec.field(default_factory=list)
+    order_expiry: list[OrderExpiry] = msgspec.field(default_factory=list)
     # Issue 16, left out when empty too: waiting stops by book (in book order), the last
     # trade price of each book that has traded, and the open orders' stop/iceberg fields.
     stops: list[BookStops] = msgspec.field(default_factory=list)
@@ -170,6 +197,18 @@ def export_state(engine: Engine) -> EngineState:
             for o in engine.offerings.values()
             if o.underwriter
         ],
+        phases=[
+            PhaseState(
+                i.symbol, i.ref, i.band_pct, i.interruption_s, i.open_at, i.close_at
+            )
+            for i in engine.instruments.values()
+            if (i.ref, i.band_pct, i.interruption_s, i.open_at, i.close_at) != _NO_PHASE_STATE
+        ],
+        order_expiry=[
+            OrderExpiry(o.order_id, o.expire_at)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.expire_at
+        ],
         stops=[
             BookStops(b.symbol, [o.state() for o in b.stops.orders.values()])
             for b in engine.books.values()
@@ -182,6 +221,10 @@ def export_state(engine: Engine) -> EngineState:
             if o.trigger_price or o.display_qty or o.budget
         ],
     )
+
+
+# A new instrument's (ref, band_pct, interruption_s, open_at, close_at).
+_NO_PHASE_STATE = (0, 0, DEFAULT_INTERRUPTION_S, 0, 0)
 
 
 def _open_orders(engine: Engine) -> list[Order]:
@@ -206,6 +249,16 @@ def restore_state(state: EngineState) -> Engine:
     for i in state.instruments:
         engine.instruments[i.symbol] = Instrument(i.symbol, i.kind, i.tick, i.issuer, i.status)
         engine.books[i.symbol] = OrderBook(i.symbol)
+    for p in state.phases:
+        instrument = engine.instruments[p.symbol]
+        instrument.reprice(p.ref, p.band_pct)
+        instrument.interruption_s = p.interruption_s
+        instrument.open_at, instrument.close_at = p.open_at, p.close_at
+        # The deadlines are derived state: rebuilt from the times they come from.
+        if p.open_at:
+            engine.add_timer(p.open_at, END_AUCTION, 0, p.symbol)
+        if p.close_at:
+            engine.add_timer(p.close_at, CLOSE_SESSION, 0, p.symbol)
     for o in state.offerings:
         offering = engine.offerings[o.offering_id] = Offering(
             o.offering_id, o.symbol, o.price, o.qty, o.closes_at
@@ -240,9 +293,13 @@ def restore_state(state: EngineState) -> Engine:
     for f in state.order_fees:
         order = open_orders[int(f.key)]
         order.maker_bps, order.taker_bps = f.maker_bps, f.taker_bps
+    for e in state.order_expiry:
+        open_orders[e.order_id].expire_at = e.expire_at
     for order_id in sorted(open_orders):
         order = open_orders[order_id]
         order.account.open_orders[order_id] = order
+        if order.expire_at:
+            engine.add_timer(order.expire_at, EXPIRE_ORDER, order_id, order.account.account_id)
     for a in state.accounts:
         account = engine.accounts[a.account]
         account.client_orders = {

@@ -6,15 +6,19 @@ accepted with; a stop buy its `max_notional` budget, which covers its fees as a 
 buy's budget does; a sell its units) and waits in its book's `StopBook`,
 open but not on a level. A trade at or through its trigger (at or above it for a buy, at or
 below for a sell) triggers it once the command's matching is done: then it becomes a market
-order (stop) or a limit order (stop-limit) of its time in force and matches as a taker. The
+order (stop) or a limit order (stop-limit) of its time in force and matches as a taker (or,
+when an earlier trade of the same pass started a volatility interruption, acts as an order
+entered in the call auction would). An uncross's trades trigger stops too (market_phases). The
 rules are in docs/ENGINE.md, "Stop orders".
 """
 
+from exchange.domain.auction import rest_in_auction
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.events import Event, OrderTriggered, TradeExecuted
 from exchange.domain.fees import buy_hold
-from exchange.domain.market import Market
-from exchange.domain.matching import NO_BUDGET, end_taker, fillable, match
+from exchange.domain.instruments import band_limits
+from exchange.domain.market import EXPIRE_ORDER, Market
+from exchange.domain.matching import NO_BUDGET, RESTING_TIFS, end_taker, fillable, match
 
 STOP_TYPES = ("stop", "stop_limit")
 
@@ -34,6 +38,8 @@ def wait_for_trigger(market: Market, order: Order, book: OrderBook, tick: int, b
         held[order.symbol] = held.get(order.symbol, 0) + order.remaining
     book.stops.add(order)
     account.open_orders[order.order_id] = order
+    if order.expire_at:  # gtd: its expiry ends it while it waits too
+        market.add_timer(order.expire_at, EXPIRE_ORDER, order.order_id, account.account_id)
 
 
 def run_triggered(
@@ -88,7 +94,18 @@ def _trigger(
             order.side, order.type, order.price, order.remaining, order.trigger_price, ts,
         )
     )
-    if order.tif == "fok" and fillable(order, book, tick, budget) < order.remaining:
+    instrument = market.instruments[order.symbol]
+    if instrument.status == "pre_open":  # its own trades' band check started an interruption
+        # As at entry in a call auction: a limit order of a resting tif rests; a market,
+        # IOC or FOK order (which entry would refuse, NOT_IN_PHASE) expires.
+        if order.type == "limit" and order.tif in RESTING_TIFS:
+            rest_in_auction(market, order, book, events)
+        else:
+            end_taker(market, order, "expired", events)
+        return
+    if order.tif == "fok" and fillable(order, book, tick, budget, band_limits(instrument)) < (
+        order.remaining
+    ):
         end_taker(market, order, "expired", events)
         return
     match(market, order, book, tick, budget, ts, events)

@@ -1,6 +1,7 @@
 // A level-2 book kept from market data and checked message by message, with the same
 // rules as the Python client library (gateway/client.py, LocalBook): the book seq must go
-// up by one with each book_update, the trades seq by one with each trade (from the
+// up by one with each book_update and each call auction's auction message, the trades seq
+// by one with each trade (from the
 // snapshot's trade_seq), and every snapshot and update's checksum must match the book
 // after it. Any miss means the book can no longer be trusted: resubscribe. The page also
 // compares the seqs a ticker or heartbeat carries (`behind`): a lost last update, which no
@@ -73,6 +74,11 @@ export class LocalBook {
           else levels.delete(price);
         }
         return this.checked(message.checksum);
+      case "auction": // a call auction's indicative price takes a book seq, changes no level
+        if (this.seq === null) return true;
+        if (message.seq !== this.seq + 1) return this.gap();
+        this.seq = message.seq;
+        return true;
       case "trade":
         if (this.tradeSeq !== null && message.seq !== this.tradeSeq + 1) return this.gap();
         this.tradeSeq = message.seq;

@@ -131,8 +131,10 @@ function onMessage(m) {
       if (state.instruments.has(m.symbol)) state.instruments.get(m.symbol).status = m.status;
       showStatus();
       return;
-    case "auction":
-      if (m.symbol === state.symbol) showStatus(m);
+    case "auction": // it takes a book seq: the book checks it like an update's
+      if (m.symbol !== state.symbol || !state.book) return;
+      if (!state.book.apply(m)) { resync(); return; }
+      showStatus(m);
       return;
     case "accepted": case "fill": case "done": case "replaced": case "cancelled_all": case "offering_subscribed":
       schedulePrivate();

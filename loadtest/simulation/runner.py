@@ -147,6 +147,8 @@ class Simulation:
             tick_size = "0.01"
         else:
             tick_size = listed[o.symbol]["tick_size"]
+            if listed[o.symbol]["status"] == "pre_open":  # e.g. out of its offering: open it
+                await admin.ok("POST", f"/v1/admin/instruments/{o.symbol}/auction")
         self.prices = Prices(tick_size)
         keys = await self._accounts(admin)
         ws_url = o.base_url.replace("http", "ws", 1).rstrip("/") + "/v1/ws"
