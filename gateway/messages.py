@@ -14,6 +14,7 @@ from exchange.domain.events import (
     OrderCancelled,
     OrderRejected,
     OrderReplaced,
+    OrderTriggered,
     Rejected,
     TradeExecuted,
 )
@@ -68,6 +69,38 @@ def accepted(e: OrderAccepted, prices: Prices, after: OrderRecord | None = None)
         "resent": e.resent,
         "ts": e.ts,
         "expire_at": e.expire_at or None,
+    } | _stop_and_iceberg(e.symbol, e.trigger_price, e.display_qty, prices.price)
+
+
+def _stop_and_iceberg(
+    symbol: str, trigger_price: int, display_qty: int, price: PriceFormat
+) -> Message:
+    """Issue 16's fields, only on the orders that have them (other orders' shapes keep)."""
+    extra: Message = {}
+    if trigger_price:
+        extra["trigger_price"] = price(symbol, trigger_price)
+    if display_qty:
+        extra["display_qty"] = display_qty
+    return extra
+
+
+def order_extras(o: OrderRecord, price: PriceFormat) -> Message:
+    """The stop and iceberg fields of an order as REST shows it."""
+    return _stop_and_iceberg(o.symbol, o.trigger_price, o.display_qty, price)
+
+
+def triggered(e: OrderTriggered, price: PriceFormat) -> Message:
+    """A stop order's trigger was reached: it now trades as `order_type` (its fills and its
+    end follow as for any order)."""
+    return {
+        "type": "triggered",
+        "order_id": str(e.order_id),
+        "client_order_id": e.client_order_id,
+        "symbol": e.symbol,
+        "order_type": e.type,
+        "trigger_price": price(e.symbol, e.trigger_price),
+        "remaining": e.remaining,
+        "ts": e.ts,
     }
 
 

@@ -48,7 +48,7 @@ class Place(_Request, frozen=True, kw_only=True, tag="place"):
     client_order_id: Id = ""
     symbol: Annotated[str, Meta(max_length=16)]
     side: Literal["buy", "sell"]
-    type: Literal["limit", "market"] = "limit"
+    type: Literal["limit", "market", "stop", "stop_limit"] = "limit"
     price: str | None = None
     qty: Qty
     tif: Literal["gtc", "ioc", "fok", "gtd", "day"] = "gtc"
@@ -56,6 +56,8 @@ class Place(_Request, frozen=True, kw_only=True, tag="place"):
     stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] = "cancel_newest"
     max_notional: str | None = None
     expire_at: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)] | None = None  # gtd: ns
+    trigger_price: str | None = None  # stop and stop_limit (issue 16)
+    display_qty: Qty | None = None  # iceberg: the most the book shows at once (issue 16)
 
 
 class Cancel(_Request, frozen=True, kw_only=True, tag="cancel"):
@@ -155,8 +157,10 @@ def code_for(error: msgspec.DecodeError) -> RejectCode:
     """The reject code for a frame that did not decode: BAD_QTY or BAD_PRICE when the
     field at fault says so, else BAD_REQUEST."""
     text = str(error)
-    if "$.qty" in text:
+    if "$.qty" in text or "$.display_qty" in text:
         return RejectCode.BAD_QTY
+    if "$.trigger_price" in text:
+        return RejectCode.BAD_TRIGGER
     if "$.price" in text or "$.max_notional" in text:
         return RejectCode.BAD_PRICE
     if "$.expire_at" in text:

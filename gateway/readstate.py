@@ -33,7 +33,9 @@ from exchange.domain.events import (
     OfferingUnderwritten,
     OrderAccepted,
     OrderCancelled,
+    OrderRefreshed,
     OrderReplaced,
+    OrderTriggered,
     TradeExecuted,
     TradingRulesSet,
     UnitsAllocated,
@@ -88,6 +90,17 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     resting: bool = False  # on the book (counted in its level's total)
     expire_at: int = 0  # a gtd order's (ns)
     taker_bps: int = 0  # the taker fee rate it was accepted with: a buy's hold covers it
+    # Issue 16 (last: a read snapshot from before decodes): a stop's trigger, an iceberg's
+    # displayed size and what it shows now (its level counts `shown`), and a waiting stop
+    # buy's held budget.
+    trigger_price: int = 0
+    display_qty: int = 0
+    shown: int = 0
+    budget: int = 0
+
+    @property
+    def visible(self) -> int:
+        return self.shown if self.display_qty else self.remaining
 
 
 class Fill(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -303,6 +316,8 @@ class ReadState:
             OrderAccepted: self._accepted,
             OrderCancelled: self._cancelled,
             OrderReplaced: self._replaced,
+            OrderTriggered: self._triggered,
+            OrderRefreshed: self._refreshed,
             AccountCreated: self._account_created,
             ApiKeyAdded: self._api_key_added,
             CashDeposited: self._cash_changed,
@@ -333,13 +348,20 @@ class ReadState:
             if handler is not None:
                 handler(event)
         if self._pending:
-            for record in self._pending:  # what is still open after its command rests
-                if record.status == "open" and record.remaining:
-                    record.resting = True
-                    self.books[record.symbol].side(record.side).add(record.price, record.remaining)
-                    self._touch(record.symbol, record.side, record.price)
-            self._pending.clear()
+            self._rest_pending()
         self.durable_seq = seq
+
+    def _rest_pending(self) -> None:
+        """Rest what is still open of the orders that matched: at the record's end, and
+        before a triggered stop runs (the order that triggered it finished matching first)."""
+        for record in self._pending:
+            if record.status == "open" and record.remaining:
+                record.resting = True
+                if record.display_qty:
+                    record.shown = min(record.display_qty, record.remaining)
+                self.books[record.symbol].side(record.side).add(record.price, record.visible)
+                self._touch(record.symbol, record.side, record.price)
+        self._pending.clear()
 
     def end_batch(self) -> Published | None:
         """The batch's market data: its trades each take the next trade seq, then one
@@ -404,6 +426,9 @@ class ReadState:
             e.price, e.qty, e.remaining, "open", e.ts, expire_at=e.expire_at,
             taker_bps=instrument.taker_bps,
         )  # fmt: skip
+        waiting = e.type in {"stop", "stop_limit"}
+        if e.trigger_price or e.display_qty:
+            record.trigger_price, record.display_qty = e.trigger_price, e.display_qty
         self.open_orders[e.order_id] = record
         mine = self.open_by_account.get(e.account)
         if mine is None:
@@ -413,10 +438,32 @@ class ReadState:
         balance = self.balances[e.account]
         if e.side == "buy":  # a market buy (price 0) holds nothing: a budget bounds it
             balance.cash_held += buy_hold(e.price, instrument.tick, e.qty, record.taker_bps)
+            if e.type == "stop":  # a waiting stop buy holds its budget (its fees included)
+                record.budget = e.budget
+                balance.cash_held += e.budget
         else:
             held = balance.units_held
             held[e.symbol] = held.get(e.symbol, 0) + e.qty
-        self._pending.append(record)
+        if not waiting:  # a waiting stop is off the book until its trigger
+            self._pending.append(record)
+
+    def _triggered(self, e: OrderTriggered) -> None:
+        self._rest_pending()
+        record = self.open_orders.get(e.order_id)
+        if record is None:
+            return
+        record.type = e.type
+        if record.budget:  # a stop buy's hold becomes its budget (a market buy holds nothing)
+            self.balances[e.account].cash_held -= record.budget
+            record.budget = 0
+        self._pending.append(record)  # it rests at the record's end if still open
+
+    def _refreshed(self, e: OrderRefreshed) -> None:
+        record = self.open_orders.get(e.order_id)
+        if record is not None:
+            record.shown = e.shown
+        self.books[e.symbol].side(e.side).add(e.price, e.shown)
+        self._touch(e.symbol, e.side, e.price)
 
     def _trade(self, t: TradeExecuted) -> None:
         symbol, price, q = t.symbol, t.price, t.qty
@@ -427,11 +474,15 @@ class ReadState:
         taker = open_orders.get(t.taker_order_id)
         # The maker's level: the trade's price, but an auction prints both at its own.
         level = maker.price if maker is not None else price
-        self.books[symbol].side(maker_side).add(level, -q)
-        self._touch(symbol, maker_side, level)
+        cut = _shown_part(maker, q)
+        if cut:  # (an iceberg's hidden part, in an uncross, is not on the level)
+            self.books[symbol].side(maker_side).add(level, -cut)
+            self._touch(symbol, maker_side, level)
         if taker is not None and taker.resting:  # an auction's: both orders rested
-            self.books[symbol].side(taker.side).add(taker.price, -q)
-            self._touch(symbol, taker.side, taker.price)
+            cut = _shown_part(taker, q)
+            if cut:
+                self.books[symbol].side(taker.side).add(taker.price, -cut)
+                self._touch(symbol, taker.side, taker.price)
         # Settlement: the buyer's hold is drawn down at its own limit (a market buy
         # held nothing), cash moves at the trade's price, units from seller to buyer.
         if t.aggressor == "buy":
@@ -475,6 +526,8 @@ class ReadState:
             filled, notional = t.qty, t.price * t.qty
         else:
             record.remaining = remaining
+            if record.display_qty and record.resting:
+                record.shown -= _shown_part(record, t.qty)
             record.filled += t.qty
             record.notional += t.price * t.qty
             cid, side, filled, notional = (
@@ -503,12 +556,15 @@ class ReadState:
         if e.side == "buy":
             bps = record.taker_bps if record is not None else 0
             balance.cash_held -= buy_hold(e.price, tick, e.remaining, bps)
+            if record is not None and record.budget:  # a waiting stop buy's budget
+                balance.cash_held -= record.budget
+                record.budget = 0
         else:
             balance.units_held[e.symbol] = balance.units_held.get(e.symbol, 0) - e.remaining
         if record is None:
             return
         if record.resting:
-            self.books[e.symbol].side(e.side).add(record.price, -record.remaining)
+            self.books[e.symbol].side(e.side).add(record.price, -record.visible)
             self._touch(e.symbol, e.side, record.price)
             record.resting = False
         record.remaining = e.remaining
@@ -530,10 +586,14 @@ class ReadState:
             held[e.symbol] = held.get(e.symbol, 0) + e.remaining - record.remaining
         if record.resting:
             side = self.books[e.symbol].side(e.side)
-            if e.kept_priority and e.remaining:
+            if e.kept_priority and e.remaining and record.display_qty:
+                shown = min(record.shown, e.remaining)  # as the engine: no more than it has
+                side.add(record.price, shown - record.shown)
+                record.shown = shown
+            elif e.kept_priority and e.remaining:
                 side.add(record.price, e.remaining - record.remaining)
             else:  # off the book: it may trade again, and rests at the end if still open
-                side.add(record.price, -record.remaining)
+                side.add(record.price, -record.visible)
                 record.resting = False
                 self._pending.append(record)
             self._touch(e.symbol, e.side, record.price)
@@ -740,12 +800,15 @@ class ReadState:
                 record = OrderRecord(
                     order.order_id, a.account_id, order.client_order_id, order.symbol,
                     order.side, order.type, order.tif, order.price, order.qty, order.remaining,
-                    "open", order.ts, filled, order.price * filled, resting=True,
-                    expire_at=order.expire_at, taker_bps=order.taker_bps,
+                    "open", order.ts, filled, order.price * filled, resting=not order.waiting,
+                    expire_at=order.expire_at, trigger_price=order.trigger_price,
+                    display_qty=order.display_qty, shown=order.shown, budget=order.budget,
+                    taker_bps=order.taker_bps,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record
-                state.books[order.symbol].side(order.side).add(order.price, order.remaining)
+                if record.resting:
+                    state.books[order.symbol].side(order.side).add(order.price, record.visible)
         state._publish_all()
         return state
 
@@ -764,6 +827,14 @@ def _tape_state(symbol: str, t: Tape) -> TapeState:
         [(interval, list(kept)) for interval, kept in t.candles.items()],
     )  # fmt: skip
 
+
+
+def _shown_part(record: OrderRecord | None, q: int) -> int:
+    """What a fill of `q` takes off its order's level: all of it, but at most what a
+    resting iceberg shows (an uncross fills hidden quantity too, the shown part first)."""
+    if record is not None and record.display_qty and record.resting:
+        return min(q, record.shown)
+    return q
 
 
 def _add_to_candles(candles: dict[str, deque[Candle]], trades: list[TradeExecuted]) -> None:

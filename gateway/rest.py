@@ -63,7 +63,7 @@ from gateway import audit, protocol
 from gateway.auth import bearer, hash_api_key, new_api_key, same_secret
 from gateway.binance import signing
 from gateway.daystats import last_day
-from gateway.messages import shown_tif
+from gateway.messages import order_extras, shown_tif
 from gateway.readmodel import ReadModel
 from gateway.readstate import CANDLE_INTERVALS, FILLS_PER_ACCOUNT, Fill
 
@@ -425,7 +425,7 @@ def _order(read: ReadModel, o: Any) -> dict[str, Any]:
         "avg_price": read.avg_price(o.symbol, o.filled, o.notional),
         "ts": o.ts,
         "expire_at": o.expire_at or None,
-    }
+    } | order_extras(o, read.price)
 
 
 @routes.get("/v1/fills")

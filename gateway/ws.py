@@ -45,6 +45,7 @@ from exchange.domain.events import (
     OrderCancelled,
     OrderRejected,
     OrderReplaced,
+    OrderTriggered,
     Rejected,
     TradeExecuted,
 )
@@ -370,13 +371,20 @@ def _place(s: Session, r: p.Place) -> None:
     except MoneyError as problem:
         s.refuse(r.req_id, problem.code, str(problem), r.client_order_id)
         return
-    if r.type == "limit" and r.price is None:
-        s.refuse(r.req_id, RejectCode.BAD_PRICE, "a limit order needs a price", r.client_order_id)
+    if r.type in ("limit", "stop_limit") and r.price is None:
+        s.refuse(r.req_id, RejectCode.BAD_PRICE, f"a {r.type} order needs a price",
+                 r.client_order_id)  # fmt: skip
+        return
+    try:  # a trigger that is no price of this instrument (off tick, malformed) is BAD_TRIGGER
+        trigger = 0 if r.trigger_price is None else s.hub.read.ticks(r.symbol, r.trigger_price)
+    except MoneyError as problem:
+        s.refuse(r.req_id, RejectCode.BAD_TRIGGER, f"trigger_price: {problem}", r.client_order_id)
         return
     command = cmd.PlaceOrder(
         account=account, client_order_id=r.client_order_id, symbol=r.symbol, side=r.side,
         type=r.type, price=price, qty=r.qty, tif=r.tif, post_only=r.post_only, stp=r.stp,
-        max_notional=max_notional, expire_at=r.expire_at or 0,
+        max_notional=max_notional, expire_at=r.expire_at or 0, trigger_price=trigger,
+        display_qty=r.display_qty or 0,
     )  # fmt: skip
     s.submit(command, r.req_id, r.client_order_id)
 
@@ -738,6 +746,10 @@ class Hub:
                 replaced: OrderReplaced = event  # type: ignore[assignment]
                 self._tell_account(replaced.account, asker, event is answered,
                                    wire.replaced, replaced, price)  # fmt: skip
+            elif kind is OrderTriggered:
+                triggered: OrderTriggered = event  # type: ignore[assignment]
+                self._tell_account(triggered.account, asker, False, wire.triggered,
+                                   triggered, price)  # fmt: skip
 
     def _tell_account(
         self, account: str, asker: "Session | None", answered: bool,

@@ -9,8 +9,16 @@ crossing the mid by up to 10 ticks, from 100 well-funded accounts. Only the loop
 are not. The same ops and seed give the same commands, so `state_hash` doubles as a
 determinism check across runs and builds.
 
+`--mix deep` times instead the stream of the reference book (`../shared/yardsticks/refbook.py`,
+drawn from the same `random.Random(seed)` in the same order): GTC buys at mid - 0..50 ticks and
+sells at mid + 0..50, so most rest (about 50k resting orders over ~90 levels after 300k
+commands), 30% cancels, 20% IOC orders crossing the mid by up to 10 ticks. `--compare` runs
+the reference book and both mixes as separate processes, interleaved, and reports each mix's
+throughput as a ratio of the reference's measured in the same round.
+
     python -m loadtest.bench_engine --ops 200000 --seed 1 --json [--profile]
-        [--gc tuned|default|off]
+        [--gc tuned|default|off] [--mix shallow|deep]
+    python -m loadtest.bench_engine --compare --ops 300000 --seed 1 --rounds 5
 """
 
 import argparse
@@ -18,11 +26,14 @@ import cProfile
 import gc
 import pstats
 import random
+import statistics
+import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
@@ -53,6 +64,13 @@ IOC_CROSS = 10  # IOC buys at MID + 0..10, sells at MID - 0..10
 MAX_ORDER_QTY = 100
 TS_STEP = 1_000_000_000  # one second between commands, in nanoseconds
 PROFILE_TOP = 25
+# The yardstick: a bare pure-Python book beside the repository (../shared/yardsticks/).
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "yardsticks" / "refbook.py"
+# Runs the reference book script (argv[1], its arguments after it) timing CPU seconds.
+REFERENCE_ON_CPU_TIME = (
+    "import runpy, sys, time; time.perf_counter = time.process_time; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 _SIDES: tuple[Side, Side] = ("buy", "sell")
 
@@ -220,6 +238,77 @@ def build_stream(ops: int, seed: int, first_ts: int) -> Stream:
     )
 
 
+DEEP_SPREAD = 50  # deep mix: GTC buys at MID - 0..50, sells at MID + 0..50
+DEEP_BUYERS = N_ACCOUNTS // 2  # A1..A50 buy, A51..A100 sell: no self-trade ever, so the
+# engine's trades are exactly the reference book's fills (a check that both ran one stream)
+
+
+def build_deep_stream(ops: int, seed: int, first_ts: int) -> Stream:
+    """The reference book's stream (refbook.py), draw for draw, as engine commands.
+
+    Its rules: with r = random(), r < 0.5 a GTC limit (side, then offset 0..50 away from the
+    mid on its own side, then qty 1..100); r < 0.8 with any order placed and not yet
+    cancelled, a cancel of a uniformly chosen one (it may have filled meanwhile: the engine
+    then answers UNKNOWN_ORDER, a cancel_miss, and the reference does nothing); otherwise an
+    IOC limit crossing the mid by 0..10. Order ids count every place from 1, as the engine's
+    do. Buys come from A1..A50 and sells from A51..A100 in turn.
+    """
+    rng = random.Random(seed)
+    rand, randint, randrange = rng.random, rng.randint, rng.randrange
+    cmds: list[Command] = []
+    live: list[int] = []  # placed GTC ids not yet cancelled, as the reference keeps them
+    owner: dict[int, str] = {}
+    next_id = 0
+    gtc_count = ioc_count = cancel_count = 0
+    for i in range(ops):
+        ts = first_ts + TS_STEP * i
+        r = rand()
+        if 0.5 <= r < 0.8 and live:
+            slot = randrange(len(live))
+            order_id = live[slot]
+            live[slot] = live[-1]
+            live.pop()
+            cmds.append(CancelOrder(account=owner.pop(order_id), order_id=order_id, ts=ts))
+            cancel_count += 1
+            continue
+        buy = rand() < 0.5
+        gtc = r < 0.5
+        offset = randint(0, DEEP_SPREAD if gtc else IOC_CROSS)
+        price = (MID - offset if buy else MID + offset) if gtc else (
+            MID + offset if buy else MID - offset
+        )
+        qty = randint(1, MAX_ORDER_QTY)
+        next_id += 1
+        account = account_id(1 + next_id % DEEP_BUYERS + (0 if buy else DEEP_BUYERS))
+        if gtc:
+            live.append(next_id)
+            owner[next_id] = account
+            gtc_count += 1
+        else:
+            ioc_count += 1
+        cmds.append(
+            PlaceOrder(
+                account=account,
+                client_order_id=f"c{i}",
+                symbol=SYMBOL,
+                side="buy" if buy else "sell",
+                type="limit",
+                price=price,
+                qty=qty,
+                tif="gtc" if gtc else "ioc",
+                ts=ts,
+            )
+        )
+    return Stream(
+        commands=cmds,
+        gtc=gtc_count,
+        ioc=ioc_count,
+        cancels=cancel_count,
+        mean_open=0.0,  # not modelled: the reference's own count is the one to quote
+        open_at_end=0,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     stream: Stream
@@ -231,6 +320,8 @@ class Result:
     places_rejected: int
     cancel_misses: int
     state_hash: str
+    resting_at_end: int  # open orders in the engine's book when the stream ends
+    levels_at_end: int
 
 
 def setup_engine() -> tuple[Engine, int]:
@@ -244,27 +335,42 @@ def setup_engine() -> tuple[Engine, int]:
     return engine, setup[-1].ts + TS_STEP
 
 
-def _timed_loop(engine: Engine, cmds: Sequence[Command]) -> tuple[float, int, list[Event]]:
+# What times the loop: wall time (perf_counter), or the process's CPU time (process_time),
+# which leaves out the time the process waited for a core on a shared machine.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed_loop(
+    engine: Engine, cmds: Sequence[Command], clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, int, list[Event]]:
     """Apply every command; keep only the count of events and the rejections, as a server
     keeps nothing of what it has journaled and published."""
     apply = engine.apply
     events = 0
     refusals: list[Event] = []
-    t0 = time.perf_counter()
+    t0 = clock()
     for cmd in cmds:
         produced = apply(cmd)
         events += len(produced)
         first = produced[0]
         if type(first) is OrderRejected or type(first) is Rejected:
             refusals.append(first)
-    return time.perf_counter() - t0, events, refusals
+    return clock() - t0, events, refusals
 
 
-def run(ops: int, seed: int, *, profile: bool = False, gc_mode: str = "tuned") -> Result:
+def run(
+    ops: int,
+    seed: int,
+    *,
+    profile: bool = False,
+    gc_mode: str = "tuned",
+    mix: str = "shallow",
+    clock: str = "wall",
+) -> Result:
     """Set up, generate, then time `Engine.apply` over the stream; count events afterwards."""
     engine, first_ts = setup_engine()
     first_trade = engine.next_trade
-    stream = build_stream(ops, seed, first_ts)
+    stream = (build_deep_stream if mix == "deep" else build_stream)(ops, seed, first_ts)
 
     gc_enabled = gc_mode != "off"
     if gc_mode == "tuned":
@@ -278,7 +384,7 @@ def run(ops: int, seed: int, *, profile: bool = False, gc_mode: str = "tuned") -
     try:
         if profiler is not None:
             profiler.enable()
-        seconds, events, refusals = _timed_loop(engine, stream.commands)
+        seconds, events, refusals = _timed_loop(engine, stream.commands, CLOCKS[clock])
         if profiler is not None:
             profiler.disable()
     finally:
@@ -313,6 +419,8 @@ def run(ops: int, seed: int, *, profile: bool = False, gc_mode: str = "tuned") -
         places_rejected=places_rejected,
         cancel_misses=cancel_misses,
         state_hash=engine.state_hash(),
+        resting_at_end=sum(len(a.open_orders) for a in engine.accounts.values()),
+        levels_at_end=sum(len(b.bids.levels) + len(b.asks.levels) for b in engine.books.values()),
     )
 
 
@@ -348,15 +456,102 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="'tuned' (default): freeze and raise thresholds as the server does; "
         "'default': freeze, CPython's thresholds; 'off': freeze and disable while timing",
     )
+    parser.add_argument(
+        "--mix",
+        choices=("shallow", "deep"),
+        default="shallow",
+        help="'shallow' (default): the mix above; 'deep': the reference book's stream "
+        "(refbook.py), where most GTC orders rest",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the reference book and both mixes as separate processes, interleaved, "
+        "--rounds times; print each mix's ratio to the reference of its round",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --compare")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="'wall' (default): perf_counter; 'cpu': process_time, which leaves out the time "
+        "spent waiting for a core (on a shared machine)",
+    )
+    parser.add_argument(
+        "--reference",
+        default=str(DEFAULT_REFERENCE),
+        help="the reference book script (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.ops < 0:
         parser.error("--ops must be >= 0")
     return args
 
 
+def _ops_per_s(cmd: list[str]) -> float:
+    """Run one benchmark process; its JSON line's ops_per_s."""
+    out = subprocess.run(  # noqa: S603 - our own interpreter and scripts
+        cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    ).stdout
+    return float(msgspec.json.decode(out.strip().splitlines()[-1])["ops_per_s"])
+
+
+def compare(
+    ops: int, seed: int, rounds: int, reference: str, clock: str = "wall"
+) -> dict[str, object]:
+    """Reference, shallow, deep, one process each, `rounds` times over; ratios per round.
+
+    Interleaving puts each ratio's two figures a second apart, so the machine's drift (other
+    processes, a slower minute) moves both; the median of the rounds' ratios is the figure.
+    With `clock` "cpu" both time CPU seconds: the reference book runs unchanged, with its
+    `time.perf_counter` pointed at `time.process_time`.
+    """
+    engine_cmd = [sys.executable, "-m", "loadtest.bench_engine", "--ops", str(ops),
+                  "--seed", str(seed), "--json", "--clock", clock, "--mix"]
+    ref_cmd = [sys.executable, reference, str(ops), str(seed)]
+    if clock == "cpu":
+        ref_cmd = [sys.executable, "-c", REFERENCE_ON_CPU_TIME, reference, str(ops), str(seed)]
+    ratios: dict[str, list[float]] = {"shallow": [], "deep": []}
+    runs: list[dict[str, float]] = []
+    for _ in range(rounds):
+        ref = _ops_per_s(ref_cmd)
+        row = {"reference": ref}
+        for mix in ("shallow", "deep"):
+            row[mix] = _ops_per_s([*engine_cmd, mix])
+            ratios[mix].append(row[mix] / ref)
+        runs.append(row)
+        sys.stderr.write(
+            f"reference {ref:,.0f}  shallow {row['shallow']:,.0f} "
+            f"({ratios['shallow'][-1]:.3f}x)  deep {row['deep']:,.0f} "
+            f"({ratios['deep'][-1]:.3f}x)\n"
+        )
+    return {
+        "ops": ops,
+        "seed": seed,
+        "clock": clock,
+        "rounds": runs,
+        "ratio_shallow": round(statistics.median(ratios["shallow"]), 3),
+        "ratio_deep": round(statistics.median(ratios["deep"]), 3),
+        "ratio_shallow_range": [round(min(ratios["shallow"]), 3), round(max(ratios["shallow"]), 3)],
+        "ratio_deep_range": [round(min(ratios["deep"]), 3), round(max(ratios["deep"]), 3)],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
-    result = run(args.ops, args.seed, profile=args.profile, gc_mode=args.gc)
+    if args.compare:
+        sys.stdout.write(
+            msgspec.json.encode(
+                compare(args.ops, args.seed, args.rounds, args.reference, args.clock)
+            ).decode()
+            + "\n"
+        )
+        return
+    result = run(
+        args.ops, args.seed, profile=args.profile, gc_mode=args.gc, mix=args.mix, clock=args.clock
+    )
     ops_per_s = result.ops / result.seconds if result.seconds > 0 else 0.0
     if args.json:
         line = {
@@ -372,6 +567,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "ioc": result.stream.ioc,
             "cancels": result.stream.cancels,
             "mean_open_orders": round(result.stream.mean_open, 1),
+            "resting_at_end": result.resting_at_end,
+            "levels_at_end": result.levels_at_end,
+            "mix": args.mix,
+            "clock": args.clock,
             "seed": args.seed,
             "gc": args.gc,
             "profile": args.profile,

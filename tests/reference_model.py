@@ -60,9 +60,11 @@ from exchange.domain.events import (
     OfferingUnderwritten,
     OrderAccepted,
     OrderCancelled,
+    OrderRefreshed,
     OrderRejected,
     OrderReplaced,
     OrderStatus,
+    OrderTriggered,
     Rejected,
     TradeExecuted,
     TradingRulesSet,
@@ -96,6 +98,7 @@ def _charge(value: int, bps: int) -> int:
     return math.ceil(exact) if bps >= 0 else -math.floor(-exact)
 
 Book = tuple[list[tuple[int, int]], list[tuple[int, int]]]
+STOP_TYPES = ("stop", "stop_limit")
 RestingRow = tuple[int, str, str, int, int]
 Balances = tuple[int, int, dict[str, int], dict[str, int]]
 
@@ -148,8 +151,35 @@ class _Order:
     accepted: OrderAccepted
     arrival: int = 0
     expire_at: int = 0
+    # Issue 16: a stop's trigger, an iceberg's display size and what it shows now, and a
+    # stop buy's budget (held while it waits).
+    trigger_price: int = 0
+    display_qty: int = 0
+    shown: int = 0
+    budget: int = 0
+    # The instrument's fee rates when it was accepted (a stop keeps them once triggered).
     maker_bps: int = 0
     taker_bps: int = 0
+
+    @property
+    def waiting(self) -> bool:
+        return self.type in STOP_TYPES
+
+    @property
+    def visible(self) -> int:
+        return self.shown if self.display_qty else self.remaining
+
+
+@dataclass
+class _Sim:
+    """A maker as fill-or-kill's dry run sees it."""
+
+    price: int
+    arrival: int
+    account: str
+    remaining: int
+    shown: int
+    display: int
 
 
 @dataclass
@@ -188,6 +218,8 @@ class ReferenceModel:
         self._instruments: dict[str, _Instrument] = {}
         self._orders: dict[int, _Order] = {}
         self._book: list[_Order] = []
+        self._stops: list[_Order] = []  # stop orders waiting for their trigger
+        self._last_price: dict[str, int] = {}  # the last trade's price per symbol
         self._offerings: dict[int, _Offering] = {}
         self._client_ids: dict[tuple[str, str], _ClientIdMemory] = {}
         self._next_account = 1
@@ -203,14 +235,14 @@ class ReferenceModel:
         asks: list[tuple[int, int]] = []
         for order in self._sorted_side(symbol, "buy"):
             if bids and bids[-1][0] == order.price:
-                bids[-1] = (order.price, bids[-1][1] + order.remaining)
+                bids[-1] = (order.price, bids[-1][1] + order.visible)
             else:
-                bids.append((order.price, order.remaining))
+                bids.append((order.price, order.visible))
         for order in self._sorted_side(symbol, "sell"):
             if asks and asks[-1][0] == order.price:
-                asks[-1] = (order.price, asks[-1][1] + order.remaining)
+                asks[-1] = (order.price, asks[-1][1] + order.visible)
             else:
-                asks.append((order.price, order.remaining))
+                asks.append((order.price, order.visible))
         return bids, asks
 
     def resting(self, symbol: str) -> list[RestingRow]:
@@ -248,10 +280,12 @@ class ReferenceModel:
 
     def _cash_held(self, account: str) -> int:
         held = 0
-        for o in self._book:
+        for o in self._book + self._stops:
             if o.account == account and o.side == "buy":
-                held += o.remaining * self._unit_buy_hold(o.price, self._tick(o.symbol),
-                                                           o.taker_bps)
+                tick = self._tick(o.symbol)
+                held += o.budget if o.type == "stop" else (
+                    o.remaining * self._unit_buy_hold(o.price, tick, o.taker_bps)
+                )
         for off in self._offerings.values():
             if off.closed:
                 continue
@@ -265,7 +299,7 @@ class ReferenceModel:
     def _units_held(self, account: str, symbol: str) -> int:
         return sum(
             o.remaining
-            for o in self._book
+            for o in self._book + self._stops
             if o.account == account and o.symbol == symbol and o.side == "sell"
         )
 
@@ -365,7 +399,7 @@ class ReferenceModel:
             inst = self._need_symbol(command.symbol)
             if inst.status != "pre_open":
                 raise _Refusal(RejectCode.NOT_IN_PHASE)
-            return self._uncross(inst, command.ts, "")
+            return self._uncross_and_stops(inst, command.ts, "")
         if isinstance(command, Timer):
             return self._timer(command.ts)
         if isinstance(command, SetInstrumentFees):
@@ -482,7 +516,7 @@ class ReferenceModel:
             inst.status = "halted"
             return [InstrumentStatusChanged(symbol=inst.symbol, status="halted")]
         if now == "pre_open":
-            return self._uncross(inst, command.ts, "")
+            return self._uncross_and_stops(inst, command.ts, "")
         if now == "halted":
             open_at = inst.open_at
             if open_at <= command.ts:
@@ -545,9 +579,15 @@ class ReferenceModel:
             bids = [o for o in self._sorted_side(symbol, "buy") if o.price >= price]
             asks = [o for o in self._sorted_side(symbol, "sell") if o.price <= price]
             tick = inst.tick
+            used_up: list[_Order] = []  # icebergs whose shown part ran out, in that order
             while volume:
                 bid, ask = bids[0], asks[0]
-                q = min(volume, bid.remaining, ask.remaining)
+                q = min(volume, bid.remaining, ask.remaining)  # hidden quantity trades too
+                for order in (bid, ask):
+                    if order.display_qty and order.shown:  # the shown part goes first
+                        order.shown -= min(q, order.shown)
+                        if not order.shown:
+                            used_up.append(order)
                 value = price * tick * q
                 buyer, seller = self._accounts[bid.account], self._accounts[ask.account]
                 buyer.cash -= value
@@ -575,10 +615,27 @@ class ReferenceModel:
                         self._book.remove(order)
                         queue.pop(0)
                 volume -= q
+            for order in used_up:  # partly filled: the next part, at the back of its level
+                if order.remaining:
+                    order.shown = min(order.display_qty, order.remaining)
+                    order.arrival = self._next_arrival
+                    self._next_arrival += 1
+                    events.append(OrderRefreshed(
+                        order_id=order.order_id, account=order.account, symbol=symbol,
+                        side=order.side, price=order.price, shown=order.shown,
+                        remaining=order.remaining,
+                    ))
             inst.ref = price
+            self._last_price[symbol] = price
         inst.status = "trading"
         inst.open_at = 0
         events.append(InstrumentStatusChanged(symbol, "trading", 0, reason))
+        return events
+
+    def _uncross_and_stops(self, inst: _Instrument, ts: int, reason: str) -> list[Event]:
+        """The uncross, then the stops its trades reached (in continuous trading)."""
+        events = self._uncross(inst, ts, reason)
+        self._run_stops(inst.symbol, events, ts)
         return events
 
     def _close_session(self, inst: _Instrument, reason: str) -> list[Event]:
@@ -586,7 +643,7 @@ class ReferenceModel:
         inst.close_at = 0
         events: list[Event] = [InstrumentStatusChanged(inst.symbol, "closed", 0, reason)]
         day = sorted(
-            (o for o in self._book if o.symbol == inst.symbol and o.tif == "day"),
+            (o for o in self._book + self._stops if o.symbol == inst.symbol and o.tif == "day"),
             key=lambda o: o.order_id,
         )
         events.extend(self._end(o, "expired") for o in day)
@@ -615,7 +672,9 @@ class ReferenceModel:
     def _deadlines(self) -> list[tuple[int, int, int, str]]:
         """Everything that will be due: (due, kind, order id, account or symbol)."""
         found = [
-            (o.expire_at, 0, o.order_id, o.account) for o in self._book if o.tif == "gtd"
+            (o.expire_at, 0, o.order_id, o.account)
+            for o in self._book + self._stops
+            if o.tif == "gtd"
         ]
         for inst in self._instruments.values():
             if inst.close_at:
@@ -630,15 +689,17 @@ class ReferenceModel:
 
     def _timer(self, ts: int) -> list[Event]:
         events: list[Event] = []
-        for _ in range(len(self._book) + 3 * len(self._instruments) + 1):
+        for _ in range(len(self._book) + len(self._stops) + 3 * len(self._instruments) + 1):
             due = [d for d in self._deadlines() if d[0] <= ts]
             if not due:
                 return events
             _, kind, order_id, key = due[0]
             if kind == 0:
                 order = self._orders[order_id]
+                waiting = order.waiting
                 events.append(self._end(order, "expired"))
-                events.extend(self._book_changed(order.symbol))
+                if not waiting:
+                    events.extend(self._book_changed(order.symbol))
             elif kind == 1:
                 inst = self._instruments[key]
                 if inst.status in ("pre_open", "trading", "halted"):
@@ -646,7 +707,7 @@ class ReferenceModel:
                 else:
                     inst.close_at = 0  # a session that is not open has nothing to close
             else:
-                events.extend(self._uncross(self._instruments[key], ts, "open_at"))
+                events.extend(self._uncross_and_stops(self._instruments[key], ts, "open_at"))
         raise AssertionError("timers did not end")
 
     def _open_offering(self, command: OpenOffering) -> list[Event]:
@@ -776,43 +837,66 @@ class ReferenceModel:
                 return [self._resend_answer(self._orders[memory.order_id])]
         inst = self._need_symbol(command.symbol)
         is_limit = command.type == "limit"
+        is_stop = command.type in STOP_TYPES
+        priced = command.type in ("limit", "stop_limit")
         rests = is_limit and command.tif in RESTING_TIFS
         if inst.status in ("listed", "in_offering"):
             raise _Refusal(RejectCode.NOT_TRADING)
-        if inst.status in ("halted", "closed") or (inst.status == "pre_open" and not rests):
+        # A call auction takes orders that rest, and stops (they wait for a trade).
+        if inst.status in ("halted", "closed") or (
+            inst.status == "pre_open" and not (rests or is_stop)
+        ):
             raise _Refusal(RejectCode.NOT_IN_PHASE)
         if command.qty <= 0 or command.qty > MAX_QTY:
             raise _Refusal(RejectCode.BAD_QTY)
-        if is_limit and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
+        if priced and (command.price <= 0 or command.price > MAX_PRICE_TICKS):
             raise _Refusal(RejectCode.BAD_PRICE)
-        if is_limit and not self._in_band(inst, command.price):
+        if priced and not self._in_band(inst, command.price):  # a stop's trigger is not
             raise _Refusal(RejectCode.PRICE_OUT_OF_BAND)
-        if not is_limit and command.price != 0:
+        if not priced and command.price != 0:
             raise _Refusal(RejectCode.BAD_PRICE)
         if command.tif == "gtd":
             if command.expire_at <= command.ts:  # 0 (missing) included
                 raise _Refusal(RejectCode.BAD_EXPIRY)
         elif command.expire_at:
             raise _Refusal(RejectCode.BAD_EXPIRY)
+        trigger = command.trigger_price
+        if not is_stop and trigger:
+            raise _Refusal(RejectCode.BAD_TRIGGER)
+        if is_stop:
+            if trigger <= 0 or trigger > MAX_PRICE_TICKS:
+                raise _Refusal(RejectCode.BAD_TRIGGER)
+            last = self._last_price.get(inst.symbol, 0)
+            if last and (trigger <= last if command.side == "buy" else trigger >= last):
+                raise _Refusal(RejectCode.BAD_TRIGGER)
         market_buy = command.type == "market" and command.side == "buy"
-        if command.max_notional != 0 and not market_buy:
-            raise _Refusal(RejectCode.BAD_REQUEST)
-        if command.post_only and not rests:
+        stop_buy = command.type == "stop" and command.side == "buy"
+        if command.max_notional != 0 and not (market_buy or stop_buy):
             raise _Refusal(RejectCode.BAD_REQUEST)
         if command.max_notional < 0 or command.max_notional > MAX_CASH:
             raise _Refusal(RejectCode.BAD_AMOUNT)
-        if not is_limit and command.tif in ("gtd", "day"):
+        if stop_buy and command.max_notional == 0:
             raise _Refusal(RejectCode.BAD_REQUEST)
-        if rests:
-            open_orders = sum(1 for o in self._book if o.account == acct.account_id)
+        if command.type == "market" and command.tif in ("gtd", "day"):
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.post_only and not rests:
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.display_qty and not (priced and command.tif in RESTING_TIFS):
+            raise _Refusal(RejectCode.BAD_REQUEST)
+        if command.display_qty > command.qty:
+            raise _Refusal(RejectCode.BAD_QTY)
+        if is_stop or rests:
+            open_orders = sum(1 for o in self._book + self._stops if o.account == acct.account_id)
             if open_orders >= MAX_OPEN_ORDERS_PER_ACCOUNT:
                 raise _Refusal(RejectCode.TOO_MANY_ORDERS)
         available = self._available_cash(acct.account_id)
         if command.side == "buy":
             hold = command.qty * self._unit_buy_hold(command.price, inst.tick, inst.taker_bps)
-            if is_limit and hold > available:
+            if priced and hold > available:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
-            if not is_limit and available == 0:
+            if stop_buy and command.max_notional > available:
+                raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
+            if market_buy and available == 0:
                 raise _Refusal(RejectCode.INSUFFICIENT_FUNDS)
         elif command.qty > self._available_units(acct.account_id, inst.symbol):
             raise _Refusal(RejectCode.INSUFFICIENT_UNITS)
@@ -830,19 +914,26 @@ class ReferenceModel:
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, status="open",
             post_only=command.post_only, ts=command.ts, expire_at=command.expire_at,
+            trigger_price=trigger, display_qty=command.display_qty,
+            budget=command.max_notional if stop_buy else 0,
         )
         order = _Order(
             order_id=order_id, account=acct.account_id, client_order_id=command.client_order_id,
             symbol=inst.symbol, side=command.side, type=command.type, tif=command.tif,
             price=command.price, qty=command.qty, remaining=command.qty, stp=command.stp,
             post_only=command.post_only, status="open", accepted=accepted,
-            expire_at=command.expire_at, maker_bps=inst.maker_bps, taker_bps=inst.taker_bps,
+            expire_at=command.expire_at, trigger_price=trigger, display_qty=command.display_qty,
+            budget=command.max_notional if stop_buy else 0,
+            maker_bps=inst.maker_bps, taker_bps=inst.taker_bps,
         )
         self._orders[order_id] = order
         if command.client_order_id:
             self._client_ids[(acct.account_id, command.client_order_id)] = _ClientIdMemory(
                 command=_strip_ts(command), order_id=order_id
             )
+        if is_stop:  # it waits, holds in place, for a trade at or through its trigger
+            self._stops.append(order)
+            return [accepted]
         budget: int | None = None
         if market_buy:
             budget = available
@@ -850,16 +941,68 @@ class ReferenceModel:
                 budget = min(budget, command.max_notional)
         events: list[Event] = [accepted]
         if inst.status == "pre_open":
-            order.arrival = self._next_arrival
-            self._next_arrival += 1
-            self._book.append(order)
-            events.extend(self._book_changed(inst.symbol))
+            events.extend(self._rest_in_auction(order))
             return events
         if command.tif == "fok" and self._fok_fill(order, budget) < order.qty:
             events.append(self._end(order, "expired"))
             return events
         events.extend(self._match(order, budget, command.ts))
+        self._run_stops(order.symbol, events, command.ts)
         return events
+
+    def _run_stops(self, symbol: str, events: list[Event], ts: int) -> None:
+        """After a command's matching: every waiting stop of `symbol` that any trade of the
+        command reached (a buy's trigger <= the highest price, a sell's >= the lowest)
+        triggers, oldest first, and matches; its trades count too."""
+        prices = [e.price for e in events if isinstance(e, TradeExecuted)]
+        while prices:
+            low, high = min(prices), max(prices)
+            reached = [
+                o for o in self._stops
+                if o.symbol == symbol
+                and (o.trigger_price <= high if o.side == "buy" else o.trigger_price >= low)
+            ]
+            if not reached:
+                return
+            order = min(reached, key=lambda o: o.order_id)
+            self._stops.remove(order)
+            budget: int | None = None
+            if order.type == "stop":
+                order.type = "market"
+                if order.side == "buy":
+                    budget, order.budget = order.budget, 0
+            else:
+                order.type = "limit"
+            events.append(OrderTriggered(
+                order_id=order.order_id, account=order.account,
+                client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                type="market" if order.type == "market" else "limit", price=order.price,
+                remaining=order.remaining,
+                trigger_price=order.trigger_price, ts=ts,
+            ))  # fmt: skip
+            if self._instruments[symbol].status == "pre_open":
+                # An earlier trade of this pass started a volatility interruption: as if
+                # entered in the call auction (a resting limit rests; others expire).
+                if order.type == "limit" and order.tif in RESTING_TIFS:
+                    events.extend(self._rest_in_auction(order))
+                else:
+                    events.append(self._end(order, "expired"))
+                continue
+            if order.tif == "fok" and self._fok_fill(order, budget) < order.remaining:
+                events.append(self._end(order, "expired"))
+                continue
+            more = self._match(order, budget, ts)
+            events.extend(more)
+            prices.extend(e.price for e in more if isinstance(e, TradeExecuted))
+
+    def _rest_in_auction(self, order: _Order) -> list[Event]:
+        """Rest without matching (a call auction); an iceberg shows its first part."""
+        order.arrival = self._next_arrival
+        self._next_arrival += 1
+        if order.display_qty:
+            order.shown = min(order.display_qty, order.remaining)
+        self._book.append(order)
+        return self._book_changed(order.symbol)
 
     def _resend_answer(self, order: _Order) -> OrderAccepted:
         """The first answer again, with the order's current price, qty, remaining and status."""
@@ -884,33 +1027,52 @@ class ReferenceModel:
         return [m for m in self._sorted_side(taker.symbol, other) if self._meets(taker, m)]
 
     def _fok_fill(self, taker: _Order, budget: int | None) -> int:
-        """How much matching would fill, walking the book without changing it."""
-        filled = 0
+        """How much matching would fill: the same walk as _match on copies of the makers
+        (an iceberg's refresh included), changing nothing."""
         tick = self._tick(taker.symbol)
         inst = self._instruments[taker.symbol]
-        for maker in self._opposite(taker):
-            if filled == taker.remaining:
-                break
-            if not self._in_band(inst, maker.price):
+        makers = [
+            _Sim(m.price, m.arrival, m.account, m.remaining, m.visible, m.display_qty)
+            for m in self._opposite(taker)
+        ]
+        arrival = self._next_arrival
+        filled = 0
+        while makers and filled < taker.remaining:
+            makers.sort(key=lambda m: (m.price if taker.side == "buy" else -m.price, m.arrival))
+            maker = makers[0]
+            price = maker.price
+            if not self._in_band(inst, price):
                 break
             if maker.account == taker.account:
                 if taker.stp == "cancel_oldest":
+                    makers.pop(0)
                     continue
                 break
-            q = min(taker.remaining - filled, maker.remaining)
+            q = min(taker.remaining - filled, maker.shown)
             if budget is not None:
-                q = self._affordable(q, budget, maker.price, tick, taker.taker_bps)
+                q = self._affordable(q, budget, price, tick, taker.taker_bps)
                 if q == 0:
                     break
-                value = q * maker.price * tick
+                value = q * price * tick
                 budget -= value + _charge(value, taker.taker_bps)
             filled += q
+            maker.remaining -= q
+            maker.shown -= q
+            if maker.remaining == 0:
+                makers.pop(0)
+            elif maker.shown == 0:  # an iceberg shows its next part, at the back
+                maker.shown = min(maker.display, maker.remaining)
+                maker.arrival = arrival
+                arrival += 1
         return filled
 
     def _end(self, order: _Order, reason: DoneReason) -> OrderCancelled:
         """The order leaves the book (or its matching); its holds go with it."""
         if order in self._book:
             self._book.remove(order)
+        if order in self._stops:
+            self._stops.remove(order)
+        order.budget = 0  # a waiting stop buy's budget is released with it
         order.status = reason
         return OrderCancelled(
             order_id=order.order_id, account=order.account,
@@ -926,7 +1088,8 @@ class ReferenceModel:
         arrival_band = _Instrument(inst.symbol, inst.tick, inst.issuer, inst.status, inst.ref,
                                    inst.band_pct)  # the band as the taker found it
         interrupted = False
-        for _ in range(len(self._book) + 1):
+        # Each turn removes a maker or fills at least one unit (an iceberg refreshes).
+        for _ in range(len(self._book) + sum(o.remaining for o in self._book) + 1):
             if taker.remaining == 0:
                 break
             candidates = self._opposite(taker)
@@ -945,14 +1108,17 @@ class ReferenceModel:
                     events.append(self._end(taker, "self_trade"))
                     return events
                 continue
-            q = min(taker.remaining, maker.remaining)
+            q = min(taker.remaining, maker.visible)  # an iceberg trades what it shows
             if budget is not None:
                 q = self._affordable(q, budget, maker.price, tick, taker.taker_bps)
                 if q == 0:
                     break
                 value = q * maker.price * tick
                 budget -= value + _charge(value, taker.taker_bps)
+            if maker.display_qty:
+                maker.shown -= q
             maker_fee, taker_fee = self._settle(taker, maker, q, tick)
+            self._last_price[taker.symbol] = maker.price
             inst.ref = maker.price
             events.append(TradeExecuted(
                 trade_id=self._next_trade, symbol=taker.symbol, price=maker.price, qty=q,
@@ -963,6 +1129,15 @@ class ReferenceModel:
                 taker_fee=taker_fee,
             ))
             self._next_trade += 1
+            if maker.display_qty and maker.remaining and not maker.shown:
+                maker.shown = min(maker.display_qty, maker.remaining)
+                maker.arrival = self._next_arrival  # to the back of its level
+                self._next_arrival += 1
+                events.append(OrderRefreshed(
+                    order_id=maker.order_id, account=maker.account, symbol=maker.symbol,
+                    side=maker.side, price=maker.price, shown=maker.shown,
+                    remaining=maker.remaining,
+                ))
         else:
             raise AssertionError("matching did not end within the book's size")
         if taker.remaining == 0:
@@ -970,6 +1145,8 @@ class ReferenceModel:
         elif taker.type == "limit" and taker.tif in RESTING_TIFS:
             taker.arrival = self._next_arrival
             self._next_arrival += 1
+            if taker.display_qty:
+                taker.shown = min(taker.display_qty, taker.remaining)
             self._book.append(taker)
         else:
             events.append(self._end(taker, "expired"))
@@ -1019,7 +1196,7 @@ class ReferenceModel:
     # --- cancel and replace ----------------------------------------------------------------
 
     def _open_order(self, account: str, order_id: int) -> _Order:
-        for order in self._book:
+        for order in self._book + self._stops:
             if order.account == account and order.order_id == order_id:
                 return order
         raise _Refusal(RejectCode.UNKNOWN_ORDER)
@@ -1032,13 +1209,15 @@ class ReferenceModel:
             order = self._open_order(command.account, command.order_id)
         else:
             matches = [
-                o for o in self._book
+                o for o in self._book + self._stops
                 if o.account == command.account
                 and o.client_order_id == command.client_order_id
             ]
             if not matches:
                 raise _Refusal(RejectCode.UNKNOWN_ORDER)
             order = matches[0]
+        if order.waiting:  # off the book: the auction's indicative does not change
+            return [self._end(order, "cancelled")]
         return [self._end(order, "cancelled"), *self._book_changed(order.symbol)]
 
     def _cancel_all(self, command: CancelAll) -> list[Event]:
@@ -1047,14 +1226,14 @@ class ReferenceModel:
             self._need_symbol(command.symbol)
         doomed = sorted(
             (
-                o for o in self._book
+                o for o in self._book + self._stops
                 if o.account == command.account
                 and (not command.symbol or o.symbol == command.symbol)
             ),
             key=lambda o: o.order_id,
         )
         events: list[Event] = [self._end(o, "cancelled") for o in doomed]
-        for symbol in dict.fromkeys(o.symbol for o in doomed):
+        for symbol in dict.fromkeys(o.symbol for o in doomed if not o.waiting):
             events.extend(self._book_changed(symbol))
         return events
 
@@ -1066,6 +1245,8 @@ class ReferenceModel:
         if command.qty < 0 or command.qty > MAX_QTY:
             raise _Refusal(RejectCode.BAD_QTY)
         if command.price < 0 or command.price > MAX_PRICE_TICKS:
+            raise _Refusal(RejectCode.BAD_PRICE)
+        if command.price and order.type in ("market", "stop"):
             raise _Refusal(RejectCode.BAD_PRICE)
         inst = self._instruments[order.symbol]
         if inst.status not in ("trading", "pre_open"):
@@ -1110,16 +1291,19 @@ class ReferenceModel:
             )
 
         if kept == 0:
-            return [replaced(False), self._end(order, "replaced_out"),
-                    *self._book_changed(order.symbol)]
+            events_out: list[Event] = [replaced(False), self._end(order, "replaced_out")]
+            if not order.waiting:
+                events_out.extend(self._book_changed(order.symbol))
+            return events_out
+        if order.waiting:  # a waiting stop keeps its place: stops trigger oldest first
+            return [replaced(True)]
         if same_price and kept <= old_remaining:
+            order.shown = min(order.shown, kept)
             return [replaced(True), *self._book_changed(order.symbol)]
         self._book.remove(order)
         events: list[Event] = [replaced(False)]
         if inst.status == "pre_open":
-            order.arrival = self._next_arrival
-            self._next_arrival += 1
-            self._book.append(order)
-            return [*events, *self._book_changed(order.symbol)]
+            return [*events, *self._rest_in_auction(order)]
         events.extend(self._match(order, None, command.ts))
+        self._run_stops(order.symbol, events, command.ts)
         return events

@@ -21,6 +21,7 @@ from exchange.domain.commands import (
     SetInstrumentFees,
     SetInstrumentStatus,
     SetTradingRules,
+    Side,
     SubscribeOffering,
     Timer,
     TradingStatus,
@@ -89,6 +90,9 @@ def _random_command(rng: random.Random, oracle: Engine, accounts: list[str], i: 
     recent = rng.choice(open_ids) if open_ids and rng.random() < 0.9 else rng.randint(1, i)
     roll = rng.random()
     if roll < 0.55:
+        kind = rng.random()
+        if kind < 0.2:  # issue 16: stops and icebergs, so every test of this stream covers them
+            return _stop_or_iceberg(rng, oracle, account, symbol, kind, i)
         order_type: OrderType = "market" if rng.random() < 0.1 else "limit"
         return PlaceOrder(
             account=account,
@@ -122,6 +126,33 @@ def _random_command(rng: random.Random, oracle: Engine, accounts: list[str], i: 
     return WithdrawCash(account=account, amount=rng.randint(1, 1_000_000))
 
 
+def _stop_or_iceberg(
+    rng: random.Random, oracle: Engine, account: str, symbol: str, kind: float, i: int
+) -> PlaceOrder:
+    """A stop (triggers a few ticks beyond the last trade, mostly), a stop-limit, or an
+    iceberg showing part of its qty."""
+    side: Side = rng.choice(("buy", "sell"))
+    qty = rng.randint(1, 50)
+    cid = f"c{rng.randint(0, i)}" if rng.random() < 0.7 else ""
+    if kind < 0.12:
+        last = oracle.books[symbol].last_price or 100
+        away = rng.randint(-1, 4)  # -1: the last trade already reached it (BAD_TRIGGER)
+        trigger = max(1, last + away if side == "buy" else last - away)
+        stop_type: OrderType = "stop" if kind < 0.06 else "stop_limit"
+        return PlaceOrder(
+            account=account, client_order_id=cid, symbol=symbol, side=side, type=stop_type,
+            price=0 if stop_type == "stop" else rng.randint(95, 105), qty=qty,
+            tif=rng.choice(("gtc", "ioc", "fok")), trigger_price=trigger,
+            max_notional=rng.randint(1_000, 100_000) if side == "buy" and stop_type == "stop"
+            else 0,
+            display_qty=rng.randint(1, qty) if stop_type == "stop_limit" and rng.random() < 0.3
+            else 0,
+        )  # fmt: skip
+    return PlaceOrder(
+        account=account, client_order_id=cid, symbol=symbol, side=side,
+        price=rng.randint(95, 105), qty=qty, display_qty=rng.randint(1, qty),
+        stp=rng.choice(("cancel_newest", "cancel_oldest", "cancel_both")),
+    )  # fmt: skip
 def _phase_command(rng: random.Random, accounts: list[str], ts: int) -> Command:
     """A command of market phases, its times a few commands (of ~0.5 ms each) away."""
     symbol = rng.choice(SYMBOLS)
@@ -130,10 +161,16 @@ def _phase_command(rng: random.Random, accounts: list[str], ts: int) -> Command:
     if roll < 0.4:
         return Timer()  # what is due happens (a sequencer sends one only then)
     if roll < 0.7:
+        side: Side = rng.choice(("buy", "sell"))
+        qty = rng.randint(1, 50)
+        kind = rng.random()  # a third: a gtd/day iceberg or stop-limit (issue 16 with phases)
         return PlaceOrder(
-            account=rng.choice(accounts), symbol=symbol, side=rng.choice(("buy", "sell")),
-            price=rng.randint(95, 105), qty=rng.randint(1, 50),
-            tif=rng.choice(("gtd", "gtd", "day")), expire_at=0 if rng.random() < 0.3 else soon,
+            account=rng.choice(accounts), symbol=symbol, side=side,
+            type="stop_limit" if kind < 0.15 else "limit", price=rng.randint(95, 105),
+            qty=qty, tif=rng.choice(("gtd", "gtd", "day")),
+            expire_at=0 if rng.random() < 0.3 else soon,
+            trigger_price=rng.randint(95, 105) if kind < 0.15 else 0,
+            display_qty=rng.randint(1, qty) if 0.1 < kind < 0.33 else 0,
         )  # fmt: skip
     if roll < 0.85:
         return SetTradingRules(

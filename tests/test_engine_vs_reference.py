@@ -319,6 +319,40 @@ class EngineVsReference(RuleBasedStateMachine):
                              symbol=symbol, side=side, type="market", price=0, qty=qty, tif=tif,
                              stp=stp, max_notional=max_notional if side == "buy" else 0))
 
+    # Issue 16: stops a few ticks either side of the last trade (some already reached:
+    # BAD_TRIGGER), with every time in force (gtd and day too); icebergs showing part of
+    # their qty. Both instruments go through call auctions (set_status, set_rules' open_at,
+    # volatility interruptions): stops wait in them, icebergs take part whole.
+    @rule(account=accounts, symbol=traded, side=sides, kind=st.sampled_from(("stop", "stop_limit")),
+          away=st.integers(-2, 6), price=prices, qty=qtys, tif=tifs, stp=stps, cid=client_ids,
+          max_notional=max_notionals, display=st.sampled_from((0, 0, 0, 1, 3)),
+          expiry=expiries)
+    def place_stop(self, account: str, symbol: str, side: Side, kind: OrderType, away: int,
+                   price: int, qty: int, tif: TimeInForce, stp: SelfTradePrevention, cid: str,
+                   max_notional: int, display: int, expiry: int = 5) -> None:
+        last = self.engine.books[symbol].last_price or 100
+        trigger = max(0, last + away if side == "buy" else last - away)
+        ts = self._next_ts()
+        self._run(PlaceOrder(ts=ts, account=account,
+                             client_order_id=self._client_id(cid), symbol=symbol, side=side,
+                             type=kind, price=price if kind == "stop_limit" else 0, qty=qty,
+                             tif=tif, stp=stp, trigger_price=trigger,
+                             max_notional=max_notional if side == "buy" else 0,
+                             display_qty=min(display, qty),
+                             expire_at=max(ts + expiry * STEP_NS, 0) if tif == "gtd" else 0))
+
+    @rule(account=accounts, symbol=traded, side=sides, price=prices, qty=qtys,
+          display=st.integers(0, 14), tif=tifs, stp=stps, cid=client_ids, expiry=expiries)
+    def place_iceberg(self, account: str, symbol: str, side: Side, price: int, qty: int,
+                      display: int, tif: TimeInForce, stp: SelfTradePrevention,
+                      cid: str, expiry: int = 5) -> None:
+        ts = self._next_ts()
+        self._run(PlaceOrder(ts=ts, account=account,
+                             client_order_id=self._client_id(cid), symbol=symbol, side=side,
+                             type="limit", price=price, qty=qty, tif=tif, stp=stp,
+                             display_qty=display,
+                             expire_at=max(ts + expiry * STEP_NS, 0) if tif == "gtd" else 0))
+
     @rule(account=any_account, symbol=st.sampled_from((*TRADED, NO_SYMBOL, "N1")),
           side=sides, kind=st.sampled_from(("limit", "market")), tif=tifs, cid=client_ids,
           flaw=st.sampled_from(("qty0", "qty_big", "price0", "price_big", "market_price",
@@ -519,6 +553,39 @@ class EngineVsReference(RuleBasedStateMachine):
         self._run(SetTradingRules(ts=ts, symbol=symbol, band_pct=band,
                                   interruption_s=interruption, open_at=at(open_in),
                                   close_at=at(close_in)))
+
+    @rule(symbol=traded, accounts4=st.permutations(ACCOUNTS), up=st.integers(-4, 4),
+          qty=qtys, other_qty=qtys, display=st.integers(1, 6), ice_side=sides,
+          kind=st.sampled_from(("stop", "stop_limit")), away=st.integers(1, 4),
+          stop_tif=st.sampled_from(("gtc", "gtc", "ioc", "fok", "day")),
+          far=st.sampled_from((0, 0, 4, 6, 8)))
+    def auction_with_stops_and_icebergs(
+        self, symbol: str, accounts4: Sequence[str], up: int, qty: int, other_qty: int,
+        display: int, ice_side: Side, kind: OrderType, away: int, stop_tif: TimeInForce,
+        far: int,
+    ) -> None:  # fmt: skip
+        """A call auction with an iceberg crossing a plain order and a stop waiting near the
+        last price; its uncross (hidden quantity included) may trigger the stop, which then
+        trades, and may meet a far order beyond the band (a volatility interruption)."""
+        stopper, ice, other, far_one = accounts4
+        last = self.engine.books[symbol].last_price or 100
+        self._run(SetInstrumentStatus(ts=self._next_ts(), symbol=symbol, status="pre_open"))
+        stop_side: Side = "buy" if up >= 0 else "sell"
+        sign = 1 if stop_side == "buy" else -1
+        if far:  # the stop's far side: what a triggered market stop might reach
+            self._run(PlaceOrder(ts=self._next_ts(), account=far_one, symbol=symbol,
+                                 side="sell" if stop_side == "buy" else "buy",
+                                 price=last + up + sign * far, qty=qty))
+        self._run(PlaceOrder(ts=self._next_ts(), account=stopper, symbol=symbol, side=stop_side,
+                             type=kind, price=last + up + sign if kind == "stop_limit" else 0,
+                             qty=qty, tif=stop_tif, trigger_price=last + sign * away,
+                             max_notional=5_000 if stop_side == "buy" and kind == "stop" else 0))
+        self._run(PlaceOrder(ts=self._next_ts(), account=ice, symbol=symbol, side=ice_side,
+                             price=last + up, qty=qty + display, display_qty=display))
+        self._run(PlaceOrder(ts=self._next_ts(), account=other, symbol=symbol,
+                             side="sell" if ice_side == "buy" else "buy", price=last + up,
+                             qty=other_qty + display))
+        self._run(Uncross(ts=self._next_ts(), symbol=symbol))
 
     @rule(symbol=st.sampled_from((*TRADED, *TRADED, NO_SYMBOL)))
     def uncross(self, symbol: str) -> None:

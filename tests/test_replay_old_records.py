@@ -23,13 +23,14 @@ from exchange.domain.events import Event, InstrumentListed
 from exchange.recovery import RecoveryError, Replayer
 
 # Fields each event gained with fees and underwriting (and market phases: an acceptance's
-# expire_at), all last and with defaults: a record from before holds the event without them.
+# expire_at; stops and icebergs: its trigger_price, display_qty and budget), all last and
+# with defaults: a record from before holds the event without them.
 ADDED_FIELDS = {
     "TradeExecuted": 2,
     "InstrumentListed": 2,
     "OfferingOpened": 3,
     "OfferingClosed": 2,
-    "OrderAccepted": 1,
+    "OrderAccepted": 4,  # expire_at; trigger_price, display_qty, budget (stops, icebergs)
 }
 HISTORY: list[Command] = [
     CreateAccount(ts=1, name="issuer"),

@@ -9,18 +9,19 @@ volume, then minimises the surplus, then is nearest the reference price, then th
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
-from exchange.domain.book import Order, OrderBook
+from exchange.domain.book import Level, Order, OrderBook
 from exchange.domain.client_orders import archive
 from exchange.domain.events import (
     AuctionIndicative,
     AuctionUncrossed,
     Event,
     InstrumentStatusChanged,
+    OrderRefreshed,
     TradeExecuted,
 )
 from exchange.domain.fees import fee_account, fee_of, unit_fee_hold
 from exchange.domain.instruments import Instrument
-from exchange.domain.market import END_AUCTION, Market
+from exchange.domain.market import END_AUCTION, EXPIRE_ORDER, Market
 
 Levels = list[tuple[int, int]]  # (price, total), best first
 
@@ -55,13 +56,35 @@ def clearing_price(bids: Levels, asks: Levels, ref: int) -> tuple[int, int, int]
     return best[3], -best[0], best_net
 
 
+def _whole(level: Level) -> int:
+    """A level's quantity in an auction: every order's remaining, an iceberg's hidden part
+    too (Xetra's rule), where `total` counts only what the book shows."""
+    return sum(o.remaining for o in level.orders())
+
+
+def _crossing(book: OrderBook) -> tuple[Levels, Levels]:
+    bids = [(lv.price, _whole(lv)) for lv in book.bids.levels_best_first()]
+    asks = [(lv.price, _whole(lv)) for lv in book.asks.levels_best_first()]
+    return bids, asks
+
+
 def indicative(market: Market, symbol: str) -> AuctionIndicative:
-    book = market.books[symbol]
-    bids = [(lv.price, lv.total) for lv in book.bids.levels_best_first()]
-    asks = [(lv.price, lv.total) for lv in book.asks.levels_best_first()]
+    bids, asks = _crossing(market.books[symbol])
     price, volume, net = clearing_price(bids, asks, market.instruments[symbol].ref)
     side = "buy" if net > 0 else "sell" if net < 0 else ""
     return AuctionIndicative(symbol, price, volume, side, abs(net))
+
+
+def rest_in_auction(market: Market, order: Order, book: OrderBook, events: list[Event]) -> None:
+    """Rest an order (holds placed) in a call auction: it matches nothing until the uncross."""
+    if order.display_qty:
+        order.shown = min(order.remaining, order.display_qty)
+    book.side_of(order).rest(order)
+    account = order.account
+    account.open_orders[order.order_id] = order
+    if order.expire_at:
+        market.add_timer(order.expire_at, EXPIRE_ORDER, order.order_id, account.account_id)
+    book_changed(market, order.symbol, events)
 
 
 def book_changed(market: Market, symbol: str, events: list[Event]) -> None:
@@ -90,13 +113,13 @@ def uncross(
     """End the call auction: trade at the clearing price, then trade continuously."""
     symbol = instrument.symbol
     book = market.books[symbol]
-    bids = [(lv.price, lv.total) for lv in book.bids.levels_best_first()]
-    asks = [(lv.price, lv.total) for lv in book.asks.levels_best_first()]
+    bids, asks = _crossing(book)
     price, volume, _ = clearing_price(bids, asks, instrument.ref)
     if volume:
         events.append(AuctionUncrossed(symbol, price, volume))
         _execute(market, book, instrument, price, volume, ts, events)
         instrument.reprice(price, instrument.band_pct)
+        book.last_price = price  # stops trigger on it (market_phases runs them after)
     instrument.status = "trading"
     instrument.open_at = 0
     events.append(InstrumentStatusChanged(symbol, "trading", 0, reason))
@@ -114,6 +137,7 @@ def _execute(
     either (its maker rate is at most its taker rate; the price at most its limit)."""
     symbol, tick = instrument.symbol, instrument.tick
     value = price * tick
+    used_up: dict[int, Order] = {}  # icebergs whose shown part the uncross used up
     while volume:  # each turn fills at least one unit
         bid = book.bids.levels[book.bids.keys[-1]].head
         ask = book.asks.levels[-book.asks.keys[-1]].head
@@ -132,7 +156,14 @@ def _execute(
             order.remaining -= q
             level = order.level
             assert level is not None
-            level.total -= q
+            if order.display_qty:  # an iceberg trades whole; its shown part goes first
+                used = min(q, order.shown)
+                order.shown -= used
+                level.total -= used
+                if not order.shown:
+                    used_up[order.order_id] = order
+            else:
+                level.total -= q
         maker, taker = (bid, ask) if bid.order_id < ask.order_id else (ask, bid)
         taker_fee = fee_of(value * q, taker.taker_bps)
         maker_fee = max(fee_of(value * q, maker.maker_bps), -taker_fee)
@@ -153,6 +184,19 @@ def _execute(
             if not order.remaining:
                 _filled(book, order)
         volume -= q
+    for order in used_up.values():  # in the order their shown parts ran out
+        if order.remaining:  # partly filled: show the next part, at the back of its level
+            level = order.level
+            assert level is not None
+            level.remove_now(order)
+            order.shown = min(order.remaining, order.display_qty)
+            level.append(order)
+            events.append(
+                OrderRefreshed(
+                    order.order_id, order.account.account_id, symbol, order.side, order.price,
+                    order.shown, order.remaining,
+                )
+            )
 
 
 def _filled(book: OrderBook, order: Order) -> None:

@@ -1,12 +1,13 @@
 """The order book's data structures: orders, price levels and the two sides of a book.
 
-A level is an intrusive doubly linked FIFO of orders (O(1) append, unlink and
-head), a side keeps a sorted list of its prices with the best one last (O(1)
+A level is a FIFO deque of orders with lazy deletion (O(1) append, leave and head; see
+`Level`), a side keeps a sorted list of its prices with the best one last (O(1)
 best price, O(1) removal of the best level). No matching rules live here: the
 engine owns them, and this module never creates events.
 """
 
 from bisect import bisect_left, insort
+from collections import deque
 
 import msgspec
 
@@ -14,10 +15,16 @@ from exchange.domain.accounts import Account
 from exchange.domain.commands import OrderType, SelfTradePrevention, Side, TimeInForce
 from exchange.domain.events import OrderStatus
 
+# Departed entries a level's queue may hold beyond twice its live orders before `leave`
+# rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
+# on every cancel while memory stays O(live orders + 64) per level.
+DEPARTED_SLACK = 64
+
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it (its fee rates and a gtd
-    order's expiry, when not zero, are kept apart: state.FeeRates, state.OrderExpiry)."""
+    """A resting order as plain values, as a snapshot stores it (its fee rates, a gtd order's
+    expiry and its stop and iceberg fields, when not zero, are kept apart: state.FeeRates,
+    state.OrderExpiry, state.OrderExtras)."""
 
     order_id: int
     account: str
@@ -46,73 +53,50 @@ class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
     status: OrderStatus
 
 
-class Order:
-    """A live order. Mutable on purpose: the hot path updates it in place."""
+class Order(msgspec.Struct, eq=False):
+    """A live order. Mutable on purpose: the hot path updates it in place. A Struct for its
+    construction in C (a third of a Python `__init__`'s time); compared by identity."""
 
-    __slots__ = (
-        "account",
-        "client_order_id",
-        "expire_at",
-        "is_buy",
-        "level",
-        "maker_bps",
-        "next",
-        "order_id",
-        "post_only",
-        "prev",
-        "price",
-        "qty",
-        "remaining",
-        "side",
-        "status",
-        "stp",
-        "symbol",
-        "taker_bps",
-        "tif",
-        "ts",
-        "type",
-    )
+    order_id: int
+    account: Account
+    client_order_id: str
+    symbol: str
+    side: Side
+    is_buy: bool
+    type: OrderType
+    tif: TimeInForce
+    price: int
+    qty: int
+    remaining: int
+    post_only: bool
+    stp: SelfTradePrevention
+    ts: int
+    status: OrderStatus = "open"
+    level: "Level | None" = None
+    # Stops: the trigger; `type` is "stop" or "stop_limit" while the order waits for it, and
+    # "market" or "limit" once triggered (the trigger stays, for the views).
+    trigger_price: int = 0
+    # Icebergs: the most shown at once (0: not an iceberg), and what the book shows now
+    # (counted in its level's total instead of `remaining`).
+    display_qty: int = 0
+    shown: int = 0
+    # A stop buy's budget (its max_notional), held in cash while it waits.
+    budget: int = 0
+    # The instrument's fee rates when the order was accepted: it keeps them for life (a
+    # stop through its wait and after its trigger).
+    maker_bps: int = 0
+    taker_bps: int = 0
+    expire_at: int = 0  # a gtd order's expiry (ns); 0 for any other
 
-    def __init__(
-        self,
-        order_id: int,
-        account: Account,
-        client_order_id: str,
-        symbol: str,
-        side: Side,
-        type_: OrderType,
-        tif: TimeInForce,
-        price: int,
-        qty: int,
-        post_only: bool,
-        stp: SelfTradePrevention,
-        ts: int,
-        expire_at: int = 0,
-        maker_bps: int = 0,
-        taker_bps: int = 0,
-    ) -> None:
-        self.order_id = order_id
-        self.account = account
-        self.client_order_id = client_order_id
-        self.symbol = symbol
-        self.side = side
-        self.is_buy = side == "buy"
-        self.type = type_
-        self.tif = tif
-        self.price = price
-        self.qty = qty
-        self.remaining = qty
-        self.post_only = post_only
-        self.stp = stp
-        self.ts = ts
-        self.expire_at = expire_at  # a gtd order's expiry (ns); 0 for any other
-        # The instrument's fee rates when the order was accepted: it keeps them for life.
-        self.maker_bps = maker_bps
-        self.taker_bps = taker_bps
-        self.status: OrderStatus = "open"
-        self.level: Level | None = None
-        self.prev: Order | None = None
-        self.next: Order | None = None
+    @property
+    def visible(self) -> int:
+        """What the book shows of this order: `shown` for an iceberg, else all of it."""
+        return self.shown if self.display_qty else self.remaining
+
+    @property
+    def waiting(self) -> bool:
+        """A stop order not triggered yet: open, but in its book's stops, not a level."""
+        return self.type in {"stop", "stop_limit"}
 
     def ended(self) -> EndedOrder:
         return EndedOrder(self.order_id, self.price, self.qty, self.remaining, self.status)
@@ -126,49 +110,61 @@ class Order:
 
 
 class Level:
-    """All resting orders at one price, oldest first, with their total remaining quantity."""
+    """All resting orders at one price, oldest first, with their total remaining quantity.
 
-    __slots__ = ("head", "price", "tail", "total")
+    `queue` is a deque of orders in time priority that may still hold orders which left
+    the level (cancelled or ended): an order is in the level exactly while its `level` is
+    this level. Leaving is O(1) and touches neither neighbour (lazy deletion); matching
+    pops departed orders when they reach the head, and `leave` compacts the queue once
+    departed entries outnumber the live ones by DEPARTED_SLACK, so a level's memory stays
+    within a constant factor of its live orders.
+    """
+
+    __slots__ = ("live", "price", "queue", "total")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.total = 0
-        self.head: Order | None = None
-        self.tail: Order | None = None
+        self.live = 0  # orders in the level (entries of `queue` whose level is this one)
+        self.queue: deque[Order] = deque()
+
+    @property
+    def head(self) -> Order | None:
+        """The oldest order in the level (views and tests; matching reads `queue`)."""
+        for order in self.queue:
+            if order.level is self:
+                return order
+        return None
 
     def append(self, order: Order) -> None:
         order.level = self
-        order.next = None
-        order.prev = tail = self.tail
-        if tail is None:
-            self.head = order
-        else:
-            tail.next = order
-        self.tail = order
-        self.total += order.remaining
+        self.queue.append(order)
+        self.live += 1
+        self.total += order.shown if order.display_qty else order.remaining
 
-    def unlink(self, order: Order) -> None:
-        """Take `order` out of the queue; its remaining quantity leaves the level's total."""
-        prev, nxt = order.prev, order.next
-        if prev is None:
-            self.head = nxt
-        else:
-            prev.next = nxt
-        if nxt is None:
-            self.tail = prev
-        else:
-            nxt.prev = prev
-        self.total -= order.remaining
-        order.level = order.prev = order.next = None
+    def leave(self, order: Order) -> None:
+        """Take `order` out of the level; its remaining quantity leaves the level's total."""
+        order.level = None
+        self.total -= order.shown if order.display_qty else order.remaining
+        live = self.live = self.live - 1
+        if len(self.queue) > 2 * live + DEPARTED_SLACK:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the departed entries (O(queue)): a new deque, so holders must re-read it."""
+        self.queue = deque(o for o in self.queue if o.level is self)
+
+    def remove_now(self, order: Order) -> None:
+        """Take `order` out at once (O(level)): for an order that rests again elsewhere in
+        this book, so its old entry can never be taken for it."""
+        self.queue.remove(order)
+        order.level = None
+        self.total -= order.shown if order.display_qty else order.remaining
+        self.live -= 1
 
     def orders(self) -> list[Order]:
-        """The queue as a list, oldest first (for views and snapshots, not the hot path)."""
-        out: list[Order] = []
-        node = self.head
-        while node is not None:
-            out.append(node)
-            node = node.next
-        return out
+        """The orders in the level, oldest first (for views and snapshots, not the hot path)."""
+        return [o for o in self.queue if o.level is self]
 
 
 class BookSide:
@@ -211,11 +207,11 @@ class BookSide:
         level.append(order)
 
     def remove(self, order: Order) -> None:
-        """Unlink a resting order and drop its level when that empties it."""
+        """Take a resting order out at once and drop its level when that empties it."""
         level = order.level
         assert level is not None, "only resting orders can be removed"
-        level.unlink(order)
-        if level.head is None:
+        level.remove_now(order)
+        if not level.live:
             self.drop_level(level.price)
 
     def levels_best_first(self) -> list[Level]:
@@ -224,15 +220,55 @@ class BookSide:
         return [levels[key * sign] for key in reversed(self.keys)]
 
 
-class OrderBook:
-    """Both sides of one instrument's book."""
+class StopBook:
+    """Stop orders waiting for their trigger. Each side keeps (key, order id) pairs sorted so
+    the ones a price reaches are a prefix: buys by trigger (a trade at or above triggers),
+    sells by minus the trigger (a trade at or below triggers)."""
 
-    __slots__ = ("asks", "bids", "symbol")
+    __slots__ = ("buys", "orders", "sells")
+
+    def __init__(self) -> None:
+        self.orders: dict[int, Order] = {}  # by order id: acceptance order
+        self.buys: list[tuple[int, int]] = []
+        self.sells: list[tuple[int, int]] = []
+
+    def add(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        if order.is_buy:
+            insort(self.buys, (order.trigger_price, order.order_id))
+        else:
+            insort(self.sells, (-order.trigger_price, order.order_id))
+
+    def remove(self, order: Order) -> None:
+        del self.orders[order.order_id]
+        keys = self.buys if order.is_buy else self.sells
+        key = (order.trigger_price if order.is_buy else -order.trigger_price, order.order_id)
+        del keys[bisect_left(keys, key)]
+
+    def next_triggered(self, low: int, high: int) -> Order | None:
+        """The oldest waiting stop that trades between `low` and `high` reached: a buy
+        whose trigger is <= high, a sell whose trigger is >= low."""
+        best = 0
+        for order_id in (
+            [k[1] for k in self.buys[: bisect_left(self.buys, (high + 1, 0))]]
+            + [k[1] for k in self.sells[: bisect_left(self.sells, (-low + 1, 0))]]
+        ):
+            if not best or order_id < best:
+                best = order_id
+        return self.orders[best] if best else None
+
+
+class OrderBook:
+    """Both sides of one instrument's book, its waiting stop orders and its last trade price."""
+
+    __slots__ = ("asks", "bids", "last_price", "stops", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.bids = BookSide(is_bid=True)
         self.asks = BookSide(is_bid=False)
+        self.last_price = 0  # the price of the last trade (0: none yet); stops trigger on it
+        self.stops = StopBook()
 
     def side_of(self, order: Order) -> BookSide:
         return self.bids if order.is_buy else self.asks

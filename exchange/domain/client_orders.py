@@ -63,4 +63,7 @@ def answer_resend(
         ts=first.ts,  # an order's time is that of the place that created it
         resent=True,
         expire_at=first.expire_at,
+        trigger_price=first.trigger_price,
+        display_qty=first.display_qty,
+        budget=first.max_notional if first.type == "stop" else 0,
     )

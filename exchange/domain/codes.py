@@ -35,6 +35,8 @@ class RejectCode(StrEnum):
     PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"  # a limit beyond the static band
     NOT_IN_PHASE = "NOT_IN_PHASE"  # halted or closed; market, IOC and FOK in a call auction
     BAD_EXPIRY = "BAD_EXPIRY"  # a gtd order's expire_at missing or not in the future
+    # Stop orders (issue 16): a trigger missing, off tick, or already reached by the last trade.
+    BAD_TRIGGER = "BAD_TRIGGER"
     # Produced outside the engine (gateway and sequencer), listed here so the set is whole.
     RATE_LIMITED = "RATE_LIMITED"
     BUSY = "BUSY"

@@ -27,7 +27,7 @@ from exchange.domain.limits import (
 )
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["limit", "market"]
+OrderType = Literal["limit", "market", "stop", "stop_limit"]
 TimeInForce = Literal["gtc", "ioc", "fok", "gtd", "day"]
 SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both"]
 InstrumentKind = Literal["share", "bond", "fund"]
@@ -158,7 +158,8 @@ class SetInstrumentFees(_Command, frozen=True, kw_only=True, gc=False):
 
 
 class PlaceOrder(_Command, frozen=True, kw_only=True, gc=False):
-    """A new order. `price` is 0 for a market order; `max_notional` (0: none) caps a market buy."""
+    """A new order. `price` is 0 for a market order; `max_notional` (0: none) caps a market buy
+    (and is a stop buy's budget, held from entry)."""
 
     account: AccountId
     client_order_id: ClientOrderId = ""
@@ -172,6 +173,10 @@ class PlaceOrder(_Command, frozen=True, kw_only=True, gc=False):
     stp: SelfTradePrevention = "cancel_newest"
     max_notional: CashCap = 0
     expire_at: Timestamp = 0  # a gtd order's expiry, ns (sequenced time); 0 for any other tif
+    # Stop orders (issue 16): the trade price that triggers a stop or stop_limit (0: none).
+    trigger_price: PriceTicks = 0
+    # Iceberg (issue 16): the most of the order the book shows at once (0: all of it).
+    display_qty: Annotated[int, Meta(ge=0, le=MAX_QTY)] = 0
 
 
 class CancelOrder(_Command, frozen=True, kw_only=True, gc=False):

@@ -164,6 +164,9 @@ class OrderAccepted(_Event, frozen=True, gc=False):
     ts: int
     resent: bool = False
     expire_at: int = 0  # a gtd order's
+    trigger_price: int = 0  # a stop's trigger (issue 16)
+    display_qty: int = 0  # an iceberg's displayed size (issue 16)
+    budget: int = 0  # a stop buy's budget (its max_notional), held while it waits
 
 
 class OrderRejected(_Event, frozen=True, gc=False):
@@ -269,6 +272,38 @@ class InstrumentFeesSet(_Event, frozen=True, gc=False):
     taker_bps: int
 
 
+# --- stop and iceberg orders (issue 16) ----------------------------------------------------
+
+
+class OrderTriggered(_Event, frozen=True, gc=False):
+    """A stop order's trigger was reached: from here it is a taker of `type` (`market` for a
+    stop, `limit` for a stop-limit); its trades and end follow."""
+
+    order_id: int
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    price: int
+    remaining: int
+    trigger_price: int
+    ts: int
+
+
+class OrderRefreshed(_Event, frozen=True, gc=False):
+    """An iceberg's displayed part was used up: it shows `shown` more (of `remaining`) and
+    went to the back of its price level."""
+
+    order_id: int
+    account: str
+    symbol: str
+    side: Side
+    price: int
+    shown: int
+    remaining: int
+
+
 Event = (
     AccountCreated
     | ApiKeyAdded
@@ -293,4 +328,6 @@ Event = (
     | AuctionUncrossed
     | InstrumentFeesSet
     | OfferingUnderwritten
+    | OrderTriggered
+    | OrderRefreshed
 )

@@ -9,8 +9,9 @@ is read here. The auction itself is auction.py; the dynamic band's check is in m
 
 from heapq import heappop
 
-from exchange.domain.auction import book_changed, enter_call, uncross
-from exchange.domain.cancel_replace import cancel_resting
+from exchange.domain.auction import book_changed, enter_call
+from exchange.domain.auction import uncross as uncross_book
+from exchange.domain.cancel_replace import cancel_resting, cancel_waiting
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import KEEP, SetInstrumentStatus, SetTradingRules, Timer, Uncross
 from exchange.domain.events import Event, InstrumentStatusChanged, TradingRulesSet
@@ -19,6 +20,7 @@ from exchange.domain.limits import MAX_BAND_PCT, MAX_INTERRUPTION_S, NS_PER_S
 from exchange.domain.market import CLOSE_SESSION, END_AUCTION, EXPIRE_ORDER, Market
 from exchange.domain.market import Timer as Deadline
 from exchange.domain.replies import refuse
+from exchange.domain.stops import run_triggered
 
 # Statuses in which a session is open (close_at closes it).
 _IN_SESSION = ("pre_open", "trading", "halted")
@@ -71,8 +73,12 @@ def close_session(market: Market, instrument: Instrument, reason: str, events: l
         for order in level.orders()
         if order.tif == "day"
     ]
+    day_orders += [o for o in book.stops.orders.values() if o.tif == "day"]  # waiting stops
     for order in sorted(day_orders, key=lambda o: o.order_id):
-        cancel_resting(market, order, "expired", events)
+        if order.waiting:
+            cancel_waiting(market, order, "expired", events)
+        else:
+            cancel_resting(market, order, "expired", events)
 
 
 def set_rules(market: Market, cmd: SetTradingRules) -> list[Event]:
@@ -118,6 +124,18 @@ def uncross_now(market: Market, cmd: Uncross) -> list[Event]:
     return events
 
 
+def uncross(
+    market: Market, instrument: Instrument, ts: int, reason: str, events: list[Event]
+) -> None:
+    """The auction's uncross, then the stops its trades reached, in continuous trading (or
+    in whatever phase their own trades lead to: a volatility interruption)."""
+    start = len(events)
+    uncross_book(market, instrument, ts, reason, events)
+    book = market.books[instrument.symbol]
+    if book.stops.orders:
+        run_triggered(market, book, instrument.tick, ts, events, start)
+
+
 # --- sequenced time -------------------------------------------------------------------------
 
 
@@ -141,8 +159,11 @@ def run_timers(market: Market, cmd: Timer) -> list[Event]:
         _, kind, order_id, key = deadline
         if kind == EXPIRE_ORDER:
             order = market.accounts[key].open_orders[order_id]
-            cancel_resting(market, order, "expired", events)
-            book_changed(market, order.symbol, events)
+            if order.waiting:  # a stop still waiting for its trigger: not on the book
+                cancel_waiting(market, order, "expired", events)
+            else:
+                cancel_resting(market, order, "expired", events)
+                book_changed(market, order.symbol, events)
         elif kind == CLOSE_SESSION:
             instrument = market.instruments[key]
             if instrument.status in _IN_SESSION:

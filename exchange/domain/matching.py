@@ -5,15 +5,27 @@ prevention, the market-order budget, what becomes of a taker's remainder (rest, 
 cancel), and ending an order that is not left resting. The book's structure is book.py.
 """
 
+from collections import deque
+from typing import TYPE_CHECKING
+
 from exchange.domain.auction import enter_call
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.client_orders import archive
-from exchange.domain.events import DoneReason, Event, OrderCancelled, TradeExecuted
+from exchange.domain.events import (
+    DoneReason,
+    Event,
+    OrderCancelled,
+    OrderRefreshed,
+    TradeExecuted,
+)
 from exchange.domain.fees import BPS_PER_UNIT, FEE_ACCOUNT, fee_of, unit_fee_hold
 from exchange.domain.limits import NS_PER_S
 from exchange.domain.market import EXPIRE_ORDER, Market
 from exchange.domain.replies import cancelled
 from exchange.domain.settlement import release_holds
+
+if TYPE_CHECKING:
+    from exchange.domain.accounts import Account
 
 NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
 # Times in force whose remainder rests on the book (the others expire).
@@ -24,7 +36,11 @@ def fillable(
     taker: Order, book: OrderBook, tick: int, budget: int, band: tuple[int, int]
 ) -> int:
     """How much of `taker` would fill now within the price band (low, high), walking the
-    book without changing it."""
+    book without changing it.
+
+    Each level is replayed on a copy of its queue (account, remaining, shown, display) so an
+    iceberg's refresh to the back of its level meets the others in the order match() would.
+    """
     opposite = book.asks if taker.is_buy else book.bids
     is_buy, is_market, limit = taker.is_buy, taker.type == "market", taker.price
     taker_bps = taker.taker_bps
@@ -37,14 +53,17 @@ def fillable(
             break
         if price < low or price > high:
             break
-        maker = level.head
-        while maker is not None and filled < want:
-            if maker.account is taker.account:
+        queue: deque[tuple[Account, int, int, int]] = deque(
+            (o.account, o.remaining, o.shown if o.display_qty else o.remaining, o.display_qty)
+            for o in level.orders()
+        )
+        while queue and filled < want:
+            account, left, shown, display = queue.popleft()
+            if account is taker.account:
                 if taker.stp != "cancel_oldest":
                     return filled
-                maker = maker.next
                 continue
-            q = min(want - filled, maker.remaining)
+            q = min(want - filled, shown)
             if budget != NO_BUDGET:
                 unit = price * tick
                 q = min(q, budget // (unit + unit_fee_hold(unit, taker_bps)))
@@ -52,7 +71,10 @@ def fillable(
                     return filled
                 budget -= q * unit + fee_of(q * unit, taker_bps)
             filled += q
-            maker = maker.next
+            left -= q
+            shown -= q
+            if left and not shown:  # an iceberg refreshes at the back
+                queue.append((account, left, min(display, left), display))
         if filled >= want:
             break
     return filled
@@ -78,7 +100,6 @@ def match(
     instrument = market.instruments[taker.symbol]
     low, high = instrument.low, instrument.high
     interrupted = False
-    last_price = 0
     is_buy = taker.is_buy
     opposite = book.asks if is_buy else book.bids
     keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
@@ -90,6 +111,7 @@ def match(
     remaining = taker.remaining
     end_reason: DoneReason | None = None
     append = events.append
+    last = 0  # the price of the last trade
     taker_bps = taker.taker_bps
     # What a limit buy holds per unit: its limit's value and the worst-case fee on it.
     unit_hold = limit * tick + unit_fee_hold(limit * tick, taker_bps) if taker_bps else limit * tick
@@ -102,23 +124,29 @@ def match(
             interrupted = True
             break
         level = levels[price]
-        maker = level.head
-        while maker is not None:
+        queue = level.queue
+        while queue:
+            maker = queue[0]
+            if maker.level is not level:  # departed earlier (lazy deletion)
+                queue.popleft()
+                continue
             maker_account = maker.account
             if maker_account is taker_account:
                 stp = taker.stp
                 if stp == "cancel_newest":
                     end_reason = "self_trade"
                     break
-                following = maker.next
+                queue.popleft()
                 end_resting(market, maker, "self_trade", events)
-                maker = following
+                queue = level.queue  # leaving may have compacted it into a new deque
                 if stp == "cancel_both":
                     end_reason = "self_trade"
                     break
                 continue
             maker_remaining = maker.remaining
-            q = remaining if remaining < maker_remaining else maker_remaining  # noqa: FURB136 - min() is a call on the hot path
+            display = maker.display_qty
+            avail = maker.shown if display else maker_remaining  # an iceberg trades what it shows
+            q = remaining if remaining < avail else avail  # noqa: FURB136 - min() is a call on the hot path
             if budget != NO_BUDGET:
                 unit = price * tick
                 if taker_bps:
@@ -173,9 +201,9 @@ def match(
             maker_remaining -= q
             maker.remaining = maker_remaining
             level.total -= q
+            last = price
             trade_id = market.next_trade
             market.next_trade = trade_id + 1
-            last_price = price
             append(
                 TradeExecuted(
                     trade_id, symbol, price, q, taker.side, maker.order_id,
@@ -183,32 +211,45 @@ def match(
                     taker_account.account_id, remaining, ts, maker_fee, taker_fee,
                 )
             )
+            if display:
+                shown = maker.shown = avail - q
+                if not shown and maker_remaining:
+                    # The shown part is used up: show the next part, at the back of the level.
+                    shown = maker.shown = min(maker_remaining, display)
+                    level.total += shown
+                    queue.popleft()
+                    queue.append(maker)
+                    append(
+                        OrderRefreshed(
+                            maker.order_id, maker_account.account_id, symbol, maker.side,
+                            price, shown, maker_remaining,
+                        )
+                    )
+                    if not remaining:
+                        break
+                    continue
             if maker_remaining:
                 break  # the taker is done: only a filled maker lets it go on
-            following = maker.next
-            level.head = following
-            if following is None:
-                level.tail = None
-            else:
-                following.prev = None
-            maker.level = maker.next = None
+            queue.popleft()
+            maker.level = None
+            level.live -= 1
             maker.status = "filled"
             del maker_account.open_orders[maker.order_id]
             if maker.client_order_id:
                 archive(maker)
-            maker = following
             if not remaining:
                 break
-        if level.head is None:
+        if not level.live:
             opposite.drop_level(price)
         if end_reason:
             break
     taker.remaining = remaining
-    if last_price:
+    if last:
+        book.last_price = last
         if instrument.band_pct:
-            instrument.reprice(last_price, instrument.band_pct)
+            instrument.reprice(last, instrument.band_pct)
         else:  # no band to move with it (the hot path: no call)
-            instrument.ref = last_price
+            instrument.ref = last
     if not remaining:
         taker.status = "filled"
         taker_account.open_orders.pop(taker_id, None)
@@ -237,6 +278,9 @@ def match(
         own_level = own_side.levels.get(limit)
         if own_level is None:
             own_level = own_side.add_level(limit)
+        display = taker.display_qty
+        if display:
+            taker.shown = min(remaining, display)
         own_level.append(taker)
         taker_account.open_orders[taker_id] = taker
         if taker.expire_at:
@@ -260,7 +304,7 @@ def end_resting(market: Market, order: Order, reason: DoneReason, events: list[E
     """Take a resting order off the book (keeping its level for the caller to drop)."""
     level = order.level
     assert level is not None, "only resting orders end this way"
-    level.unlink(order)
+    level.leave(order)
     end_taker(market, order, reason, events)
 
 

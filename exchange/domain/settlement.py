@@ -81,9 +81,11 @@ def _check_units(market: Market, cmd: DepositUnits | WithdrawUnits) -> list[Even
 def release_holds(market: Market, order: Order) -> None:
     account = order.account
     if order.is_buy:
-        if order.type == "limit":
+        if order.type in {"limit", "stop_limit"}:
             tick = market.instruments[order.symbol].tick
             account.cash_held -= buy_hold(order.price, tick, order.remaining, order.taker_bps)
+        elif order.type == "stop":  # a waiting stop buy holds its budget (fees included)
+            account.cash_held -= order.budget
     else:
         account.units_held[order.symbol] -= order.remaining
 

@@ -4,13 +4,13 @@ The export is canonical: the same history gives the same bytes on every run and
 every PYTHONHASHSEED (lists in creation, id or book-priority order; symbol-keyed
 maps sorted), so its SHA-256 is the state hash and snapshots restore to an equal hash.
 
-State added after the first release (fees, underwriting, market phases) lives in
-EngineState fields that default to empty and are left out when empty (msgspec encodes an
-array-like Struct's defaults, a map's it can omit): a state that has none encodes, and
-hashes, as it did, so snapshots written before still restore and check. Market phases
-leave an instrument out while its phase state is all defaults (no reference price: it
-never traded or uncrossed, nor came out of an offering; no rules), and an order without
-an expiry.
+State added after the first release (fees, underwriting, market phases; stops, icebergs and
+the last trade price) lives in EngineState fields that default to empty and are left out
+when empty (msgspec encodes an array-like Struct's defaults, a map's it can omit): a state
+that has none encodes, and hashes, as it did, so snapshots written before still restore and
+check. Market phases leave an instrument out while its phase state is all defaults (no
+reference price: it never traded or uncrossed, nor came out of an offering; no rules), and
+an order without an expiry.
 """
 
 import hashlib
@@ -116,6 +116,23 @@ class BookState(msgspec.Struct, frozen=True, array_like=True):
     orders: list[OrderState]
 
 
+class BookStops(msgspec.Struct, frozen=True, array_like=True):
+    """Stop orders of one book waiting for their trigger, oldest first (books without: none)."""
+
+    symbol: str
+    orders: list[OrderState]
+
+
+class OrderExtras(msgspec.Struct, frozen=True, array_like=True):
+    """An open order's stop and iceberg fields, when any is not zero (docs/ENGINE.md)."""
+
+    order_id: int
+    trigger_price: int
+    display_qty: int
+    shown: int
+    budget: int
+
+
 class EngineState(msgspec.Struct, frozen=True, omit_defaults=True):
     version: int
     next_account: int
@@ -133,6 +150,11 @@ class EngineState(msgspec.Struct, frozen=True, omit_defaults=True):
     # Market phases, left out likewise: in instrument, then order id order.
     phases: list[PhaseState] = msgspec.field(default_factory=list)
     order_expiry: list[OrderExpiry] = msgspec.field(default_factory=list)
+    # Issue 16, left out when empty too: waiting stops by book (in book order), the last
+    # trade price of each book that has traded, and the open orders' stop/iceberg fields.
+    stops: list[BookStops] = msgspec.field(default_factory=list)
+    last_prices: list[tuple[str, int]] = msgspec.field(default_factory=list)
+    order_extras: list[OrderExtras] = msgspec.field(default_factory=list)
 
 
 def export_state(engine: Engine) -> EngineState:
@@ -186,6 +208,17 @@ def export_state(engine: Engine) -> EngineState:
             OrderExpiry(o.order_id, o.expire_at)
             for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
             if o.expire_at
+        ],
+        stops=[
+            BookStops(b.symbol, [o.state() for o in b.stops.orders.values()])
+            for b in engine.books.values()
+            if b.stops.orders
+        ],
+        last_prices=[(b.symbol, b.last_price) for b in engine.books.values() if b.last_price],
+        order_extras=[
+            OrderExtras(o.order_id, o.trigger_price, o.display_qty, o.shown, o.budget)
+            for o in sorted(_open_orders(engine), key=lambda o: o.order_id)
+            if o.trigger_price or o.display_qty or o.budget
         ],
     )
 
@@ -241,11 +274,22 @@ def restore_state(state: EngineState) -> Engine:
         instrument = engine.instruments[f.key]
         instrument.maker_bps, instrument.taker_bps = f.maker_bps, f.taker_bps
     open_orders: dict[int, Order] = {}
+    # Before the orders rest or wait: an iceberg's level counts what it shows, a stop's
+    # place among the stops is by its trigger.
+    extras = {x.order_id: x for x in state.order_extras}
     for b in state.books:
         book = engine.books[b.symbol]
         for s in b.orders:
-            order = open_orders[s.order_id] = _restore_order(engine, s)
+            order = open_orders[s.order_id] = _restore_order(engine, s, extras.get(s.order_id))
             (book.bids if order.is_buy else book.asks).rest(order)
+    for bs in state.stops:
+        book = engine.books[bs.symbol]
+        for s in bs.orders:
+            order = open_orders[s.order_id] = _restore_order(engine, s, extras.get(s.order_id))
+            book.stops.add(order)
+    for symbol, last_price in state.last_prices:
+        engine.books[symbol].last_price = last_price
+    # After the stops: a waiting stop keeps the rates it was accepted with too.
     for f in state.order_fees:
         order = open_orders[int(f.key)]
         order.maker_bps, order.taker_bps = f.maker_bps, f.taker_bps
@@ -316,13 +360,16 @@ def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderStat
     return ClientOrderState(cid, place, open_order_id=outcome.order_id)
 
 
-def _restore_order(engine: Engine, s: OrderState) -> Order:
+def _restore_order(engine: Engine, s: OrderState, x: OrderExtras | None) -> Order:
     order = Order(
-        s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side, s.type,
-        s.tif, s.price, s.qty, s.post_only, s.stp, s.ts,
-    )
-    order.remaining = s.remaining
-    order.status = s.status
+        s.order_id, engine.accounts[s.account], s.client_order_id, s.symbol, s.side,
+        s.side == "buy", s.type, s.tif, s.price, s.qty, s.remaining, s.post_only, s.stp, s.ts,
+        s.status,
+    )  # its fee rates, when not zero, come from EngineState.order_fees
+    if x is not None:
+        order.trigger_price, order.display_qty, order.shown, order.budget = (
+            x.trigger_price, x.display_qty, x.shown, x.budget,
+        )
     return order
 
 

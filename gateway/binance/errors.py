@@ -73,6 +73,7 @@ REJECTS: dict[str, Mapped] = {
     RejectCode.PRICE_OUT_OF_BAND: Mapped(400, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
     RejectCode.NOT_IN_PHASE: Mapped(400, -1013, "Market is closed."),
     RejectCode.BAD_EXPIRY: Mapped(400, -1013, "Filter failure: EXPIRY (expire_at not ahead)"),
+    RejectCode.BAD_TRIGGER: Mapped(400, -2010, "Stop price would trigger immediately."),
 }
 # A code added to RejectCode after this table (tests/test_binance_signing.py insists that
 # every one is listed): refused as a generic order rejection, our code in the message.
