@@ -1,4 +1,5 @@
-"""End to end over the real server: an offering, its opening auction with indicative prices
+"""End to end over the real server: an underwritten (firm, undersubscribed) offering and
+its allocation, its opening auction with indicative prices
 on the book channel, the uncross at the volume-maximising price, continuous trading, an
 order beyond the dynamic band, the volatility interruption, and its timer-driven re-open;
 a gtd order's expiry; a halt and its re-opening auction; a session's close.
@@ -37,6 +38,7 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
         alice, alice_key = await admin.account("alice", "20000.00")
         _, bob_key = await admin.account("bob", "20000.00")
         _, carol_key = await admin.account("carol", "20000.00")
+        bank, bank_key = await admin.account("bank", "15000.00")
         listing = {
             "symbol": "IPO", "kind": "share", "tick_size": "0.01", "issuer": issuer,
             "band_pct": 10, "interruption_s": INTERRUPTION_S,
@@ -47,7 +49,8 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
             "POST", "/v1/admin/instruments/IPO/rules", {"open_at": T0 - 1}
         )
         assert (code, refused["code"]) == (409, "BAD_EXPIRY")
-        terms = {"symbol": "IPO", "price": "10.00", "qty": 1000}
+        terms = {"symbol": "IPO", "price": "10.00", "qty": 1000, "underwriter": bank,
+                 "fee_bps": 700, "commitment": "firm"}  # fmt: skip
         offering_id = (await admin.ok("POST", "/v1/admin/offerings", terms))["offering_id"]
 
         async with (
@@ -57,13 +60,23 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
             await Client.connect(server.ws_url, carol_key) as c,
         ):
             await a.request("subscribe_offering", offering_id=offering_id, qty=600)
-            await b.request("subscribe_offering", offering_id=offering_id, qty=600)
+            await b.request("subscribe_offering", offering_id=offering_id, qty=300)
             await watcher.subscribe(["book", "trades"], ["IPO"])
             snapshot = await watcher.next_event("book_snapshot")
             assert snapshot["status"] == "in_offering"
 
-            # The offering closes: the instrument is in its opening auction.
-            await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+            # The offering closes undersubscribed (900 of 1,000): everyone gets what they
+            # asked for, the underwriter buys the other 100 and takes its 7% of the gross;
+            # the instrument is in its opening auction.
+            closed = await admin.ok("POST", f"/v1/admin/offerings/{offering_id}/close")
+            assert (closed["issued"], closed["underwritten"], closed["fee"]) == (
+                1000, 100, "700.00"
+            )
+            assert closed["issuer_proceeds"] == "9300.00"
+            bank_now = await admin.ok("GET", "/v1/account", token=bank_key)
+            assert (bank_now["cash"], bank_now["positions"]) == ("14700.00", {"IPO": 100})
+            issuer_now = await admin.ok("GET", "/v1/account", token=issuer_key)
+            assert issuer_now["cash"] == "9300.00"
             status = await _until(watcher, "status", symbol="IPO")
             assert (status["status"], status["reason"], status["open_at"]) == (
                 "pre_open", "offering", None
@@ -90,7 +103,7 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
             assert [(t["price"], t["qty"]) for t in trades] == [("10.00", 200), ("10.00", 100)]
             assert (await _until(watcher, "status", symbol="IPO"))["status"] == "trading"
             assert (await admin.ok("GET", "/v1/account", token=alice_key))["positions"] == {
-                "IPO": 200
+                "IPO": 300
             }
             assert (await a.next_event("fill"))["price"] == "10.00"
 
@@ -130,10 +143,10 @@ async def test_an_ipo_from_offering_to_auction_to_interruption_and_reopen(tmp_pa
             assert (done["order_id"], done["reason"]) == (gtd["order_id"], "expired")
             order = await admin.ok("GET", f"/v1/orders/{gtd['order_id']}", token=carol_key)
             assert (order["status"], order["expire_at"]) == ("expired", expire_at)
-        # Alice: 500 allocated, 300 sold in the opening auction, 10 and 40 continuously,
+        # Alice: 600 allocated, 300 sold in the opening auction, 10 and 40 continuously,
         # 20 in the re-opening auction.
         account = await admin.ok("GET", "/v1/account", token=alice_key)
-        assert (account["account"], account["positions"]) == (alice, {"IPO": 130})
+        assert (account["account"], account["positions"]) == (alice, {"IPO": 230})
 
 
 async def test_a_halt_and_its_reopening_auction_over_the_admin_routes(tmp_path: Path) -> None:
