@@ -131,7 +131,7 @@ def _plot(
     if fraction is not None:
         bottom.set_title(
             f"tracking error after warm-up: {fraction:.2%} of the value "
-            f"(bound {summary['bound_fraction']:.0%})",
+            f"(bound {summary['bound_fraction']:.1%})",
             fontsize=9,
         )
     bottom.set_xlabel("simulated minutes")
