@@ -246,13 +246,10 @@ async def test_stop_orders_wait_show_their_stop_price_and_trigger(server: Runnin
         assert book["asks"] == []  # waiting stops are off the book
 
         await buyer.create_order("STOPS/USD", "limit", "buy", 5, 9.5)
-        await seller.create_order("STOPS/USD", "market", "sell", 1)  # trades at the trigger
-        mine: list[Any] = []
-        for _ in range(100):  # the stop-limit's fill, once the read side has it
-            mine = await owner.fetch_my_trades("STOPS/USD")
-            if mine:
-                break
-            await asyncio.sleep(0.05)
+        # Trades at the trigger: the stop-limit runs within the same command (after the
+        # order that triggered it), so its fill is read side history once this answers.
+        await seller.create_order("STOPS/USD", "market", "sell", 1)
+        mine = await owner.fetch_my_trades("STOPS/USD")
         assert [(t["order"], t["price"], t["amount"]) for t in mine] == [
             (stop_limit["id"], 9.5, 2)
         ]
