@@ -1,8 +1,9 @@
 """End to end: unmodified ccxt (async and ccxt.pro, its `binance` class with the URL table
 of the README) trades on the real server through the Binance-spot dialect: markets and
-public reads, every kind of order, queries, cancels, edits, fills with their fees, the
-ccxt exception each error must raise, and the streams (trades, ticker, orders, my trades,
-balance, and an order book kept in sync over 1,000 updates while others trade)."""
+public reads, every kind of order (stops that wait and trigger, icebergs), queries,
+cancels, edits, fills with their fees, the ccxt exception each error must raise, and the
+streams (trades, ticker, orders, my trades, balance, and an order book kept in sync over
+1,000 updates while others trade)."""
 
 import asyncio
 import json
@@ -214,6 +215,80 @@ async def test_each_error_raises_the_ccxt_exception_binance_would(server: Runnin
     finally:
         for each in (stranger, wrong_secret, late):
             await each.close()
+
+
+async def test_stop_orders_wait_show_their_stop_price_and_trigger(server: RunningServer) -> None:
+    await instrument(server, "STOPS")
+    seller = await client(server, "stops-seller", units={"STOPS": 100})
+    buyer = await client(server, "stops-buyer")
+    owner = await client(server, "stops-owner", units={"STOPS": 10})
+    try:
+        for ex in (seller, buyer, owner):
+            await ex.load_markets()
+        info = (await get(server, "/api/v3/exchangeInfo?symbol=STOPSUSD"))["symbols"][0]
+        assert {"STOP_LOSS", "STOP_LOSS_LIMIT"} <= set(info["orderTypes"])
+        await buyer.create_order("STOPS/USD", "limit", "buy", 1, 10.0)
+        await seller.create_order("STOPS/USD", "market", "sell", 1)  # the last trade: 10.00
+
+        stop_limit = await owner.create_order(
+            "STOPS/USD", "STOP_LOSS_LIMIT", "sell", 2, 9.4, {"stopPrice": 9.5}
+        )
+        loss = await owner.create_order(
+            "STOPS/USD", "STOP_LOSS", "sell", 1, None, {"triggerPrice": 9.0}
+        )
+        shown = await owner.fetch_order(stop_limit["id"], "STOPS/USD")
+        assert (shown["status"], shown["triggerPrice"], shown["price"]) == ("open", 9.5, 9.4)
+        assert (shown["info"]["type"], shown["info"]["stopPrice"]) == ("STOP_LOSS_LIMIT", "9.50")
+        shown = await owner.fetch_order(loss["id"], "STOPS/USD")
+        assert (shown["status"], shown["triggerPrice"]) == ("open", 9.0)
+        assert (shown["info"]["type"], shown["info"]["stopPrice"]) == ("STOP_LOSS", "9.00")
+        book = await owner.fetch_order_book("STOPS/USD")
+        assert book["asks"] == []  # waiting stops are off the book
+
+        await buyer.create_order("STOPS/USD", "limit", "buy", 5, 9.5)
+        # Trades at the trigger: the stop-limit runs within the same command (after the
+        # order that triggered it), so its fill is read side history once this answers.
+        await seller.create_order("STOPS/USD", "market", "sell", 1)
+        mine = await owner.fetch_my_trades("STOPS/USD")
+        assert [(t["order"], t["price"], t["amount"]) for t in mine] == [
+            (stop_limit["id"], 9.5, 2)
+        ]
+        done = await owner.fetch_order(stop_limit["id"], "STOPS/USD")
+        assert (done["status"], done["info"]["type"], done["triggerPrice"]) == (
+            "closed", "STOP_LOSS_LIMIT", 9.5,
+        )  # fmt: skip
+        assert (await owner.fetch_order(loss["id"], "STOPS/USD"))["status"] == "open"
+        await owner.cancel_order(loss["id"], "STOPS/USD")
+
+        with pytest.raises(ccxt.OrderImmediatelyFillable):  # BAD_TRIGGER: past the last trade
+            await owner.create_order("STOPS/USD", "STOP_LOSS", "sell", 1, None, {"stopPrice": 10})
+        with pytest.raises(ccxt.BadRequest, match="quoteOrderQty"):  # a stop buy needs a budget
+            await owner.create_order("STOPS/USD", "STOP_LOSS", "buy", 1, None, {"stopPrice": 11})
+        budgeted = await owner.private_post_order({  # ccxt's raw call: the budget goes through
+            "symbol": "STOPSUSD", "side": "BUY", "type": "STOP_LOSS", "stopPrice": "11.00",
+            "quoteOrderQty": "20.00"})  # fmt: skip
+        assert (budgeted["type"], budgeted["stopPrice"], budgeted["status"]) == (
+            "STOP_LOSS", "11.00", "NEW",
+        )  # fmt: skip
+    finally:
+        for ex in (seller, buyer, owner):
+            await ex.close()
+
+
+async def test_an_iceberg_shows_only_its_iceberg_qty(server: RunningServer) -> None:
+    await instrument(server, "BERG")
+    ex = await client(server, "berg", units={"BERG": 50})
+    try:
+        await ex.load_markets()
+        placed = await ex.create_order("BERG/USD", "limit", "sell", 10, 12.0, {"icebergAmount": 3})
+        assert placed["info"]["icebergQty"] == "3"
+        shown = await ex.fetch_order(placed["id"], "BERG/USD")
+        assert (shown["amount"], shown["remaining"], shown["info"]["icebergQty"]) == (10, 10, "3")
+        assert (await ex.fetch_order_book("BERG/USD"))["asks"] == [[12.0, 3.0]]
+        ours = await get(server, "/v1/book/BERG")
+        assert ours["asks"] == [["12.00", 3]]
+    finally:
+        await ex.close()
 
 
 async def test_streams_of_trades_ticker_orders_my_trades_and_balance(

@@ -2,7 +2,9 @@
 the bytes as sent (percent-encoding included), the timestamp window, the key checks, a
 fraction of a unit refused with LOT_SIZE, the weight header and 429 with Retry-After,
 SUBSCRIBE answered before any event, the combined stream's wrapper, the WebSocket API's
-signature check, and the older listen-key flow of the user-data stream."""
+signature check, the older listen-key flow of the user-data stream, and stop orders and
+icebergs in Binance's shapes (a STOP_LOSS BUY with its quoteOrderQty budget, and what is
+refused)."""
 
 import asyncio
 import hashlib
@@ -15,6 +17,7 @@ import ccxt
 import pytest
 import pytest_asyncio
 
+from exchange.domain.limits import MAX_QTY
 from tests.binance_helpers import admin, ccxt_client, now_ms, raw, signed_query, trader
 from tests.server import RunningServer, running, start, stop
 
@@ -275,3 +278,64 @@ async def test_open_dialect_sockets_are_closed_1001_when_the_server_stops(
     finally:
         if own.process.returncode is None:
             await stop(own)
+
+
+async def test_stop_orders_and_icebergs_in_binance_shapes(server: RunningServer) -> None:
+    _, key, secret = await trader(server, "raw-stops", units={"ACME": 10})
+    status, made, _ = await raw(server, "POST", "/api/v3/userDataStream", key, body="")
+    assert status == 200, made
+
+    async def place(**order: str) -> tuple[int, Any]:
+        status, body, _ = await raw(
+            server, "POST", "/api/v3/order", key, body=signed_query(secret, order)
+        )
+        return status, body
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.port}/ws/{made['listenKey']}") as stream,
+    ):
+        status, stop_buy = await place(
+            symbol="ACMEUSD", side="BUY", type="STOP_LOSS", quoteOrderQty="50.00",
+            stopPrice="99.00", newClientOrderId="stop-buy",
+        )  # fmt: skip
+        assert status == 200, stop_buy
+        assert (stop_buy["type"], stop_buy["stopPrice"], stop_buy["status"]) == (
+            "STOP_LOSS", "99.00", "NEW",
+        )  # fmt: skip
+        assert stop_buy["origQty"] == str(MAX_QTY)  # as many units as the budget buys
+        report = await stream.receive_json(timeout=WAIT_S)
+        assert (report["e"], report["o"], report["P"], report["c"]) == (
+            "executionReport", "STOP_LOSS", "99.00", "stop-buy",
+        )  # fmt: skip
+        status, iceberg_stop = await place(
+            symbol="ACMEUSD", side="SELL", type="STOP_LOSS_LIMIT", timeInForce="GTC",
+            quantity="6", price="1.00", stopPrice="1.10", icebergQty="2",
+        )  # fmt: skip
+        assert status == 200, iceberg_stop
+        assert (iceberg_stop["type"], iceberg_stop["stopPrice"], iceberg_stop["icebergQty"]) == (
+            "STOP_LOSS_LIMIT", "1.10", "2",
+        )  # fmt: skip
+    query = signed_query(secret, {"symbol": "ACMEUSD", "orderId": iceberg_stop["orderId"]})
+    status, shown, _ = await raw(server, "GET", "/api/v3/order", key, query)
+    assert (shown["type"], shown["stopPrice"], shown["icebergQty"], shown["price"]) == (
+        "STOP_LOSS_LIMIT", "1.10", "2", "1.00",
+    )  # fmt: skip
+    refusals = [
+        ({"side": "BUY", "type": "STOP_LOSS", "quantity": "1", "stopPrice": "99.00"}, -1102),
+        ({"side": "SELL", "type": "STOP_LOSS", "quantity": "1", "stopPrice": "1.00",
+          "price": "1.00"}, -1106),
+        ({"side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1",
+          "price": "50.00", "stopPrice": "1.00"}, -1106),
+        ({"side": "SELL", "type": "STOP_LOSS_LIMIT", "timeInForce": "GTC", "quantity": "1",
+          "price": "1.00"}, -1102),
+        ({"side": "SELL", "type": "LIMIT", "timeInForce": "IOC", "quantity": "1",
+          "price": "50.00", "icebergQty": "1"}, -1128),
+        ({"side": "BUY", "type": "STOP_LOSS", "quantity": "1", "quoteOrderQty": "5.00",
+          "stopPrice": "99.00"}, -1128),
+    ]  # fmt: skip
+    for order, code in refusals:
+        status, body = await place(symbol="ACMEUSD", **order)
+        assert (status, body.get("code")) == (400, code), (order, body)
+        if code == -1102 and order["type"] == "STOP_LOSS":
+            assert "quoteOrderQty" in body["msg"]

@@ -30,8 +30,15 @@ STP = {
 }  # fmt: skip
 NEW_ORDER_PARAMS = frozenset({
     "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price",
-    "newClientOrderId", "newOrderRespType", "selfTradePreventionMode",
+    "newClientOrderId", "newOrderRespType", "selfTradePreventionMode", "stopPrice",
+    "icebergQty",
 })  # fmt: skip
+# Binance's order types as ours: (type, whether it has a price, whether it has a stopPrice).
+KINDS = {
+    "LIMIT": ("limit", True, False), "LIMIT_MAKER": ("limit", True, False),
+    "MARKET": ("market", False, False), "STOP_LOSS": ("stop", False, True),
+    "STOP_LOSS_LIMIT": ("stop_limit", True, True),
+}  # fmt: skip
 
 
 def _int(params: dict[str, str], name: str, default: int, low: int = 0, high: int = BIG) -> int:
@@ -44,6 +51,18 @@ def _int(params: dict[str, str], name: str, default: int, low: int = 0, high: in
     if not low <= value <= high:
         raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid ({low}..{high}).")
     return value
+
+
+def _price(d: Dialect, symbol: str, params: dict[str, str], name: str) -> int:
+    """A price parameter in ticks (-1102 when missing, PRICE_FILTER when off the tick)."""
+    text = params.get(name)
+    if not text:
+        raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
+            "or malformed.")
+    try:
+        return d.read.ticks(symbol, text)
+    except MoneyError as problem:
+        raise from_reject(problem.code) from None
 
 
 def _client_id(params: dict[str, str], name: str) -> str:
@@ -92,8 +111,9 @@ def place_command(
     if side is None:
         raise BinanceError(-1117, "Invalid side.")
     kind = params.get("type", "")
-    if kind not in {"LIMIT", "MARKET", "LIMIT_MAKER"}:
+    if kind not in KINDS:
         raise BinanceError(-1116, "Invalid orderType.")
+    our_type, priced, stopped = KINDS[kind]
     cid = _client_id(params, "newClientOrderId")
     if params.get("newOrderRespType", "FULL") not in {"ACK", "RESULT", "FULL"}:
         raise BinanceError(-1130, "Data sent for parameter 'newOrderRespType' is not valid.")
@@ -101,7 +121,7 @@ def place_command(
     if stp is None:
         raise BinanceError(-1130, "Data sent for parameter 'selfTradePreventionMode' is not valid.")
     tif_text = params.get("timeInForce")
-    if kind == "LIMIT":
+    if kind in {"LIMIT", "STOP_LOSS_LIMIT"}:
         if tif_text is None:
             raise BinanceError(-1102, "Mandatory parameter 'timeInForce' was not sent, was "
                 "empty/null, or malformed.")
@@ -112,35 +132,43 @@ def place_command(
         raise BinanceError(-1106, "Parameter 'timeInForce' sent when not required.")
     else:
         tif = "gtc"
-    price = 0
-    if kind == "MARKET":
-        if "price" in params:
-            raise BinanceError(-1106, "Parameter 'price' sent when not required.")
-    else:
-        text = params.get("price")
-        if not text:
-            raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, "
-                "or malformed.")
-        try:
-            price = d.read.ticks(symbol, text)
-        except MoneyError as problem:
-            raise from_reject(problem.code) from None
+    price = _price(d, symbol, params, "price") if priced else 0
+    if not priced and "price" in params:
+        raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+    trigger = _price(d, symbol, params, "stopPrice") if stopped else 0
+    if not stopped and "stopPrice" in params:
+        raise BinanceError(-1106, "Parameter 'stopPrice' sent when not required.")
+    display = 0
+    if "icebergQty" in params:
+        if kind not in {"LIMIT", "STOP_LOSS_LIMIT"} or tif != "gtc":
+            raise BinanceError(-1128, "Combination of optional parameters invalid: icebergQty "
+                "is for a LIMIT or STOP_LOSS_LIMIT order with timeInForce GTC.")
+        display = shapes.quantity(params["icebergQty"], "icebergQty")
+    # A market buy may give the cash to spend instead of a quantity; a STOP_LOSS BUY must:
+    # our stop buy holds a budget (max_notional) while it waits, and Binance's order has no
+    # other parameter for one.
+    budgeted = side == "buy" and kind in {"MARKET", "STOP_LOSS"}
     max_notional = 0
     if "quoteOrderQty" in params:
-        if kind != "MARKET" or side != "buy" or "quantity" in params:
+        if not budgeted or "quantity" in params:
             raise BinanceError(-1128, "Combination of optional parameters invalid: quoteOrderQty "
-                "is for a MARKET BUY without quantity here.")
+                "is for a MARKET or STOP_LOSS BUY without quantity here.")
         try:
             max_notional = parse_cash(params["quoteOrderQty"])
         except MoneyError as problem:
             raise from_reject(problem.code) from None
         qty = MAX_QTY  # as many units as the amount buys
+    elif kind == "STOP_LOSS" and side == "buy":
+        raise BinanceError(-1102, "Mandatory parameter 'quoteOrderQty' was not sent, was "
+            "empty/null, or malformed: a STOP_LOSS BUY here needs the cash it may spend, "
+            "held while it waits.")
     else:
         qty = shapes.quantity(params.get("quantity"))
     command = cmd.PlaceOrder(
         account=account_id, client_order_id=cid, symbol=symbol, side=side,  # type: ignore[arg-type]
-        type="market" if kind == "MARKET" else "limit", price=price, qty=qty,
+        type=our_type, price=price, qty=qty,  # type: ignore[arg-type]
         tif=tif, post_only=kind == "LIMIT_MAKER", stp=stp, max_notional=max_notional,  # type: ignore[arg-type]
+        trigger_price=trigger, display_qty=display,
     )  # fmt: skip
     return command, kind == "LIMIT_MAKER"
 
@@ -154,6 +182,7 @@ def placed_answer(d: Dialect, events: list[Any], post_only: bool) -> Json:
             accepted.order_id, accepted.account, accepted.client_order_id, accepted.symbol,
             accepted.side, accepted.type, accepted.tif, accepted.price, accepted.qty,
             accepted.remaining, accepted.status, accepted.ts,
+            trigger_price=accepted.trigger_price, display_qty=accepted.display_qty,
         )  # fmt: skip
     shown = shapes.order(d.read, d.names, record, post_only)
     trade_ids = {
@@ -174,7 +203,7 @@ def placed_answer(d: Dialect, events: list[Any], post_only: bool) -> Json:
             "price": d.read.price(fill.symbol, fill.price), "qty": str(fill.qty),
             "commission": fee, "commissionAsset": asset, "tradeId": fill.trade_id,
         })  # fmt: skip
-    return {
+    answer = {
         "symbol": shown["symbol"], "orderId": shown["orderId"], "orderListId": -1,
         "clientOrderId": shown["clientOrderId"], "transactTime": shapes.ms(accepted.ts),
         "price": shown["price"], "origQty": shown["origQty"],
@@ -184,6 +213,11 @@ def placed_answer(d: Dialect, events: list[Any], post_only: bool) -> Json:
         "workingTime": shapes.ms(accepted.ts), "selfTradePreventionMode": shapes.STP_MODE,
         "fills": fills,
     }  # fmt: skip
+    if record.trigger_price:  # Binance shows these only on the orders that have them
+        answer["stopPrice"] = shown["stopPrice"]
+    if record.display_qty:
+        answer["icebergQty"] = shown["icebergQty"]
+    return answer
 
 
 @routes.post("/api/v3/order")

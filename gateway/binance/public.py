@@ -22,7 +22,7 @@ Json = dict[str, Any]
 DEPTH_DEFAULT, DEPTH_MAX = 100, 5_000
 TRADES_DEFAULT, TRADES_MAX = 500, TRADES_KEPT
 KLINES_DEFAULT, KLINES_MAX = 500, 1_000
-ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET"]
+ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT"]
 EXCHANGE_INFO_PARAMS = frozenset(
     {"symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"}
 )
@@ -118,7 +118,7 @@ def _symbol_info(d: Dialect, symbol: str) -> Json:
         "baseCommissionPrecision": 0,
         "quoteCommissionPrecision": 2,
         "orderTypes": ORDER_TYPES,
-        "icebergAllowed": False,
+        "icebergAllowed": True,
         "ocoAllowed": False,
         "otoAllowed": False,
         "quoteOrderQtyMarketAllowed": True,

@@ -97,10 +97,20 @@ def order_status(record: OrderRecord) -> str:
     return STATUS.get(record.status, "CANCELED")
 
 
-def order_type(order_type_: str, post_only: bool = False) -> str:
+def order_type(order_type_: str, post_only: bool = False, trigger_price: int = 0) -> str:
+    """Binance's type of an order: a stop keeps its type once triggered (our record then
+    says `market` or `limit`; its trigger price stays)."""
+    if order_type_ == "stop" or (trigger_price and order_type_ == "market"):
+        return "STOP_LOSS"
+    if order_type_ == "stop_limit" or trigger_price:
+        return "STOP_LOSS_LIMIT"
     if order_type_ == "market":
         return "MARKET"
     return "LIMIT_MAKER" if post_only else "LIMIT"
+
+
+def stop_price(read: ReadModel, r: OrderRecord) -> str:
+    return read.price(r.symbol, r.trigger_price) if r.trigger_price else "0.00"
 
 
 def shown_tif(record_type: str, tif: str) -> str:
@@ -125,10 +135,10 @@ def order(read: ReadModel, names: Names, r: OrderRecord, post_only: bool = False
         "cummulativeQuoteQty": quote_qty(read, r.symbol, r.notional),
         "status": order_status(r),
         "timeInForce": shown_tif(r.type, r.tif),
-        "type": order_type(r.type, post_only),
+        "type": order_type(r.type, post_only, r.trigger_price),
         "side": SIDE[r.side],
-        "stopPrice": "0.00",
-        "icebergQty": "0",
+        "stopPrice": stop_price(read, r),
+        "icebergQty": str(r.display_qty),
         "time": t,
         "updateTime": t,
         "isWorking": r.status == "open",

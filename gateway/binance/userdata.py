@@ -161,8 +161,9 @@ class UserData:
         report = {
             "e": "executionReport", "E": self.clock_ms(), "s": names.wire(r.symbol),
             "c": r.client_order_id, "S": shown["side"], "o": shown["type"],
-            "f": shown["timeInForce"], "q": str(r.qty), "p": shown["price"], "P": "0.00",
-            "F": "0", "g": -1, "C": "", "x": "NEW", "X": "NEW", "r": "NONE",
+            "f": shown["timeInForce"], "q": str(r.qty), "p": shown["price"],
+            "P": shown["stopPrice"], "F": "0", "g": -1, "C": "", "x": "NEW", "X": "NEW",
+            "r": "NONE",
             "i": r.order_id, "l": "0", "z": str(r.filled), "L": read.price(r.symbol, 0),
             "n": "0", "N": None, "T": shapes.ms(r.ts), "t": -1, "I": 0,
             "w": r.status == "open", "m": False, "M": False, "O": shapes.ms(r.ts),
@@ -175,9 +176,11 @@ class UserData:
     def _new_report(self, e: OrderAccepted) -> Json:
         r = OrderRecord(
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
-            e.price, e.qty, e.qty, "open", e.ts,
+            e.price, e.qty, e.qty, "open", e.ts, trigger_price=e.trigger_price,
+            display_qty=e.display_qty,
         )  # fmt: skip
-        return self._report(r, o=shapes.order_type(e.type, e.post_only), z="0", Z="0.00")
+        o = shapes.order_type(e.type, e.post_only, e.trigger_price)
+        return self._report(r, o=o, z="0", Z="0.00")
 
     def _trade_report(self, account: str, f: Fill) -> Json:
         read = self.d.read
