@@ -32,6 +32,13 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     instrument = market.instruments.get(symbol)
     side, type_, tif, price, qty, ts = cmd.side, cmd.type, cmd.tif, cmd.price, cmd.qty, cmd.ts
     is_buy = side == "buy"
+    # What a limit buy holds: its value and, with a taker rate, its worst-case fees (worked
+    # out once: the guard below checks it, resting or matching holds it).
+    hold = 0
+    if is_buy and instrument is not None:
+        taker_bps = instrument.taker_bps
+        unit = instrument.tick
+        hold = buy_hold(price, unit, qty, taker_bps) if taker_bps else price * unit * qty
     # The common order (a plain limit order that passes every check) skips _check_place:
     # this guard implies each of its checks passes, and anything else takes the full path.
     if not (
@@ -49,12 +56,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         and 0 < price <= MAX_PRICE_TICKS
         and len(account.open_orders) < MAX_OPEN_ORDERS_PER_ACCOUNT
         and (
-            (
-                buy_hold(price, instrument.tick, qty, instrument.taker_bps)
-                if instrument.taker_bps
-                else price * instrument.tick * qty
-            )
-            <= account.cash - account.cash_held
+            hold <= account.cash - account.cash_held
             if is_buy
             else qty <= account.positions.get(symbol, 0) - account.units_held.get(symbol, 0)
         )
@@ -69,10 +71,9 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     order_id = market.next_order
     market.next_order = order_id + 1
     tick = instrument.tick
-    taker_bps = instrument.taker_bps
     order = Order(
         order_id, account, cid, symbol, side, is_buy, type_, tif, price, qty, qty,
-        cmd.post_only, cmd.stp, ts, maker_bps=instrument.maker_bps, taker_bps=taker_bps,
+        cmd.post_only, cmd.stp, ts, maker_bps=instrument.maker_bps, taker_bps=instrument.taker_bps,
         expire_at=cmd.expire_at,
     )
     if cid:
@@ -99,9 +100,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
             # Nothing to meet (the best opposite price is beyond the limit): it rests, as
             # match() would rest it, without walking anything.
             if is_buy:
-                account.cash_held += buy_hold(price, tick, qty, taker_bps) if taker_bps else (
-                    price * tick * qty
-                )
+                account.cash_held += hold
             else:
                 held = account.units_held
                 held[symbol] = held.get(symbol, 0) + qty
@@ -130,9 +129,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     # these holds down.
     if is_buy:
         if budget == NO_BUDGET:
-            account.cash_held += buy_hold(price, tick, qty, taker_bps) if taker_bps else (
-                price * tick * qty
-            )
+            account.cash_held += hold
     else:
         held = account.units_held
         held[symbol] = held.get(symbol, 0) + qty
