@@ -54,8 +54,7 @@ def list_instrument(market: Market, cmd: ListInstrument) -> list[Event]:
     if problem:
         return refuse(cmd, Code.BAD_FEE, problem)
     events: list[Event] = []
-    if cmd.maker_bps or cmd.taker_bps:
-        open_fee_account(market, events)
+    open_fee_account(market, events, cmd.maker_bps, cmd.taker_bps)
     market.instruments[cmd.symbol] = Instrument(
         cmd.symbol, cmd.kind, cmd.tick, cmd.issuer, "listed", cmd.maker_bps, cmd.taker_bps
     )

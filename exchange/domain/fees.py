@@ -62,9 +62,10 @@ def offering_fee_problem(fee_bps: int) -> str:
     return ""
 
 
-def open_fee_account(market: Market, events: list[Event]) -> None:
-    """Create the fee account if it does not exist yet (before the first non-zero rate)."""
-    if FEE_ACCOUNT not in market.accounts:
+def open_fee_account(market: Market, events: list[Event], maker_bps: int, taker_bps: int) -> None:
+    """Create the fee account if it does not exist yet and a rate is not zero (it is made
+    before the first non-zero rate takes effect)."""
+    if (maker_bps or taker_bps) and FEE_ACCOUNT not in market.accounts:
         market.accounts[FEE_ACCOUNT] = Account(FEE_ACCOUNT, FEE_ACCOUNT_NAME)
         events.append(AccountCreated(account=FEE_ACCOUNT, name=FEE_ACCOUNT_NAME, api_key_hash=""))
 
@@ -82,8 +83,7 @@ def set_fees(market: Market, cmd: SetInstrumentFees) -> list[Event]:
     if problem:
         return refuse(cmd, Code.BAD_FEE, problem)
     events: list[Event] = []
-    if cmd.maker_bps or cmd.taker_bps:
-        open_fee_account(market, events)
+    open_fee_account(market, events, cmd.maker_bps, cmd.taker_bps)
     instrument.maker_bps, instrument.taker_bps = cmd.maker_bps, cmd.taker_bps
     events.append(
         InstrumentFeesSet(symbol=cmd.symbol, maker_bps=cmd.maker_bps, taker_bps=cmd.taker_bps)
