@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from exchange.bus import (
     Bus,
@@ -36,6 +36,11 @@ MAX_FORM_BYTES = 16 * 1024
 API_KEY_HEADER = "X-MBX-APIKEY"
 
 
+# The largest frame a dialect WebSocket takes (a SUBSCRIBE of many streams fits).
+MAX_FRAME_BYTES = 64 * 1024
+# aiohttp's ping interval on the dialect's WebSockets, s.
+HEARTBEAT_S = 30.0
+
 @dataclass
 class Dialect:
     read: ReadModel
@@ -56,6 +61,29 @@ class Dialect:
             hub.count_reject("BUSY")
             body = msgspec.json.encode({"code": -1008, "msg": "Too many connections."})
             raise web.HTTPServiceUnavailable(body=body, content_type="application/json")
+
+    async def open_socket(self, request: web.Request) -> web.WebSocketResponse:
+        """A dialect WebSocket, once the server has room for it (else 503)."""
+        self.room_for_socket(request)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=HEARTBEAT_S)
+        await ws.prepare(request)
+        return ws
+
+    async def read_socket(
+        self, ws: web.WebSocketResponse, on_text: Callable[[str], None] | None = None
+    ) -> None:
+        """Read `ws` until it closes (or errs), giving `on_text` each text frame; meanwhile
+        it is one of the dialect's sockets, closed when the server stops."""
+        self.sockets.add(ws)
+        try:
+            async for message in ws:  # until the client (or the server) closes
+                if message.type == WSMsgType.TEXT:
+                    if on_text is not None:
+                        on_text(message.data)
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.sockets.discard(ws)
 
     async def close_sockets(self, _app: web.Application) -> None:
         for ws in list(self.sockets):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway.binance import public, userdata
 from gateway.binance.edge import Dialect
@@ -27,7 +27,6 @@ Json = dict[str, Any]
 MAX_STREAMS = 1_024
 # Requests a connection may send a second (SUBSCRIBE and the like), bursts of twice that.
 REQUESTS_PER_S = 10.0
-MAX_FRAME_BYTES = 64 * 1024
 KINDS = {"trade", "aggTrade", "depth", "depth@100ms", "depth@1000ms", "miniTicker",
          "ticker", "bookTicker"} | {f"kline_{i}" for i in CANDLE_INTERVALS}  # fmt: skip
 _encode = msgspec.json.Encoder().encode
@@ -217,11 +216,8 @@ async def handler(request: web.Request) -> web.StreamResponse:
     names = [n for n in (request.query.get("streams", "") if combined else tail).split("/") if n]
     if not combined and names and not all("@" in n for n in names):
         names = []  # ccxt's "/ws/0": a connection index, no streams
-    streams.d.room_for_socket(request)
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
-    await ws.prepare(request)
+    ws = await streams.d.open_socket(request)
     session = StreamSession(ws, combined)
-    streams.d.sockets.add(ws)
     try:
         if names:
             try:
@@ -229,13 +225,8 @@ async def handler(request: web.Request) -> web.StreamResponse:
             except BinanceError as problem:
                 await ws.close(code=1008, message=problem.msg.encode()[:120])
                 return ws
-        async for message in ws:  # until the client (or the server) closes
-            if message.type == WSMsgType.TEXT:
-                _answer(session, streams, message.data)
-            elif message.type == WSMsgType.ERROR:
-                break
+        await streams.d.read_socket(ws, lambda text: _answer(session, streams, text))
     finally:
-        streams.d.sockets.discard(ws)
         streams.forget(session)
         await session.outbox.close()
     return ws

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from exchange.bus import Sequenced
 from exchange.domain.events import (
@@ -41,7 +41,6 @@ Json = dict[str, Any]
 # Listen keys kept at once (a key a client keeps alive with PUT; the oldest go first).
 MAX_LISTEN_KEYS = 10_000
 LISTEN_KEY_BYTES = 45  # 60 characters, as Binance's
-MAX_FRAME_BYTES = 64 * 1024
 # User-data subscriptions one WebSocket API connection may hold.
 MAX_SUBSCRIPTIONS = 16
 CANCEL_STATUS = {"expired": "EXPIRED", "self_trade": "EXPIRED_IN_MATCH"}
@@ -220,18 +219,12 @@ class UserData:
     # --- the sockets ----------------------------------------------------------------------
 
     async def listen_key_socket(self, request: web.Request, account: str) -> web.StreamResponse:
-        self.d.room_for_socket(request)
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
-        await ws.prepare(request)
+        ws = await self.d.open_socket(request)
         session = UserSession(ws)
         self.attach(session, None, account)
-        self.d.sockets.add(ws)
         try:
-            async for message in ws:  # nothing to ask here: read until closed
-                if message.type == WSMsgType.ERROR:
-                    break
+            await self.d.read_socket(ws)  # nothing to ask here: read until closed
         finally:
-            self.d.sockets.discard(ws)
             self.forget(session)
             await session.outbox.close()
         return ws
@@ -295,19 +288,11 @@ class ApiRequest(msgspec.Struct):
 
 async def ws_api_handler(request: web.Request) -> web.StreamResponse:
     users: UserData = request.app["binance_users"]
-    users.d.room_for_socket(request)
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
-    await ws.prepare(request)
+    ws = await users.d.open_socket(request)
     session = UserSession(ws)
-    users.d.sockets.add(ws)
     try:
-        async for message in ws:  # until the client (or the server) closes
-            if message.type == WSMsgType.TEXT:
-                users.ws_api(session, message.data)
-            elif message.type == WSMsgType.ERROR:
-                break
+        await users.d.read_socket(ws, lambda text: users.ws_api(session, text))
     finally:
-        users.d.sockets.discard(ws)
         users.forget(session)
         await session.outbox.close()
     return ws
