@@ -11,7 +11,8 @@ from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import OrderRejected  # noqa: TC001 - the alias below is evaluated at run time
 
 if TYPE_CHECKING:
-    from exchange.domain.book import EndedOrder, Order
+    from exchange.domain.book import Order
+    from exchange.domain.order_values import EndedOrder
 
 # What answered a client order id the first time: the place, and its open order, the
 # order as it ended, or its rejection.

@@ -9,11 +9,10 @@ engine owns them, and this module never creates events.
 from bisect import bisect_left, insort
 from collections import deque
 
-import msgspec
-
 from exchange.domain.accounts import Account
 from exchange.domain.commands import OrderType, SelfTradePrevention, Side, TimeInForce
 from exchange.domain.events import OrderStatus
+from exchange.domain.order_values import EndedOrder, OrderState
 
 # Departed entries a level's queue may hold beyond twice its live orders before `leave`
 # rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
@@ -21,72 +20,54 @@ from exchange.domain.events import OrderStatus
 DEPARTED_SLACK = 64
 
 
-class OrderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A resting order as plain values, as a snapshot stores it (its fee rates, a gtd order's
-    expiry and its stop and iceberg fields, when not zero, are kept apart: state.FeeRates,
-    state.OrderExpiry, state.OrderExtras)."""
+class Order:
+    """A live order. Mutable on purpose: the hot path updates it in place; compared by
+    identity. A plain class, not a Struct: compiled (docs/ENGINE.md, "Compiled core") its
+    fields are read and written as C struct members."""
 
-    order_id: int
-    account: str
-    client_order_id: str
-    symbol: str
-    side: Side
-    type: OrderType
-    tif: TimeInForce
-    price: int
-    qty: int
-    remaining: int
-    post_only: bool
-    stp: SelfTradePrevention
-    ts: int
-    status: OrderStatus
+    __slots__ = (
+        "account", "budget", "client_order_id", "display_qty", "expire_at", "is_buy", "level",
+        "maker_bps", "order_id", "post_only", "price", "qty", "remaining", "shown", "side",
+        "status", "stp", "symbol", "taker_bps", "tif", "trigger_price", "ts", "type",
+    )  # fmt: skip
 
-
-class EndedOrder(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """What is remembered of an ended order for resends of its client order id; the rest
-    is in the place that created it. Plain values, so the garbage collector skips it."""
-
-    order_id: int
-    price: int
-    qty: int
-    remaining: int
-    status: OrderStatus
-
-
-class Order(msgspec.Struct, eq=False):
-    """A live order. Mutable on purpose: the hot path updates it in place. A Struct for its
-    construction in C (a third of a Python `__init__`'s time); compared by identity."""
-
-    order_id: int
-    account: Account
-    client_order_id: str
-    symbol: str
-    side: Side
-    is_buy: bool
-    type: OrderType
-    tif: TimeInForce
-    price: int
-    qty: int
-    remaining: int
-    post_only: bool
-    stp: SelfTradePrevention
-    ts: int
-    status: OrderStatus = "open"
-    level: "Level | None" = None
-    # Stops: the trigger; `type` is "stop" or "stop_limit" while the order waits for it, and
-    # "market" or "limit" once triggered (the trigger stays, for the views).
-    trigger_price: int = 0
-    # Icebergs: the most shown at once (0: not an iceberg), and what the book shows now
-    # (counted in its level's total instead of `remaining`).
-    display_qty: int = 0
-    shown: int = 0
-    # A stop buy's budget (its max_notional), held in cash while it waits.
-    budget: int = 0
-    # The instrument's fee rates when the order was accepted: it keeps them for life (a
-    # stop through its wait and after its trigger).
-    maker_bps: int = 0
-    taker_bps: int = 0
-    expire_at: int = 0  # a gtd order's expiry (ns); 0 for any other
+    def __init__(
+        self, order_id: int, account: Account, client_order_id: str, symbol: str, side: Side,
+        is_buy: bool, type: OrderType, tif: TimeInForce, price: int, qty: int,  # noqa: A002
+        remaining: int, post_only: bool, stp: SelfTradePrevention, ts: int,
+        status: OrderStatus = "open", *, maker_bps: int = 0, taker_bps: int = 0,
+        expire_at: int = 0,
+    ) -> None:  # fmt: skip
+        self.order_id = order_id
+        self.account = account
+        self.client_order_id = client_order_id
+        self.symbol = symbol
+        self.side = side
+        self.is_buy = is_buy
+        self.type = type
+        self.tif = tif
+        self.price = price
+        self.qty = qty
+        self.remaining = remaining
+        self.post_only = post_only
+        self.stp = stp
+        self.ts = ts
+        self.status = status
+        self.level: Level | None = None
+        # Stops: the trigger; `type` is "stop" or "stop_limit" while the order waits for
+        # it, and "market" or "limit" once triggered (the trigger stays, for the views).
+        self.trigger_price = 0
+        # Icebergs: the most shown at once (0: not an iceberg), and what the book shows now
+        # (counted in its level's total instead of `remaining`).
+        self.display_qty = 0
+        self.shown = 0
+        # A stop buy's budget (its max_notional), held in cash while it waits.
+        self.budget = 0
+        # The instrument's fee rates when the order was accepted: it keeps them for life
+        # (a stop through its wait and after its trigger).
+        self.maker_bps = maker_bps
+        self.taker_bps = taker_bps
+        self.expire_at = expire_at  # a gtd order's expiry (ns); 0 for any other
 
     @property
     def visible(self) -> int:

@@ -4,7 +4,7 @@ crosses going through matching again.
 """
 
 from exchange.domain.auction import book_changed, rest_in_auction
-from exchange.domain.book import DEPARTED_SLACK, EndedOrder, Order
+from exchange.domain.book import DEPARTED_SLACK, Order
 from exchange.domain.client_orders import archive
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
@@ -14,6 +14,7 @@ from exchange.domain.instruments import band_limits
 from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.market import Market
 from exchange.domain.matching import NO_BUDGET, crosses, end_taker, match
+from exchange.domain.order_values import EndedOrder
 from exchange.domain.replies import (
     cancel_all_rejected,
     cancel_rejected,

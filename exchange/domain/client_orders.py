@@ -7,11 +7,12 @@ an ended order is kept as plain values (`EndedOrder`). docs/ENGINE.md, "Orders".
 import msgspec
 
 from exchange.domain.accounts import Account, ClientOrderRecord
-from exchange.domain.book import EndedOrder, Order
+from exchange.domain.book import Order
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import Event, OrderAccepted, OrderRejected
 from exchange.domain.limits import MAX_CLIENT_ORDER_IDS_PER_ACCOUNT
+from exchange.domain.order_values import EndedOrder
 from exchange.domain.replies import order_rejected
 
 

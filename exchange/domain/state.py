@@ -18,7 +18,7 @@ import hashlib
 import msgspec
 
 from exchange.domain.accounts import Account, ClientOrderRecord
-from exchange.domain.book import EndedOrder, Order, OrderBook, OrderState
+from exchange.domain.book import Order, OrderBook
 from exchange.domain.commands import (
     Commitment,
     InstrumentKind,
@@ -29,6 +29,7 @@ from exchange.domain.events import InstrumentStatus, OrderRejected
 from exchange.domain.instruments import Instrument, Offering
 from exchange.domain.limits import DEFAULT_INTERRUPTION_S
 from exchange.domain.market import CLOSE_SESSION, END_AUCTION, EXPIRE_ORDER
+from exchange.domain.order_values import EndedOrder, OrderState
 
 STATE_VERSION = 1
 
