@@ -8,12 +8,15 @@ commands to itself. state.py exports, restores and hashes exactly these fields.
 from heapq import heappush
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from exchange.domain.accounts import Account
     from exchange.domain.book import OrderBook
     from exchange.domain.instruments import Instrument, Offering
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # as Engine, its subclass, must
 class Market:
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
