@@ -5,18 +5,16 @@ is balance minus hold, and no rule may spend more than is available.
 """
 
 from collections import deque
-from typing import TYPE_CHECKING
-
-from exchange.domain.commands import PlaceOrder
-from exchange.domain.events import OrderRejected  # noqa: TC001 - the alias below is evaluated at run time
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from exchange.domain.book import Order
-    from exchange.domain.order_values import EndedOrder
+    from exchange.domain.commands import PlaceOrder
+    from exchange.domain.events import OrderRejected
 
-# What answered a client order id the first time: the place, and its open order, the
-# order as it ended, or its rejection.
-ClientOrderRecord = tuple[PlaceOrder, "Order | EndedOrder | OrderRejected"]
+# What answered a client order id the first time: the order it created (open or ended: it
+# keeps its place), or the place and its rejection.
+ClientOrderRecord: TypeAlias = "Order | tuple[PlaceOrder, OrderRejected]"
 
 
 class Account:

@@ -10,7 +10,6 @@ from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
 from exchange.domain.book import Level, Order, OrderBook
-from exchange.domain.client_orders import archive
 from exchange.domain.events import (
     AuctionIndicative,
     AuctionUncrossed,
@@ -203,5 +202,3 @@ def _filled(book: OrderBook, order: Order) -> None:
     book.side_of(order).remove(order)
     order.status = "filled"
     del order.account.open_orders[order.order_id]
-    if order.client_order_id:
-        archive(order)

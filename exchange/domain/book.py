@@ -10,7 +10,7 @@ from bisect import bisect_left, insort
 from collections import deque
 
 from exchange.domain.accounts import Account
-from exchange.domain.commands import OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.domain.commands import OrderType, PlaceOrder, SelfTradePrevention, Side, TimeInForce
 from exchange.domain.events import OrderStatus
 from exchange.domain.order_values import EndedOrder, OrderState
 
@@ -27,7 +27,7 @@ class Order:
 
     __slots__ = (
         "account", "budget", "client_order_id", "display_qty", "expire_at", "is_buy", "level",
-        "maker_bps", "order_id", "post_only", "price", "qty", "remaining", "shown", "side",
+        "maker_bps", "order_id", "place", "post_only", "price", "qty", "remaining", "shown", "side",
         "status", "stp", "symbol", "taker_bps", "tif", "trigger_price", "ts", "type",
     )  # fmt: skip
 
@@ -68,6 +68,9 @@ class Order:
         self.maker_bps = maker_bps
         self.taker_bps = taker_bps
         self.expire_at = expire_at  # a gtd order's expiry (ns); 0 for any other
+        # The place that created it, kept for resends when it has a client order id: the
+        # order itself is that id's record, open or ended (client_orders.py).
+        self.place: PlaceOrder | None = None
 
     @property
     def visible(self) -> int:

@@ -1,7 +1,9 @@
 """Client order ids: what answered each one, so a resent place is answered, not repeated.
 
-An account keeps its newest MAX_CLIENT_ORDER_IDS_PER_ACCOUNT ids (those of open orders always);
-an ended order is kept as plain values (`EndedOrder`). docs/ENGINE.md, "Orders".
+An account keeps its newest MAX_CLIENT_ORDER_IDS_PER_ACCOUNT ids (those of open orders always).
+An accepted place's record is its order itself, open or ended (the order keeps its place and
+its fields stop changing once it ends), so ending an order writes nothing here; a refused
+place's record is the place and its rejection. docs/ENGINE.md, "Orders".
 """
 
 import msgspec
@@ -10,9 +12,8 @@ from exchange.domain.accounts import Account, ClientOrderRecord
 from exchange.domain.book import Order
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import PlaceOrder
-from exchange.domain.events import Event, OrderAccepted, OrderRejected
+from exchange.domain.events import Event, OrderAccepted
 from exchange.domain.limits import MAX_CLIENT_ORDER_IDS_PER_ACCOUNT
-from exchange.domain.order_values import EndedOrder
 from exchange.domain.replies import order_rejected
 
 
@@ -25,41 +26,43 @@ def remember(account: Account, cid: str, record: ClientOrderRecord) -> None:
         records = account.client_orders
         for _ in range(len(ids)):  # each open order's id moves to the back at most once
             oldest = ids.popleft()
-            if isinstance(records[oldest][1], Order):
+            if is_open(records[oldest]):
                 ids.append(oldest)
             else:
                 del records[oldest]
                 return
 
 
-def archive(order: Order) -> None:
-    """Remember an ended order as plain values: its client order id may be resent."""
-    records = order.account.client_orders
-    records[order.client_order_id] = (records[order.client_order_id][0], order.ended())
+def is_open(record: ClientOrderRecord) -> bool:
+    """Does this record name an open order (one that may still trade or be cancelled)?"""
+    return isinstance(record, Order) and record.status == "open"
 
 
-def answer_resend(
-    cmd: PlaceOrder, first: PlaceOrder, outcome: Order | EndedOrder | OrderRejected
-) -> Event:
+def answer_resend(cmd: PlaceOrder, record: ClientOrderRecord) -> Event:
     """A place whose client order id was used before: repeat the answer, or refuse it."""
+    if isinstance(record, Order):
+        first = record.place
+        assert first is not None, "an order with a client order id keeps its place"
+    else:
+        first = record[0]
     if msgspec.structs.replace(cmd, ts=first.ts) != first:
         return order_rejected(
             cmd, Code.DUPLICATE_CLIENT_ORDER_ID, "client_order_id was used for another order"
         )
-    if isinstance(outcome, OrderRejected):
-        return outcome
+    if not isinstance(record, Order):
+        return record[1]
     return OrderAccepted(
-        order_id=outcome.order_id,
+        order_id=record.order_id,
         account=cmd.account,
         client_order_id=cmd.client_order_id,
         symbol=first.symbol,
         side=first.side,
         type=first.type,
         tif=first.tif,
-        price=outcome.price,
-        qty=outcome.qty,
-        remaining=outcome.remaining,
-        status=outcome.status,
+        price=record.price,
+        qty=record.qty,
+        remaining=record.remaining,
+        status=record.status,
         post_only=first.post_only,
         ts=first.ts,  # an order's time is that of the place that created it
         resent=True,

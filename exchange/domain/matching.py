@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from exchange.domain.auction import enter_call
 from exchange.domain.book import Order, OrderBook
-from exchange.domain.client_orders import archive
 from exchange.domain.events import (
     DoneReason,
     Event,
@@ -235,8 +234,6 @@ def match(
             level.live -= 1
             maker.status = "filled"
             del maker_account.open_orders[maker.order_id]
-            if maker.client_order_id:
-                archive(maker)
             if not remaining:
                 break
         if not level.live:
@@ -253,8 +250,6 @@ def match(
     if not remaining:
         taker.status = "filled"
         taker_account.open_orders.pop(taker_id, None)
-        if taker.client_order_id:
-            archive(taker)
     elif end_reason or is_market or taker.tif not in RESTING_TIFS:
         # Inlined _end_taker: an IOC remainder expiring is the common case.
         if is_buy:
@@ -265,8 +260,6 @@ def match(
         reason: DoneReason = end_reason or "expired"
         taker.status = reason
         taker_account.open_orders.pop(taker_id, None)
-        if taker.client_order_id:
-            archive(taker)
         append(
             OrderCancelled(
                 taker_id, taker_account.account_id, taker.client_order_id, symbol,
@@ -295,8 +288,6 @@ def end_taker(market: Market, order: Order, reason: DoneReason, events: list[Eve
     release_holds(market, order)
     order.status = reason
     order.account.open_orders.pop(order.order_id, None)
-    if order.client_order_id:
-        archive(order)
     events.append(cancelled(order, reason))
 
 

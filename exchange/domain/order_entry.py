@@ -6,7 +6,7 @@ the holds placed before matching (or before resting in a call auction).
 from exchange.domain.accounts import Account
 from exchange.domain.auction import rest_in_auction
 from exchange.domain.book import Order
-from exchange.domain.client_orders import answer_resend, archive, remember
+from exchange.domain.client_orders import answer_resend, remember
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import PlaceOrder
 from exchange.domain.events import Event, OrderAccepted, OrderRejected
@@ -27,7 +27,7 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     if cid:
         record = account.client_orders.get(cid)
         if record is not None:
-            return [answer_resend(cmd, *record)]
+            return [answer_resend(cmd, record)]
     symbol = cmd.symbol
     instrument = market.instruments.get(symbol)
     side, type_, tif, price, qty, ts = cmd.side, cmd.type, cmd.tif, cmd.price, cmd.qty, cmd.ts
@@ -77,7 +77,8 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         expire_at=cmd.expire_at,
     )
     if cid:
-        remember(account, cid, (cmd, order))
+        order.place = cmd
+        remember(account, cid, order)
     trigger, display = cmd.trigger_price, cmd.display_qty
     events: list[Event] = [
         OrderAccepted(
@@ -121,8 +122,6 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
             budget = cmd.max_notional
     if tif == "fok" and fillable(order, book, tick, budget, band_limits(instrument)) < qty:
         order.status = "expired"
-        if cid:
-            archive(order)
         events.append(cancelled(order, "expired"))
         return events
     # Hold what the order may spend (its worst-case fees too) or deliver; matching draws

@@ -353,12 +353,13 @@ def _export_account(a: Account) -> AccountState:
 
 
 def _export_client_order(cid: str, record: ClientOrderRecord) -> ClientOrderState:
-    place, outcome = record
-    if isinstance(outcome, OrderRejected):
-        return ClientOrderState(cid, place, rejection=outcome)
-    if isinstance(outcome, EndedOrder):
-        return ClientOrderState(cid, place, ended=outcome)
-    return ClientOrderState(cid, place, open_order_id=outcome.order_id)
+    if not isinstance(record, Order):
+        place, rejection = record
+        return ClientOrderState(cid, place, rejection=rejection)
+    assert record.place is not None, "an order with a client order id keeps its place"
+    if record.status == "open":
+        return ClientOrderState(cid, record.place, open_order_id=record.order_id)
+    return ClientOrderState(cid, record.place, ended=record.ended())
 
 
 def _restore_order(engine: Engine, s: OrderState, x: OrderExtras | None) -> Order:
@@ -377,8 +378,17 @@ def _restore_order(engine: Engine, s: OrderState, x: OrderExtras | None) -> Orde
 def _restore_client_order(
     engine: Engine, open_orders: dict[int, Order], c: ClientOrderState
 ) -> ClientOrderRecord:
+    place = c.place
     if c.rejection is not None:
-        return (c.place, c.rejection)
-    if c.ended is not None:
-        return (c.place, c.ended)
-    return (c.place, open_orders[c.open_order_id])
+        return (place, c.rejection)
+    ended = c.ended
+    if ended is None:
+        order = open_orders[c.open_order_id]
+    else:  # an ended order as a record: what the export kept of it, the rest from its place
+        order = Order(
+            ended.order_id, engine.accounts[place.account], c.client_order_id, place.symbol,
+            place.side, place.side == "buy", place.type, place.tif, ended.price, ended.qty,
+            ended.remaining, place.post_only, place.stp, place.ts, ended.status,
+        )
+    order.place = place
+    return order
