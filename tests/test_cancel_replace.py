@@ -1,5 +1,7 @@
 """Cancel, cancel-all, replace and idempotent client order ids."""
 
+import sys
+
 import pytest
 
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
@@ -222,3 +224,19 @@ def test_client_order_ids_are_remembered_up_to_a_bound_open_ones_always(
     assert list(remembered) == ["open-1", "ioc-3", "ioc-1"]
     restored_hash = restore_state(export_state(m.engine)).state_hash()
     assert restored_hash == m.engine.state_hash()
+
+
+def test_client_order_id_maps_keep_their_keys_hashes_also_after_a_restore(m: Market) -> None:
+    """A map of client order ids is a dict whose table keeps each key's hash (accounts.py:
+    a place's look-up of a new id then reads no key strings); a dict of the same str keys
+    built plainly keeps none, and is smaller by those hashes."""
+    trader = m.account(cash=10**9)
+    for n in range(200):
+        m.place(trader, "buy", 1, 10, client_order_id=f"c-{n}", tif="ioc")
+    plain = dict.fromkeys(f"c-{n}" for n in range(200))
+    records = m.engine.accounts[trader].client_orders
+    assert len(records) == len(plain)
+    assert sys.getsizeof(records) > sys.getsizeof(plain)
+    restored = restore_state(export_state(m.engine)).accounts[trader].client_orders
+    assert list(restored) == list(records)
+    assert sys.getsizeof(restored) == sys.getsizeof(records)

@@ -8,6 +8,7 @@ engine owns them, and this module never creates events.
 
 from bisect import bisect_left, insort
 from collections import deque
+from typing import Final
 
 from exchange.domain.accounts import Account
 from exchange.domain.commands import OrderType, PlaceOrder, SelfTradePrevention, Side, TimeInForce
@@ -17,7 +18,7 @@ from exchange.domain.order_values import EndedOrder, OrderState
 # Departed entries a level's queue may hold beyond twice its live orders before `leave`
 # rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
 # on every cancel while memory stays O(live orders + 64) per level.
-DEPARTED_SLACK = 64
+DEPARTED_SLACK: Final = 64
 
 
 class Order:

@@ -7,6 +7,8 @@ and never more than the same fill's taker fee, so the fee account gains on every
 docs/ENGINE.md, "Fees".
 """
 
+from typing import Final
+
 from exchange.domain.accounts import Account
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import SetInstrumentFees
@@ -15,11 +17,11 @@ from exchange.domain.limits import MAX_OFFERING_FEE_BPS, MAX_TRADE_FEE_BPS
 from exchange.domain.market import Market
 from exchange.domain.replies import refuse
 
-BPS_PER_UNIT = 10_000  # basis points in one: a fee is value * bps / 10,000
+BPS_PER_UNIT: Final = 10_000  # basis points in one: a fee is value * bps / 10,000
 # The account every trading fee is credited to (and every rebate paid from). Engine-made
 # account ids are "A1", "A2", ...: this one never collides. It exists from the first time
 # an instrument gets a non-zero rate (an AccountCreated event says so).
-FEE_ACCOUNT = "FEES"
+FEE_ACCOUNT: Final = "FEES"
 FEE_ACCOUNT_NAME = "exchange fees"
 
 

@@ -6,7 +6,7 @@ commands to itself. state.py exports, restores and hashes exactly these fields.
 """
 
 from heapq import heappush
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -37,7 +37,7 @@ class Market:
 
 
 # A deadline's kinds, in the order deadlines due at the same time happen.
-EXPIRE_ORDER = 0  # a gtd order's expire_at (order id, account)
-CLOSE_SESSION = 1  # an instrument's close_at (0, symbol)
-END_AUCTION = 2  # an instrument's open_at while in pre_open (0, symbol)
+EXPIRE_ORDER: Final = 0  # a gtd order's expire_at (order id, account)
+CLOSE_SESSION: Final = 1  # an instrument's close_at (0, symbol)
+END_AUCTION: Final = 2  # an instrument's open_at while in pre_open (0, symbol)
 Timer = tuple[int, int, int, str]

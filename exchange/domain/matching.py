@@ -6,7 +6,7 @@ cancel), and ending an order that is not left resting. The book's structure is b
 """
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from exchange.domain.auction import enter_call
 from exchange.domain.book import Order, OrderBook
@@ -26,9 +26,9 @@ from exchange.domain.settlement import release_holds
 if TYPE_CHECKING:
     from exchange.domain.accounts import Account
 
-NO_BUDGET = -1  # a taker whose spending is bounded by its cash hold, not by a budget
+NO_BUDGET: Final = -1  # a taker whose spending is bounded by its cash hold, not by a budget
 # Times in force whose remainder rests on the book (the others expire).
-RESTING_TIFS = frozenset(("gtc", "gtd", "day"))
+RESTING_TIFS: Final = frozenset(("gtc", "gtd", "day"))
 
 
 def fillable(

@@ -303,11 +303,10 @@ def restore_state(state: EngineState) -> Engine:
             engine.add_timer(order.expire_at, EXPIRE_ORDER, order_id, order.account.account_id)
     for a in state.accounts:
         account = engine.accounts[a.account]
-        account.client_orders = {
-            c.client_order_id: _restore_client_order(engine, open_orders, c)
-            for c in a.client_orders
-        }
-        account.client_order_ids.extend(account.client_orders)
+        records = account.client_orders  # accounts.hash_keeping_dict(): filled in place
+        for c in a.client_orders:
+            records[c.client_order_id] = _restore_client_order(engine, open_orders, c)
+        account.client_order_ids.extend(records)
     return engine
 
 

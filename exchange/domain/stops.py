@@ -12,6 +12,8 @@ entered in the call auction would). An uncross's trades trigger stops too (marke
 rules are in docs/ENGINE.md, "Stop orders".
 """
 
+from typing import Final
+
 from exchange.domain.auction import rest_in_auction
 from exchange.domain.book import Order, OrderBook
 from exchange.domain.events import Event, OrderTriggered, TradeExecuted
@@ -20,7 +22,7 @@ from exchange.domain.instruments import band_limits
 from exchange.domain.market import EXPIRE_ORDER, Market
 from exchange.domain.matching import NO_BUDGET, RESTING_TIFS, end_taker, fillable, match
 
-STOP_TYPES = ("stop", "stop_limit")
+STOP_TYPES: Final = ("stop", "stop_limit")
 
 
 def wait_for_trigger(market: Market, order: Order, book: OrderBook, tick: int, budget: int
