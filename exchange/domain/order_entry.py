@@ -3,12 +3,14 @@ the market phase and price band), the answer to a resent client order id, fill-o
 the holds placed before matching (or before resting in a call auction).
 """
 
+from msgspec.structs import astuple
+
 from exchange.domain.accounts import Account
 from exchange.domain.auction import rest_in_auction
 from exchange.domain.book import Order
 from exchange.domain.client_orders import answer_resend, remember
 from exchange.domain.codes import RejectCode as Code
-from exchange.domain.commands import PlaceOrder
+from exchange.domain.commands import OrderType, PlaceOrder, SelfTradePrevention, Side, TimeInForce
 from exchange.domain.events import Event, OrderAccepted, OrderRejected
 from exchange.domain.fees import buy_hold
 from exchange.domain.instruments import Instrument, band_limits
@@ -20,17 +22,35 @@ from exchange.domain.stops import STOP_TYPES, run_triggered, wait_for_trigger
 
 
 def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
-    account = market.accounts.get(cmd.account)
+    # Every field at once, in one C call: the compiled core reads a Struct's attribute
+    # through Python's generic look-up, and a place needs most of its fields, some twice.
+    ts: int
+    account_id: str
+    cid: str
+    symbol: str
+    side: Side
+    type_: OrderType
+    price: int
+    qty: int
+    tif: TimeInForce
+    post_only: bool
+    stp: SelfTradePrevention
+    max_notional: int
+    expire_at: int
+    trigger: int
+    display: int
+    (
+        ts, account_id, cid, symbol, side, type_, price, qty, tif, post_only, stp, max_notional,
+        expire_at, trigger, display,
+    ) = astuple(cmd)  # PlaceOrder's field order (its array form in the journal)
+    account = market.accounts.get(account_id)
     if account is None:
         return [order_rejected(cmd, Code.UNKNOWN_ACCOUNT, "no such account")]
-    cid = cmd.client_order_id
     if cid:
         record = account.client_orders.get(cid)
         if record is not None:
             return [answer_resend(cmd, record)]
-    symbol = cmd.symbol
     instrument = market.instruments.get(symbol)
-    side, type_, tif, price, qty, ts = cmd.side, cmd.type, cmd.tif, cmd.price, cmd.qty, cmd.ts
     is_buy = side == "buy"
     # What a limit buy holds: its value and, with a taker rate, its worst-case fees (worked
     # out once: the guard below checks it, resting or matching holds it).
@@ -45,11 +65,11 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
         instrument is not None
         and instrument.status == "trading"
         and type_ == "limit"
-        and not cmd.post_only
-        and not cmd.max_notional
-        and not cmd.trigger_price
-        and not cmd.display_qty
-        and not cmd.expire_at
+        and not post_only
+        and not max_notional
+        and not trigger
+        and not display
+        and not expire_at
         and tif != "gtd"
         and instrument.low <= price <= instrument.high
         and 0 < qty <= MAX_QTY
@@ -73,25 +93,24 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     tick = instrument.tick
     order = Order(
         order_id, account, cid, symbol, side, is_buy, type_, tif, price, qty, qty,
-        cmd.post_only, cmd.stp, ts, maker_bps=instrument.maker_bps, taker_bps=instrument.taker_bps,
-        expire_at=cmd.expire_at,
+        post_only, stp, ts, maker_bps=instrument.maker_bps, taker_bps=instrument.taker_bps,
+        expire_at=expire_at,
     )
     if cid:
         order.place = cmd
         remember(account, cid, order)
-    trigger, display = cmd.trigger_price, cmd.display_qty
     events: list[Event] = [
         OrderAccepted(
             order_id, account.account_id, cid, symbol, side, type_, tif, price, qty, qty,
-            "open", cmd.post_only, ts, False, cmd.expire_at, trigger, display,
-            cmd.max_notional if type_ == "stop" else 0,
+            "open", post_only, ts, False, expire_at, trigger, display,
+            max_notional if type_ == "stop" else 0,
         )
     ]
     book = market.books[symbol]
     if trigger or display:
         order.trigger_price, order.display_qty = trigger, display
         if trigger:
-            wait_for_trigger(market, order, book, tick, cmd.max_notional)
+            wait_for_trigger(market, order, book, tick, max_notional)
             return events
     if tif == "gtc" and type_ == "limit" and not display and instrument.status == "trading":
         opposite = book.asks if is_buy else book.bids
@@ -118,8 +137,8 @@ def place_order(market: Market, cmd: PlaceOrder) -> list[Event]:
     budget = NO_BUDGET
     if type_ == "market" and is_buy:
         budget = account.cash - account.cash_held
-        if cmd.max_notional and cmd.max_notional < budget:
-            budget = cmd.max_notional
+        if max_notional and max_notional < budget:
+            budget = max_notional
     if tif == "fok" and fillable(order, book, tick, budget, band_limits(instrument)) < qty:
         order.status = "expired"
         events.append(cancelled(order, "expired"))
