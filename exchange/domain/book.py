@@ -19,6 +19,10 @@ from exchange.domain.order_values import EndedOrder, OrderState
 # rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
 # on every cancel while memory stays O(live orders + 64) per level.
 DEPARTED_SLACK: Final = 64
+# Emptied levels a side keeps to reuse: a level's deque costs a 528-byte block from the
+# system allocator, and the levels nearest the spread empty and come back all the time.
+# A bound so that a book which once had many levels gives their memory back.
+SPARE_LEVELS: Final = 16
 
 
 class Order:
@@ -156,13 +160,15 @@ class BookSide:
     """One side of a book. `keys` holds each level's sort key, best last: the price itself
     for bids (highest is best), minus the price for asks (lowest is best)."""
 
-    __slots__ = ("is_bid", "keys", "levels", "sign")
+    __slots__ = ("is_bid", "keys", "levels", "sign", "spare")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
         self.sign = 1 if is_bid else -1
         self.levels: dict[int, Level] = {}
         self.keys: list[int] = []
+        # Dropped levels, empty, for add_level to reuse (no state: never exported).
+        self.spare: list[Level] = []
 
     def best_price(self) -> int | None:
         keys = self.keys
@@ -170,19 +176,29 @@ class BookSide:
 
     def add_level(self, price: int) -> Level:
         """A new, empty level at `price` (there must be none), placed in price order."""
-        level = self.levels[price] = Level(price)
+        spare = self.spare
+        if spare:
+            level = spare.pop()
+            level.price = price
+        else:
+            level = Level(price)
+        self.levels[price] = level
         insort(self.keys, price * self.sign)
         return level
 
     def drop_level(self, price: int) -> None:
-        """Remove an empty level."""
-        del self.levels[price]
+        """Remove an empty level (no order's `level` names it any more: it may be reused)."""
+        level = self.levels.pop(price)
         keys = self.keys
         key = price * self.sign
         if keys[-1] == key:
             keys.pop()
         else:
             del keys[bisect_left(keys, key)]
+        if len(self.spare) < SPARE_LEVELS:
+            level.queue.clear()  # departed entries only
+            level.total = level.live = 0
+            self.spare.append(level)
 
     def rest(self, order: Order) -> None:
         """Append `order` to the back of its price level."""
