@@ -92,6 +92,12 @@ class Engine(Market):
     # --- the one entry point --------------------------------------------------------------
 
     def apply(self, command: Command) -> list[Event]:
+        # Places and cancels, most of all traffic, called directly: in the compiled core that
+        # is a C call, where the table's entries are called as Python functions.
+        if isinstance(command, PlaceOrder):
+            return place_order(self, command)
+        if isinstance(command, CancelOrder):
+            return cancel_order(self, command)
         return self._handlers[type(command)](self, command)
 
     def next_deadline(self) -> int | None:
