@@ -3,6 +3,8 @@ replace keeps its time priority, the holds resized to the new price and size, an
 crosses going through matching again.
 """
 
+from msgspec.structs import astuple
+
 from exchange.domain.auction import book_changed, rest_in_auction
 from exchange.domain.book import DEPARTED_SLACK, Order
 from exchange.domain.codes import RejectCode as Code
@@ -25,14 +27,18 @@ from exchange.domain.stops import run_triggered
 
 
 def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
-    account = market.accounts.get(cmd.account)
+    account_id: str
+    order_id: int
+    cid: str
+    _, account_id, order_id, cid = astuple(cmd)  # one call: see order_entry.place_order
+    account = market.accounts.get(account_id)
     if account is None:
         return [cancel_rejected(cmd, Code.UNKNOWN_ACCOUNT, "no such account")]
     order: Order | None = None
-    if cmd.order_id:
-        order = account.open_orders.get(cmd.order_id)
-    elif cmd.client_order_id:
-        record = account.client_orders.get(cmd.client_order_id)
+    if order_id:
+        order = account.open_orders.get(order_id)
+    elif cid:
+        record = account.client_orders.get(cid)
         if isinstance(record, Order) and record.status == "open":
             order = record
     else:
