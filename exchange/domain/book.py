@@ -1,13 +1,12 @@
 """The order book's data structures: orders, price levels and the two sides of a book.
 
-A level is a FIFO deque of orders with lazy deletion (O(1) append, leave and head; see
+A level is a FIFO list of orders with lazy deletion (O(1) append, leave and head; see
 `Level`), a side keeps a sorted list of its prices with the best one last (O(1)
 best price, O(1) removal of the best level). No matching rules live here: the
 engine owns them, and this module never creates events.
 """
 
 from bisect import bisect_left, insort
-from collections import deque
 from typing import Final
 
 from exchange.domain.accounts import Account
@@ -19,8 +18,8 @@ from exchange.domain.order_values import EndedOrder, OrderState
 # rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
 # on every cancel while memory stays O(live orders + 64) per level.
 DEPARTED_SLACK: Final = 64
-# Emptied levels a side keeps to reuse: a level's deque costs a 528-byte block from the
-# system allocator, and the levels nearest the spread empty and come back all the time.
+# Emptied levels a side keeps to reuse, with their queues' room: the levels nearest the
+# spread empty and come back all the time.
 # A bound so that a book which once had many levels gives their memory back.
 SPARE_LEVELS: Final = 16
 
@@ -101,28 +100,33 @@ class Order:
 class Level:
     """All resting orders at one price, oldest first, with their total remaining quantity.
 
-    `queue` is a deque of orders in time priority that may still hold orders which left
-    the level (cancelled or ended): an order is in the level exactly while its `level` is
-    this level. Leaving is O(1) and touches neither neighbour (lazy deletion); matching
-    pops departed orders when they reach the head, and `leave` compacts the queue once
-    departed entries outnumber the live ones by DEPARTED_SLACK, so a level's memory stays
-    within a constant factor of its live orders.
+    `queue[start:]` holds the orders in time priority, and may still hold orders which
+    left the level (cancelled or ended): an order is in the level exactly while its `level`
+    is this level. Leaving is O(1) and touches neither neighbour (lazy deletion); matching
+    steps `start` past the departed and filled orders at the head (a list and an index, not
+    a deque: the compiled core indexes a list in C but calls a deque's methods by name), and
+    `leave` compacts the queue once its entries outnumber twice the live ones by
+    DEPARTED_SLACK, as matching trims the taken head; so a level's memory stays within a
+    constant factor of its live orders. Entries before `start` are never read again (an
+    iceberg refreshed to the back has its old entry there).
     """
 
-    __slots__ = ("live", "price", "queue", "total")
+    __slots__ = ("live", "price", "queue", "start", "total")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.total = 0
         self.live = 0  # orders in the level (entries of `queue` whose level is this one)
-        self.queue: deque[Order] = deque()
+        self.queue: list[Order] = []
+        self.start = 0  # where the level's entries begin in `queue`
 
     @property
     def head(self) -> Order | None:
         """The oldest order in the level (views and tests; matching reads `queue`)."""
-        for order in self.queue:
-            if order.level is self:
-                return order
+        queue = self.queue
+        for i in range(self.start, len(queue)):
+            if queue[i].level is self:
+                return queue[i]
         return None
 
     def append(self, order: Order) -> None:
@@ -140,20 +144,23 @@ class Level:
             self.compact()
 
     def compact(self) -> None:
-        """Drop the departed entries (O(queue)): a new deque, so holders must re-read it."""
-        self.queue = deque(o for o in self.queue if o.level is self)
+        """Drop the departed entries (O(queue)): a new list, so holders must re-read it and
+        `start`."""
+        self.queue = self.orders()
+        self.start = 0
 
     def remove_now(self, order: Order) -> None:
         """Take `order` out at once (O(level)): for an order that rests again elsewhere in
         this book, so its old entry can never be taken for it."""
-        self.queue.remove(order)
+        del self.queue[self.queue.index(order, self.start)]
         order.level = None
         self.total -= order.shown if order.display_qty else order.remaining
         self.live -= 1
 
     def orders(self) -> list[Order]:
         """The orders in the level, oldest first (for views and snapshots, not the hot path)."""
-        return [o for o in self.queue if o.level is self]
+        queue = self.queue
+        return [queue[i] for i in range(self.start, len(queue)) if queue[i].level is self]
 
 
 class BookSide:
@@ -197,7 +204,7 @@ class BookSide:
             del keys[bisect_left(keys, key)]
         if len(self.spare) < SPARE_LEVELS:
             level.queue.clear()  # departed entries only
-            level.total = level.live = 0
+            level.total = level.live = level.start = 0
             self.spare.append(level)
 
     def rest(self, order: Order) -> None:

@@ -9,7 +9,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from exchange.domain.auction import enter_call
-from exchange.domain.book import Order, OrderBook
+from exchange.domain.book import DEPARTED_SLACK, Order, OrderBook
 from exchange.domain.events import (
     DoneReason,
     Event,
@@ -124,10 +124,11 @@ def match(
             break
         level = levels[price]
         queue = level.queue
-        while queue:
-            maker = queue[0]
+        head = level.start  # the level's first entry: what a deque's popleft would step
+        while head < len(queue):
+            maker = queue[head]
             if maker.level is not level:  # departed earlier (lazy deletion)
-                queue.popleft()
+                head += 1
                 continue
             maker_account = maker.account
             if maker_account is taker_account:
@@ -135,9 +136,10 @@ def match(
                 if stp == "cancel_newest":
                     end_reason = "self_trade"
                     break
-                queue.popleft()
+                level.start = head + 1
                 end_resting(market, maker, "self_trade", events)
-                queue = level.queue  # leaving may have compacted it into a new deque
+                queue = level.queue  # leaving may have compacted it into a new list
+                head = level.start
                 if stp == "cancel_both":
                     end_reason = "self_trade"
                     break
@@ -216,7 +218,7 @@ def match(
                     # The shown part is used up: show the next part, at the back of the level.
                     shown = maker.shown = min(maker_remaining, display)
                     level.total += shown
-                    queue.popleft()
+                    head += 1
                     queue.append(maker)
                     append(
                         OrderRefreshed(
@@ -229,7 +231,7 @@ def match(
                     continue
             if maker_remaining:
                 break  # the taker is done: only a filled maker lets it go on
-            queue.popleft()
+            head += 1
             maker.level = None
             level.live -= 1
             maker.status = "filled"
@@ -238,6 +240,11 @@ def match(
                 break
         if not level.live:
             opposite.drop_level(price)
+        elif head > DEPARTED_SLACK and 2 * head > len(queue):  # the taken head: let it go
+            del queue[:head]
+            level.start = 0
+        else:
+            level.start = head
         if end_reason:
             break
     taker.remaining = remaining
