@@ -2,8 +2,9 @@
 
 Python imports a core module's compiled extension in place of its source, so after an edit
 without a rebuild the tests would check the old code. Before any test module is collected
-(and imports the core) this rebuilds the stale extensions, or stops the session saying why.
-Only `exchange.compiled_core` is imported here, which loads no core module but the package.
+(and imports the core) this rebuilds the stale extensions, or stops the session saying why;
+it stops it too when EXCHANGE_PURE_PYTHON asks for the interpreted core but extensions would be
+imported. Only `exchange.compiled_core` is imported here: of the core, it loads the package.
 """
 
 import os
@@ -22,15 +23,15 @@ LOG_TAIL_LINES = 20  # of the failed build's output: its error, not mypyc's warn
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Rebuild the compiled core when a module's source changed since its build."""
+    if os.environ.get("EXCHANGE_PURE_PYTHON") and compiled_core.compiled_modules():
+        pytest.exit(
+            "EXCHANGE_PURE_PYTHON is set but the core has compiled modules, which Python "
+            "would import: `EXCHANGE_PURE_PYTHON=1 make build` removes them",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
     stale = compiled_core.stale_modules()
     if not stale:
         return
-    if os.environ.get("EXCHANGE_PURE_PYTHON"):
-        pytest.exit(
-            f"EXCHANGE_PURE_PYTHON is set but the core has compiled modules, stale ones "
-            f"({', '.join(stale)}): `make build` removes them",
-            returncode=pytest.ExitCode.USAGE_ERROR,
-        )
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     line = f"compiled core stale ({', '.join(stale)}): rebuilding it (setup.py build_ext)"
     if reporter is not None:
