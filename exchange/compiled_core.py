@@ -54,3 +54,7 @@ def describe() -> str:
     if stale:
         return f"compiled, STALE ({', '.join(stale)}: `make build` rebuilds them)"
     return f"compiled ({len(compiled)} modules, mypyc)"
+
+
+if __name__ == "__main__":  # `python -m exchange.compiled_core`: the line `make build` prints
+    print(describe())

@@ -36,8 +36,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from exchange import compiled_core, nodestatus
 from exchange import natswire as w
-from exchange import nodestatus
 from exchange.bus import BusyError, InvalidCommandError, SequencerStoppedError
 from exchange.datadir import DataDirError, claim
 from exchange.enginebucket import NoSnapshotError, SnapshotSharing, overtaken, recover_or_fetch
@@ -420,7 +420,11 @@ class NodeState:
         """The ready line, once: tests and the launcher wait for it."""
         if not self.ready_said:
             self.ready_said = True
-            print(f"exchange sequencer {self.node_id} ready: {text}", flush=True)
+            print(
+                f"exchange sequencer {self.node_id} ready: {text}; "
+                f"core {compiled_core.describe()}",
+                flush=True,
+            )
         else:
             log.info("%s", text)
 

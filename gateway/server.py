@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSCloseCode, web
 
+from exchange import compiled_core
 from exchange.bus import Bus, ManualClock
 from exchange.datadir import DataDirError, claim
 from exchange.journal.journal import JournalCorruptError
@@ -233,6 +234,7 @@ def _welcome(options: ServeOptions, keys: dict[str, dict[str, str]]) -> None:
             f"WebSocket: ws://{options.host}:{options.port}/v1/ws)"
         ),
         f"admin token: in $EXCHANGE_ADMIN_TOKEN or {options.data_dir / 'admin-token'}",
+        f"core: {compiled_core.describe()}",
     ]
     if keys:
         lines.extend(demo.key_lines(keys, options.data_dir))

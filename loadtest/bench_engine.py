@@ -37,6 +37,7 @@ from pathlib import Path
 
 import msgspec
 
+from exchange.compiled_core import describe
 from exchange.domain.commands import (
     CancelOrder,
     Command,
@@ -574,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "seed": args.seed,
             "gc": args.gc,
             "profile": args.profile,
+            "core": describe(),
         }
         sys.stdout.write(msgspec.json.encode(line).decode() + "\n")
     else:
@@ -585,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"mix: {result.stream.gtc:,} GTC, {result.stream.ioc:,} IOC, "
             f"{result.stream.cancels:,} cancels; {result.stream.mean_open:,.1f} open orders "
             "on average\n"
-            f"state_hash {result.state_hash}"
+            f"state_hash {result.state_hash}\n"
+            f"core: {describe()}"
         )
 
 

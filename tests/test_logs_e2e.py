@@ -324,7 +324,7 @@ async def test_the_json_log_format_is_one_object_a_line_with_its_fields(tmp_path
             while not all(any(e in line for line in market.output) for e in EVENTS_AWAITED):
                 await asyncio.sleep(0.02)  # bounded by the timeout
     # stdout's start banner is text for people; every other line is a JSON object.
-    banner = ("exchange listening", "admin token:", "demo API keys", "  ", "try:")
+    banner = ("exchange listening", "admin token:", "core:", "demo API keys", "  ", "try:")
     decoded = [json.loads(line) for line in market.output if not line.startswith(banner)]
     assert decoded, market.log()
     for line in decoded:
