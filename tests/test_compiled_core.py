@@ -5,7 +5,8 @@ say which build runs.
 Both benchmark streams (loadtest.bench_engine: the shallow mix and the reference book's deep
 one) run in this process on whichever core it imports, and in a subprocess on a copy of the
 `exchange` tree without its extensions, so there every core module is its source; the state
-hashes, the event counts and a digest of every event must be the same.
+hashes, the event counts and a digest of every event must be the same; so must they for
+tests/streams.py's timed mixed stream, which reaches every other rule.
 """
 
 import hashlib
@@ -15,19 +16,26 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
 from exchange import compiled_core, natsserver
+from exchange.domain.engine import Engine
 from loadtest.bench_engine import build_deep_stream, build_stream, main, setup_engine
 from tests.sequencers import start_sequencer
 from tests.server import free_port, start_role, stop
+from tests.streams import mixed_stream
+
+if TYPE_CHECKING:
+    from exchange.domain.commands import Command
 
 pytest_plugins = ("tests.nats_fixtures",)
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = 20_000  # per stream: both together take about a second interpreted
+MIXED_OPS = 3_000  # of tests/streams.py's mixed stream (its generator replays each on an engine)
 SEED = 3
 # Runs `outcomes()` on the interpreted copy at argv[1]; this repository (argv[2]) after it
 # gives the tests and the loadtest packages.
@@ -54,13 +62,19 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 def outcomes() -> dict[str, Outcome]:
-    """Each benchmark stream's outcome after OPS commands from a fresh engine."""
-    results: dict[str, Outcome] = {}
+    """Each benchmark stream's outcome after OPS commands from a fresh engine, and that of
+    a stream of every kind of command (stops, icebergs, auctions, fees, offerings, timers:
+    the rules the benchmark streams never reach)."""
+    runs: list[tuple[str, Engine, list[Command]]] = []
     for name, build in (("shallow", build_stream), ("deep", build_deep_stream)):
         engine, first_ts = setup_engine()
+        runs.append((name, engine, build(OPS, SEED, first_ts).commands))
+    runs.append(("mixed", Engine(), mixed_stream(SEED, MIXED_OPS, timed=True)))
+    results: dict[str, Outcome] = {}
+    for name, engine, commands in runs:
         digest = hashlib.sha256()
         events = 0
-        for cmd in build(OPS, SEED, first_ts).commands:
+        for cmd in commands:
             produced = engine.apply(cmd)
             events += len(produced)
             digest.update(msgspec.json.encode(produced))
@@ -85,8 +99,10 @@ def test_the_compiled_and_the_interpreted_core_give_the_same_events_and_state(
     here = outcomes()
     assert here == interpreted
     # Every command answers with at least one event: both streams did run.
-    assert sorted(here) == ["deep", "shallow"]
-    assert all(outcome.events >= OPS for outcome in here.values())
+    assert sorted(here) == ["deep", "mixed", "shallow"]
+    assert here["deep"].events >= OPS
+    assert here["shallow"].events >= OPS
+    assert here["mixed"].events >= MIXED_OPS
 
 
 @pytest.mark.skipif(
