@@ -18,8 +18,9 @@ from exchange.domain.order_values import EndedOrder, OrderState
 # rebuilds it: the rebuild costs O(live), so this slack keeps small levels from rebuilding
 # on every cancel while memory stays O(live orders + 64) per level.
 DEPARTED_SLACK: Final = 64
-# Emptied levels a side keeps to reuse, with their queues' room: the levels nearest the
-# spread empty and come back all the time.
+# Emptied levels a side keeps to reuse (the Level and its queue's list object; clearing
+# frees the list's items): the levels nearest the spread empty and come back all the time,
+# most of all in a shallow book.
 # A bound so that a book which once had many levels gives their memory back.
 SPARE_LEVELS: Final = 16
 
