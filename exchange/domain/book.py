@@ -26,9 +26,10 @@ SPARE_LEVELS: Final = 16
 
 
 class Order:
-    """A live order. Mutable on purpose: the hot path updates it in place; compared by
-    identity. A plain class, not a Struct: compiled (docs/ENGINE.md, "Compiled core") its
-    fields are read and written as C struct members."""
+    """An order: open, or ended and kept as its client order id's record (client_orders.py;
+    its fields no longer change then). Mutable on purpose: the hot path updates it in place;
+    compared by identity. A plain class, not a Struct: compiled (docs/ENGINE.md, "Compiled
+    core") its fields are read and written as C struct members."""
 
     __slots__ = (
         "account", "budget", "client_order_id", "display_qty", "expire_at", "is_buy", "level",
