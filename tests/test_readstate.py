@@ -3,7 +3,7 @@ orders after every batch; rebuilt record by record from the journal's events (as
 restart) it is the one built live; a snapshot's export and restore changes nothing."""
 
 import msgspec
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.domain.engine import Engine
@@ -89,17 +89,19 @@ def _without_book_seqs(snapshot: ReadSnapshot) -> ReadSnapshot:
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(1, 40), min_size=1, max_size=20))
+@example(seed=1013, cuts=[1])  # a stream without a trade: assumed away, not failed
 def test_rebuilt_record_by_record_it_is_the_live_one(seed: int, cuts: list[int]) -> None:
     """A restart replays records one by one, not in the batches they were published in:
     everything but the book seq (one a published update) is the same, and the book seq
     never falls behind the live one (a client never sees a number used again)."""
     _, records = _records(seed)
     live = _live(records, cuts).export()
+    # About 1 seed in 300 draws a stream without a trade (1013 is one): not this test's case.
+    assume(sum(len(fills) for _, fills in live.fills) > 0)
     rebuilt = _live(records, [1]).export()
     assert _without_book_seqs(rebuilt) == _without_book_seqs(live)
     for again, before in zip(rebuilt.tapes, live.tapes, strict=True):
         assert again.book_seq >= before.book_seq
-    assert sum(len(fills) for _, fills in live.fills) > 0  # the stream traded
     assert sum(t.trade_seq for t in live.tapes) == sum(len(t.trades) for t in live.tapes)
 
 
