@@ -97,6 +97,7 @@ class OrderRecord(msgspec.Struct, gc=False, array_like=True):
     display_qty: int = 0
     shown: int = 0
     budget: int = 0
+    post_only: bool = False  # last again, for the same reason (the Binance dialect's LIMIT_MAKER)
 
     @property
     def visible(self) -> int:
@@ -429,6 +430,8 @@ class ReadState:
         waiting = e.type in {"stop", "stop_limit"}
         if e.trigger_price or e.display_qty:
             record.trigger_price, record.display_qty = e.trigger_price, e.display_qty
+        if e.post_only:
+            record.post_only = True
         self.open_orders[e.order_id] = record
         mine = self.open_by_account.get(e.account)
         if mine is None:
@@ -803,7 +806,7 @@ class ReadState:
                     "open", order.ts, filled, order.price * filled, resting=not order.waiting,
                     expire_at=order.expire_at, trigger_price=order.trigger_price,
                     display_qty=order.display_qty, shown=order.shown, budget=order.budget,
-                    taker_bps=order.taker_bps,
+                    taker_bps=order.taker_bps, post_only=order.post_only,
                 )  # fmt: skip
                 state.open_orders[order.order_id] = record
                 state.open_by_account.setdefault(a.account_id, {})[order.order_id] = record

@@ -139,6 +139,11 @@ async def test_orders_of_every_kind_queried_edited_and_cancelled(server: Running
         maker = await ex.create_order("ACME/USD", "limit", "sell", 2, best_ask + 1, post_only)
         assert maker["status"] == "open"
         assert maker["postOnly"]
+        # Read back, open and listed, it is still LIMIT_MAKER (the read side keeps post-only).
+        again = await ex.fetch_order(maker["id"], "ACME/USD")
+        assert (again["info"]["type"], again["postOnly"]) == ("LIMIT_MAKER", True)
+        listed = await ex.fetch_open_orders("ACME/USD")
+        assert [(o["id"], o["info"]["type"]) for o in listed] == [(maker["id"], "LIMIT_MAKER")]
         gone = await ex.cancel_all_orders("ACME/USD")
         assert [o["id"] for o in gone] == [maker["id"]]
         assert gone[0]["status"] == "canceled"

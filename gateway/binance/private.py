@@ -102,10 +102,8 @@ async def account(request: web.Request) -> web.Response:
 # --- new orders ------------------------------------------------------------------------------
 
 
-def place_command(
-    d: Dialect, account_id: str, params: dict[str, str]
-) -> tuple[cmd.PlaceOrder, bool]:
-    """The PlaceOrder a new-order call asks for, and whether it is LIMIT_MAKER."""
+def place_command(d: Dialect, account_id: str, params: dict[str, str]) -> cmd.PlaceOrder:
+    """The PlaceOrder a new-order call asks for (LIMIT_MAKER: a post-only limit order)."""
     symbol = d.names.ours(params.get("symbol"))
     side = SIDES.get(params.get("side", ""))
     if side is None:
@@ -164,16 +162,15 @@ def place_command(
             "held while it waits.")
     else:
         qty = shapes.quantity(params.get("quantity"))
-    command = cmd.PlaceOrder(
+    return cmd.PlaceOrder(
         account=account_id, client_order_id=cid, symbol=symbol, side=side,  # type: ignore[arg-type]
         type=our_type, price=price, qty=qty,  # type: ignore[arg-type]
         tif=tif, post_only=kind == "LIMIT_MAKER", stp=stp, max_notional=max_notional,  # type: ignore[arg-type]
         trigger_price=trigger, display_qty=display,
     )  # fmt: skip
-    return command, kind == "LIMIT_MAKER"
 
 
-def placed_answer(d: Dialect, events: list[Any], post_only: bool) -> Json:
+def placed_answer(d: Dialect, events: list[Any]) -> Json:
     """The FULL answer of a new order: the order as its command left it, with its fills."""
     accepted = next(e for e in events if isinstance(e, OrderAccepted))
     record = d.read.find_order(accepted.account, accepted.order_id)
@@ -183,8 +180,9 @@ def placed_answer(d: Dialect, events: list[Any], post_only: bool) -> Json:
             accepted.side, accepted.type, accepted.tif, accepted.price, accepted.qty,
             accepted.remaining, accepted.status, accepted.ts,
             trigger_price=accepted.trigger_price, display_qty=accepted.display_qty,
+            post_only=accepted.post_only,
         )  # fmt: skip
-    shown = shapes.order(d.read, d.names, record, post_only)
+    shown = shapes.order(d.read, d.names, record)
     trade_ids = {
         e.trade_id for e in events
         if isinstance(e, TradeExecuted)
@@ -226,9 +224,9 @@ async def new_order(request: web.Request) -> web.Response:
     account_id, params = await signed(request)
     only(params, NEW_ORDER_PARAMS)
     d = dialect(request)
-    command, post_only = place_command(d, account_id, params)
+    command = place_command(d, account_id, params)
     done = await execute(request, command)
-    return json(placed_answer(d, done.events, post_only))
+    return json(placed_answer(d, done.events))
 
 
 @routes.post("/api/v3/order/test")
@@ -390,7 +388,7 @@ async def cancel_replace(request: web.Request) -> web.Response:
     if mode not in {"STOP_ON_FAILURE", "ALLOW_FAILURE"}:
         raise BinanceError(-1102, "Mandatory parameter 'cancelReplaceMode' was not sent, was "
             "empty/null, or malformed.")
-    command, post_only = place_command(d, account_id, params)  # checked before cancelling
+    command = place_command(d, account_id, params)  # checked before cancelling
     which = {"symbol": params["symbol"]}
     if "cancelOrderId" in params:
         which["orderId"] = params["cancelOrderId"]
@@ -407,7 +405,7 @@ async def cancel_replace(request: web.Request) -> web.Response:
         raise BinanceError(-2022, "Order cancel-replace failed.", 400) from None
     try:
         done = await execute(request, command)
-        placed: Json | None = placed_answer(d, done.events, post_only)
+        placed: Json | None = placed_answer(d, done.events)
         place_error = None
     except BinanceError as problem:
         placed, place_error = None, problem

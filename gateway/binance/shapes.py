@@ -121,7 +121,7 @@ def quote_qty(read: ReadModel, symbol: str, notional_ticks: int) -> str:
     return format_cash(notional_ticks * read.instruments[symbol].tick)
 
 
-def order(read: ReadModel, names: Names, r: OrderRecord, post_only: bool = False) -> Json:
+def order(read: ReadModel, names: Names, r: OrderRecord) -> Json:
     """GET /api/v3/order's shape."""
     t = ms(r.ts)
     return {
@@ -135,7 +135,7 @@ def order(read: ReadModel, names: Names, r: OrderRecord, post_only: bool = False
         "cummulativeQuoteQty": quote_qty(read, r.symbol, r.notional),
         "status": order_status(r),
         "timeInForce": shown_tif(r.type, r.tif),
-        "type": order_type(r.type, post_only, r.trigger_price),
+        "type": order_type(r.type, r.post_only, r.trigger_price),
         "side": SIDE[r.side],
         "stopPrice": stop_price(read, r),
         "icebergQty": str(r.display_qty),
