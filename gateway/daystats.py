@@ -1,5 +1,6 @@
 """An instrument's last 24 hours of trading, as GET /v1/ticker shows them: open, high, low
-and volume over its one-minute candles.
+and volume over its one-minute candles (and the value traded and the trades, for the
+Binance dialect's ticker).
 
 The day ends with the minute of the instrument's last trade, not at the gateway's clock:
 the figures are a function of the journal (the same on every gateway and after a
@@ -28,6 +29,8 @@ class Day:
     high: int | None
     low: int | None
     volume: int
+    notional: int = 0  # price (ticks) x qty, summed over the day's trades
+    trades: int = 0
 
 
 NO_TRADES = Day(None, None, None, None, 0)
@@ -39,11 +42,13 @@ def last_day(minutes: deque[Candle]) -> Day:
         return NO_TRADES
     since = minutes[-1].start - (DAY_MINUTES - 1) * MINUTE_NS
     first = minutes[-1]
-    high, low, volume = first.high, first.low, 0
+    high, low, volume, notional, trades = first.high, first.low, 0, 0, 0
     for candle in reversed(minutes):  # newest first; at most DAY_MINUTES candles are in it
         if candle.start < since:
             break
         first = candle
         high, low = max(high, candle.high), min(low, candle.low)
         volume += candle.volume
-    return Day(since, first.open, high, low, volume)
+        notional += candle.notional
+        trades += candle.trades
+    return Day(since, first.open, high, low, volume, notional, trades)

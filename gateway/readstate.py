@@ -130,6 +130,13 @@ class Candle(msgspec.Struct, gc=False, array_like=True):
     low: int
     close: int
     volume: int
+    # Last, with defaults, so a read snapshot from before them decodes (their candles then
+    # count from zero): the value traded (price in ticks x qty), the trades, and what
+    # takers bought (the Binance dialect's klines and 24-hour ticker show them).
+    notional: int = 0
+    trades: int = 0
+    buy_volume: int = 0
+    buy_notional: int = 0
 
 
 class InstrumentView(msgspec.Struct, array_like=True):
@@ -851,15 +858,21 @@ def _add_to_candles(candles: dict[str, deque[Candle]], trades: list[TradeExecute
         minute = first.ts - first.ts % MINUTE_NS
         end_of_minute = minute + MINUTE_NS
         high = low = first.price
-        volume = 0
+        volume = notional = buy_volume = buy_notional = 0
         j = i
         while j < count and trades[j].ts < end_of_minute:  # the trades of this minute
-            price = trades[j].price
+            trade = trades[j]
+            price, qty = trade.price, trade.qty
             high = max(high, price)
             low = min(low, price)
-            volume += trades[j].qty
+            volume += qty
+            notional += price * qty
+            if trade.aggressor == "buy":
+                buy_volume += qty
+                buy_notional += price * qty
             j += 1
         close = trades[j - 1].price
+        traded = j - i
         for interval, kept in candles.items():  # one candle list an interval
             length = CANDLE_INTERVALS[interval]
             start = minute - minute % length
@@ -869,6 +882,13 @@ def _add_to_candles(candles: dict[str, deque[Candle]], trades: list[TradeExecute
                 last.low = min(last.low, low)
                 last.close = close
                 last.volume += volume
+                last.notional += notional
+                last.trades += traded
+                last.buy_volume += buy_volume
+                last.buy_notional += buy_notional
             else:
-                kept.append(Candle(start, first.price, high, low, close, volume))
+                kept.append(Candle(
+                    start, first.price, high, low, close, volume, notional, traded, buy_volume,
+                    buy_notional,
+                ))  # fmt: skip
         i = j

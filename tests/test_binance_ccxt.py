@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -88,8 +89,22 @@ async def test_markets_time_book_tickers_trades_and_candles(server: RunningServe
         assert candles
         assert candles[-1][5] >= 1
         assert candles[-1][4] == price
+        # The newest 1m kline's value traded, trade count and taker buys are its trades'.
+        row = (await ex.publicGetKlines({"symbol": "ACMEUSD", "interval": "1m"}))[-1]
+        opened, closed = int(row[0]), int(row[6])
+        inside = [t for t in await ex.fetch_trades("ACME/USD", limit=1000)
+                  if opened <= t["timestamp"] <= closed]  # fmt: skip
+        assert inside
+        assert Decimal(row[7]) == sum(Decimal(str(t["price"])) * int(t["amount"]) for t in inside)
+        assert int(row[8]) == len(inside)
+        bought = [t for t in inside if t["side"] == "buy"]
+        assert int(row[9]) == sum(int(t["amount"]) for t in bought)
+        assert Decimal(row[10]) == sum(Decimal(str(t["price"])) * int(t["amount"]) for t in bought)
         ticker = await ex.fetch_ticker("ACME/USD")
         after = await get(server, "/v1/book/ACME?depth=1")
+        assert ticker["quoteVolume"] >= float(row[7]) > 0
+        assert ticker["low"] <= ticker["vwap"] <= ticker["high"]
+        assert int(ticker["info"]["count"]) >= len(inside)
         assert ticker["last"] == price
         assert ticker["bid"] == float(after["bids"][0][0])
         assert ticker["ask"] == float(after["asks"][0][0])

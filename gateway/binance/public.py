@@ -11,7 +11,7 @@ from exchange.domain.limits import MAX_PRICE_TICKS, MAX_QTY
 from exchange.domain.money import format_cash
 from gateway.binance.edge import Dialect, dialect, endpoint, json
 from gateway.binance.errors import BinanceError
-from gateway.binance.shapes import ms
+from gateway.binance.shapes import ms, quote_qty
 from gateway.binance.weights import WEIGHT_PER_MINUTE
 from gateway.daystats import last_day
 from gateway.readstate import CANDLE_INTERVALS, TRADES_KEPT
@@ -219,7 +219,8 @@ def kline_row(d: Dialect, symbol: str, interval: str, c: Any) -> list[Any]:
     return [
         start, price(symbol, c.open), price(symbol, c.high), price(symbol, c.low),
         price(symbol, c.close), str(c.volume), start + ms(CANDLE_INTERVALS[interval]) - 1,
-        "0.00", 0, "0", "0.00", "0",
+        quote_qty(d.read, symbol, c.notional), c.trades, str(c.buy_volume),
+        quote_qty(d.read, symbol, c.buy_notional), "0",
     ]  # fmt: skip
 
 
@@ -258,7 +259,10 @@ def ticker_24h(d: Dialect, symbol: str) -> Json:
         "symbol": names.wire(symbol),
         "priceChange": _signed_price(read.price, symbol, change),
         "priceChangePercent": pct,
-        "weightedAvgPrice": price(symbol, last),
+        # The day's value over its volume, to the nearest tick (the last price without trades).
+        "weightedAvgPrice": price(
+            symbol, (2 * day.notional + day.volume) // (2 * day.volume) if day.volume else last
+        ),
         "prevClosePrice": price(symbol, first_open),
         "lastPrice": price(symbol, last),
         "lastQty": str(newest.qty) if newest is not None else "0",
@@ -270,12 +274,12 @@ def ticker_24h(d: Dialect, symbol: str) -> Json:
         "highPrice": price(symbol, day.high if day.high is not None else 0),
         "lowPrice": price(symbol, day.low if day.low is not None else 0),
         "volume": str(day.volume),
-        "quoteVolume": "0.00",
+        "quoteVolume": quote_qty(read, symbol, day.notional),
         "openTime": ms(day.since) if day.since is not None else now - 86_400_000,
         "closeTime": now,
         "firstId": -1,
         "lastId": newest.trade_id if newest is not None else -1,
-        "count": 0,
+        "count": day.trades,
     }
 
 
