@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=8080, help="gateway i (from 0) listens on port+i"
     )
     cluster.add_argument("--demo", action="store_true", help="seed a demo market once")
+    cluster.add_argument(
+        "--currency", type=_currency, default="USD",
+        help="the cash currency's code, for every gateway (as `exchange gateway --currency`)",
+    )  # fmt: skip
     commands.add_parser("demo", help="play a short scripted session on the in-process engine")
     _simulate_parser(commands)
     journal = commands.add_parser("journal", help="look at a data directory's journal")
@@ -313,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return cluster_launcher.run(cluster_launcher.ClusterOptions(
             args.data_dir, args.nats_nodes, args.sequencers, args.gateways, args.port,
-            args.host, args.demo,
+            args.host, args.demo, args.currency,
         ))  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "simulate":

@@ -57,6 +57,7 @@ class ClusterOptions:
     port: int = 8080
     host: str = "127.0.0.1"
     demo: bool = False
+    currency: str = "USD"  # every gateway's --currency
 
 
 class RoleFailedError(Exception):
@@ -190,7 +191,8 @@ class Launcher:
         for index in range(self.options.gateways):
             name = f"gateway-{index + 1}"
             args = ["gateway", "--nats", self.nats_arg, "--host", self.options.host,
-                    "--port", str(self.gateway_port(index))]  # fmt: skip
+                    "--port", str(self.gateway_port(index)),
+                    "--currency", self.options.currency]  # fmt: skip
             if self.options.demo and index == 0:  # one seeder: the market is seeded once
                 args += ["--demo", "--demo-keys", str(self.data_dir / demo.DEMO_KEYS_FILE)]
             self.gateways.append(await _spawn(name, args, self.env))

@@ -138,7 +138,7 @@ async def test_cluster_trades_through_both_gateways_and_stops_clean_on_sigint(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "cluster"
-    async with cluster(data_dir, "--demo") as launched:
+    async with cluster(data_dir, "--demo", "--currency", "EUR") as launched:
         pids = launched.pids
         assert set(pids) == {"nats n1", "sequencer-1", "gateway-1", "gateway-2"}, launched.output()
         token_file, keys_file = data_dir / "admin-token", data_dir / "demo-keys.json"
@@ -159,6 +159,11 @@ async def test_cluster_trades_through_both_gateways_and_stops_clean_on_sigint(
             assert (fill["order_id"], fill["qty"], fill["remaining"]) == (sell["order_id"], 4, 6)
         async with Admin(launched.url(0), token) as admin:
             last_seq = (await admin.ok("GET", "/healthz"))["seq"]
+        for i in (0, 1):  # --currency reaches every gateway: the Binance dialect's quote asset
+            async with Admin(launched.url(i), token) as reader:
+                info = await reader.ok("GET", "/api/v3/exchangeInfo?symbol=BONDEUR")
+            symbols = [(s["symbol"], s["quoteAsset"]) for s in info["symbols"]]
+            assert symbols == [("BONDEUR", "EUR")], info
         views = [await cluster_view(launched.url(i), token) for i in (0, 1)]
         for view in views:
             assert view["leader"] == "sequencer-1", view
