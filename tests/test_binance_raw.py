@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -132,6 +133,7 @@ async def test_subscribe_is_answered_and_the_combined_stream_wraps_events(
         async with (
             http.ws_connect(base + "/ws/0") as plain,
             http.ws_connect(base + "/stream?streams=acmeusd@trade/acmeusd@depth") as combined,
+            http.ws_connect(base + "/stream?streams=acmeusd@kline_1m") as klines,
         ):
             await plain.send_json(
                 {"method": "SUBSCRIBE", "params": ["acmeusd@depth@100ms"], "id": 7}
@@ -154,6 +156,19 @@ async def test_subscribe_is_answered_and_the_combined_stream_wraps_events(
             assert [w["stream"] for w in wrapped] == ["acmeusd@trade", "acmeusd@depth"]
             assert wrapped[0]["data"]["e"] == "trade"
             assert wrapped[0]["data"]["q"] == "1"
+            # The kline event is the candle as GET /api/v3/klines has it: its quote volume,
+            # trade count and taker buy volumes too.
+            kline = (await klines.receive_json(timeout=WAIT_S))["data"]["k"]
+            status, rows, _ = await raw(
+                server, "GET", "/api/v3/klines", None, "symbol=ACMEUSD&interval=1m"
+            )
+            assert status == 200
+            row = rows[-1]
+            assert (kline["t"], kline["q"], kline["n"], kline["V"], kline["Q"]) == (
+                row[0], row[7], row[8], row[9], row[10]
+            )
+            assert kline["n"] >= 1
+            assert Decimal(kline["q"]) > 0
 
 
 async def test_user_data_on_the_websocket_api_and_by_listen_key(server: RunningServer) -> None:

@@ -147,8 +147,8 @@ class Streams:
             return [{"e": "kline", "E": now, "s": wire, "k": {
                 "t": row[0], "T": row[6], "s": wire, "i": interval,
                 "f": trades[0].trade_id, "L": trades[-1].trade_id, "o": row[1], "c": row[4],
-                "h": row[2], "l": row[3], "v": row[5], "n": len(trades), "x": False,
-                "q": "0.00", "V": "0", "Q": "0.00", "B": "0"}}]  # fmt: skip
+                "h": row[2], "l": row[3], "v": row[5], "n": row[8], "x": False,
+                "q": row[7], "V": row[9], "Q": row[10], "B": "0"}}]  # fmt: skip
         t = public.ticker_24h(d, symbol)
         if kind == "miniTicker":
             return [{"e": "24hrMiniTicker", "E": now, "s": wire, "c": t["lastPrice"],
