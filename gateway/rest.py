@@ -761,10 +761,7 @@ async def close_offering(request: web.Request) -> web.Response:
 @_admin_action("set_status")
 async def set_status(request: web.Request) -> web.Response:
     body = await _body(request, NewStatus)
-    symbol = request.match_info["symbol"]
-    if not is_symbol(symbol):
-        raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
-    return await _change_status(request, symbol, body.status)
+    return await _change_status(request, _path_symbol(request), body.status)
 
 
 # --- market phases (docs/ENGINE.md "Market phases") -----------------------------------------
@@ -868,9 +865,7 @@ def _check_fees(maker_bps: int, taker_bps: int) -> None:
 async def set_fees(request: web.Request) -> web.Response:
     """The fee rates of orders placed from now on (resting orders keep theirs)."""
     body = await _body(request, NewFees)
-    symbol = request.match_info["symbol"]
-    if not is_symbol(symbol):
-        raise ApiError(400, RejectCode.BAD_SYMBOL, "a symbol is 1-16 of A-Z 0-9 . _ -")
+    symbol = _path_symbol(request)
     _check_fees(body.maker_bps, body.taker_bps)
     command = cmd.SetInstrumentFees(
         symbol=symbol, maker_bps=body.maker_bps, taker_bps=body.taker_bps
