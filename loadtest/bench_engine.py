@@ -181,6 +181,16 @@ class Stream:
     open_at_end: int
 
 
+def _limit_place(
+    i: int, account: str, side: Side, price: int, qty: int, *, gtc: bool, ts: int
+) -> PlaceOrder:
+    """Both mixes' place: a limit order on BENCH with the i-th client order id."""
+    return PlaceOrder(
+        account=account, client_order_id=f"c{i}", symbol=SYMBOL, side=side, type="limit",
+        price=price, qty=qty, tif="gtc" if gtc else "ioc", ts=ts,
+    )
+
+
 def build_stream(ops: int, seed: int, first_ts: int) -> Stream:
     """`ops` order commands drawn from `random.Random(seed)`; timestamps from `first_ts`.
 
@@ -214,19 +224,7 @@ def build_stream(ops: int, seed: int, first_ts: int) -> Stream:
             cross = rng.randint(0, IOC_CROSS)
             price = MID + cross if side == "buy" else MID - cross
             ioc_count += 1
-        cmds.append(
-            PlaceOrder(
-                account=account,
-                client_order_id=f"c{i}",
-                symbol=SYMBOL,
-                side=side,
-                type="limit",
-                price=price,
-                qty=qty,
-                tif="gtc" if gtc else "ioc",
-                ts=ts,
-            )
-        )
+        cmds.append(_limit_place(i, account, side, price, qty, gtc=gtc, ts=ts))
         book.place(next_order_id, account, side, price=price, qty=qty, gtc=gtc)
         next_order_id += 1
     return Stream(
@@ -287,19 +285,7 @@ def build_deep_stream(ops: int, seed: int, first_ts: int) -> Stream:
             gtc_count += 1
         else:
             ioc_count += 1
-        cmds.append(
-            PlaceOrder(
-                account=account,
-                client_order_id=f"c{i}",
-                symbol=SYMBOL,
-                side="buy" if buy else "sell",
-                type="limit",
-                price=price,
-                qty=qty,
-                tif="gtc" if gtc else "ioc",
-                ts=ts,
-            )
-        )
+        cmds.append(_limit_place(i, account, "buy" if buy else "sell", price, qty, gtc=gtc, ts=ts))
     return Stream(
         commands=cmds,
         gtc=gtc_count,
