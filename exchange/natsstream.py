@@ -69,19 +69,25 @@ async def records_of(js: JetStreamContext, stream_seq: int) -> tuple[int, int, b
     return batch.first_seq, batch.first_seq + len(batch.records) - 1, batch.batch_end
 
 
-async def first_record(js: JetStreamContext) -> int | None:
-    """The first record the stream holds; None when it holds none. A trim between the two
-    reads is looked past (TimeoutError after FIRST_RECORD_LOOKS: the caller retries as
-    for NATS away)."""
+async def stream_start(js: JetStreamContext) -> tuple[int, int] | None:
+    """(the stream's first message, the first record in it); None when it holds none. A
+    trim between the two reads is looked past (TimeoutError after FIRST_RECORD_LOOKS: the
+    caller retries as for NATS away)."""
     for _ in range(FIRST_RECORD_LOOKS):
         state = (await js.stream_info(w.STREAM)).state
         if state.messages == 0:
             return None
         span = await records_of(js, state.first_seq)
         if span is not None:
-            return span[0]
+            return state.first_seq, span[0]
     msg = f"the stream's start moved {FIRST_RECORD_LOOKS} times while it was looked at"
     raise TimeoutError(msg)
+
+
+async def first_record(js: JetStreamContext) -> int | None:
+    """The first record the stream holds; None when it holds none (as stream_start)."""
+    start = await stream_start(js)
+    return None if start is None else start[1]
 
 
 async def message_holding(js: JetStreamContext, seq: int) -> int | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nats
 
-from exchange import natswire
+from exchange import natsstream, natswire
 from exchange.buckets import ENGINE_BUCKET, READ_BUCKET, engine_snapshots, read_snapshots
 from exchange.natsserver import NatsNode
 from exchange.natsstream import records_of
@@ -43,9 +43,6 @@ ORDERS_A_ROUND = 10  # each trader's orders between two looks at the stream
 # tens of milliseconds); the bound is far more than that takes, and within what each
 # trader's cash pays for (10,000.00 at 1.00 an order, over both such loops).
 MAX_ROUNDS = 200
-# Looks at the stream's start in a row that a trim may overtake (one trim a second at most):
-# more than one in a row would be a bug, not a race.
-STREAM_START_TRIES = 3
 TEST_TIMEOUT_S = 150.0
 CATCH_UP_S = 30.0
 
@@ -68,17 +65,13 @@ async def start_gateway(nats_url: str, data_dir: Path) -> RunningServer:
 
 
 async def stream_start(nats_url: str) -> tuple[int, int]:
-    """(the stream's first message, the first record in it). The leader may trim the stream
-    between the look at its first message and the read of it: then look again."""
+    """(the stream's first message, the first record in it), past a trim between the two
+    reads (natsstream.stream_start)."""
     client = await nats.connect(servers=[nats_url])
     try:
-        js = client.jetstream()
-        for _ in range(STREAM_START_TRIES):
-            first = (await js.stream_info(natswire.STREAM)).state.first_seq
-            span = await records_of(js, first)
-            if span is not None:
-                return first, span[0]
-        raise AssertionError(f"the stream's first message vanished {STREAM_START_TRIES} times")
+        start = await natsstream.stream_start(client.jetstream())
+        assert start is not None, "the stream is empty"
+        return start
     finally:
         await client.close()
 
