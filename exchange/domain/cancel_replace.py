@@ -7,6 +7,7 @@ from msgspec.structs import astuple
 
 from exchange.domain.auction import book_changed, rest_in_auction
 from exchange.domain.book import DEPARTED_SLACK, Order
+from exchange.domain.client_orders import open_order
 from exchange.domain.codes import RejectCode as Code
 from exchange.domain.commands import CancelAll, CancelOrder, ReplaceOrder
 from exchange.domain.events import DoneReason, Event, OrderCancelled
@@ -38,9 +39,7 @@ def cancel_order(market: Market, cmd: CancelOrder) -> list[Event]:
     if order_id:
         order = account.open_orders.get(order_id)
     elif cid:
-        record = account.client_orders.get(cid)
-        if isinstance(record, Order) and record.status == "open":
-            order = record
+        order = open_order(account.client_orders.get(cid))
     else:
         return [cancel_rejected(cmd, Code.BAD_REQUEST, "give order_id or client_order_id")]
     if order is None:

@@ -26,16 +26,18 @@ def remember(account: Account, cid: str, record: ClientOrderRecord) -> None:
         records = account.client_orders
         for _ in range(len(ids)):  # each open order's id moves to the back at most once
             oldest = ids.popleft()
-            if is_open(records[oldest]):
+            if open_order(records[oldest]) is not None:
                 ids.append(oldest)
             else:
                 del records[oldest]
                 return
 
 
-def is_open(record: ClientOrderRecord) -> bool:
-    """Does this record name an open order (one that may still trade or be cancelled)?"""
-    return isinstance(record, Order) and record.status == "open"
+def open_order(record: "ClientOrderRecord | None") -> Order | None:
+    """The open order (one that may still trade or be cancelled) a record names, if any."""
+    if isinstance(record, Order) and record.status == "open":
+        return record
+    return None
 
 
 def answer_resend(cmd: PlaceOrder, record: ClientOrderRecord) -> Event:
