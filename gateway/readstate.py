@@ -432,13 +432,11 @@ class ReadState:
         record = OrderRecord(
             e.order_id, e.account, e.client_order_id, e.symbol, e.side, e.type, e.tif,
             e.price, e.qty, e.remaining, "open", e.ts, expire_at=e.expire_at,
-            taker_bps=instrument.taker_bps,
+            taker_bps=instrument.taker_bps, post_only=e.post_only,
         )  # fmt: skip
         waiting = e.type in {"stop", "stop_limit"}
         if e.trigger_price or e.display_qty:
             record.trigger_price, record.display_qty = e.trigger_price, e.display_qty
-        if e.post_only:
-            record.post_only = True
         self.open_orders[e.order_id] = record
         mine = self.open_by_account.get(e.account)
         if mine is None:
