@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -263,13 +263,9 @@ async def test_a_gap_in_the_book_seq_resubscribes_and_the_ladder_recovers(tmp_pa
     and the server's socket): the next one's seq shows the gap, the page resubscribes, and
     the ladder is the REST book again."""
     dropped: list[str] = []
-
-    async def drop_one_update(page: Page) -> None:
-        await page.route_web_socket("**/v1/ws", _dropping("book_update", dropped))
-
     async with (
         srv.running(tmp_path / "data", demo=True) as server,
-        page_at(server.base_url, before=drop_one_update) as opened,
+        page_at(server.base_url, before=_losing_first("book_update", dropped)) as opened,
     ):
         page = opened.page
         await _live(page)
@@ -289,13 +285,9 @@ async def test_a_lost_last_update_is_caught_by_the_seqs_that_follow_it(tmp_path:
     """The only book_update of a change is lost and no other follows: the ticker and the
     heartbeat carry the book seq past the page's, and it resubscribes."""
     dropped: list[str] = []
-
-    async def drop_one_update(page: Page) -> None:
-        await page.route_web_socket("**/v1/ws", _dropping("book_update", dropped))
-
     async with (
         srv.running(tmp_path / "data", demo=True) as server,
-        page_at(server.base_url, before=drop_one_update) as opened,
+        page_at(server.base_url, before=_losing_first("book_update", dropped)) as opened,
     ):
         page = opened.page
         await _live(page)
@@ -305,6 +297,16 @@ async def test_a_lost_last_update_is_caught_by_the_seqs_that_follow_it(tmp_path:
         await expect(page.get_by_test_id("connection")).to_have_attribute("data-resyncs", "1")
         assert ["9.91", 11] in (await _ladder_is_rest_book(page, server))["bids"]
         assert len(dropped) == 1
+
+
+def _losing_first(kind: str, dropped: list[str]) -> Callable[[Page], Awaitable[None]]:
+    """A page set-up (page_at's `before`) under which the first `kind` message from the
+    server is lost on its way to the page."""
+
+    async def before(page: Page) -> None:
+        await page.route_web_socket("**/v1/ws", _dropping(kind, dropped))
+
+    return before
 
 
 def _dropping(kind: str, dropped: list[str]) -> Callable[[WebSocketRoute], None]:
